@@ -1,0 +1,54 @@
+"""The `callgate` console script: one entry point, one module per subcommand in callgate/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> module in callgate.commands exposing add_arguments(parser) and run(args) -> int
+COMMANDS: dict[str, str] = {
+    "serve": "serve",
+    "simulate": "simulate",
+    "replay": "replay",
+    "eval": "evaluate",
+    "tune": "tune",
+    "corpus": "corpus",
+    "train": "train",
+    "demo": "demo",
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callgate", description="Who picked up, and what do we do now?")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"callgate.commands.{module_name}")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("callgate.commands"):
+                continue  # not built yet
+            raise
+        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0], description=module.__doc__)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CliError as e:
+        print(f"callgate {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""One typed settings object for the whole server, read from environment variables (and `.env`).
+
+Every variable is documented in README.md; nothing else in the project reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server configuration. Environment variables are the field names in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    public_base_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The https URL Twilio reaches this server at (your ngrok URL). Signatures are checked "
+        "against it, never against the Host header.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = Field(
+        None, description="When set, webhook and WebSocket signatures are enforced; unset = dev mode."
+    )
+    twilio_api_base_url: str = Field(
+        "https://api.twilio.com", description="Twilio REST base URL; tests point it at the simulator."
+    )
+    twilio_from_number: str | None = None
+
+    token_ttl_secs: float = Field(60.0, description="Lifetime of the single-use Stream token.")
+    token_secret: str | None = Field(
+        None, description="HMAC key for Stream tokens; defaults to the auth token, else a random key."
+    )
+
+    default_workflow: str = "voicemail_drop"
+    voicemail_message: Path | None = Field(
+        None, description="WAV or raw .ulaw played by voicemail_drop; defaults to the shipped sample."
+    )
+    greeting_end_silence_secs: float = Field(
+        2.5, description="voicemail_drop: silence after speech that ends a greeting with no beep."
+    )
+    call_timeout_secs: float = Field(
+        60.0, description="Safety timeout: a call where nothing decisive happens is ended."
+    )
+    message_cache_dir: Path = Field(
+        Path.home() / ".cache" / "callgate", description="Where converted 8 kHz µ-law messages are cached."
+    )
+    trace_dir: Path | None = Field(None, description="When set, every call saves its AMD trace here.")
+    log_level: str = "INFO"
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        v = v.rstrip("/")
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("PUBLIC_BASE_URL must start with http:// or https://")
+        return v
+
+    @property
+    def dev_mode(self) -> bool:
+        """True when no Twilio credentials are configured: signatures are not checked."""
+        return not self.twilio_auth_token
+
+    @property
+    def stream_base_url(self) -> str:
+        """The ws(s):// form of the public base URL, for <Stream url=...>."""
+        return "wss://" + self.public_base_url[len("https://") :] if self.public_base_url.startswith(
+            "https://"
+        ) else "ws://" + self.public_base_url[len("http://") :]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own Settings and pass them explicitly)."""
+    return Settings()

@@ -1,0 +1,184 @@
+"""callgate's own Pipecat frames.
+
+Every event frame carries `t_ms`, the call's *audio time* in milliseconds (samples received / 8),
+never wall-clock time, so a replayed file and a live call report the same numbers. Frames that are
+call events also know how to render themselves as the public JSON event of `callgate replay --json`.
+
+Field names avoid those Pipecat reserves on Frame (`id`, `name`, `pts`, `metadata`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipecat.frames.frames import ControlFrame, DataFrame, SystemFrame
+
+
+class CallEvent:
+    """Mixin: a frame that is also a public call event (`{"event": ..., "t_ms": ...}`)."""
+
+    event_name: str = "event"
+
+    def to_event(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# --- Twilio ingest -------------------------------------------------------------------------------
+
+
+@dataclass
+class TwilioStartFrame(SystemFrame):
+    """The stream's `start` message: who the call is and the TwiML <Parameter>s."""
+
+    stream_sid: str = ""
+    call_sid: str = ""
+    account_sid: str = ""
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TwilioMarkFrame(SystemFrame):
+    """A mark echoed by Twilio: all audio sent before it has played (or a `clear` flushed it)."""
+
+    mark_name: str = ""
+
+
+@dataclass
+class TwilioStopFrame(SystemFrame):
+    """Twilio's `stop`: the call is over on Twilio's side."""
+
+    call_sid: str | None = None
+
+
+# --- Playback marks ------------------------------------------------------------------------------
+
+
+@dataclass
+class PlaybackMarkFrame(DataFrame):
+    """Ask for a named mark after the audio pushed before it; MarkTracker sends it to Twilio.
+
+    A DataFrame so it stays ordered behind the audio in the output transport's queue.
+    """
+
+    mark_name: str = ""
+
+
+@dataclass
+class MarkResolvedFrame(SystemFrame, CallEvent):
+    """A mark's fate: `played=True` when its audio really played, False when a `clear` cancelled it."""
+
+    mark_name: str = ""
+    played: bool = False
+    t_ms: float = 0.0
+    event_name = "mark"
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "mark", "t_ms": round(self.t_ms), "name": self.mark_name, "played": self.played}
+
+
+# --- Detection events ----------------------------------------------------------------------------
+
+
+@dataclass
+class BeepFrame(SystemFrame, CallEvent):
+    """A voicemail beep was detected (pushed while the tone is still sounding)."""
+
+    onset_ms: float = 0.0
+    hz: float = 0.0
+    t_ms: float = 0.0  # when it was detected
+    event_name = "beep"
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "beep", "t_ms": round(self.t_ms), "onset_ms": round(self.onset_ms), "hz": round(self.hz, 1)}
+
+
+@dataclass
+class BeepEndFrame(SystemFrame, CallEvent):
+    """The beep has ended: the moment a voicemail message may start."""
+
+    onset_ms: float = 0.0
+    hz: float = 0.0
+    duration_ms: float = 0.0
+    t_ms: float = 0.0  # end of the tone
+    event_name = "beep_end"
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "event": "beep_end",
+            "t_ms": round(self.t_ms),
+            "hz": round(self.hz, 1),
+            "duration_ms": round(self.duration_ms),
+        }
+
+
+@dataclass
+class SpeechStartedFrame(SystemFrame, CallEvent):
+    """The far end started speaking (Silero VAD), at audio time t_ms."""
+
+    t_ms: float = 0.0
+    event_name = "speech_start"
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "speech_start", "t_ms": round(self.t_ms)}
+
+
+@dataclass
+class SpeechEndedFrame(SystemFrame, CallEvent):
+    """The far end stopped speaking, at audio time t_ms (end of the last voiced audio)."""
+
+    t_ms: float = 0.0
+    event_name = "speech_end"
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "speech_end", "t_ms": round(self.t_ms)}
+
+
+@dataclass
+class AmdProbabilityFrame(SystemFrame):
+    """One step of the AMD model: class probabilities for the audio up to t_ms (every 100 ms)."""
+
+    t_ms: float = 0.0
+    probs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AmdVerdictFrame(SystemFrame, CallEvent):
+    """The AMD decision: human, machine, ivr, carrier_intercept or unknown."""
+
+    label: str = "unknown"
+    confidence: float = 0.0
+    t_ms: float = 0.0
+    detector: str = ""
+    event_name = "amd"
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "event": "amd",
+            "t_ms": round(self.t_ms),
+            "label": self.label,
+            "confidence": round(self.confidence, 3),
+            "detector": self.detector,
+        }
+
+
+# --- Workflow actions ----------------------------------------------------------------------------
+
+
+@dataclass
+class CallActionFrame(SystemFrame, CallEvent):
+    """Something the workflow did (`play_message`, `hangup`, `connect`, ...), for logs and replay."""
+
+    action: str = ""
+    t_ms: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": self.action, "t_ms": round(self.t_ms), **self.details}
+
+
+@dataclass
+class HangupRequestFrame(ControlFrame):
+    """A workflow is done with the call: the call controller hangs up once this reaches it."""
+
+    reason: str = ""
