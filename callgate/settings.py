@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     voicemail_message: Path | None = Field(
         None, description="WAV or raw .ulaw played by voicemail_drop; defaults to the shipped sample."
     )
+    messages_dir: Path = Field(
+        Path("messages"), description="Folder that message names given in API requests are resolved in."
+    )
     greeting_end_silence_secs: float = Field(
         2.5, description="voicemail_drop: silence after speech that ends a greeting with no beep."
     )

@@ -1,0 +1,32 @@
+# The two commands a new machine needs: `make demo` and `make test`. Each sets up everything it uses.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-test
+
+.PHONY: demo test lint system-deps serve bench model clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+system-deps:
+	@bash scripts/system_deps.sh
+
+demo: $(STAMP) system-deps
+	$(BIN)/callgate demo
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+serve: $(STAMP)
+	$(BIN)/callgate serve
+
+bench: $(STAMP) system-deps
+	$(BIN)/python scripts/bench_replay.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,61 @@
+"""Replay an audio file through a call's pipeline offline, as fast as the CPU allows.
+
+Accepts any WAV (converted to 8 kHz mono) or raw .ulaw. With --json: one JSON object per line, each
+with `event` and `t_ms` (audio time): beep, beep_end, speech_start, speech_end, amd, play_message,
+hangup, ..., and a final summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="WAV or raw .ulaw (8 kHz µ-law) file")
+    parser.add_argument("--workflow", default=None, help="workflow to run (default: DEFAULT_WORKFLOW)")
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument("--message", help="message file name for voicemail_drop (inside MESSAGES_DIR)")
+    parser.add_argument(
+        "--tail", type=float, default=30.0, help="seconds of line silence after the file ends (default 30)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from loguru import logger
+
+    from callgate.audio import AudioFormatError, load_audio
+    from callgate.cli import CliError
+    from callgate.settings import get_settings
+    from pipelines.call import CallConfig
+    from pipelines.factory import UnknownWorkflowError, check_workflow
+    from pipelines.message import MessageCache
+    from pipelines.replay import replay_pcm
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    settings = get_settings()
+    workflow = args.workflow or settings.default_workflow
+    try:
+        check_workflow(workflow)
+        pcm = load_audio(args.file)
+    except (UnknownWorkflowError, AudioFormatError) as e:
+        raise CliError(str(e)) from e
+    params = {"workflow": workflow, **({"message": args.message} if args.message else {})}
+    call = CallConfig(settings=settings, workflow=workflow, call_sid="replay", stream_sid="replay", params=params)
+
+    def emit(event: dict) -> None:
+        if args.json:
+            print(json.dumps(event), flush=True)
+        else:
+            details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "t_ms"))
+            print(f"{event['t_ms']:>8} ms  {event['event']:<14} {details}", flush=True)
+
+    try:
+        asyncio.run(replay_pcm(pcm, call, MessageCache(settings.message_cache_dir), tail_ms=args.tail * 1000, on_event=emit))
+    except AudioFormatError as e:
+        raise CliError(str(e)) from e
+    return 0

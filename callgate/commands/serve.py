@@ -1,0 +1,32 @@
+"""Run the server (the Twilio webhook and Media Streams endpoint)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: PORT or 8080)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from callgate.cli import CliError
+    from callgate.settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        raise CliError(f"bad configuration: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+
+    import server
+
+    server.configure_logging(settings.log_level)
+    uvicorn.run(
+        server.create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+    )
+    return 0

@@ -1,0 +1,65 @@
+"""Assembles the per-call pipeline for a workflow: detectors, then the workflow, then marks and the log.
+
+    transport.input() -> SpeechDetector -> BeepDetector -> <workflow> -> MarkTracker -> EventLog
+                      -> transport.output()
+
+The server puts Twilio's WebSocket transport at the ends; `callgate replay` puts a file source and a
+simulated playback there. Everything in between is the same objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipecat.processors.frame_processor import FrameProcessor
+
+from pipelines.call import CallConfig
+from pipelines.message import MessageCache
+from pipelines.voicemail_drop import VoicemailDrop
+from pipelines.workflow import Workflow
+from processors.beep import BeepDetector
+from processors.event_log import EventLog
+from processors.marks import MarkTracker
+from processors.speech import SpeechDetector
+
+WorkflowBuilder = Callable[[CallConfig, MessageCache], Workflow]
+
+WORKFLOWS: dict[str, WorkflowBuilder] = {
+    "voicemail_drop": lambda call, messages: VoicemailDrop(call, messages),
+}
+
+
+class UnknownWorkflowError(ValueError):
+    """The requested workflow does not exist."""
+
+
+def check_workflow(name: str) -> str:
+    if name not in WORKFLOWS:
+        raise UnknownWorkflowError(f"unknown workflow {name!r}; choose one of: {', '.join(sorted(WORKFLOWS))}")
+    return name
+
+
+@dataclass
+class CallProcessors:
+    """The middle of a call's pipeline, with handles on the parts callers inspect."""
+
+    processors: list[FrameProcessor]
+    workflow: Workflow
+    marks: MarkTracker
+    events: EventLog
+
+
+def build_call_processors(
+    call: CallConfig,
+    messages: MessageCache,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> CallProcessors:
+    """Build fresh processors for one call (each call owns its state; only models are shared)."""
+    workflow = WORKFLOWS[check_workflow(call.workflow)](call, messages)
+    marks = MarkTracker()
+    marks.set_stream_sid(call.stream_sid)
+    events = EventLog(on_event=on_event)
+    processors: list[FrameProcessor] = [SpeechDetector(), BeepDetector(), workflow, marks, events]
+    return CallProcessors(processors=processors, workflow=workflow, marks=marks, events=events)

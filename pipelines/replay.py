@@ -1,0 +1,174 @@
+"""Offline replay: the server's per-call pipeline driven by a file instead of a phone call.
+
+`ReplaySource` stands where Twilio's input transport stands and feeds 20 ms frames as fast as the CPU
+allows; `ReplayPlayback` stands where the output transport stands and plays what the workflow sends on
+a simulated Twilio buffer in audio time, echoing marks when their audio would have finished (or at once
+after a `clear`). The source waits for each frame to reach the end of the pipeline before sending the
+next, so every decision happens at the same audio time as it would in a live call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    StartFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE
+from pipelines.call import CallConfig
+from pipelines.factory import build_call_processors
+from pipelines.message import MessageCache
+from processors.frames import TwilioMarkFrame, TwilioStopFrame
+
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+
+
+class ReplaySource(FrameProcessor):
+    """Pushes the file (then silence, like a live line) frame by frame, in lock-step with the sink."""
+
+    def __init__(self, pcm: np.ndarray, tail_ms: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pcm = pcm.astype(np.int16)
+        self._tail_samples = int(tail_ms * SAMPLES_PER_MS)
+        self._acked = asyncio.Event()
+        self._inject: deque[Frame] = deque()
+        self._task: asyncio.Task | None = None
+        self._stopped = False
+        self.samples_sent = 0
+
+    def ack(self) -> None:
+        self._acked.set()
+
+    def inject(self, frame: Frame) -> None:
+        """Queue an inbound event (a mark echo) to go out before the next audio frame."""
+        self._inject.append(frame)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._acked.set()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if isinstance(frame, StartFrame) and self._task is None:
+            self._task = self.create_task(self._feed())
+        elif isinstance(frame, EndFrame | CancelFrame):
+            self.stop()
+
+    async def _feed(self) -> None:
+        total = len(self._pcm) + self._tail_samples
+        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        while not self._stopped and self.samples_sent < total:
+            while self._inject:
+                await self.push_frame(self._inject.popleft())
+            start = self.samples_sent
+            chunk = self._pcm[start : start + FRAME_SAMPLES]
+            if len(chunk) < FRAME_SAMPLES:
+                chunk = np.concatenate([chunk, silence[: FRAME_SAMPLES - len(chunk)]])
+            self._acked.clear()
+            self.samples_sent += FRAME_SAMPLES
+            await self.push_frame(InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1))
+            await self._acked.wait()
+        if not self._stopped:
+            await self.push_frame(TwilioStopFrame(call_sid="replay"))
+
+
+class ReplayPlayback(FrameProcessor):
+    """A simulated Twilio playback buffer in audio time; the last processor of a replay pipeline."""
+
+    def __init__(self, source: ReplaySource, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._source = source
+        self._now_ms = 0.0
+        self._play_end_ms = 0.0
+        self._marks: deque[tuple[float, str]] = deque()
+        self.played_ms = 0.0
+        self.first_audio_ms: float | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            self._now_ms += len(frame.audio) / 2 / SAMPLES_PER_MS
+            while self._marks and self._marks[0][0] <= self._now_ms:
+                self._source.inject(TwilioMarkFrame(mark_name=self._marks.popleft()[1]))
+            self._source.ack()
+        elif isinstance(frame, OutputAudioRawFrame):
+            duration = len(frame.audio) / 2 / SAMPLES_PER_MS
+            start = max(self._now_ms, self._play_end_ms)
+            if self.first_audio_ms is None:
+                self.first_audio_ms = start
+            self._play_end_ms = start + duration
+            self.played_ms += duration
+        elif isinstance(frame, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
+            msg = frame.message
+            if isinstance(msg, dict) and msg.get("event") == "mark":
+                self._marks.append((max(self._now_ms, self._play_end_ms), msg["mark"]["name"]))
+        elif isinstance(frame, InterruptionFrame):
+            self._play_end_ms = self._now_ms  # `clear`: drop the buffer, echo pending marks at once
+            while self._marks:
+                self._source.inject(TwilioMarkFrame(mark_name=self._marks.popleft()[1]))
+        elif isinstance(frame, EndFrame | CancelFrame):
+            self._source.stop()
+        await self.push_frame(frame, direction)
+
+
+@dataclass
+class ReplayResult:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+async def replay_pcm(
+    pcm: np.ndarray,
+    call: CallConfig,
+    messages: MessageCache,
+    *,
+    tail_ms: float = 30_000,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> ReplayResult:
+    """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary."""
+    source = ReplaySource(pcm, tail_ms=tail_ms)
+    parts = build_call_processors(call, messages, on_event=on_event)
+    playback = ReplayPlayback(source)
+    pipeline = Pipeline([source, *parts.processors, playback])
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE, audio_out_sample_rate=SAMPLE_RATE),
+        enable_rtvi=False,
+        enable_turn_tracking=False,
+        idle_timeout_secs=None,
+    )
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await runner.run()
+    summary = {
+        "event": "summary",
+        "t_ms": round(source.samples_sent / SAMPLES_PER_MS),
+        "workflow": call.workflow,
+        "outcome": parts.workflow.outcome,
+        "audio_ms": round(len(pcm) / SAMPLES_PER_MS),
+        "message_played_ms": round(playback.played_ms),
+        "marks_played": parts.marks.ledger.played,
+        "marks_cancelled": parts.marks.ledger.cancelled,
+    }
+    if on_event:
+        on_event(summary)
+    return ReplayResult(events=[*parts.events.events, summary], summary=summary)
