@@ -359,7 +359,7 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
     finally:
         record.status = "completed"
         record.outcome = record.outcome or parts.workflow.outcome or "ended"
-        record.counters = dict(serializer.counters)
+        record.counters = {**serializer.counters, "audio_ms": round(serializer.audio_ms)}
         for key, value in serializer.counters.items():
             state.stream_counters[key] = state.stream_counters.get(key, 0) + value
         state.active.pop(start.call_sid, None)

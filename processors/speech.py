@@ -29,6 +29,7 @@ class SpeechDetector(FrameProcessor):
         super().__init__(**kwargs)
         self._params = params or DEFAULT_VAD_PARAMS
         self._vad = SileroVADAnalyzer(sample_rate=SAMPLE_RATE, params=self._params)
+        self._vad.set_sample_rate(SAMPLE_RATE)  # sizes the analysis window; Pipecat does this on StartFrame
         self._samples = 0
         self._speaking = False
 
