@@ -47,6 +47,7 @@ from twiml.signatures import SignatureChecker
 from twiml.tokens import StreamTokens, TokenError
 
 START_TIMEOUT_SECS = 10.0
+DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
 PASSTHROUGH_PARAMS = ("message",)
@@ -342,9 +343,21 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         idle_timeout_secs=settings.call_timeout_secs + 30,
     )
 
+    drain_task: asyncio.Task | None = None
+
+    async def _cancel_after_drain() -> None:
+        await asyncio.sleep(DRAIN_AFTER_STOP_SECS)
+        await worker.cancel()
+
     @transport.event_handler("on_client_disconnected")
     async def _on_disconnected(_transport, _ws) -> None:
-        await worker.cancel()
+        # The pipeline does not stop on its own when the socket closes. After a `stop`, audio still
+        # queued is played through so the workflow sees the whole call; an abrupt close cancels now.
+        nonlocal drain_task
+        if serializer.stopped and not worker.has_finished():
+            drain_task = asyncio.create_task(_cancel_after_drain())
+        else:
+            await worker.cancel()
 
     state.active[start.call_sid] = record
     logger.info(f"{start.call_sid}: stream {start.stream_sid} started, workflow {workflow}")
@@ -357,6 +370,8 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         logger.exception(f"{start.call_sid}: pipeline failed: {e}")
         record.outcome = "error"
     finally:
+        if drain_task:
+            drain_task.cancel()
         record.status = "completed"
         record.outcome = record.outcome or parts.workflow.outcome or "ended"
         record.counters = {**serializer.counters, "audio_ms": round(serializer.audio_ms)}

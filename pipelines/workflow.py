@@ -47,6 +47,7 @@ class Workflow(FrameProcessor):
         self._samples = 0
         self.ended = False
         self.outcome: str | None = None
+        self._stop_at_ms: float | None = None  # Twilio sent `stop`; end when audio reaches this time
 
     @property
     def t_ms(self) -> float:
@@ -62,6 +63,9 @@ class Workflow(FrameProcessor):
             return
         if isinstance(frame, InputAudioRawFrame):
             self._samples += len(frame.audio) // 2
+            if self._stop_at_ms is not None and self.t_ms >= self._stop_at_ms:
+                await self.remote_hangup()
+                return
             await self.on_audio()
             if not self.ended and self.t_ms >= self.settings.call_timeout_secs * 1000:
                 logger.warning(f"{self.call.call_sid}: safety timeout after {self.t_ms:.0f} ms")
@@ -77,7 +81,10 @@ class Workflow(FrameProcessor):
         elif isinstance(frame, AmdVerdictFrame):
             await self.on_verdict(frame)
         elif isinstance(frame, TwilioStopFrame):
-            await self.remote_hangup()
+            if frame.audio_ms is None or self.t_ms >= frame.audio_ms:
+                await self.remote_hangup()
+            else:
+                self._stop_at_ms = frame.audio_ms
 
     # --- hooks --------------------------------------------------------------------------------
 

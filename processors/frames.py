@@ -46,9 +46,14 @@ class TwilioMarkFrame(SystemFrame):
 
 @dataclass
 class TwilioStopFrame(SystemFrame):
-    """Twilio's `stop`: the call is over on Twilio's side."""
+    """Twilio's `stop`: the call is over on Twilio's side.
+
+    `audio_ms` is the stream's audio time at the stop: the input transport queues audio separately from
+    other frames, so this frame can overtake audio still on its way; workflows end once they reach it.
+    """
 
     call_sid: str | None = None
+    audio_ms: float | None = None
 
 
 # --- Playback marks ------------------------------------------------------------------------------

@@ -69,6 +69,11 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         self._out_remainder = b""  # outbound µ-law not yet a whole 20 ms frame
 
     @property
+    def stopped(self) -> bool:
+        """Twilio sent `stop`: the call is over, but audio before it may still be in the pipeline."""
+        return self._stopped
+
+    @property
     def audio_ms(self) -> float:
         """Audio time of the stream so far (received audio + filled gaps)."""
         return self._samples_in / SAMPLES_PER_MS
@@ -96,7 +101,7 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
                     return TwilioMarkFrame(mark_name=str((msg.get("mark") or {}).get("name", "")))
                 case "stop":
                     self._stopped = True
-                    return TwilioStopFrame(call_sid=(msg.get("stop") or {}).get("callSid"))
+                    return TwilioStopFrame(call_sid=(msg.get("stop") or {}).get("callSid"), audio_ms=self.audio_ms)
                 case "dtmf":
                     return self._dtmf(msg)
                 case "start":

@@ -41,7 +41,9 @@ def start_server(settings: Settings, port: int) -> tuple[uvicorn.Server, threadi
     import server
 
     app = server.create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=4 * 1024 * 1024)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=4 * 1024 * 1024
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
     thread.start()

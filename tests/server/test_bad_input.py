@@ -27,7 +27,9 @@ def place(server, call_sid: str) -> tuple[str, dict[str, str]]:
 
 async def open_call(server, call_sid: str) -> StreamClient:
     url, params = place(server, call_sid)
-    client = await StreamClient.connect(url, auth_token=AUTH_TOKEN, call_sid=call_sid, account_sid=ACCOUNT_SID)
+    client = await StreamClient.connect(
+        url, auth_token=AUTH_TOKEN, call_sid=call_sid, account_sid=ACCOUNT_SID
+    )
     client.parameters = params
     return client
 
@@ -92,7 +94,9 @@ async def test_bad_input_is_counted_and_neighbours_are_unaffected(server_factory
     ok = server.state.finished[good]
     assert ok.outcome == "remote_hangup"
     assert ok.counters["media_frames"] == 50 and ok.counters["audio_ms"] == 1000
-    assert not any(k in ok.counters for k in ("malformed_json", "binary", "oversize", "gaps", "duplicate_or_late"))
+    assert not any(
+        k in ok.counters for k in ("malformed_json", "binary", "oversize", "gaps", "duplicate_or_late")
+    )
 
 
 async def test_stream_without_start_starts_no_pipeline(server_factory):

@@ -26,8 +26,11 @@ def webhook_params(call_sid: str = CALL_SID) -> dict[str, str]:
 def signed_webhook(server, params: dict[str, str], query: str = "") -> httpx.Response:
     url = f"{server.settings.public_base_url}/twiml" + (f"?{query}" if query else "")
     sig = VALIDATOR.compute_signature(url, params)
-    return httpx.post(f"{server.base_url}/twiml" + (f"?{query}" if query else ""), data=params,
-                      headers={"X-Twilio-Signature": sig})
+    return httpx.post(
+        f"{server.base_url}/twiml" + (f"?{query}" if query else ""),
+        data=params,
+        headers={"X-Twilio-Signature": sig},
+    )
 
 
 def stream_url_from(twiml: str) -> tuple[str, dict[str, str]]:
@@ -39,12 +42,21 @@ def stream_url_from(twiml: str) -> tuple[str, dict[str, str]]:
 
 
 def start_msg(call_sid: str, params: dict[str, str]) -> str:
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": "MZ" + "3" * 32,
-        "start": {"accountSid": ACCOUNT_SID, "streamSid": "MZ" + "3" * 32, "callSid": call_sid,
-                  "tracks": ["inbound"], "customParameters": params,
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    })
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": "MZ" + "3" * 32,
+            "start": {
+                "accountSid": ACCOUNT_SID,
+                "streamSid": "MZ" + "3" * 32,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 async def open_stream(url: str, *, sign: bool = True, signature: str | None = None):
@@ -70,8 +82,12 @@ def test_webhook_rejects_missing_and_bad_signatures(server_factory):
     assert bad.status_code == 403
     # Signed for the Host header the server saw, not the configured public URL: still refused.
     sig_for_wrong_url = VALIDATOR.compute_signature("http://evil.example/twiml", params)
-    assert httpx.post(f"{server.base_url}/twiml", data=params,
-                      headers={"X-Twilio-Signature": sig_for_wrong_url}).status_code == 403
+    assert (
+        httpx.post(
+            f"{server.base_url}/twiml", data=params, headers={"X-Twilio-Signature": sig_for_wrong_url}
+        ).status_code
+        == 403
+    )
     ok = signed_webhook(server, params, query="workflow=voicemail_drop")
     assert ok.status_code == 200
     url, stream_params = stream_url_from(ok.text)
