@@ -1,0 +1,199 @@
+"""Start the server on localhost, place simulated calls into it, and print what happened.
+
+Each scenario's audio is generated offline (espeak-ng voices through a telephone channel); the calls
+run concurrently through the real server over real WebSockets, with the simulator standing in for
+Twilio's Media Streams and REST API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AUTH_TOKEN = "demo-auth-token-not-a-secret"
+ACCOUNT_SID = "AC" + "d" * 32
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    audio: np.ndarray  # int16, 8 kHz
+    tail_secs: float
+    beep_offset_ms: float | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument(
+        "--speed", type=float, default=1.0,
+        help="call pacing, x real time (default 1; the server plays audio in real time, so keep 1 for timings)",
+    )
+
+
+def build_scenarios() -> list[Scenario]:
+    from callgate.audio import to_int16
+    from callgate.synth import concat, make_voicemail_greeting, silence, speech, telephone_channel
+
+    with_beep = make_voicemail_greeting(
+        "Hi, you've reached Maria Lopez. I can't take your call right now. "
+        "Please leave a message after the tone.",
+        voice="en-us+f2",
+        beep_hz=1000,
+        beep_secs=0.5,
+    )
+    no_beep = telephone_channel(
+        concat(silence(0.4), speech("Hello, this is Tom. Leave me a message and I'll call you back.",
+                                    voice="en-gb+m3"), silence(0.3))
+    )
+    early = telephone_channel(concat(silence(0.5), speech("Hello? Hello?", voice="en-us+m1"), silence(0.8)))
+    return [
+        Scenario("voicemail + beep", "greeting, then a 1 kHz beep", to_int16(with_beep.audio), 25.0,
+                 with_beep.beep_offset_ms),
+        Scenario("voicemail, no beep", "greeting that ends in silence", to_int16(no_beep), 25.0),
+        Scenario("caller hangs up early", "'Hello? Hello?' then hangs up", to_int16(early), 0.0),
+    ]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(port: int, rest_url: str, workdir: Path) -> subprocess.Popen:
+    import httpx
+
+    env = {
+        **os.environ,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_BASE_URL": rest_url,
+        "MESSAGE_CACHE_DIR": str(workdir / "cache"),
+        "LOG_LEVEL": "WARNING",
+    }
+    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "callgate.cli", "serve"], env=env, stdout=log, stderr=log)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early; see {workdir / 'server.log'}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("server did not become healthy in 60 s")
+
+
+async def _run_calls(scenarios: list[Scenario], port: int, speed: float, rest) -> list[tuple]:
+    import httpx
+
+    from simulator.phone import simulate_call
+
+    base = f"http://127.0.0.1:{port}"
+    reports = await asyncio.gather(
+        *[
+            simulate_call(s.audio, f"{base}/twiml", speed=speed, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID,
+                          rest=rest, tail_secs=s.tail_secs)
+            for s in scenarios
+        ]
+    )
+    results = []
+    async with httpx.AsyncClient() as client:
+        for scenario, report in zip(scenarios, reports, strict=True):
+            record: dict = {}
+            for _ in range(100):  # the server closes its record just after the socket
+                r = await client.get(f"{base}/calls/{report.summary['call_sid']}")
+                if r.status_code == 200 and r.json()["status"] == "completed":
+                    record = r.json()
+                    break
+                await asyncio.sleep(0.1)
+            results.append((scenario, report, record))
+    return results
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1000:.2f} s"
+
+
+def _print_table(results: list[tuple]) -> bool:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="callgate demo: voicemail_drop through the real server", show_lines=True)
+    for col in ("scenario", "beep (server)", "message starts", "message mark", "hang-up", "outcome"):
+        table.add_column(col)
+    all_ok = True
+    for scenario, report, record in results:
+        events = {e["event"]: e for e in record.get("events", [])}
+        beep = events.get("beep")
+        beep_txt = f"{_fmt_ms(beep['onset_ms'])} @ {beep['hz']:.0f} Hz" if beep else "none"
+        starts = report.of("media_start")
+        start_txt = _fmt_ms(starts[0]["t_ms"]) if starts else "-"
+        if starts and scenario.beep_offset_ms is not None:
+            after = starts[0]["t_ms"] - scenario.beep_offset_ms
+            start_txt += f"\n({after:+.0f} ms after beep end)"
+            all_ok &= after >= 0
+        if starts and "play_message" in events:
+            start_txt += f"\ntrigger: {events['play_message'].get('trigger')}"
+        marks = report.of("mark")
+        mark_txt = ", ".join(f"{'played' if m['played'] else 'cancelled'} at {_fmt_ms(m['t_ms'])}" for m in marks) or "-"
+        hangups = report.of("hangup")
+        hang_txt = f"REST at {_fmt_ms(hangups[0]['t_ms'])}" if hangups else f"caller ({report.summary['ended_by']})"
+        outcome = record.get("outcome", "?")
+        table.add_row(f"{scenario.name}\n[dim]{scenario.description}[/dim]", beep_txt, start_txt, mark_txt,
+                      hang_txt, outcome)
+    Console(width=max(130, Console().width)).print(table)
+    return all_ok
+
+
+def run(args: argparse.Namespace) -> int:
+    from callgate.cli import CliError
+    from simulator.rest import RestStandIn
+
+    print("callgate demo: generating call audio with offline voices ...", flush=True)
+    try:
+        scenarios = build_scenarios()
+    except RuntimeError as e:  # a missing TTS engine or sound package
+        raise CliError(f"{e} (run `make demo`, which installs them)") from e
+    port = args.port or _free_port()
+
+    async def main() -> list[tuple]:
+        async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+            with tempfile.TemporaryDirectory(prefix="callgate-demo-") as tmp:
+                print(f"starting the server on http://127.0.0.1:{port} (Twilio REST stand-in at {rest.base_url}) ...",
+                      flush=True)
+                proc = await asyncio.to_thread(_start_server, port, rest.base_url, Path(tmp))
+                try:
+                    print(f"placing {len(scenarios)} simulated calls at {args.speed:g}x real time ...", flush=True)
+                    return await _run_calls(scenarios, port, args.speed, rest)
+                finally:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+
+    try:
+        results = asyncio.run(main())
+    except RuntimeError as e:
+        raise CliError(str(e)) from e
+    ok = _print_table(results)
+    print("server stopped.")
+    return 0 if ok else 1
