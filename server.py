@@ -38,7 +38,7 @@ from twilio.rest import Client as TwilioClient
 from callgate.audio import SAMPLE_RATE, AudioFormatError
 from callgate.settings import Settings, get_settings
 from pipelines.call import CallConfig
-from pipelines.factory import UnknownWorkflowError, WORKFLOWS, build_call_processors, check_workflow
+from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
 from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import MAX_MESSAGE_BYTES, TwilioIngestSerializer, parse_start
