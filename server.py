@@ -208,6 +208,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+class TwilioCallControl:
+    """Acts on a live call through Twilio's REST API (the configured base URL)."""
+
+    def __init__(self, settings: Settings, call_sid: str) -> None:
+        self.settings = settings
+        self.call_sid = call_sid
+        self.serializer: TwilioIngestSerializer | None = None
+
+    async def redirect(self, twiml: str) -> bool:
+        if not (self.settings.twilio_account_sid and self.settings.twilio_auth_token):
+            logger.warning(f"{self.call_sid}: dev mode, cannot update the call with new TwiML")
+            return False
+        if self.serializer:
+            self.serializer.hand_off()  # before the EndFrame can reach it
+        client = twilio_client(self.settings)
+        try:
+            await client.calls(self.call_sid).update_async(twiml=twiml)
+            return True
+        except TwilioRestException as e:
+            logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
+            return False
+        finally:
+            await client.http_client.close()
+
+
 def twilio_client(settings: Settings) -> TwilioClient:
     """An async Twilio REST client whose base URL can point at a stand-in (the simulator)."""
     client = TwilioClient(
@@ -298,7 +323,9 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         return await _close(websocket, POLICY_VIOLATION, "callSid does not match the webhook")
 
     workflow = start.custom_parameters.get("workflow") or settings.default_workflow
+    control = TwilioCallControl(settings, start.call_sid)
     call = CallConfig(
+        control=control,
         settings=settings,
         workflow=workflow,
         call_sid=start.call_sid,
@@ -321,6 +348,7 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         api_base_url=settings.twilio_api_base_url,
     )
     serializer.counters.update(pre_counters)
+    control.serializer = serializer
     transport = FastAPIWebsocketTransport(
         websocket=websocket,
         params=FastAPIWebsocketParams(

@@ -56,6 +56,20 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "callgate", description="Where converted 8 kHz µ-law messages are cached."
     )
     trace_dir: Path | None = Field(None, description="When set, every call saves its AMD trace here.")
+    amd_model_path: Path | None = Field(None, description="AMD ONNX model; defaults to the shipped one.")
+    amd_presets_path: Path | None = Field(
+        None, description="AMD detector presets (JSON); defaults to pipelines/presets/amd.json."
+    )
+    amd_callback_url: str | None = Field(
+        None, description="parallel_dial / power_dial POST each verdict here as JSON, as soon as it is made."
+    )
+    connect_number: str | None = Field(
+        None, description="Human action: bridge a human to this number with <Dial>; unset = polite hang-up."
+    )
+    human_goodbye: str = Field(
+        "Sorry, nobody is available to take this call right now. We will call you back. Goodbye.",
+        description="What a human hears before the polite hang-up when no CONNECT_NUMBER is set.",
+    )
     log_level: str = "INFO"
 
     @field_validator("public_base_url")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from callgate.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.actions import CallControl
 
 
 @dataclass
@@ -16,3 +20,4 @@ class CallConfig:
     call_sid: str = ""
     stream_sid: str = ""
     params: dict[str, str] = field(default_factory=dict)
+    control: CallControl | None = None  # REST actions on the live call; None = nothing to act on

@@ -1,7 +1,7 @@
 """Assembles the per-call pipeline for a workflow: detectors, then the workflow, then marks and the log.
 
-    transport.input() -> SpeechDetector -> BeepDetector -> <workflow> -> MarkTracker -> EventLog
-                      -> transport.output()
+    transport.input() -> SpeechDetector -> BeepDetector -> AmdProcessor -> AmdDecisionProcessor
+                      -> <workflow> -> MarkTracker -> EventLog -> transport.output()
 
 The server puts Twilio's WebSocket transport at the ends; `callgate replay` puts a file source and a
 simulated playback there. Everything in between is the same objects.
@@ -16,9 +16,12 @@ from typing import Any
 from pipecat.processors.frame_processor import FrameProcessor
 
 from pipelines.call import CallConfig
+from pipelines.dial import ParallelDial, PowerDial
 from pipelines.message import MessageCache
 from pipelines.voicemail_drop import VoicemailDrop
 from pipelines.workflow import Workflow
+from processors.amd import AmdProcessor
+from processors.amd_decision import AmdDecisionProcessor
 from processors.beep import BeepDetector
 from processors.event_log import EventLog
 from processors.marks import MarkTracker
@@ -28,6 +31,8 @@ WorkflowBuilder = Callable[[CallConfig, MessageCache], Workflow]
 
 WORKFLOWS: dict[str, WorkflowBuilder] = {
     "voicemail_drop": lambda call, messages: VoicemailDrop(call, messages),
+    "parallel_dial": lambda call, messages: ParallelDial(call),
+    "power_dial": lambda call, messages: PowerDial(call),
 }
 
 
@@ -49,6 +54,8 @@ class CallProcessors:
     workflow: Workflow
     marks: MarkTracker
     events: EventLog
+    amd: AmdProcessor
+    decision: AmdDecisionProcessor
 
 
 def build_call_processors(
@@ -57,9 +64,16 @@ def build_call_processors(
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> CallProcessors:
     """Build fresh processors for one call (each call owns its state; only models are shared)."""
+    s = call.settings
     workflow = WORKFLOWS[check_workflow(call.workflow)](call, messages)
+    amd = AmdProcessor(
+        model_path=s.amd_model_path, trace_path=s.trace_dir, call_id=call.call_sid or None, workflow=call.workflow
+    )
+    decision = AmdDecisionProcessor(workflow=call.workflow, presets_path=s.amd_presets_path, recorder=amd.recorder)
     marks = MarkTracker()
     marks.set_stream_sid(call.stream_sid)
     events = EventLog(on_event=on_event)
-    processors: list[FrameProcessor] = [SpeechDetector(), BeepDetector(), workflow, marks, events]
-    return CallProcessors(processors=processors, workflow=workflow, marks=marks, events=events)
+    processors: list[FrameProcessor] = [SpeechDetector(), BeepDetector(), amd, decision, workflow, marks, events]
+    return CallProcessors(
+        processors=processors, workflow=workflow, marks=marks, events=events, amd=amd, decision=decision
+    )

@@ -33,6 +33,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE
+from pipelines.actions import RecordingCallControl
 from pipelines.call import CallConfig
 from pipelines.factory import build_call_processors
 from pipelines.message import MessageCache
@@ -145,6 +146,8 @@ async def replay_pcm(
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> ReplayResult:
     """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary."""
+    if call.control is None:
+        call.control = RecordingCallControl()  # hand-offs succeed on paper; nothing to call
     source = ReplaySource(pcm, tail_ms=tail_ms)
     parts = build_call_processors(call, messages, on_event=on_event)
     playback = ReplayPlayback(source)

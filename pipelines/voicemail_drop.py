@@ -1,8 +1,10 @@
 """voicemail_drop: leave a pre-recorded message right after the beep, then hang up.
 
-The message starts when the beep ends, or, when no beep comes, once the greeting is over (a silence
-of `greeting_end_silence_secs` after speech). The call is hung up only when the mark behind the
-message is echoed as played, so the whole message is on the recording.
+AMD decides first: a human gets the configured human action (bridge or polite goodbye) and never hears
+the message; an IVR or carrier intercept is hung up on. On a machine (or an AMD timeout) the message
+starts when the beep ends, or, when no beep comes, once the greeting is over (a silence of
+`greeting_end_silence_secs` after speech). A beep is itself proof of a machine. The call is hung up
+only when the mark behind the message is echoed as played, so the whole message is on the recording.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class VoicemailDropPolicy:
     """When to start the message: plain logic on audio-time events, no frames or asyncio."""
 
     greeting_end_silence_ms: float = 2500.0
+    require_verdict: bool = True  # the silence fallback waits for AMD to say machine (or time out)
+    amd_label: str | None = None
     phase: Phase = Phase.LISTENING
     heard_speech: bool = False
     speaking: bool = False
@@ -53,13 +57,16 @@ class VoicemailDropPolicy:
     def speech_end(self, t_ms: float) -> None:
         self.speaking, self.silence_since_ms = False, t_ms
 
+    def verdict(self, label: str) -> None:
+        self.amd_label = label
+
     def beep(self) -> None:
         if self.phase is Phase.LISTENING:
             self.phase = Phase.IN_BEEP
 
     def beep_end(self) -> bool:
         """True: start the message now."""
-        if self.phase in (Phase.LISTENING, Phase.IN_BEEP):
+        if self.phase in (Phase.LISTENING, Phase.IN_BEEP) and self.amd_label != "human":
             self.phase, self.trigger = Phase.PLAYING, "beep"
             return True
         return False
@@ -67,6 +74,8 @@ class VoicemailDropPolicy:
     def tick(self, now_ms: float) -> bool:
         """True: the greeting is over (speech, then enough silence) and no beep is sounding."""
         if self.phase is not Phase.LISTENING or not self.heard_speech or self.speaking:
+            return False
+        if self.require_verdict and self.amd_label not in ("machine", "unknown"):
             return False
         if self.silence_since_ms is not None and now_ms - self.silence_since_ms >= self.greeting_end_silence_ms:
             self.phase, self.trigger = Phase.PLAYING, "silence"
@@ -99,8 +108,14 @@ class VoicemailDrop(Workflow):
         if self.policy.beep_end():
             await self._play()
 
-    async def on_verdict(self, frame: AmdVerdictFrame) -> None:  # AMD arrives in the next issue
-        return None
+    async def on_verdict(self, frame: AmdVerdictFrame) -> None:
+        self.policy.verdict(frame.label)
+        if self.policy.phase is not Phase.LISTENING and self.policy.phase is not Phase.IN_BEEP:
+            return  # already playing: the beep decided
+        if frame.label == "human":
+            await self.human_action()
+        elif frame.label in ("ivr", "carrier_intercept"):
+            await self.hang_up(f"amd_{frame.label}")
 
     async def on_audio(self) -> None:
         if self.policy.tick(self.t_ms):

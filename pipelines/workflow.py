@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
+from pipelines.actions import human_twiml
 from pipelines.call import CallConfig
 from processors.frames import (
     AmdVerdictFrame,
@@ -116,6 +117,21 @@ class Workflow(FrameProcessor):
         self.outcome = self.outcome or reason
         await self.action("hangup", reason=reason)
         await self.push_frame(EndWorkerFrame(reason=reason))
+
+    async def human_action(self) -> None:
+        """The configured human action: bridge to CONNECT_NUMBER with <Dial>, else a polite goodbye."""
+        kind, twiml = human_twiml(self.settings)
+        await self.hand_off(kind, twiml)
+
+    async def hand_off(self, action: str, twiml: str) -> None:
+        """Give the call new TwiML; Twilio ends the stream itself, so there is no REST hang-up."""
+        if self.ended:
+            return
+        self.ended = True
+        ok = await self.call.control.redirect(twiml) if self.call.control else False
+        self.outcome = self.outcome or (action if ok else f"{action}_failed")
+        await self.action(action, ok=ok)
+        await self.push_frame(EndWorkerFrame(reason=action))
 
     async def remote_hangup(self) -> None:
         """Twilio sent `stop`: the caller or Twilio ended the call."""

@@ -63,6 +63,7 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         )
         self.counters: Counter[str] = Counter()
         self._stopped = False
+        self._handed_off = False
         self._last_chunk: int | None = None
         self._ts_base: int | None = None  # Twilio timestamp of audio sample 0
         self._samples_in = 0  # samples emitted so far = audio time
@@ -207,9 +208,13 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         payload = base64.b64encode(ulaw[:whole]).decode("ascii")
         return json.dumps({"event": "media", "streamSid": self._stream_sid, "media": {"payload": payload}})
 
+    def hand_off(self) -> None:
+        """The call got new TwiML (e.g. <Dial> to a rep): ending the stream must not hang it up."""
+        self._handed_off = True
+
     async def _hang_up_call(self) -> None:
-        """Twilio already ended the call when it sent `stop`: don't ask the REST API again."""
-        if self._stopped:
+        """Skip the REST hang-up when Twilio already ended the call (`stop`) or it was handed off."""
+        if self._stopped or self._handed_off:
             return
         await super()._hang_up_call()
 
