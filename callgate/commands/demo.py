@@ -21,6 +21,7 @@ import numpy as np
 
 AUTH_TOKEN = "demo-auth-token-not-a-secret"
 ACCOUNT_SID = "AC" + "d" * 32
+REP_NUMBER = "+15550100200"  # where a human is bridged with <Dial>
 
 
 @dataclass
@@ -52,15 +53,17 @@ def build_scenarios() -> list[Scenario]:
         beep_secs=0.5,
     )
     no_beep = telephone_channel(
-        concat(silence(0.4), speech("Hello, this is Tom. Leave me a message and I'll call you back.",
-                                    voice="en-gb+m3"), silence(0.3))
+        concat(silence(0.4), speech("You have reached Tom Becker at Northside Plumbing. I am away from my desk. "
+                                    "Leave me a message and I will call you back.", voice="en-gb+m3"), silence(0.3))
     )
-    early = telephone_channel(concat(silence(0.5), speech("Hello? Hello?", voice="en-us+m1"), silence(0.8)))
+    early = telephone_channel(concat(silence(0.4), speech("Hello?", voice="en-us+m1"), silence(0.1)))
+    human = telephone_channel(concat(silence(0.7), speech("Hello?", voice="en-us+f4"), silence(4.0)))
     return [
         Scenario("voicemail + beep", "greeting, then a 1 kHz beep", to_int16(with_beep.audio), 25.0,
                  with_beep.beep_offset_ms),
         Scenario("voicemail, no beep", "greeting that ends in silence", to_int16(no_beep), 25.0),
-        Scenario("caller hangs up early", "'Hello? Hello?' then hangs up", to_int16(early), 0.0),
+        Scenario("caller hangs up early", "'Hello?' and gone", to_int16(early), 0.0),
+        Scenario("a person answers", "'Hello?' then waits", to_int16(human), 6.0),
     ]
 
 
@@ -83,6 +86,7 @@ def _start_server(port: int, rest_url: str, workdir: Path) -> subprocess.Popen:
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_API_BASE_URL": rest_url,
+        "CONNECT_NUMBER": REP_NUMBER,
         "MESSAGE_CACHE_DIR": str(workdir / "cache"),
         "LOG_LEVEL": "WARNING",
     }
@@ -137,7 +141,7 @@ def _print_table(results: list[tuple]) -> bool:
     from rich.table import Table
 
     table = Table(title="callgate demo: voicemail_drop through the real server", show_lines=True)
-    for col in ("scenario", "beep (server)", "message starts", "message mark", "hang-up", "outcome"):
+    for col in ("scenario", "AMD verdict", "beep (server)", "message starts", "message mark", "hang-up", "outcome"):
         table.add_column(col)
     all_ok = True
     for scenario, report, record in results:
@@ -157,8 +161,12 @@ def _print_table(results: list[tuple]) -> bool:
         hangups = report.of("hangup")
         hang_txt = f"REST at {_fmt_ms(hangups[0]['t_ms'])}" if hangups else f"caller ({report.summary['ended_by']})"
         outcome = record.get("outcome", "?")
-        table.add_row(f"{scenario.name}\n[dim]{scenario.description}[/dim]", beep_txt, start_txt, mark_txt,
-                      hang_txt, outcome)
+        amd = events.get("amd")
+        amd_txt = f"{amd['label']} at {_fmt_ms(amd['t_ms'])}\n({amd['detector']})" if amd else "-"
+        if report.summary.get("ended_by") == "update":
+            hang_txt = "none: bridged with <Dial>"
+        table.add_row(f"{scenario.name}\n[dim]{scenario.description}[/dim]", amd_txt, beep_txt, start_txt,
+                      mark_txt, hang_txt, outcome)
     Console(width=max(130, Console().width)).print(table)
     return all_ok
 

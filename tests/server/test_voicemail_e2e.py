@@ -65,7 +65,9 @@ async def test_message_plays_after_beep_and_hangup_follows_played_mark(server_fa
 
 
 async def test_greeting_without_beep_plays_after_silence(server_factory, tmp_path):
-    audio = concat(silence(0.3), speech("Hello, this is Dana. Leave a message."), silence(0.2))
+    audio = concat(silence(0.3), speech(
+        "Hi, you've reached Dana Miller. I can't take your call right now. "
+        "Please leave your name and number and I will get back to you."), silence(0.2))
     message = short_message(tmp_path)
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
         server = server_factory(twilio_api_base_url=rest.base_url, greeting_end_silence_secs=1.5)
