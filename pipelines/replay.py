@@ -45,8 +45,11 @@ SAMPLES_PER_MS = SAMPLE_RATE // 1000
 class ReplaySource(FrameProcessor):
     """Pushes the file (then silence, like a live line) frame by frame, in lock-step with the sink."""
 
-    def __init__(self, pcm: np.ndarray, tail_ms: float, **kwargs: Any) -> None:
+    def __init__(self, pcm: np.ndarray, tail_ms: float, window: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._window = window  # frames in flight before waiting for the sink
+        self._frames_sent = 0
+        self._frames_acked = 0
         self._pcm = pcm.astype(np.int16)
         self._tail_samples = int(tail_ms * SAMPLES_PER_MS)
         self._acked = asyncio.Event()
@@ -56,6 +59,7 @@ class ReplaySource(FrameProcessor):
         self.samples_sent = 0
 
     def ack(self) -> None:
+        self._frames_acked += 1
         self._acked.set()
 
     def inject(self, frame: Frame) -> None:
@@ -76,18 +80,20 @@ class ReplaySource(FrameProcessor):
 
     async def _feed(self) -> None:
         total = len(self._pcm) + self._tail_samples
-        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        silence = np.zeros(FRAME_SAMPLES * 5, dtype=np.int16)
         while not self._stopped and self.samples_sent < total:
             while self._inject:
                 await self.push_frame(self._inject.popleft())
             start = self.samples_sent
-            chunk = self._pcm[start : start + FRAME_SAMPLES]
-            if len(chunk) < FRAME_SAMPLES:
-                chunk = np.concatenate([chunk, silence[: FRAME_SAMPLES - len(chunk)]])
-            self._acked.clear()
-            self.samples_sent += FRAME_SAMPLES
+            chunk = self._pcm[start : start + FRAME_SAMPLES * 5]
+            if len(chunk) < FRAME_SAMPLES * 5:
+                chunk = np.concatenate([chunk, silence[: FRAME_SAMPLES * 5 - len(chunk)]])
+            self.samples_sent += FRAME_SAMPLES * 5
+            self._frames_sent += 1
             await self.push_frame(InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1))
-            await self._acked.wait()
+            while not self._stopped and self._frames_sent - self._frames_acked >= self._window:
+                self._acked.clear()
+                await self._acked.wait()
         if not self._stopped:
             await self.push_frame(TwilioStopFrame(call_sid="replay"))
 
