@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,9 +18,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     public_base_url: str = Field(
-        "http://127.0.0.1:8080",
+        "",
         description="The https URL Twilio reaches this server at (your ngrok URL). Signatures are checked "
-        "against it, never against the Host header.",
+        "against it, never against the Host header. Unset: http://HOST:PORT, for local use.",
     )
     host: str = "127.0.0.1"
     port: int = 8080
@@ -76,9 +76,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         v = v.rstrip("/")
-        if not v.startswith(("http://", "https://")):
+        if v and not v.startswith(("http://", "https://")):
             raise ValueError("PUBLIC_BASE_URL must start with http:// or https://")
         return v
+
+    @model_validator(mode="after")
+    def _default_public_url(self) -> Settings:
+        if not self.public_base_url:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            self.public_base_url = f"http://{host}:{self.port}"
+        return self
 
     @property
     def dev_mode(self) -> bool:
