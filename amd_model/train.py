@@ -1,0 +1,414 @@
+"""Train the streaming AMD network on a corpus, export it to ONNX, and measure it (needs the `train` extra).
+
+Why per-step targets: the model must become confident only as evidence accrues, so every 100 ms step
+is labelled with the call's class once evidence has started (speech, greeting, SIT tone) and with
+"none" before it (and for calls that never give evidence: silence, ringback, hold music, busy).
+Cross-entropy then teaches the posterior given the audio so far: "Hello?" + 300 ms of silence is
+human, speech still running after ~1 s is probably a machine, and so on.
+
+`python -m amd_model.train --corpus DIR` (or `callgate train --corpus DIR`) trains, exports
+amd_model/amd.onnx + amd.json, checks onnxruntime == torch, and prints held-out metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from amd_model import features
+
+CLASSES = ("none", "human", "machine", "ivr", "carrier_intercept")
+VERDICT_CLASSES = ("human", "machine", "ivr", "carrier_intercept")
+MODEL_VERSION = "1.0.0"
+HERE = Path(__file__).resolve().parent
+STEP_MS = 100
+
+
+def load_meta(corpus: Path) -> list[dict]:
+    """meta.jsonl rows (one per call) of a corpus built by amd_model.corpus."""
+    with open(corpus / "meta.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def step_targets(meta: dict, n_steps: int) -> np.ndarray:
+    """Per-step class index: "none" until evidence onset, then the call class."""
+    y = np.zeros(n_steps, dtype=np.int64)
+    label = meta["label"]
+    onset = meta.get("evidence_onset_ms", meta.get("speech_onset_ms"))
+    if label not in CLASSES or onset is None:
+        return y
+    first = int(onset // STEP_MS) + 1  # first step whose end is past the onset (it contains >= some evidence)
+    y[first:] = CLASSES.index(label)
+    return y
+
+
+def load_features(corpus: Path, metas: list[dict], cache: Path | None = None) -> list[np.ndarray]:
+    """Log-mel (n_steps, 10, 40) float16 per call; cached next to the corpus because it is reused often."""
+    from callgate.audio import load_audio
+
+    cache = cache or corpus / "features_v1.npz"
+    if cache.exists():
+        z = np.load(cache)
+        if int(z["n"]) == len(metas):
+            return [z[f"f{i}"] for i in range(len(metas))]
+    out = []
+    for m in metas:
+        pcm = load_audio(corpus / m["file"])
+        n = pcm.size // features.STEP_SAMPLES
+        f = features.logmel(pcm[: n * features.STEP_SAMPLES])
+        out.append(f.reshape(n, features.FRAMES_PER_STEP, features.N_MELS).astype(np.float16))
+    np.savez(cache, n=len(metas), **{f"f{i}": f for i, f in enumerate(out)})
+    return out
+
+
+# ------------------------------------------------------------------ decisions (for metrics only)
+
+
+def simple_verdict(
+    probs: np.ndarray, classes: tuple[str, ...], thresholds: dict[str, float]
+) -> tuple[str, int | None]:
+    """First step where a verdict class passes its threshold -> (label, decision time ms at step end).
+
+    This is a stand-in for the decision layer (processors/amd*), used only to report model quality.
+    """
+    for k in range(probs.shape[0]):
+        for c, th in thresholds.items():
+            if probs[k, classes.index(c)] >= th:
+                return c, (k + 1) * STEP_MS
+    return "unknown", None
+
+
+def call_metrics(rows: list[dict], thresholds: dict[str, float]) -> dict:
+    """Accuracy, per-class P/R and latencies from per-call probability traces."""
+    preds = []
+    lat_h, lat_m = [], []
+    for r in rows:
+        pred, t = simple_verdict(r["probs"], r["classes"], thresholds)
+        preds.append(pred)
+        if pred == r["label"] == "human" and t is not None and r.get("first_utterance_end_ms") is not None:
+            lat_h.append(t - r["first_utterance_end_ms"])
+        if pred == r["label"] == "machine" and t is not None and r.get("speech_onset_ms") is not None:
+            lat_m.append(t - r["speech_onset_ms"])
+    labels = [r["label"] for r in rows]
+    acc = float(np.mean([p == t for p, t in zip(preds, labels, strict=True)])) if rows else 0.0
+    per = {}
+    for c in ("human", "machine", "ivr", "carrier_intercept", "unknown"):
+        tp = sum(p == t == c for p, t in zip(preds, labels, strict=True))
+        npred = sum(p == c for p in preds)
+        ntrue = sum(t == c for t in labels)
+        per[c] = {
+            "precision": round(tp / npred, 4) if npred else None,
+            "recall": round(tp / ntrue, 4) if ntrue else None,
+            "n": ntrue,
+        }
+    biz = [p for p, r in zip(preds, rows, strict=True) if r.get("subtype") == "human_business"]
+    dev = [p for p, r in zip(preds, rows, strict=True) if r.get("subtype") == "dev_greeting"]
+    return {
+        "n": len(rows),
+        "accuracy": round(acc, 4),
+        "per_class": per,
+        "business_pickup_human_rate": round(float(np.mean([p == "human" for p in biz])), 4) if biz else None,
+        "dev_greeting_machine_rate": round(float(np.mean([p == "machine" for p in dev])), 4) if dev else None,
+        "median_human_ms_after_utterance_end": float(np.median(lat_h)) if lat_h else None,
+        "median_machine_ms_after_speech_onset": float(np.median(lat_m)) if lat_m else None,
+        "confusion": dict(Counter(f"{t}->{p}" for p, t in zip(preds, labels, strict=True) if p != t)),
+        "by_subtype": {
+            st: round(
+                float(
+                    np.mean(
+                        [p == r["label"] for p, r in zip(preds, rows, strict=True) if r.get("subtype") == st]
+                    )
+                ),
+                4,
+            )
+            for st in sorted({str(r.get("subtype")) for r in rows})
+        },
+    }
+
+
+# ------------------------------------------------------------------ training
+
+
+def train(
+    corpus: Path,
+    out_dir: Path = HERE,
+    epochs: int = 20,
+    hidden: int = 128,
+    batch: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    threads: int = 2,
+    max_minutes: float = 35.0,
+) -> dict:
+    """Train on the corpus train split, select on val, export ONNX + amd.json, evaluate on eval/."""
+    import torch
+
+    from amd_model.net import AmdNet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    t0 = time.time()
+    metas = load_meta(corpus)
+    feats = load_features(corpus, metas)
+    print(f"features: {len(feats)} calls in {time.time() - t0:.0f}s", flush=True)
+    targets = [step_targets(m, f.shape[0]) for m, f in zip(metas, feats, strict=True)]
+    tr = [i for i, m in enumerate(metas) if m["split"] == "train"]
+    va = [i for i, m in enumerate(metas) if m["split"] == "val"]
+
+    allf = np.concatenate([feats[i].reshape(-1, features.N_MELS).astype(np.float32) for i in tr[:800]])
+    net = AmdNet(len(CLASSES), hidden=hidden)
+    net.feat_mean.copy_(torch.from_numpy(allf.mean(0)))
+    net.feat_std.copy_(torch.from_numpy(allf.std(0) + 1e-3))
+    counts = np.bincount(np.concatenate([targets[i] for i in tr]), minlength=len(CLASSES)).astype(np.float64)
+    cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
+    print(f"step class counts {dict(zip(CLASSES, counts.astype(int).tolist(), strict=True))}", flush=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-3)
+    steps_per_epoch = math.ceil(len(tr) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
+    lossf = torch.nn.CrossEntropyLoss(weight=cw, reduction="none")
+    log_floor = math.log(features.LOG_FLOOR)
+
+    def batchify(idx: list[int], augment: bool) -> tuple:
+        tmax = max(feats[i].shape[0] for i in idx)
+        x = np.zeros((len(idx), tmax, features.FRAMES_PER_STEP, features.N_MELS), dtype=np.float32)
+        y = np.zeros((len(idx), tmax), dtype=np.int64)
+        w = np.zeros((len(idx), tmax), dtype=np.float32)
+        for j, i in enumerate(idx):
+            f = feats[i].astype(np.float32)
+            if augment:
+                # level jitter (+-8 dB) and spectral tilt: phones differ in gain and frequency response
+                f = (
+                    f
+                    + rng.uniform(-8, 8) * math.log(10) / 10
+                    + np.linspace(-1, 1, features.N_MELS) * rng.uniform(-0.3, 0.3)
+                )
+                if rng.random() < 0.5:  # extra stationary noise floor at a random level (power domain)
+                    floor = float(np.quantile(f, 0.9)) - rng.uniform(2.5, 7.0)
+                    shape = np.linspace(0, -1, features.N_MELS) * rng.uniform(0, 2)
+                    f = np.logaddexp(f, floor + shape + rng.standard_normal(f.shape) * 0.5)
+                if rng.random() < 0.5:  # SpecAugment-style band mask
+                    b0 = int(rng.integers(0, features.N_MELS - 6))
+                    f[:, :, b0 : b0 + int(rng.integers(1, 6))] = float(np.median(f))
+                f = np.maximum(f, log_floor)
+            n = f.shape[0]
+            x[j, :n] = f
+            y[j, :n] = targets[i]
+            w[j, :n] = 1.0
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w)
+
+    def predict(idx: list[int]) -> list[np.ndarray]:
+        net.eval()
+        outs = []
+        with torch.no_grad():
+            for s in range(0, len(idx), 64):
+                part = idx[s : s + 64]
+                x, _, _ = batchify(part, False)
+                p = torch.softmax(net(x)[0], -1).numpy()
+                outs += [p[j, : feats[i].shape[0]] for j, i in enumerate(part)]
+        return outs
+
+    best = (-1.0, None)
+    history = []
+    for ep in range(epochs):
+        net.train()
+        order = rng.permutation(tr)
+        tot, nb = 0.0, 0
+        te = time.time()
+        for s in range(0, len(order), batch):
+            x, y, w = batchify(list(order[s : s + batch]), True)
+            logits, _ = net(x)
+            loss = (lossf(logits.reshape(-1, len(CLASSES)), y.reshape(-1)) * w.reshape(-1)).sum() / w.sum()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            tot += float(loss.detach())
+            nb += 1
+        probs = predict(va)
+        rows = [{**metas[i], "probs": p, "classes": CLASSES} for i, p in zip(va, probs, strict=True)]
+        vm = call_metrics(rows, default_thresholds())
+        nll = float(
+            np.mean(
+                np.concatenate(
+                    [-np.log(p[np.arange(len(p)), targets[i]] + 1e-7) for i, p in zip(va, probs, strict=True)]
+                )
+            )
+        )
+        step_acc = float(
+            np.mean(np.concatenate([p.argmax(1) == targets[i] for i, p in zip(va, probs, strict=True)]))
+        )
+        history.append(
+            {
+                "epoch": ep + 1,
+                "loss": tot / nb,
+                "val_nll": nll,
+                "val_step_acc": step_acc,
+                "val_call_acc": vm["accuracy"],
+            }
+        )
+        print(
+            f"epoch {ep + 1}/{epochs} loss {tot / nb:.4f} val nll {nll:.4f} step-acc {step_acc:.4f} "
+            f"call-acc {vm['accuracy']:.4f} "
+            f"human-lat {vm['median_human_ms_after_utterance_end']} machine-lat {vm['median_machine_ms_after_speech_onset']} "
+            f"({time.time() - te:.0f}s)",
+            flush=True,
+        )
+        score = vm["accuracy"] - 0.2 * nll  # calibrated probabilities matter to the decision layer
+        if score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        if (time.time() - t0) / 60 > max_minutes:
+            print(f"stopping early: {max_minutes} min budget reached", flush=True)
+            break
+    assert best[1] is not None
+    net.load_state_dict(best[1])
+    train_min = (time.time() - t0) / 60
+    info = export(net, out_dir / "amd.onnx", hidden)
+    info.update(
+        {"train_minutes": round(train_min, 1), "history": history, "n_train": len(tr), "n_val": len(va)}
+    )
+    info["corpus"] = {"path": str(corpus), **json.loads((corpus / "corpus.json").read_text())}
+    write_meta(out_dir, info)
+    report = evaluate(out_dir / "amd.onnx", corpus / "eval")
+    info["heldout"] = report
+    write_meta(out_dir, info)
+    return info
+
+
+def default_thresholds() -> dict[str, float]:
+    """Single-threshold stand-in detectors used for the reported metrics."""
+    return {"human": 0.85, "machine": 0.85, "ivr": 0.9, "carrier_intercept": 0.9}
+
+
+def export(net: object, path: Path, hidden: int) -> dict:
+    """Export the step graph (opset 17, state in/out), then check onnxruntime == torch."""
+    import onnxruntime as ort
+    import torch
+
+    from amd_model.net import AmdStep
+
+    net.eval()  # type: ignore[attr-defined]
+    step = AmdStep(net).eval()  # type: ignore[arg-type]
+    feats = torch.randn(1, features.FRAMES_PER_STEP, features.N_MELS) - 5
+    state = torch.zeros(1, 1, hidden)
+    torch.onnx.export(
+        step,
+        (feats, state),
+        str(path),
+        input_names=["feats", "state"],
+        output_names=["probs", "state_out"],
+        dynamic_axes={
+            "feats": {0: "batch"},
+            "state": {1: "batch"},
+            "probs": {0: "batch"},
+            "state_out": {1: "batch"},
+        },
+        opset_version=17,
+        dynamo=False,
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 30, features.FRAMES_PER_STEP, features.N_MELS, generator=g) * 2 - 6
+    with torch.no_grad():
+        ref = torch.softmax(net(x)[0], -1).numpy()  # type: ignore[operator]
+    h = np.zeros((1, 3, hidden), dtype=np.float32)
+    got = []
+    for t in range(x.shape[1]):
+        p, h = sess.run(None, {"feats": x[:, t].numpy(), "state": h})
+        got.append(p)
+    diff = float(np.abs(np.stack(got, 1) - ref).max())
+    if diff > 1e-4:
+        raise RuntimeError(f"ONNX export mismatch: max |onnx - torch| = {diff}")
+    print(
+        f"exported {path} ({path.stat().st_size / 1e6:.2f} MB), max |onnx - torch| = {diff:.2e}", flush=True
+    )
+    return {"onnx_torch_max_abs_diff": diff, "size_bytes": path.stat().st_size, "hidden": hidden}
+
+
+def write_meta(out_dir: Path, info: dict) -> None:
+    """amd.json: what the runtime needs (classes, state shape, feature config) + provenance and metrics."""
+    meta = {
+        "version": MODEL_VERSION,
+        "classes": list(CLASSES),
+        "verdict_classes": list(VERDICT_CLASSES),
+        "no_evidence_class": "none",
+        "step_ms": STEP_MS,
+        "step_samples": features.STEP_SAMPLES,
+        "inputs": {
+            "feats": ["batch", features.FRAMES_PER_STEP, features.N_MELS],
+            "state": [1, "batch", info["hidden"]],
+        },
+        "outputs": {"probs": ["batch", len(CLASSES)], "state_out": [1, "batch", info["hidden"]]},
+        "state_shape": [1, 1, info["hidden"]],
+        "features": features.config(),
+        "opset": 17,
+        **{k: v for k, v in info.items() if k != "hidden"},
+    }
+    (out_dir / "amd.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def evaluate(model_path: Path, eval_dir: Path, thresholds: dict[str, float] | None = None) -> dict:
+    """Run the exported model (onnxruntime, the serving path) over eval/ and compute call metrics."""
+    from amd_model.runtime import AmdModel
+    from callgate.audio import load_audio
+
+    model = AmdModel(model_path)
+    metas = [json.loads(line) for line in open(eval_dir / "meta.jsonl")]
+    rows = []
+    for m in metas:
+        probs = model.run(load_audio(eval_dir / m["file"]))
+        rows.append({**m, "probs": probs, "classes": model.classes})
+    np.savez_compressed(
+        eval_dir / "traces_amd_v1.npz", **{m["file"]: r["probs"] for m, r in zip(metas, rows, strict=True)}
+    )
+    report = {"thresholds": thresholds or default_thresholds()}
+    report.update(call_metrics(rows, thresholds or default_thresholds()))
+    synth = [r for r in rows if r.get("subtype") != "dev_greeting"]
+    report["synthetic_only"] = call_metrics(synth, thresholds or default_thresholds())
+    sweep = []
+    for th in (0.6, 0.7, 0.8, 0.9, 0.95):
+        m = call_metrics(
+            rows, {"human": th, "machine": th, "ivr": max(th, 0.8), "carrier_intercept": max(th, 0.8)}
+        )
+        sweep.append(
+            {
+                "threshold": th,
+                "accuracy": m["accuracy"],
+                "business_pickup_human_rate": m["business_pickup_human_rate"],
+                "median_human_ms_after_utterance_end": m["median_human_ms_after_utterance_end"],
+                "median_machine_ms_after_speech_onset": m["median_machine_ms_after_speech_onset"],
+            }
+        )
+    report["threshold_sweep"] = sweep
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI for `python -m amd_model.train`."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--corpus", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--max-minutes", type=float, default=35.0)
+    p.add_argument("--eval-only", action="store_true")
+    a = p.parse_args(argv)
+    if a.eval_only:
+        print(json.dumps(evaluate(a.out / "amd.onnx", a.corpus / "eval"), indent=1))
+        return 0
+    info = train(a.corpus, a.out, epochs=a.epochs, hidden=a.hidden, max_minutes=a.max_minutes)
+    print(json.dumps(info["heldout"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

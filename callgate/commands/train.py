@@ -1,0 +1,49 @@
+"""Train the streaming AMD model on a synthetic corpus and export amd_model/amd.onnx + amd.json.
+
+`callgate train --corpus DIR` builds the corpus first if DIR has no labels.csv (--n calls, --seed),
+then trains (torch, CPU), exports ONNX, checks onnxruntime == torch and prints held-out metrics.
+Needs the `train` extra (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from callgate.cli import CliError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`train` options."""
+    parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (built here if missing)")
+    parser.add_argument("--n", type=int, default=4000, help="calls to build if the corpus is missing")
+    parser.add_argument("--seed", type=int, default=11, help="corpus seed if the corpus is missing")
+    parser.add_argument("--workers", type=int, default=2, help="corpus build processes")
+    parser.add_argument("--out", type=Path, default=None, help="where amd.onnx/amd.json go (default amd_model/)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--max-minutes", type=float, default=35.0, help="training wall-time budget")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate the exported model on DIR/eval")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the corpus if needed, train, export, report."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise CliError("training needs torch: pip install 'callgate[train]' (torch==2.13.0, CPU build)") from e
+    from amd_model import corpus, train
+
+    out = args.out or train.HERE
+    if args.eval_only:
+        print(json.dumps(train.evaluate(out / "amd.onnx", args.corpus / "eval"), indent=1))
+        return 0
+    if not (args.corpus / "meta.jsonl").exists():
+        print(f"no corpus at {args.corpus}: building {args.n} calls (seed {args.seed})")
+        try:
+            corpus.build(args.corpus, args.n, args.seed, workers=args.workers)
+        except RuntimeError as e:
+            raise CliError(str(e)) from e
+    info = train.train(args.corpus, out, epochs=args.epochs, max_minutes=args.max_minutes)
+    print(json.dumps(info["heldout"], indent=1))
+    return 0

@@ -1,0 +1,158 @@
+"""Streams the AMD model over the call's audio: one AmdProbabilityFrame per 100 ms of audio.
+
+The model (ONNX, ~1 ms a step) runs on a per-processor single-thread executor, as Pipecat's VAD does,
+so the event loop never waits on inference. The ONNX session is loaded once per process and shared;
+each call owns its recurrent state. Optionally records the call's trace (steps, speech events,
+verdict) for `callgate tune`.
+
+Pipeline order: ... -> SpeechDetector -> AmdProcessor -> AmdDecisionProcessor -> workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from loguru import logger
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InputAudioRawFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from amd_model.traces import TraceRecorder
+from callgate.audio import SAMPLE_RATE
+from processors.amd_decision import STEP_MS
+from processors.frames import AmdProbabilityFrame, SpeechEndedFrame, SpeechStartedFrame, TwilioStartFrame
+
+STEP_SAMPLES = SAMPLE_RATE * STEP_MS // 1000  # 800
+
+
+class StepModel(Protocol):
+    """What AmdProcessor needs from a model (amd_model.runtime.AmdModel, or a fake in tests)."""
+
+    classes: tuple[str, ...]
+
+    def new_state(self) -> Any: ...
+
+    def step(self, pcm: np.ndarray, state: Any) -> np.ndarray: ...
+
+
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def get_shared_model(path: str | Path | None = None) -> Any:
+    """The process-wide AmdModel for `path` (default model), loaded on first use."""
+    key = str(Path(path).resolve()) if path is not None else ""
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            from amd_model.runtime import AmdModel  # serving path: onnxruntime + numpy only
+
+            model = AmdModel(Path(path) if path is not None else None)
+            _MODELS[key] = model
+        return model
+
+
+class AmdProcessor(FrameProcessor):
+    """Buffers 8 kHz PCM into 100 ms steps and pushes the model's class probabilities downstream.
+
+    `t_ms` of each AmdProbabilityFrame is the end of its step in audio time (samples / 8). Forwards
+    every frame (audio first, so nothing downstream waits on the model). A trailing partial step at
+    the end of the call is dropped, as `AmdModel.run` does.
+
+    Trace recording: pass `trace_path` (a directory, or a .json file) and the trace is written on
+    EndFrame/CancelFrame; give `recorder` to AmdDecisionProcessor so the verdict lands in it too.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: StepModel | None = None,
+        model_path: str | Path | None = None,
+        trace_path: str | Path | None = None,
+        call_id: str | None = None,
+        workflow: str | None = None,
+        label: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._model: StepModel = model if model is not None else get_shared_model(model_path)
+        self._state = self._model.new_state()
+        self._classes = tuple(self._model.classes)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amd")
+        self._buf = np.zeros(0, dtype=np.int16)
+        self._steps = 0
+        self._warned_rate = False
+        self._call_id_given = call_id is not None
+        self.recorder: TraceRecorder | None = None
+        if trace_path is not None:
+            self.recorder = TraceRecorder(
+                trace_path, call_id=call_id, workflow=workflow, label=label, classes=self._classes
+            )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self._classes
+
+    @property
+    def steps(self) -> int:
+        """Steps pushed so far (audio time of the last step = steps * 100 ms)."""
+        return self._steps
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if direction != FrameDirection.DOWNSTREAM:
+            return
+        if isinstance(frame, InputAudioRawFrame):
+            await self._on_audio(frame)
+        elif self.recorder is not None:
+            if isinstance(frame, SpeechStartedFrame):
+                self.recorder.add_speech("start", frame.t_ms)
+            elif isinstance(frame, SpeechEndedFrame):
+                self.recorder.add_speech("end", frame.t_ms)
+            elif isinstance(frame, TwilioStartFrame) and frame.call_sid and not self._call_id_given:
+                self.recorder.call_id = frame.call_sid
+            elif isinstance(frame, EndFrame | CancelFrame):
+                self._save_trace()
+
+    async def _on_audio(self, frame: InputAudioRawFrame) -> None:
+        if frame.sample_rate != SAMPLE_RATE or frame.num_channels != 1:
+            if not self._warned_rate:
+                logger.error(
+                    f"{self}: AMD needs 8 kHz mono audio, got {frame.sample_rate} Hz x{frame.num_channels}"
+                    " (set PipelineParams(audio_in_sample_rate=8000)); skipping"
+                )
+                self._warned_rate = True
+            return
+        pcm = np.frombuffer(frame.audio, dtype=np.int16)
+        self._buf = np.concatenate([self._buf, pcm]) if self._buf.size else pcm.copy()
+        loop = asyncio.get_running_loop()
+        while self._buf.size >= STEP_SAMPLES:
+            chunk, self._buf = self._buf[:STEP_SAMPLES], self._buf[STEP_SAMPLES:]
+            probs = await loop.run_in_executor(self._executor, self._model.step, chunk, self._state)
+            self._steps += 1
+            t_ms = float(self._steps * STEP_MS)
+            values = [float(p) for p in np.asarray(probs).reshape(-1)]
+            if self.recorder is not None:
+                self.recorder.add_step(t_ms, values)
+            await self.push_frame(
+                AmdProbabilityFrame(t_ms=t_ms, probs=dict(zip(self._classes, values, strict=True)))
+            )
+
+    def _save_trace(self) -> None:
+        if self.recorder is None or self.recorder.saved_to is not None:
+            return
+        try:
+            path = self.recorder.save()
+            logger.info(f"{self}: AMD trace saved to {path}")
+        except OSError as e:  # a full disk must not take the call down
+            logger.error(f"{self}: could not save AMD trace: {e}")
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        self._save_trace()
+        self._executor.shutdown(wait=False)

@@ -1,0 +1,189 @@
+"""DecisionLayer on synthetic probability streams: thresholds, windows, delays, waits, first-wins,
+timeouts; presets load; AmdDecisionProcessor emits exactly one verdict frame."""
+
+from __future__ import annotations
+
+import pytest
+from pipecat.frames.frames import Frame
+from pipecat.tests.utils import run_test
+
+from processors.amd_decision import (
+    AmdDecisionProcessor,
+    DecisionLayer,
+    DetectorConfig,
+    SpeechState,
+    Verdict,
+    load_presets,
+)
+from processors.frames import AmdProbabilityFrame, AmdVerdictFrame, SpeechEndedFrame, SpeechStartedFrame
+
+
+def stream(
+    layer: DecisionLayer,
+    values: list[dict[str, float]],
+    speech: dict[int, tuple[str, float]] | None = None,
+) -> Verdict | None:
+    """Feed steps (t = 100, 200, ...); speech[i] = (event, t_ms) is applied before step i."""
+    speech = speech or {}
+    for i, probs in enumerate(values):
+        if i in speech:
+            ev, t = speech[i]
+            (layer.on_speech_started if ev == "start" else layer.on_speech_ended)(t)
+        v = layer.update((i + 1) * 100.0, probs)
+        if v is not None:
+            return v
+    return None
+
+
+def det(**kw) -> DetectorConfig:
+    base = {"name": "d", "label": "human", "classes": ["human"], "threshold": 0.8}
+    return DetectorConfig(**(base | kw))
+
+
+def h(p: float) -> dict[str, float]:
+    return {"human": p, "machine": 1 - p}
+
+
+def test_threshold_fires_at_first_step_at_or_above() -> None:
+    v = stream(DecisionLayer([det(threshold=0.8)]), [h(0.5), h(0.79), h(0.8), h(0.9)])
+    assert v == Verdict("human", pytest.approx(0.8), 300.0, "d")
+
+
+def test_mean_window_needs_full_window_and_mean() -> None:
+    layer = DecisionLayer([det(threshold=0.8, window_ms=300)])
+    v = stream(layer, [h(0.95), h(0.95), h(0.5), h(0.95), h(0.95), h(0.95)])
+    # full windows: [.95,.95,.5]=0.8 -> fires at step 3 (t=300), mean == threshold
+    assert v is not None and v.t_ms == 300.0
+    layer = DecisionLayer([det(threshold=0.85, window_ms=300)])
+    v = stream(layer, [h(0.95), h(0.95), h(0.5), h(0.95), h(0.95), h(0.95)])
+    # every window holding the 0.5 step means 0.8 < 0.85: the first clean window ends at t=600
+    assert v is not None and v.t_ms == 600.0 and v.confidence == pytest.approx(0.95)
+
+
+def test_min_mode_needs_every_step() -> None:
+    layer = DecisionLayer([det(threshold=0.8, window_ms=300, mode="min")])
+    v = stream(layer, [h(0.95), h(0.95), h(0.5), h(0.95), h(0.95), h(0.95)])
+    assert v is not None and v.t_ms == 600.0 and v.confidence == pytest.approx(0.95)
+
+
+def test_summed_classes() -> None:
+    layer = DecisionLayer([det(label="machine", classes=["machine", "ivr"], threshold=0.8)])
+    v = stream(
+        layer, [{"human": 0.3, "machine": 0.4, "ivr": 0.3}, {"human": 0.1, "machine": 0.5, "ivr": 0.4}]
+    )
+    assert v is not None and v.label == "machine" and v.t_ms == 200.0
+
+
+def test_min_delay_from_call_start_and_from_speech() -> None:
+    v = stream(DecisionLayer([det(min_delay_ms=500)]), [h(0.9)] * 10)
+    assert v is not None and v.t_ms == 500.0
+    # from speech: onset at 320 ms (event arrives before step 4 at t=400), delay 300 -> first t >= 620 is 700
+    v = stream(DecisionLayer([det(min_delay_ms=300, from_speech=True)]), [h(0.9)] * 10, {3: ("start", 320.0)})
+    assert v is not None and v.t_ms == 700.0
+    # no speech ever -> a from_speech detector never fires
+    assert stream(DecisionLayer([det(from_speech=True)]), [h(0.99)] * 30) is None
+
+
+def test_max_wait() -> None:
+    layer = DecisionLayer([det(max_wait_ms=400)])
+    assert stream(layer, [h(0.1)] * 3 + [h(0.9)] * 5) is None  # high only from t=400: too late
+    layer = DecisionLayer([det(max_wait_ms=400)])
+    v = stream(layer, [h(0.1)] * 2 + [h(0.9)] * 5)
+    assert v is not None and v.t_ms == 300.0
+
+
+def test_requires_silence() -> None:
+    cfg = det(from_speech=True, requires_silence_ms=300)
+    # speech 100..900 ms, end event arrives before step 10 (t=1000); silence >= 300 from t=1200
+    v = stream(DecisionLayer([cfg]), [h(0.9)] * 20, {1: ("start", 100.0), 9: ("end", 900.0)})
+    assert v is not None and v.t_ms == 1200.0
+    # while speaking, never
+    assert stream(DecisionLayer([cfg]), [h(0.9)] * 20, {1: ("start", 100.0)}) is None
+
+
+def test_first_wins_and_list_order_breaks_ties() -> None:
+    fast = det(name="fast", label="machine", classes=["machine"], threshold=0.6)
+    slow = det(name="slow", threshold=0.5, min_delay_ms=800)
+    v = stream(DecisionLayer([slow, fast]), [h(0.3)] * 10)
+    assert v is not None and v.detector == "fast" and v.label == "machine" and v.t_ms == 100.0
+    a = det(name="a", threshold=0.5)
+    b = det(name="b", label="machine", classes=["human"], threshold=0.5)
+    assert stream(DecisionLayer([b, a]), [h(0.9)]).detector == "b"  # type: ignore[union-attr]
+    assert stream(DecisionLayer([a, b]), [h(0.9)]).detector == "a"  # type: ignore[union-attr]
+
+
+def test_timeout_gives_unknown_and_layer_stays_quiet_after() -> None:
+    layer = DecisionLayer([det(threshold=0.99)], timeout_ms=1000)
+    v = stream(layer, [h(0.5)] * 20)
+    assert v == Verdict("unknown", 0.0, 1000.0, "timeout")
+    assert layer.update(2000.0, h(1.0)) is None and layer.verdict == v
+    # an empty-class detector is a timer (how presets express their timeout)
+    timer = DetectorConfig(name="timeout", label="unknown", classes=[], threshold=0.0, min_delay_ms=600)
+    v = stream(DecisionLayer([det(threshold=0.99), timer]), [h(0.5)] * 20)
+    assert v is not None and v.label == "unknown" and v.t_ms == 600.0 and v.detector == "timeout"
+
+
+def test_missing_class_never_fires() -> None:
+    assert stream(DecisionLayer([det(classes=["nonexistent"], threshold=0.1)]), [h(0.9)] * 10) is None
+
+
+def test_speech_state() -> None:
+    s = SpeechState()
+    assert s.silence_ms(500) == 500
+    s.started(600)
+    assert s.silence_ms(700) == 0
+    s.ended(1000)
+    s.started(1500)
+    s.ended(1800)
+    assert (s.onset_ms, s.first_end_ms, s.last_end_ms, s.silence_ms(2000)) == (600, 1000, 1800, 200)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        DetectorConfig(name="x", label="human", classes=["human"], window_ms=150)
+    with pytest.raises(ValueError):
+        DetectorConfig(name="x", label="robot", classes=["human"])
+    assert DetectorConfig(name="x", label="human", classes="human").classes == ["human"]
+
+
+def test_shipped_presets_load() -> None:
+    presets = load_presets()
+    assert {"parallel_dial", "power_dial", "voicemail_drop", "default"} <= set(presets)
+    for name, dets in presets.items():
+        labels = {d.label for d in dets}
+        assert {"human", "machine", "unknown"} <= labels, name
+        assert any(d.label == "unknown" and not d.classes for d in dets), f"{name} has no timeout"
+    by = {w: {d.name: d for d in presets[w]} for w in ("parallel_dial", "power_dial")}
+    assert by["parallel_dial"]["human"].threshold > by["power_dial"]["human"].threshold
+
+
+async def test_processor_pushes_one_verdict_and_forwards_everything() -> None:
+    proc = AmdDecisionProcessor([det(from_speech=True, min_delay_ms=200)])
+    seen: list[Verdict] = []
+
+    @proc.event_handler("on_verdict")
+    async def _on(p: AmdDecisionProcessor, v: Verdict) -> None:
+        seen.append(v)
+
+    frames: list[Frame] = [AmdProbabilityFrame(t_ms=100.0, probs=h(0.9)), SpeechStartedFrame(t_ms=120.0)]
+    frames += [AmdProbabilityFrame(t_ms=100.0 * i, probs=h(0.9)) for i in range(2, 8)]
+    frames += [SpeechEndedFrame(t_ms=800.0)]
+    down, _ = await run_test(proc, frames_to_send=frames)
+    verdicts = [f for f in down if isinstance(f, AmdVerdictFrame)]
+    assert len(verdicts) == 1
+    v = verdicts[0]
+    assert (v.label, v.t_ms, v.detector) == ("human", 400.0, "d")  # onset 120 + 200 -> first step >= 320
+    assert v.to_event()["event"] == "amd"
+    assert sum(isinstance(f, AmdProbabilityFrame) for f in down) == 7
+    assert any(isinstance(f, SpeechEndedFrame) for f in down)
+    # the verdict comes right after the probability frame that decided it
+    idx = down.index(v)
+    assert isinstance(down[idx - 1], AmdProbabilityFrame) and down[idx - 1].t_ms == 400.0
+    assert [s.label for s in seen] == ["human"]
+
+
+def test_processor_loads_workflow_preset() -> None:
+    proc = AmdDecisionProcessor(workflow="power_dial")
+    assert any(d.cfg.name == "human" for d in proc.layer.detectors)
+    with pytest.raises(ValueError):
+        AmdDecisionProcessor(workflow="nope")

@@ -1,0 +1,129 @@
+"""AmdProcessor with a fake model: one probability frame per 100 ms of audio with the right audio
+time, the model runs off the event loop, and a recorded trace replays to the live verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.tests.utils import run_test
+
+from amd_model.traces import load_traces, replay_trace
+from processors.amd import STEP_SAMPLES, AmdProcessor
+from processors.amd_decision import AmdDecisionProcessor, load_presets
+from processors.frames import AmdProbabilityFrame, AmdVerdictFrame, SpeechEndedFrame, SpeechStartedFrame
+
+CLASSES = ("none", "human", "machine", "ivr", "carrier_intercept")  # the real model's
+
+
+class FakeModel:
+    """The AmdModel interface, with state: once it heard a loud step it calls the call human."""
+
+    classes = CLASSES
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.threads: set[int] = set()
+        self.calls = 0
+
+    def new_state(self) -> dict[str, int]:
+        return {"steps": 0, "heard": 0}
+
+    def step(self, pcm: np.ndarray, state: dict[str, int]) -> np.ndarray:
+        assert pcm.shape == (STEP_SAMPLES,) and pcm.dtype == np.int16
+        self.threads.add(threading.get_ident())
+        self.calls += 1
+        state["steps"] += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)  # blocking, like ONNX inference
+        state["heard"] |= int(float(np.abs(pcm.astype(np.float32)).mean()) > 500)
+        p = [0.005, 0.96, 0.02, 0.01, 0.005] if state["heard"] else [0.7, 0.1, 0.1, 0.05, 0.05]
+        return np.array(p, dtype=np.float32)
+
+
+def audio_frames(ms_pattern: list[tuple[int, int]]) -> list[InputAudioRawFrame]:
+    """[(duration_ms, amplitude)] -> 20 ms InputAudioRawFrames at 8 kHz."""
+    pcm = np.concatenate(
+        [
+            np.full(d * 8, a, dtype=np.int16) * np.where(np.arange(d * 8) % 2, 1, -1).astype(np.int16)
+            for d, a in ms_pattern
+        ]
+    )
+    return [
+        InputAudioRawFrame(audio=pcm[i : i + 160].tobytes(), sample_rate=8000, num_channels=1)
+        for i in range(0, pcm.size, 160)
+    ]
+
+
+async def test_probability_frame_every_100ms_with_audio_time() -> None:
+    model = FakeModel()
+    frames = audio_frames([(1050, 0)])  # 52.5 frames -> 52 full 20 ms frames + 1 partial = 1050 ms
+    down, _ = await run_test(AmdProcessor(model=model), frames_to_send=frames)
+    probs = [f for f in down if isinstance(f, AmdProbabilityFrame)]
+    assert [p.t_ms for p in probs] == [100.0 * i for i in range(1, 11)]  # the trailing 50 ms wait
+    assert set(probs[0].probs) == set(CLASSES) and abs(sum(probs[0].probs.values()) - 1) < 1e-5
+    assert sum(isinstance(f, InputAudioRawFrame) for f in down) == len(frames)  # audio forwarded
+    # each probability frame follows the audio that completed its step
+    first = down.index(probs[0])
+    assert sum(isinstance(f, InputAudioRawFrame) for f in down[:first]) == 5
+
+
+async def test_model_runs_off_the_event_loop() -> None:
+    model = FakeModel(delay_s=0.04)
+    loop_thread = threading.get_ident()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    t0 = time.perf_counter()
+    try:
+        down, _ = await run_test(AmdProcessor(model=model), frames_to_send=audio_frames([(1000, 3000)]))
+    finally:
+        task.cancel()
+    elapsed = time.perf_counter() - t0
+    assert model.calls == 10
+    assert loop_thread not in model.threads and len(model.threads) == 1  # one executor thread per processor
+    # 10 x 40 ms of blocking inference; on the loop, the 5 ms ticker would have starved (~80 ticks free)
+    assert elapsed >= 0.4 and ticks >= 20
+    assert sum(isinstance(f, AmdProbabilityFrame) for f in down) == 10
+
+
+async def test_trace_recorded_and_replays_to_the_live_verdict(tmp_path) -> None:
+    detectors = load_presets()["parallel_dial"]
+    amd = AmdProcessor(
+        model=FakeModel(), trace_path=tmp_path, call_id="CAtest", workflow="parallel_dial", label="human"
+    )
+    decide = AmdDecisionProcessor(detectors, workflow="parallel_dial", recorder=amd.recorder)
+    # 300 ms quiet, "Hello?" 500 ms, then quiet; the VAD frames arrive where the live detector sends them
+    frames: list[Frame] = []
+    audio = audio_frames([(300, 0), (500, 4000), (2700, 0)])
+    for i, f in enumerate(audio):
+        frames.append(f)
+        end_ms = (i + 1) * 20
+        if end_ms == 420:
+            frames.append(SpeechStartedFrame(t_ms=290.0))
+        if end_ms == 1000:
+            frames.append(SpeechEndedFrame(t_ms=800.0))
+    down, _ = await run_test(Pipeline([amd, decide]), frames_to_send=frames)
+    verdicts = [f for f in down if isinstance(f, AmdVerdictFrame)]
+    assert len(verdicts) == 1 and verdicts[0].label == "human"
+    [trace] = load_traces(tmp_path)
+    assert trace.call_id == "CAtest" and trace.label == "human" and len(trace.steps) == 35
+    assert [(e.event, e.at_step) for e in trace.speech] == [("start", 4), ("end", 10)]
+    assert trace.verdicts[0]["label"] == "human" and trace.verdicts[0]["t_ms"] == verdicts[0].t_ms
+    replayed = replay_trace(trace, detectors)
+    assert (replayed.label, replayed.t_ms, replayed.detector) == (
+        "human",
+        verdicts[0].t_ms,
+        verdicts[0].detector,
+    )
+    assert replayed.confidence == verdicts[0].confidence
