@@ -8,7 +8,8 @@ printed; one point is picked by the workflow's rule:
 
 - parallel_dial (precision first): max human recall subject to human precision >= 0.99;
 - power_dial (recall first): max human precision subject to human recall >= 0.99;
-- any other workflow: max accuracy;
+- any other workflow: max accuracy with median human latency <= 500 ms (after the utterance) and
+  median machine latency <= 900 ms (after speech onset), the issue's bars;
 ties -> higher accuracy (so a preset that leaves machines undecided loses), then lower latency.
 When no point meets the bound, the one closest to it wins (and we say so).
 
@@ -65,14 +66,40 @@ class Rule:
 
     kind: str  # "precision" | "recall" | "accuracy"
     bound: float = 0.99
+    max_human_latency_ms: float | None = None  # caps on the medians (None = no cap)
+    max_machine_latency_ms: float | None = None
+
+    def latency_excess(self, s: PresetStats) -> float:
+        """How far (ms, summed) the medians exceed the caps; 0 when within them."""
+        out = 0.0
+        for cap, v in (
+            (self.max_human_latency_ms, s.human_latency_p50_ms),
+            (self.max_machine_latency_ms, s.machine_latency_p50_ms),
+        ):
+            if cap is not None and v is not None:
+                out += max(0.0, v - cap)
+        return out
 
 
+# Accuracy-picked workflows keep the issue's latency bars (human <= 500 ms after the utterance ends,
+# machine <= 900 ms after speech onset), or tuning would buy accuracy with seconds of waiting.
 RULES: dict[str, Rule] = {"parallel_dial": Rule("precision"), "power_dial": Rule("recall")}
+ACCURACY_RULE = Rule("accuracy", max_human_latency_ms=500, max_machine_latency_ms=900)
 
 
-def rule_for(workflow: str, bound: float | None = None) -> Rule:
-    r = RULES.get(workflow, Rule("accuracy"))
-    return Rule(r.kind, bound) if bound is not None else r
+def rule_for(
+    workflow: str,
+    bound: float | None = None,
+    max_human_latency_ms: float | None = None,
+    max_machine_latency_ms: float | None = None,
+) -> Rule:
+    r = RULES.get(workflow, ACCURACY_RULE)
+    return Rule(
+        r.kind,
+        r.bound if bound is None else bound,
+        r.max_human_latency_ms if max_human_latency_ms is None else max_human_latency_ms,
+        r.max_machine_latency_ms if max_machine_latency_ms is None else max_machine_latency_ms,
+    )
 
 
 @dataclass
@@ -88,6 +115,7 @@ class PresetStats:
     unknown: int
     latency_p50_ms: float
     human_latency_p50_ms: float | None
+    machine_latency_p50_ms: float | None = None
 
     @property
     def precision(self) -> float:
@@ -121,6 +149,7 @@ def score_preset(traces: Sequence[Trace], detectors: Sequence[DetectorConfig]) -
     correct = tp = fh = mh = fm = unk = 0
     lat: list[float] = []
     hlat: list[float] = []
+    mlat: list[float] = []
     n = 0
     for tr in traces:
         if tr.label is None:
@@ -143,8 +172,7 @@ def score_preset(traces: Sequence[Trace], detectors: Sequence[DetectorConfig]) -
             anchor = tr.first_utterance_end_ms if v.label == "human" else tr.speech_onset_ms
             x = v.t_ms - anchor if anchor is not None else v.t_ms
             lat.append(x)
-            if v.label == "human":
-                hlat.append(x)
+            (hlat if v.label == "human" else mlat).append(x)
     return PresetStats(
         n=n,
         correct=correct,
@@ -155,6 +183,7 @@ def score_preset(traces: Sequence[Trace], detectors: Sequence[DetectorConfig]) -
         unknown=unk,
         latency_p50_ms=float(np.median(lat)) if lat else NO_LATENCY_MS,
         human_latency_p50_ms=float(np.median(hlat)) if hlat else None,
+        machine_latency_p50_ms=float(np.median(mlat)) if mlat else None,
     )
 
 
@@ -229,7 +258,10 @@ def _is_ordered(workflow: str, s: PresetStats, other: PresetStats | None) -> boo
 
 
 def _pick(rule: Rule, cands: Sequence[Candidate]) -> tuple[Candidate, bool]:
-    """The rule's choice among candidates, and whether the bound was met."""
+    """The rule's choice among candidates, and whether its bound and latency caps were met.
+
+    Latency caps filter first (when nobody meets them, the candidates closest to them stay), then the
+    bounded metric, then the maximised one; ties -> accuracy, then median latency."""
 
     def lat(c: Candidate) -> float:
         return -c.stats.latency_p50_ms
@@ -237,17 +269,20 @@ def _pick(rule: Rule, cands: Sequence[Candidate]) -> tuple[Candidate, bool]:
     def acc(c: Candidate) -> float:
         return c.stats.accuracy
 
+    least = min(rule.latency_excess(c.stats) for c in cands)
+    in_time = least == 0
+    cands = [c for c in cands if rule.latency_excess(c.stats) == least]
     if rule.kind == "precision":
         ok = [c for c in cands if c.stats.precision >= rule.bound]
         if ok:
-            return max(ok, key=lambda c: (c.stats.recall, acc(c), lat(c))), True
+            return max(ok, key=lambda c: (c.stats.recall, acc(c), lat(c))), in_time
         return max(cands, key=lambda c: (c.stats.precision, c.stats.recall, acc(c), lat(c))), False
     if rule.kind == "recall":
         ok = [c for c in cands if c.stats.recall >= rule.bound]
         if ok:
-            return max(ok, key=lambda c: (c.stats.precision, acc(c), lat(c))), True
+            return max(ok, key=lambda c: (c.stats.precision, acc(c), lat(c))), in_time
         return max(cands, key=lambda c: (c.stats.recall, c.stats.precision, acc(c), lat(c))), False
-    return max(cands, key=lambda c: (c.stats.accuracy, lat(c))), True
+    return max(cands, key=lambda c: (c.stats.accuracy, lat(c))), in_time
 
 
 def objectives(rule: Rule, s: PresetStats) -> tuple[float, ...]:
@@ -279,6 +314,8 @@ def tune(
     seed: int = 0,
     population_size: int | None = None,
     bound: float | None = None,
+    max_human_latency_ms: float | None = None,
+    max_machine_latency_ms: float | None = None,
     progress: bool = False,
     on_trial: Callable[[int, PresetStats], None] | None = None,
 ) -> TuneResult:
@@ -289,7 +326,7 @@ def tune(
         raise ValueError("no labelled traces to tune on (a trace needs `label`)")
     for tr in labelled:
         tr.step_dicts()  # build once, reused by every trial
-    rule = rule_for(workflow, bound)
+    rule = rule_for(workflow, bound, max_human_latency_ms, max_machine_latency_ms)
     space = _space(base)
     if not space:
         raise ValueError(f"workflow {workflow!r} has no tunable detectors")
@@ -318,6 +355,8 @@ def tune(
             c.append(rule.bound - s.precision)
         elif rule.kind == "recall":
             c.append(rule.bound - s.recall)
+        if rule.max_human_latency_ms is not None or rule.max_machine_latency_ms is not None:
+            c.append(rule.latency_excess(s) / 1000.0)
         if other is not None:
             ordered = _is_ordered(workflow, s, other)
             c.append(0.0 if ordered else 1.0)
@@ -354,7 +393,7 @@ def tune(
         pool = cands
     chosen, rule_met = _pick(rule, pool)
     if not rule_met:
-        notes.append(f"no candidate reaches human {rule.kind} >= {rule.bound}; picked the closest")
+        notes.append("no candidate meets the rule's bound and latency caps; picked the closest")
     return TuneResult(workflow, rule, cands, chosen, rule_met, order_met, other, notes)
 
 
@@ -387,6 +426,13 @@ def format_front(result: TuneResult, limit: int = 40) -> str:
         "recall": f"max human precision with human recall >= {r.bound}",
         "accuracy": "max accuracy",
     }[r.kind]
+    caps = [
+        f"{k} median <= {v:.0f} ms"
+        for k, v in (("human", r.max_human_latency_ms), ("machine", r.max_machine_latency_ms))
+        if v is not None
+    ]
+    if caps:
+        rule_txt += " and " + " and ".join(caps)
     lines.append(
         f"rule: {rule_txt}; ties -> accuracy, then latency"
         + ("; ~ = breaks the parallel/power ordering" if result.counterpart else "")

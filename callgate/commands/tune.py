@@ -4,7 +4,7 @@ Replays every trace in TRACES (from `callgate eval --traces` or live calls with 
 the production decision layer, searches detector thresholds, windows, delays and silence requirements
 over human precision, human recall and median latency, prints the Pareto front, picks a point by the
 workflow's rule (parallel_dial: max recall with precision >= 0.99; power_dial: max precision with
-recall >= 0.99; others: max accuracy), writes that workflow's preset and plots the trade-off.
+recall >= 0.99; others: max accuracy with median human latency <= 500 ms and machine <= 900 ms), writes that workflow's preset and plots the trade-off.
 Needs optuna and matplotlib (the `train` extra).
 """
 
@@ -27,6 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--population", type=int, default=None, help="NSGA-II population (default trials/4, 8..50)"
     )
     parser.add_argument("--bound", type=float, default=None, help="the rule's bound (default 0.99)")
+    parser.add_argument(
+        "--max-human-latency",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="cap on the median human latency (default: 500 for accuracy-picked workflows)",
+    )
+    parser.add_argument(
+        "--max-machine-latency",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="cap on the median machine latency (default: 900 for accuracy-picked workflows)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out",
@@ -84,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             population_size=args.population,
             bound=args.bound,
+            max_human_latency_ms=args.max_human_latency,
+            max_machine_latency_ms=args.max_machine_latency,
             progress=False,
         )
     except TuningDependencyError as e:

@@ -134,6 +134,13 @@ def test_pick_rules() -> None:
     assert _pick(Rule("precision"), [a, b, c, d]) == (d, True)
     assert _pick(Rule("recall"), [a, b, c, d]) == (b, True)
     assert _pick(Rule("recall", 0.995), [a, b, c, d]) == (b, False)  # closest to the bound
+    # latency caps filter first: the most accurate candidate is too slow for humans
+    slow = Candidate(5, [], PresetStats(100, 99, 45, 0, 0, 0, 0, 900, 900.0, 600.0))
+    quick = Candidate(6, [], PresetStats(100, 90, 45, 0, 0, 0, 0, 400, 400.0, 600.0))
+    capped = Rule("accuracy", max_human_latency_ms=500, max_machine_latency_ms=900)
+    assert _pick(capped, [slow, quick]) == (quick, True)
+    assert _pick(Rule("accuracy"), [slow, quick]) == (slow, True)
+    assert _pick(Rule("accuracy", max_human_latency_ms=300), [slow, quick]) == (quick, False)
 
 
 def test_tuned_presets_behave_as_designed(tmp_path: Path, traces: list[Trace]) -> None:
