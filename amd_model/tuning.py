@@ -48,7 +48,7 @@ TUNED_LABELS = ("human", "machine", "ivr", "carrier_intercept")
 
 
 class TuningDependencyError(ImportError):
-    """optuna / matplotlib are missing (they come with the `train` extra)."""
+    """optuna / matplotlib are missing (they come with the `tune` extra)."""
 
 
 def _require(module: str) -> Any:
@@ -56,7 +56,7 @@ def _require(module: str) -> Any:
         return __import__(module)
     except ImportError as e:
         raise TuningDependencyError(
-            f"`callgate tune` needs {module}: pip install 'callgate[train]' (or pip install optuna matplotlib)"
+            f"`callgate tune` needs {module}: pip install 'callgate[tune]' (or pip install optuna matplotlib)"
         ) from e
 
 

@@ -5,7 +5,7 @@ the production decision layer, searches detector thresholds, windows, delays and
 over human precision, human recall and median latency, prints the Pareto front, picks a point by the
 workflow's rule (parallel_dial: max recall with precision >= 0.99; power_dial: max precision with
 recall >= 0.99; others: max accuracy with median human latency <= 500 ms and machine <= 900 ms), writes that workflow's preset and plots the trade-off.
-Needs optuna and matplotlib (the `train` extra).
+Needs optuna and matplotlib (the `tune` extra, also pulled by `test` and `train`).
 """
 
 from __future__ import annotations
