@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 from cachetools import TTLCache
 from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
@@ -190,6 +191,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         except TwilioRestException as e:
             raise HTTPException(status_code=502, detail=f"Twilio refused the call: {e.msg}") from e
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise HTTPException(status_code=502, detail=f"could not reach Twilio's REST API: {e}") from e
         finally:
             await client.http_client.close()
         return {"call_sid": call.sid, "status": call.status, "workflow": body.workflow}
@@ -228,6 +231,9 @@ class TwilioCallControl:
             return True
         except TwilioRestException as e:
             logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
+            return False
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            logger.error(f"{self.call_sid}: could not reach Twilio's REST API: {e}")
             return False
         finally:
             await client.http_client.close()

@@ -64,13 +64,18 @@ class Workflow(FrameProcessor):
             return
         if isinstance(frame, InputAudioRawFrame):
             self._samples += len(frame.audio) // 2
-            if self._stop_at_ms is not None and self.t_ms >= self._stop_at_ms:
-                await self.remote_hangup()
+            if self._stop_at_ms is not None:
+                # Twilio has ended the call: audio still queued before its `stop` flows on to the
+                # detectors (and traces), but the workflow no longer acts on a call that is gone.
+                if self.t_ms >= self._stop_at_ms:
+                    await self.remote_hangup()
                 return
             await self.on_audio()
             if not self.ended and self.t_ms >= self.settings.call_timeout_secs * 1000:
                 logger.warning(f"{self.call.call_sid}: safety timeout after {self.t_ms:.0f} ms")
                 await self.hang_up("timeout")
+        elif self._stop_at_ms is not None:
+            return
         elif isinstance(frame, SpeechStartedFrame):
             await self.on_speech_start(frame)
         elif isinstance(frame, SpeechEndedFrame):
