@@ -138,13 +138,13 @@ def call_metrics(rows: list[dict], thresholds: dict[str, float]) -> dict:
 def train(
     corpus: Path,
     out_dir: Path = HERE,
-    epochs: int = 20,
+    epochs: int = 30,
     hidden: int = 128,
     batch: int = 32,
     lr: float = 2e-3,
     seed: int = 0,
     threads: int = 2,
-    max_minutes: float = 35.0,
+    max_minutes: float = 27.0,
 ) -> dict:
     """Train on the corpus train split, select on val, export ONNX + amd.json, evaluate on eval/."""
     import torch
@@ -170,10 +170,17 @@ def train(
     cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
     print(f"step class counts {dict(zip(CLASSES, counts.astype(int).tolist(), strict=True))}", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-3)
-    steps_per_epoch = math.ceil(len(tr) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
-    )
+    total_steps = epochs * math.ceil(len(tr) / batch)
+    budget_s = max_minutes * 60.0
+
+    def set_lr(step: int) -> float:
+        """Warm-up then cosine decay over progress = max(steps, wall time): a shared CPU still anneals."""
+        prog = min(1.0, max(step / total_steps, (time.time() - t_train) / budget_s))
+        f = prog / 0.05 if prog < 0.05 else 0.5 * (1 + math.cos(math.pi * (prog - 0.05) / 0.95))
+        for g in opt.param_groups:
+            g["lr"] = lr * max(f, 0.02)
+        return prog
+
     lossf = torch.nn.CrossEntropyLoss(weight=cw, reduction="none")
     log_floor = math.log(features.LOG_FLOOR)
 
@@ -216,8 +223,11 @@ def train(
                 outs += [p[j, : feats[i].shape[0]] for j, i in enumerate(part)]
         return outs
 
-    best = (-1.0, None)
+    best = (-1e9, None)
     history = []
+    t_train = time.time()
+    gstep = 0
+    prog = 0.0
     for ep in range(epochs):
         net.train()
         order = rng.permutation(tr)
@@ -230,8 +240,9 @@ def train(
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            prog = set_lr(gstep)
+            gstep += 1
             opt.step()
-            sched.step()
             tot += float(loss.detach())
             nb += 1
         probs = predict(va)
@@ -266,8 +277,8 @@ def train(
         score = vm["accuracy"] - 0.2 * nll  # calibrated probabilities matter to the decision layer
         if score > best[0]:
             best = (score, {k: v.detach().clone() for k, v in net.state_dict().items()})
-        if (time.time() - t0) / 60 > max_minutes:
-            print(f"stopping early: {max_minutes} min budget reached", flush=True)
+        if prog >= 1.0:
+            print(f"stopping: {max_minutes} min training budget reached", flush=True)
             break
     assert best[1] is not None
     net.load_state_dict(best[1])
@@ -397,9 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--out", type=Path, default=HERE)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--max-minutes", type=float, default=35.0)
+    p.add_argument("--max-minutes", type=float, default=27.0)
     p.add_argument("--eval-only", action="store_true")
     a = p.parse_args(argv)
     if a.eval_only:

@@ -326,19 +326,17 @@ class _PendingMark:
     queued_t_ms: int
 
 
-COUNTERS = (
-    "media_chunks_received",
-    "media_bytes_received",
-    "marks_received",
-    "clears_received",
+# Counters of things a well-behaved server never sends.
+PROBLEM_COUNTERS = (
     "odd_sized_media",
     "bad_json",
     "binary_messages",
     "unknown_events",
     "malformed_messages",
     "wrong_stream_sid",
-    "dtmf_sent",
 )
+COUNTERS = ("media_chunks_received", "media_bytes_received", "marks_received", "clears_received",
+            *PROBLEM_COUNTERS, "dtmf_sent")
 
 
 def _audio_frames(audio: np.ndarray | Path | str) -> list[bytes]:

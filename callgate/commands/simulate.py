@@ -92,6 +92,8 @@ def _print_human(ev: dict[str, Any]) -> None:
 
 
 def _print_summary(s: dict[str, Any]) -> None:
+    from simulator.phone import PROBLEM_COUNTERS
+
     played = [m["name"] for m in s["marks"] if m["played"]]
     cancelled = [m["name"] for m in s["marks"] if not m["played"]]
     first = "-" if s["first_media_t_ms"] is None else f"{s['first_media_t_ms'] / 1000:.2f}s"
@@ -101,18 +103,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"unplayed at end {s['unplayed_ms'] / 1000:.2f}s"
     )
     print(f"  marks played: {', '.join(played) or '-'}; not played: {', '.join(cancelled) or '-'}")
-    problems = {
-        k: s[k]
-        for k in (
-            "odd_sized_media",
-            "bad_json",
-            "binary_messages",
-            "unknown_events",
-            "malformed_messages",
-            "wrong_stream_sid",
-        )
-        if s[k]
-    }
+    problems = {k: s[k] for k in PROBLEM_COUNTERS if s[k]}
     if problems:
         print("  protocol problems: " + ", ".join(f"{k}={v}" for k, v in problems.items()))
     for u in s["updates"]:

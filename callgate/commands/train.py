@@ -17,12 +17,12 @@ from callgate.cli import CliError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`train` options."""
     parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (built here if missing)")
-    parser.add_argument("--n", type=int, default=4000, help="calls to build if the corpus is missing")
+    parser.add_argument("--n", type=int, default=8000, help="calls to build if the corpus is missing")
     parser.add_argument("--seed", type=int, default=11, help="corpus seed if the corpus is missing")
     parser.add_argument("--workers", type=int, default=2, help="corpus build processes")
     parser.add_argument("--out", type=Path, default=None, help="where amd.onnx/amd.json go (default amd_model/)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--max-minutes", type=float, default=35.0, help="training wall-time budget")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--max-minutes", type=float, default=27.0, help="training wall-time budget")
     parser.add_argument("--eval-only", action="store_true", help="only evaluate the exported model on DIR/eval")
 
 
