@@ -20,10 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=8000, help="calls to build if the corpus is missing")
     parser.add_argument("--seed", type=int, default=11, help="corpus seed if the corpus is missing")
     parser.add_argument("--workers", type=int, default=2, help="corpus build processes")
-    parser.add_argument("--out", type=Path, default=None, help="where amd.onnx/amd.json go (default amd_model/)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where amd.onnx/amd.json go (default amd_model/)"
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--max-minutes", type=float, default=27.0, help="training wall-time budget")
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate the exported model on DIR/eval")
+    parser.add_argument(
+        "--eval-only", action="store_true", help="only evaluate the exported model on DIR/eval"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         import torch  # noqa: F401
     except ImportError as e:
-        raise CliError("training needs torch: pip install 'callgate[train]' (torch==2.13.0, CPU build)") from e
+        raise CliError(
+            "training needs torch: pip install 'callgate[train]' (torch==2.13.0, CPU build)"
+        ) from e
     from amd_model import corpus, train
 
     out = args.out or train.HERE
