@@ -7,8 +7,10 @@ replays it through the same pipeline the server runs, and prints the measured ti
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,11 +47,21 @@ async def one_run(pcm: np.ndarray, settings: Settings, messages: MessageCache) -
     return elapsed
 
 
+def listen_only_presets(path: Path) -> Path:
+    """AMD presets whose only detector is a timer past the end: the model still scores every 100 ms
+    step, but no verdict ends the call early, so the whole minute goes through every processor."""
+    timer = {"name": "timeout", "label": "unknown", "classes": [], "threshold": 0.0, "window_ms": 100,
+             "min_delay_ms": (SECONDS + 60) * 1000}
+    path.write_text(json.dumps({"version": 1, "workflows": {"voicemail_drop": {"detectors": [timer]}}}))
+    return path
+
+
 def main() -> None:
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
     pcm = build_audio()
-    settings = Settings(_env_file=None, call_timeout_secs=SECONDS + 10)
+    presets = listen_only_presets(Path(tempfile.mkdtemp()) / "presets.json")
+    settings = Settings(_env_file=None, call_timeout_secs=SECONDS + 10, amd_presets_path=presets)
     messages = MessageCache(Path("/tmp/callgate-bench-cache"))
     runs = [asyncio.run(one_run(pcm, settings, messages)) for _ in range(3)]
     print(f"replay of {len(pcm) / 8000:.1f} s of audio: median {statistics.median(runs):.2f} s "
