@@ -56,7 +56,7 @@ def build_scenarios() -> list[Scenario]:
         concat(silence(0.4), speech("You have reached Tom Becker at Northside Plumbing. I am away from my desk. "
                                     "Leave me a message and I will call you back.", voice="en-gb+m3"), silence(0.3))
     )
-    early = telephone_channel(concat(silence(0.4), speech("Hello?", voice="en-us+m1"), silence(0.1)))
+    early = telephone_channel(concat(silence(0.3), speech("Hello?", voice="en-us+m1")))  # gone mid-word
     human = telephone_channel(concat(silence(0.7), speech("Hello?", voice="en-us+f4"), silence(4.0)))
     return [
         Scenario("voicemail + beep", "greeting, then a 1 kHz beep", to_int16(with_beep.audio), 25.0,
