@@ -41,6 +41,7 @@ from callgate.settings import Settings, get_settings
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
+from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import MAX_MESSAGE_BYTES, TwilioIngestSerializer, parse_start
 from twiml.responses import connect_stream
@@ -120,10 +121,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"\n{banner}\n  DEV MODE: TWILIO_AUTH_TOKEN is not set. Webhook and WebSocket signatures are NOT"
                 f"\n  checked and calls are not hung up through the REST API. Never expose this publicly.\n{banner}"
             )
-        try:  # convert the default message now, not on the first call's hot path
-            state.messages.get(settings.voicemail_message)
+        try:  # convert the default message and load the AMD model now, not on the first call's path
+            await asyncio.to_thread(state.messages.get, settings.voicemail_message)
         except (OSError, AudioFormatError) as e:
             logger.error(f"VOICEMAIL_MESSAGE cannot be used: {e}")
+        try:
+            await asyncio.to_thread(get_shared_model, settings.amd_model_path)
+        except (OSError, ValueError) as e:
+            logger.error(f"AMD model cannot be loaded: {e}")
         logger.info(f"callgate ready: webhook {settings.public_base_url}/twiml, workflows {sorted(WORKFLOWS)}")
         yield
 
@@ -340,7 +345,8 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
     )
     record = CallRecord(call_sid=start.call_sid, workflow=workflow)
     try:
-        parts = build_call_processors(call, state.messages, on_event=record.events.append)
+        # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
+        parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.events.append)
     except (UnknownWorkflowError, AudioFormatError, OSError) as e:
         state.reject("bad_call_config")
         logger.error(f"{start.call_sid}: cannot start workflow: {e}")
