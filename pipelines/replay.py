@@ -1,6 +1,6 @@
 """Offline replay: the server's per-call pipeline driven by a file instead of a phone call.
 
-`ReplaySource` stands where Twilio's input transport stands and feeds 20 ms frames as fast as the CPU
+`ReplaySource` stands where Twilio's input transport stands and feeds 100 ms frames as fast as the CPU
 allows; `ReplayPlayback` stands where the output transport stands and plays what the workflow sends on
 a simulated Twilio buffer in audio time, echoing marks when their audio would have finished (or at once
 after a `clear`). The source waits for each frame to reach the end of the pipeline before sending the
@@ -40,6 +40,9 @@ from pipelines.message import MessageCache
 from processors.frames import TwilioMarkFrame, TwilioStopFrame
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
+# Replay feeds 100 ms frames (five of Twilio's 20 ms packets): every analyzer times its events per
+# window, so results match a live call while the pipeline moves 5x fewer frames.
+REPLAY_FRAME = FRAME_SAMPLES * 5
 
 
 class ReplaySource(FrameProcessor):
@@ -80,15 +83,15 @@ class ReplaySource(FrameProcessor):
 
     async def _feed(self) -> None:
         total = len(self._pcm) + self._tail_samples
-        silence = np.zeros(FRAME_SAMPLES * 5, dtype=np.int16)
+        silence = np.zeros(REPLAY_FRAME, dtype=np.int16)
         while not self._stopped and self.samples_sent < total:
             while self._inject:
                 await self.push_frame(self._inject.popleft())
             start = self.samples_sent
-            chunk = self._pcm[start : start + FRAME_SAMPLES * 5]
-            if len(chunk) < FRAME_SAMPLES * 5:
-                chunk = np.concatenate([chunk, silence[: FRAME_SAMPLES * 5 - len(chunk)]])
-            self.samples_sent += FRAME_SAMPLES * 5
+            chunk = self._pcm[start : start + REPLAY_FRAME]
+            if len(chunk) < REPLAY_FRAME:
+                chunk = np.concatenate([chunk, silence[: REPLAY_FRAME - len(chunk)]])
+            self.samples_sent += REPLAY_FRAME
             self._frames_sent += 1
             await self.push_frame(InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1))
             while not self._stopped and self._frames_sent - self._frames_acked >= self._window:
