@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="where amd.onnx/amd.json go (default amd_model/)"
     )
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--max-minutes", type=float, default=27.0, help="training wall-time budget")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--hidden", type=int, default=160, help="GRU width (the ONNX state size)")
+    parser.add_argument("--max-minutes", type=float, default=23.0, help="training wall-time budget")
     parser.add_argument(
         "--eval-only", action="store_true", help="only evaluate the exported model on DIR/eval"
     )
@@ -50,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
             corpus.build(args.corpus, args.n, args.seed, workers=args.workers)
         except RuntimeError as e:
             raise CliError(str(e)) from e
-    info = train.train(args.corpus, out, epochs=args.epochs, max_minutes=args.max_minutes)
+    info = train.train(args.corpus, out, epochs=args.epochs, hidden=args.hidden, max_minutes=args.max_minutes)
     print(json.dumps(info["heldout"], indent=1))
     return 0
