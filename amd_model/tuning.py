@@ -11,7 +11,8 @@ printed; one point is picked by the workflow's rule:
 - any other workflow: max accuracy with median human latency <= 500 ms (after the utterance) and
   median machine latency <= 900 ms (after speech onset), the issue's bars;
 ties -> higher accuracy (so a preset that leaves machines undecided loses), then lower latency.
-When no point meets the bound, the one closest to it wins (and we say so).
+When no point meets the bound, it is relaxed to within FALLBACK_SLACK of the best reachable value and
+the rule is applied to those points (and we say so).
 
 The two dialing presets must also stay *ordered* on the same traces: the precision preset
 (parallel_dial) never makes more false "human" verdicts than the recall preset (power_dial), and the
@@ -257,6 +258,9 @@ def _is_ordered(workflow: str, s: PresetStats, other: PresetStats | None) -> boo
     return True
 
 
+FALLBACK_SLACK = 0.02  # how far below the best reachable precision/recall an unreachable bound relaxes
+
+
 def _pick(rule: Rule, cands: Sequence[Candidate]) -> tuple[Candidate, bool]:
     """The rule's choice among candidates, and whether its bound and latency caps were met.
 
@@ -272,16 +276,17 @@ def _pick(rule: Rule, cands: Sequence[Candidate]) -> tuple[Candidate, bool]:
     least = min(rule.latency_excess(c.stats) for c in cands)
     in_time = least == 0
     cands = [c for c in cands if rule.latency_excess(c.stats) == least]
-    if rule.kind == "precision":
-        ok = [c for c in cands if c.stats.precision >= rule.bound]
+    if rule.kind in ("precision", "recall"):
+        bounded = (lambda c: c.stats.precision) if rule.kind == "precision" else (lambda c: c.stats.recall)
+        other = (lambda c: c.stats.recall) if rule.kind == "precision" else (lambda c: c.stats.precision)
+        ok = [c for c in cands if bounded(c) >= rule.bound]
         if ok:
-            return max(ok, key=lambda c: (c.stats.recall, acc(c), lat(c))), in_time
-        return max(cands, key=lambda c: (c.stats.precision, c.stats.recall, acc(c), lat(c))), False
-    if rule.kind == "recall":
-        ok = [c for c in cands if c.stats.recall >= rule.bound]
-        if ok:
-            return max(ok, key=lambda c: (c.stats.precision, acc(c), lat(c))), in_time
-        return max(cands, key=lambda c: (c.stats.recall, c.stats.precision, acc(c), lat(c))), False
+            return max(ok, key=lambda c: (other(c), acc(c), lat(c))), in_time
+        # Bound out of reach: relax it to just under the best reachable value rather than take the single
+        # most extreme point, which trades everything else away for the last fraction of a percent.
+        reach = max(bounded(c) for c in cands) - FALLBACK_SLACK
+        near = [c for c in cands if bounded(c) >= reach]
+        return max(near, key=lambda c: (other(c), bounded(c), acc(c), lat(c))), False
     return max(cands, key=lambda c: (c.stats.accuracy, lat(c))), in_time
 
 
@@ -393,7 +398,10 @@ def tune(
         pool = cands
     chosen, rule_met = _pick(rule, pool)
     if not rule_met:
-        notes.append("no candidate meets the rule's bound and latency caps; picked the closest")
+        notes.append(
+            "no candidate meets the rule's bound and latency caps; relaxed the bound to within "
+            f"{FALLBACK_SLACK:.2f} of the best reachable value"
+        )
     return TuneResult(workflow, rule, cands, chosen, rule_met, order_met, other, notes)
 
 

@@ -134,6 +134,9 @@ def test_pick_rules() -> None:
     assert _pick(Rule("precision"), [a, b, c, d]) == (d, True)
     assert _pick(Rule("recall"), [a, b, c, d]) == (b, True)
     assert _pick(Rule("recall", 0.995), [a, b, c, d]) == (b, False)  # closest to the bound
+    # Unreachable bound: within FALLBACK_SLACK of the best recall, precision decides (not the extreme point).
+    e = cand(7, 98, 0, 2, 350)  # precision 1.0, recall .98
+    assert _pick(Rule("recall", 0.995), [a, b, c, d, e]) == (e, False)
     # latency caps filter first: the most accurate candidate is too slow for humans
     slow = Candidate(5, [], PresetStats(100, 99, 45, 0, 0, 0, 0, 900, 900.0, 600.0))
     quick = Candidate(6, [], PresetStats(100, 90, 45, 0, 0, 0, 0, 400, 400.0, 600.0))
