@@ -38,6 +38,7 @@ from pipelines.call import CallConfig
 from pipelines.factory import build_call_processors
 from pipelines.message import MessageCache
 from processors.frames import TwilioMarkFrame, TwilioStopFrame
+from simulator.playback import PlaybackBuffer
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 # Replay feeds 100 ms frames (five of Twilio's 20 ms packets): every analyzer times its events per
@@ -102,39 +103,30 @@ class ReplaySource(FrameProcessor):
 
 
 class ReplayPlayback(FrameProcessor):
-    """A simulated Twilio playback buffer in audio time; the last processor of a replay pipeline."""
+    """Twilio's playback buffer (the simulator's model) in audio time; the last processor of a replay."""
 
     def __init__(self, source: ReplaySource, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._source = source
         self._now_ms = 0.0
-        self._play_end_ms = 0.0
-        self._marks: deque[tuple[float, str]] = deque()
-        self.played_ms = 0.0
-        self.first_audio_ms: float | None = None
+        self.buffer: PlaybackBuffer[str] = PlaybackBuffer()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
             self._now_ms += len(frame.audio) / 2 / SAMPLES_PER_MS
-            while self._marks and self._marks[0][0] <= self._now_ms:
-                self._source.inject(TwilioMarkFrame(mark_name=self._marks.popleft()[1]))
+            while (name := self.buffer.pop_due(self._now_ms)) is not None:
+                self._source.inject(TwilioMarkFrame(mark_name=name))
             self._source.ack()
         elif isinstance(frame, OutputAudioRawFrame):
-            duration = len(frame.audio) / 2 / SAMPLES_PER_MS
-            start = max(self._now_ms, self._play_end_ms)
-            if self.first_audio_ms is None:
-                self.first_audio_ms = start
-            self._play_end_ms = start + duration
-            self.played_ms += duration
+            self.buffer.add_audio(self._now_ms, len(frame.audio) / 2 / SAMPLES_PER_MS)
         elif isinstance(frame, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
             msg = frame.message
             if isinstance(msg, dict) and msg.get("event") == "mark":
-                self._marks.append((max(self._now_ms, self._play_end_ms), msg["mark"]["name"]))
+                self.buffer.add_mark(self._now_ms, msg["mark"]["name"])
         elif isinstance(frame, InterruptionFrame):
-            self._play_end_ms = self._now_ms  # `clear`: drop the buffer, echo pending marks at once
-            while self._marks:
-                self._source.inject(TwilioMarkFrame(mark_name=self._marks.popleft()[1]))
+            for name in self.buffer.clear(self._now_ms)[1]:  # `clear`: pending marks echo at once
+                self._source.inject(TwilioMarkFrame(mark_name=name))
         elif isinstance(frame, EndFrame | CancelFrame):
             self._source.stop()
         await self.push_frame(frame, direction)
@@ -177,7 +169,7 @@ async def replay_pcm(
         "workflow": call.workflow,
         "outcome": parts.workflow.outcome,
         "audio_ms": round(len(pcm) / SAMPLES_PER_MS),
-        "message_played_ms": round(playback.played_ms),
+        "message_played_ms": round(playback.buffer.queued_ms),
         "marks_played": parts.marks.ledger.played,
         "marks_cancelled": parts.marks.ledger.cancelled,
     }

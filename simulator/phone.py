@@ -38,6 +38,7 @@ from callgate.audio import (
     pcm_to_ulaw,
     to_int16,
 )
+from simulator.playback import PlaybackBuffer
 
 if TYPE_CHECKING:
     from simulator.rest import RestStandIn
@@ -322,7 +323,6 @@ class CallReport:
 @dataclass
 class _PendingMark:
     name: str
-    due_ms: float
     queued_t_ms: int
 
 
@@ -393,10 +393,7 @@ class PhoneCall:
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._received = bytearray()
         # playback model, in call-time ms
-        self._play_end = 0.0
-        self._queued_ms = 0.0
-        self._cleared_ms = 0.0
-        self._pending: list[_PendingMark] = []
+        self._buffer: PlaybackBuffer[_PendingMark] = PlaybackBuffer()
         self._marks: list[dict[str, Any]] = []
         self._first_media_t: int | None = None
         self._hangup_t: int | None = None
@@ -448,7 +445,7 @@ class PhoneCall:
         if self.ended:
             return False
         self._hangup_t = self.t_ms
-        self._emit("hangup", by=by, unplayed_ms=round(max(0.0, self._play_end - self.t_ms)))
+        self._emit("hangup", by=by, unplayed_ms=round(self._buffer.unplayed_ms(self.t_ms)))
         self._finish("hangup")
         return True
 
@@ -457,7 +454,7 @@ class PhoneCall:
         if self.ended:
             return False
         self._info["updates"].append({"t_ms": self.t_ms, "twiml": twiml, "url": url})
-        self._emit("update", twiml=twiml, url=url, unplayed_ms=round(max(0.0, self._play_end - self.t_ms)))
+        self._emit("update", twiml=twiml, url=url, unplayed_ms=round(self._buffer.unplayed_ms(self.t_ms)))
         self._finish("update")
         return True
 
@@ -472,14 +469,10 @@ class PhoneCall:
 
     def _on_media(self, payload: bytes) -> None:
         now = self.t_ms
-        if self._play_end <= now:  # idle: playback starts now
-            self._play_end = float(now)
+        if self._buffer.add_audio(now, len(payload) / BYTES_PER_MS):  # idle: playback starts now
             self._emit("media_start")
             if self._first_media_t is None:
                 self._first_media_t = now
-        ms = len(payload) / BYTES_PER_MS
-        self._play_end += ms
-        self._queued_ms += ms
 
     async def _echo(self, mark: _PendingMark, played: bool) -> None:
         self._marks.append(
@@ -497,19 +490,15 @@ class PhoneCall:
                 await self._client.send_mark(mark.name)
 
     async def _on_mark(self, name: str) -> None:
-        self._pending.append(_PendingMark(name, max(self._play_end, float(self.t_ms)), self.t_ms))
+        self._buffer.add_mark(self.t_ms, _PendingMark(name, self.t_ms))
         await self._flush_due_marks()  # nothing buffered: echoed at once
 
     async def _flush_due_marks(self) -> None:
-        while self._pending and self._pending[0].due_ms <= self.t_ms and not self.ended:
-            await self._echo(self._pending.pop(0), played=True)
+        while not self.ended and (mark := self._buffer.pop_due(self.t_ms)) is not None:
+            await self._echo(mark, played=True)
 
     async def _on_clear(self) -> None:
-        now = float(self.t_ms)
-        dropped = max(0.0, self._play_end - now)
-        self._cleared_ms += dropped
-        self._play_end = min(self._play_end, now)
-        cancelled, self._pending = self._pending, []
+        dropped, cancelled = self._buffer.clear(float(self.t_ms))
         self._emit("clear", dropped_ms=round(dropped), cancelled_marks=[m.name for m in cancelled])
         for mark in cancelled:
             await self._echo(mark, played=False)
@@ -720,10 +709,10 @@ class PhoneCall:
 
     def _report(self) -> CallReport:
         now = self.t_ms
-        unplayed = max(0.0, self._play_end - now)
+        unplayed = self._buffer.unplayed_ms(now)
         marks = self._marks + [
             {"name": m.name, "played": False, "echoed": False, "t_ms": None, "queued_t_ms": m.queued_t_ms}
-            for m in self._pending
+            for _, m in self._buffer.pending
         ]
         summary: dict[str, Any] = {
             "event": "summary",
@@ -735,11 +724,11 @@ class PhoneCall:
             "error": self._error,
             "hangup_t_ms": self._hangup_t,
             "first_media_t_ms": self._first_media_t,
-            "playback_end_t_ms": round(self._play_end) if self._first_media_t is not None else None,
+            "playback_end_t_ms": round(self._buffer.play_end_ms) if self._first_media_t is not None else None,
             "playback_starts": len([e for e in self.events if e["event"] == "media_start"]),
-            "played_ms": round(self._queued_ms - self._cleared_ms - unplayed),
-            "received_ms": round(self._queued_ms),
-            "cleared_ms": round(self._cleared_ms),
+            "played_ms": round(self._buffer.queued_ms - self._buffer.cleared_ms - unplayed),
+            "received_ms": round(self._buffer.queued_ms),
+            "cleared_ms": round(self._buffer.cleared_ms),
             "unplayed_ms": round(unplayed),
             "marks": marks,
             "frames_sent": self.frames_sent,
