@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from pipecat.frames.frames import (
     CancelFrame,
+    CancelWorkerFrame,
     EndFrame,
+    EndWorkerFrame,
     Frame,
     InputAudioRawFrame,
     InterruptionFrame,
@@ -127,8 +129,8 @@ class ReplayPlayback(FrameProcessor):
         elif isinstance(frame, InterruptionFrame):
             for name in self.buffer.clear(self._now_ms)[1]:  # `clear`: pending marks echo at once
                 self._source.inject(TwilioMarkFrame(mark_name=name))
-        elif isinstance(frame, EndFrame | CancelFrame):
-            self._source.stop()
+        elif isinstance(frame, EndWorkerFrame | CancelWorkerFrame | EndFrame | CancelFrame):
+            self._source.stop()  # the workflow hung up: the line goes quiet, as Twilio's would
         await self.push_frame(frame, direction)
 
 
