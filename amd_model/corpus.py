@@ -490,6 +490,16 @@ def build_call(
     lead = float(rng.uniform(0.2, 2.0))
     beep_ms: int | None = None
 
+    def scripted_greeting(c: Call, p_allison: float, allison_scripts: list, templates: list) -> Voice:
+        """A greeting from Allison's prompts (p_allison of the time, when installed) or a TTS template;
+        returns the voice that spoke it."""
+        if rng.random() < p_allison and tools.get("asterisk-core-sounds-en-wav"):
+            prompts = list(choice(rng, allison_scripts))  # type: ignore[call-overload]
+            c.add(np.concatenate([allison(p) for p in prompts]), "greeting")
+            return Voice("asterisk", "allison")
+        c.add(say(fill(str(choice(rng, templates)), rng)), "greeting")
+        return voice
+
     if r < 0.42:  # ---------------- human
         c = Call("human", "")
         c.gap(lead)
@@ -573,12 +583,7 @@ def build_call(
     elif r < 0.86:  # ---------------- ivr
         c = Call("ivr", "ivr_menu")
         c.gap(lead)
-        if rng.random() < 0.35 and tools.get("asterisk-core-sounds-en-wav"):
-            voice = Voice("asterisk", "allison")
-            prompts = list(choice(rng, ALLISON_IVR))  # type: ignore[call-overload]
-            c.add(np.concatenate([allison(p) for p in prompts]), "greeting")
-        else:
-            c.add(say(fill(str(choice(rng, IVR)), rng)), "greeting")
+        voice = scripted_greeting(c, 0.35, ALLISON_IVR, IVR)
         if rng.random() < 0.3:
             c.subtype = "ivr_hold"
             c.gap(rng.uniform(0.2, 0.8))
@@ -592,12 +597,7 @@ def build_call(
             c.gap(rng.uniform(0.05, 0.5))
         else:
             c.subtype = "intercept_no_sit"
-        if rng.random() < 0.5 and tools.get("asterisk-core-sounds-en-wav"):
-            voice = Voice("asterisk", "allison")
-            prompts = list(choice(rng, ALLISON_INTERCEPT))  # type: ignore[call-overload]
-            c.add(np.concatenate([allison(p) for p in prompts]), "greeting")
-        else:
-            c.add(say(fill(str(choice(rng, INTERCEPT)), rng)), "greeting")
+        voice = scripted_greeting(c, 0.5, ALLISON_INTERCEPT, INTERCEPT)
         c.voice = voice.describe()
     else:  # ---------------- no evidence: hold music, ringback, silence, busy
         c = Call("unknown", "")
