@@ -13,7 +13,6 @@ Run with `callgate serve` or `python server.py`; configuration comes from enviro
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -43,7 +42,7 @@ from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_proces
 from pipelines.message import MessageCache
 from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
-from processors.twilio_ingest import MAX_MESSAGE_BYTES, TwilioIngestSerializer, parse_start
+from processors.twilio_ingest import TwilioIngestSerializer, decode_message, parse_start
 from twiml.responses import connect_stream
 from twiml.signatures import SignatureChecker
 from twiml.tokens import StreamTokens, TokenError
@@ -281,18 +280,11 @@ async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[Twilio
         if message["type"] == "websocket.disconnect":
             return None, {**counters, "disconnected_before_start": 1}
         text = message.get("text")
-        if text is None:
-            count("binary")
+        msg, (problem, _) = decode_message((message.get("bytes") or b"") if text is None else text)
+        if msg is None:
+            count(problem)
             continue
-        if len(text) > MAX_MESSAGE_BYTES:
-            count("oversize")
-            continue
-        try:
-            msg = json.loads(text)
-        except json.JSONDecodeError:
-            count("malformed_json")
-            continue
-        event = msg.get("event") if isinstance(msg, dict) else None
+        event = msg.get("event")
         if event == "connected":
             continue
         if event == "start":

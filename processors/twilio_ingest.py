@@ -82,16 +82,9 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
     # --- inbound -------------------------------------------------------------------------------
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
-        if isinstance(data, bytes | bytearray):
-            return self._reject("binary", f"binary frame of {len(data)} bytes (Twilio sends text)")
-        if len(data) > MAX_MESSAGE_BYTES:
-            return self._reject("oversize", f"message of {len(data)} bytes > {MAX_MESSAGE_BYTES}")
-        try:
-            msg = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self._reject("malformed_json", f"malformed JSON: {data[:80]!r}")
-        if not isinstance(msg, dict):
-            return self._reject("malformed_json", f"JSON that is not an object: {data[:80]!r}")
+        msg, problem = decode_message(data)
+        if msg is None:
+            return self._reject(*problem)
         event = msg.get("event")
         self.counters[f"event_{event}" if event in _KNOWN_EVENTS else "unknown_event"] += 1
         try:
@@ -222,6 +215,23 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
 _KNOWN_EVENTS = {"connected", "start", "media", "mark", "stop", "dtmf"}
 
 
+def decode_message(data: str | bytes) -> tuple[dict[str, Any] | None, tuple[str, str]]:
+    """A WebSocket message as a Twilio event object, or None and (counter, why) when it is not one.
+
+    Used before `start` (by the server) and after it (by the serializer), so both count alike."""
+    if isinstance(data, bytes | bytearray):
+        return None, ("binary", f"binary frame of {len(data)} bytes (Twilio sends text)")
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None, ("oversize", f"message of {len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        msg = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, ("malformed_json", f"malformed JSON: {data[:80]!r}")
+    if not isinstance(msg, dict):
+        return None, ("malformed_json", f"JSON that is not an object: {data[:80]!r}")
+    return msg, ("", "")
+
+
 def _as_int(value: Any) -> int | None:
     """Twilio sends counters as strings; anything unparsable counts as absent."""
     try:
@@ -250,4 +260,4 @@ def parse_start(msg: dict[str, Any]) -> TwilioStartFrame:
     )
 
 
-__all__ = ["TwilioIngestSerializer", "parse_start", "MAX_MESSAGE_BYTES", "ulaw_to_pcm"]
+__all__ = ["TwilioIngestSerializer", "decode_message", "parse_start", "MAX_MESSAGE_BYTES", "ulaw_to_pcm"]
