@@ -14,7 +14,8 @@ Detector semantics (one step = 100 ms of audio, `t_ms` = end of the step in audi
   is >= threshold; `mode="min"` needs *every* step of the window >= threshold. A detector never
   fires before its window is full;
 - anchor: call start, or the caller's speech onset when `from_speech` (such a detector cannot fire
-  before speech was heard);
+  before speech was heard); when the VAD has heard nothing, the first step where the model's `none`
+  probability fell below 0.5 stands in for the onset;
 - `min_delay_ms` <= t_ms - anchor < `max_wait_ms` (max_wait None = no limit);
 - `requires_silence_ms`: the caller is not speaking and has been silent for at least this long
   (since the last speech end, or since call start if nobody spoke yet);
@@ -39,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from processors.frames import AmdProbabilityFrame, AmdVerdictFrame, SpeechEndedFrame, SpeechStartedFrame
 
 STEP_MS = 100
+NO_EVIDENCE_CLASS = "none"  # the model's "nobody/nothing yet" class (amd_model/amd.json)
 VERDICT_LABELS = ("human", "machine", "ivr", "carrier_intercept", "unknown")
 DEFAULT_PRESETS_PATH = Path(__file__).resolve().parent.parent / "pipelines" / "presets" / "amd.json"
 
@@ -98,6 +100,7 @@ class SpeechState:
     """What the decision layer knows about the caller's speech (audio-time ms, from the VAD)."""
 
     onset_ms: float | None = None  # first speech start of the call
+    evidence_ms: float | None = None  # first step where the model stopped saying "no evidence"
     first_end_ms: float | None = None  # end of the first utterance
     last_end_ms: float | None = None
     speaking: bool = False
@@ -114,6 +117,13 @@ class SpeechState:
             self.first_end_ms = t_ms
         self.last_end_ms = t_ms
         self.speaking = False
+
+    @property
+    def anchor_ms(self) -> float | None:
+        """What `from_speech` detectors count from: the VAD's speech onset, or, when the VAD has heard
+        nothing (a quiet or odd voice it scores low), the model's own evidence onset; otherwise a
+        caller the model is sure about but the VAD missed could never get a verdict."""
+        return self.onset_ms if self.onset_ms is not None else self.evidence_ms
 
     def silence_ms(self, t_ms: float) -> float:
         """How long the caller has been quiet at t_ms (0 while speaking)."""
@@ -141,9 +151,10 @@ class _Detector:
         if len(self._scores) < cfg.window_steps:
             return None
         if cfg.from_speech:
-            if speech.onset_ms is None:
+            anchor = speech.anchor_ms
+            if anchor is None:
                 return None
-            since = t_ms - speech.onset_ms
+            since = t_ms - anchor
         else:
             since = t_ms
         if since < cfg.min_delay_ms or (cfg.max_wait_ms is not None and since >= cfg.max_wait_ms):
@@ -165,9 +176,16 @@ class DecisionLayer:
     in the same order, so a replayed trace reproduces the live verdict exactly.
     """
 
-    def __init__(self, detectors: Sequence[DetectorConfig], *, timeout_ms: float | None = None) -> None:
+    def __init__(
+        self,
+        detectors: Sequence[DetectorConfig],
+        *,
+        timeout_ms: float | None = None,
+        no_evidence_class: str = NO_EVIDENCE_CLASS,
+    ) -> None:
         self.detectors = [_Detector(d) for d in detectors]
         self.timeout_ms = timeout_ms
+        self.no_evidence_class = no_evidence_class
         self.speech = SpeechState()
         self.verdict: Verdict | None = None
 
@@ -189,6 +207,8 @@ class DecisionLayer:
             return None
         if speech is not None:
             self.speech = speech
+        if self.speech.evidence_ms is None and probs.get(self.no_evidence_class, 1.0) < 0.5:
+            self.speech.evidence_ms = t_ms
         fired: Verdict | None = None
         for det in self.detectors:
             det.push(probs)

@@ -84,6 +84,18 @@ def test_min_delay_from_call_start_and_from_speech() -> None:
     assert stream(DecisionLayer([det(from_speech=True)]), [h(0.99)] * 30) is None
 
 
+def test_model_evidence_anchors_from_speech_detectors_when_the_vad_heard_nothing() -> None:
+    """A caller the VAD misses (quiet line, odd voice) still gets a verdict, counted from the step
+    where the model's `none` probability first fell below 0.5."""
+    cfg = det(threshold=0.9, min_delay_ms=300, from_speech=True)
+    steps = [{"none": 0.9, "human": 0.1}] * 5 + [{"none": 0.3, "human": 0.7}] + [{"none": 0.0, "human": 0.95}] * 10
+    v = stream(DecisionLayer([cfg]), steps)
+    assert v is not None and v.t_ms == 900.0  # evidence at t=600, +300 ms
+    # the VAD's onset wins when it has one, even if the model's evidence came first
+    v = stream(DecisionLayer([cfg]), steps, {7: ("start", 750.0)})
+    assert v is not None and v.t_ms == 1100.0
+
+
 def test_max_wait() -> None:
     layer = DecisionLayer([det(max_wait_ms=400)])
     assert stream(layer, [h(0.1)] * 3 + [h(0.9)] * 5) is None  # high only from t=400: too late
