@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="print the front and the choice, write nothing"
     )
     parser.add_argument("--json", action="store_true", help="print the chosen preset and its figures as JSON")
+    parser.add_argument(
+        "--detectors",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated detector names to search (default: every human/machine/ivr/intercept one)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             bound=args.bound,
             max_human_latency_ms=args.max_human_latency,
             max_machine_latency_ms=args.max_machine_latency,
+            only=[n.strip() for n in args.detectors.split(",") if n.strip()] if args.detectors else None,
             progress=False,
         )
     except TuningDependencyError as e:

@@ -219,3 +219,19 @@ def test_cli_tune_writes_preset_and_plot(
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert set(load_presets(out)) == set(load_presets())
     assert main(["tune", str(tdir), "--workflow", "nope", "--out", str(out)]) == 2
+
+
+def test_tune_only_searches_the_named_detectors(traces: list[Trace]) -> None:
+    base = load_presets()["default"]
+    result = tune(traces, "default", base, trials=12, population_size=8, only=["machine_fast"])
+    by_name = {d.name: d for d in base}
+    for cand in result.candidates:
+        for d in cand.detectors:
+            if d.name != "machine_fast":
+                assert d == by_name[d.name]
+    assert any(
+        next(d for d in c.detectors if d.name == "machine_fast") != by_name["machine_fast"]
+        for c in result.candidates
+    )
+    with pytest.raises(ValueError, match="no detector named nope"):
+        tune(traces, "default", base, trials=2, only=["nope"])
