@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from processors.frames import AmdProbabilityFrame, AmdVerdictFrame, SpeechEndedFrame, SpeechStartedFrame
 
 STEP_MS = 100
-NO_EVIDENCE_CLASS = "none"  # the model's "nobody/nothing yet" class (amd_model/amd.json)
+NO_EVIDENCE_CLASS = "none"  # the model's "nobody/nothing yet" class (amd.json no_evidence_class; presets name it too)
 VERDICT_LABELS = ("human", "machine", "ivr", "carrier_intercept", "unknown")
 DEFAULT_PRESETS_PATH = Path(__file__).resolve().parent.parent / "pipelines" / "presets" / "amd.json"
 
@@ -176,16 +176,9 @@ class DecisionLayer:
     in the same order, so a replayed trace reproduces the live verdict exactly.
     """
 
-    def __init__(
-        self,
-        detectors: Sequence[DetectorConfig],
-        *,
-        timeout_ms: float | None = None,
-        no_evidence_class: str = NO_EVIDENCE_CLASS,
-    ) -> None:
+    def __init__(self, detectors: Sequence[DetectorConfig], *, timeout_ms: float | None = None) -> None:
         self.detectors = [_Detector(d) for d in detectors]
         self.timeout_ms = timeout_ms
-        self.no_evidence_class = no_evidence_class
         self.speech = SpeechState()
         self.verdict: Verdict | None = None
 
@@ -207,7 +200,7 @@ class DecisionLayer:
             return None
         if speech is not None:
             self.speech = speech
-        if self.speech.evidence_ms is None and probs.get(self.no_evidence_class, 1.0) < 0.5:
+        if self.speech.evidence_ms is None and probs.get(NO_EVIDENCE_CLASS, 1.0) < 0.5:
             self.speech.evidence_ms = t_ms
         fired: Verdict | None = None
         for det in self.detectors:
