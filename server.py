@@ -90,6 +90,7 @@ class ServerState:
     rejected: dict[str, int] = field(default_factory=dict)
 
     def reject(self, why: str) -> None:
+        """Count a rejection; callers log first, so whoever sees the count also sees the log line."""
         self.rejected[why] = self.rejected.get(why, 0) + 1
 
 
@@ -152,8 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not state.signatures.check_webhook(
             request.url.path, query, params, request.headers.get("X-Twilio-Signature")
         ):
-            state.reject("webhook_signature")
             logger.warning("webhook rejected: bad or missing X-Twilio-Signature")
+            state.reject("webhook_signature")
             raise HTTPException(status_code=403, detail="invalid Twilio signature")
         call_sid = params.get("CallSid")
         if not call_sid:
@@ -305,24 +306,24 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
     )
     await websocket.accept()
     if not signature_ok:
-        state.reject("websocket_signature")
         logger.warning("stream rejected: bad or missing X-Twilio-Signature on the upgrade")
+        state.reject("websocket_signature")
         return await _close(websocket, POLICY_VIOLATION, "invalid signature")
     try:
         token_call_sid = state.tokens.redeem(token)
     except TokenError as e:
-        state.reject("token")
         logger.warning(f"stream rejected: {e}")
+        state.reject("token")
         return await _close(websocket, POLICY_VIOLATION, str(e))
 
     start, pre_counters = await _await_start(state, websocket)
     if start is None:
-        state.reject("no_start")
         logger.warning(f"stream for {token_call_sid} ended without a start message: {pre_counters}")
+        state.reject("no_start")
         return await _close(websocket, POLICY_VIOLATION, "no start message")
     if start.call_sid != token_call_sid:
-        state.reject("callsid_mismatch")
         logger.warning(f"stream rejected: start.callSid {start.call_sid} != token's {token_call_sid}")
+        state.reject("callsid_mismatch")
         return await _close(websocket, POLICY_VIOLATION, "callSid does not match the webhook")
 
     workflow = start.custom_parameters.get("workflow") or settings.default_workflow
@@ -340,8 +341,8 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
         parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.events.append)
     except (UnknownWorkflowError, AudioFormatError, OSError) as e:
-        state.reject("bad_call_config")
         logger.error(f"{start.call_sid}: cannot start workflow: {e}")
+        state.reject("bad_call_config")
         return await _close(websocket, POLICY_VIOLATION, str(e)[:120])
 
     serializer = TwilioIngestSerializer(
