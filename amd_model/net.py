@@ -53,15 +53,42 @@ class AmdNet(nn.Module):
         return self.head(self.drop(out)), h
 
 
-class AmdStep(nn.Module):
-    """Export form: one 100 ms step for a batch of calls -> probabilities and the next state."""
+class AmdEnsemble(nn.Module):
+    """K independently trained nets whose probabilities are averaged.
 
-    def __init__(self, net: AmdNet) -> None:
+    Why: the members overfit different voices and templates, so their average is better calibrated
+    early in the call, where the decision layer's fast detectors act. One member is the plain net.
+    """
+
+    def __init__(self, nets: list[AmdNet]) -> None:
         super().__init__()
-        self.net = net
+        self.nets = nn.ModuleList(nets)
+        self.hidden = sum(n.hidden for n in nets)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Training form: feats (B, T, F, M) -> averaged probabilities (B, T, C)."""
+        return torch.stack([torch.softmax(n(feats)[0], -1) for n in self.nets]).mean(0)
+
+
+class AmdStep(nn.Module):
+    """Export form: one 100 ms step for a batch of calls -> probabilities and the next state.
+
+    The members' GRU states are concatenated into one state tensor, so the runtime still carries a
+    single (1, B, H) array per call whatever the ensemble size.
+    """
+
+    def __init__(self, model: AmdEnsemble) -> None:
+        super().__init__()
+        self.model = model
 
     def forward(self, feats: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, F, M), state (1, B, H) -> probs (B, C), state_out (1, B, H)."""
-        e = self.net.embed(feats).unsqueeze(1)
-        out, h = self.net.gru(e, state)
-        return torch.softmax(self.net.head(out[:, 0]), dim=-1), h
+        probs, states = [], []
+        start = 0
+        for net in self.model.nets:
+            e = net.embed(feats).unsqueeze(1)
+            out, h = net.gru(e, state[:, :, start : start + net.hidden])
+            start += net.hidden
+            probs.append(torch.softmax(net.head(out[:, 0]), dim=-1))
+            states.append(h)
+        return torch.stack(probs).mean(0), torch.cat(states, dim=-1)

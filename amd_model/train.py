@@ -12,7 +12,6 @@ amd_model/amd.onnx + amd.json, checks onnxruntime == torch, and prints held-out 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -148,8 +147,77 @@ def train(
     seed: int = 0,
     threads: int = 2,
     max_minutes: float = 23.0,
+    members: int = 1,
+    jobs: int = 1,
 ) -> dict:
-    """Train on the corpus train split, select on val, export ONNX + amd.json, evaluate on eval/."""
+    """Train `members` nets (seeds seed, seed+1, ...; `jobs` at a time), export their average as one
+    ONNX step graph + amd.json, and evaluate it on eval/.
+
+    Member checkpoints go to CORPUS/members/ (outside the repo), so an interrupted run can be combined
+    by hand and a finished one re-exported without retraining.
+    """
+    import torch
+
+    from amd_model.net import AmdEnsemble, AmdNet
+
+    if members < 1 or jobs < 1:
+        raise ValueError("members and jobs must be >= 1")
+    t0 = time.time()
+    metas = load_meta(corpus)
+    load_features(corpus, metas)  # build the feature cache once, before any worker reads it
+    ck = corpus / "members"
+    ck.mkdir(exist_ok=True)
+    args = [
+        dict(corpus=corpus, ckpt=ck / f"member_s{seed + k}_h{hidden}.pt", epochs=epochs, hidden=hidden,
+             batch=batch, lr=lr, seed=seed + k, threads=max(1, threads // min(jobs, members)),
+             max_minutes=max_minutes)
+        for k in range(members)
+    ]  # fmt: skip
+    if jobs > 1 and members > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, members), mp_context=mp.get_context("spawn")) as ex:
+            results = list(ex.map(_train_member_kw, args))
+    else:
+        results = [train_member(**a) for a in args]
+    nets = []
+    for a in args:
+        net = AmdNet(len(CLASSES), hidden=hidden)
+        net.load_state_dict(torch.load(a["ckpt"], weights_only=True))
+        nets.append(net.eval())
+    model = AmdEnsemble(nets)
+    info = export(model, out_dir / "amd.onnx", model.hidden)
+    info.update(
+        {
+            "train_minutes": round((time.time() - t0) / 60, 1),
+            "members": [{"seed": a["seed"], "hidden": hidden, **r} for a, r in zip(args, results, strict=True)],
+        }
+    )
+    info["corpus"] = {"path": str(corpus), **json.loads((corpus / "corpus.json").read_text())}
+    write_meta(out_dir, info)
+    report = evaluate(out_dir / "amd.onnx", corpus / "eval")
+    info["heldout"] = report
+    write_meta(out_dir, info)
+    return info
+
+
+def _train_member_kw(kw: dict) -> dict:
+    return train_member(**kw)
+
+
+def train_member(
+    corpus: Path,
+    ckpt: Path,
+    epochs: int = 40,
+    hidden: int = 160,
+    batch: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    threads: int = 2,
+    max_minutes: float = 23.0,
+) -> dict:
+    """Train one net on the train split, keep the epoch that scores best on val, save it to `ckpt`."""
     import torch
 
     from amd_model.net import AmdNet
@@ -160,7 +228,8 @@ def train(
     t0 = time.time()
     metas = load_meta(corpus)
     feats = load_features(corpus, metas)
-    print(f"features: {len(feats)} calls in {time.time() - t0:.0f}s", flush=True)
+    tag = f"[member seed {seed}] "
+    print(f"{tag}features: {len(feats)} calls in {time.time() - t0:.0f}s", flush=True)
     targets = [step_targets(m, f.shape[0]) for m, f in zip(metas, feats, strict=True)]
     tr = [i for i, m in enumerate(metas) if m["split"] == "train"]
     # Per-step loss weights: business pickups upweighted (balance within human), and the first
@@ -182,7 +251,7 @@ def train(
     net.feat_std.copy_(torch.from_numpy(allf.std(0) + 1e-3))
     counts = np.bincount(np.concatenate([targets[i] for i in tr]), minlength=len(CLASSES)).astype(np.float64)
     cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
-    print(f"step class counts {dict(zip(CLASSES, counts.astype(int).tolist(), strict=True))}", flush=True)
+    print(f"{tag}step class counts {dict(zip(CLASSES, counts.astype(int).tolist(), strict=True))}", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-3)
     total_steps = epochs * math.ceil(len(tr) / batch)
     budget_s = max_minutes * 60.0
@@ -282,7 +351,7 @@ def train(
             }
         )
         print(
-            f"epoch {ep + 1}/{epochs} loss {tot / nb:.4f} val nll {nll:.4f} step-acc {step_acc:.4f} "
+            f"{tag}epoch {ep + 1}/{epochs} loss {tot / nb:.4f} val nll {nll:.4f} step-acc {step_acc:.4f} "
             f"call-acc {vm['accuracy']:.4f} "
             f"human-lat {vm['median_human_ms_after_utterance_end']} machine-lat {vm['median_machine_ms_after_speech_onset']} "
             f"biz {vm['business_pickup_human_rate']} ({time.time() - te:.0f}s)",
@@ -296,21 +365,16 @@ def train(
         if score > best[0]:
             best = (score, {k: v.detach().clone() for k, v in net.state_dict().items()})
         if prog >= 1.0:
-            print(f"stopping: {max_minutes} min training budget reached", flush=True)
+            print(f"{tag}stopping: {max_minutes} min training budget reached", flush=True)
             break
     assert best[1] is not None
-    net.load_state_dict(best[1])
-    train_min = (time.time() - t0) / 60
-    info = export(net, out_dir / "amd.onnx", hidden)
-    info.update(
-        {"train_minutes": round(train_min, 1), "history": history, "n_train": len(tr), "n_val": len(va)}
-    )
-    info["corpus"] = {"path": str(corpus), **json.loads((corpus / "corpus.json").read_text())}
-    write_meta(out_dir, info)
-    report = evaluate(out_dir / "amd.onnx", corpus / "eval")
-    info["heldout"] = report
-    write_meta(out_dir, info)
-    return info
+    torch.save(best[1], ckpt)
+    return {
+        "train_minutes": round((time.time() - t0) / 60, 1),
+        "history": history,
+        "n_train": len(tr),
+        "n_val": len(va),
+    }
 
 
 def default_thresholds() -> dict[str, float]:
@@ -318,15 +382,15 @@ def default_thresholds() -> dict[str, float]:
     return {"human": 0.85, "machine": 0.85, "ivr": 0.9, "carrier_intercept": 0.9}
 
 
-def export(net: object, path: Path, hidden: int) -> dict:
-    """Export the step graph (opset 17, state in/out), then check onnxruntime == torch."""
+def export(model: object, path: Path, hidden: int) -> dict:
+    """Export the step graph of an AmdEnsemble (opset 17, state in/out), then check onnxruntime == torch."""
     import onnxruntime as ort
     import torch
 
     from amd_model.net import AmdStep
 
-    net.eval()  # type: ignore[attr-defined]
-    step = AmdStep(net).eval()  # type: ignore[arg-type]
+    model.eval()  # type: ignore[attr-defined]
+    step = AmdStep(model).eval()  # type: ignore[arg-type]
     feats = torch.randn(1, features.FRAMES_PER_STEP, features.N_MELS) - 5
     state = torch.zeros(1, 1, hidden)
     torch.onnx.export(
@@ -348,7 +412,7 @@ def export(net: object, path: Path, hidden: int) -> dict:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 30, features.FRAMES_PER_STEP, features.N_MELS, generator=g) * 2 - 6
     with torch.no_grad():
-        ref = torch.softmax(net(x)[0], -1).numpy()  # type: ignore[operator]
+        ref = model(x).numpy()  # type: ignore[operator]
     h = np.zeros((1, 3, hidden), dtype=np.float32)
     got = []
     for t in range(x.shape[1]):
@@ -422,21 +486,12 @@ def evaluate(model_path: Path, eval_dir: Path, thresholds: dict[str, float] | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI for `python -m amd_model.train`."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--corpus", type=Path, required=True)
-    p.add_argument("--out", type=Path, default=HERE)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--max-minutes", type=float, default=27.0)
-    p.add_argument("--eval-only", action="store_true")
-    a = p.parse_args(argv)
-    if a.eval_only:
-        print(json.dumps(evaluate(a.out / "amd.onnx", a.corpus / "eval"), indent=1))
-        return 0
-    info = train(a.corpus, a.out, epochs=a.epochs, hidden=a.hidden, max_minutes=a.max_minutes)
-    print(json.dumps(info["heldout"], indent=1))
-    return 0
+    """`python -m amd_model.train ARGS` is `callgate train ARGS` (one set of options and defaults)."""
+    import sys
+
+    from callgate.cli import main as cli
+
+    return cli(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from callgate.cli import CliError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`train` options."""
     parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (built here if missing)")
-    parser.add_argument("--n", type=int, default=8000, help="calls to build if the corpus is missing")
+    parser.add_argument("--n", type=int, default=16000, help="calls to build if the corpus is missing")
     parser.add_argument("--seed", type=int, default=11, help="corpus seed if the corpus is missing")
     parser.add_argument("--workers", type=int, default=2, help="corpus build processes")
     parser.add_argument(
@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--hidden", type=int, default=160, help="GRU width (the ONNX state size)")
-    parser.add_argument("--max-minutes", type=float, default=23.0, help="training wall-time budget")
+    parser.add_argument("--max-minutes", type=float, default=40.0, help="training wall-time budget per member")
+    parser.add_argument(
+        "--members", type=int, default=2, help="nets trained with seeds 0..K-1 and averaged into one ONNX graph"
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="members trained at once (one process each)")
     parser.add_argument(
         "--eval-only", action="store_true", help="only evaluate the exported model on DIR/eval"
     )
@@ -51,6 +55,16 @@ def run(args: argparse.Namespace) -> int:
             corpus.build(args.corpus, args.n, args.seed, workers=args.workers)
         except RuntimeError as e:
             raise CliError(str(e)) from e
-    info = train.train(args.corpus, out, epochs=args.epochs, hidden=args.hidden, max_minutes=args.max_minutes)
+    if args.members < 1 or args.jobs < 1:
+        raise CliError("--members and --jobs must be >= 1")
+    info = train.train(
+        args.corpus,
+        out,
+        epochs=args.epochs,
+        hidden=args.hidden,
+        max_minutes=args.max_minutes,
+        members=args.members,
+        jobs=args.jobs,
+    )
     print(json.dumps(info["heldout"], indent=1))
     return 0
