@@ -242,7 +242,27 @@ def _space(
         space[f"{d.name}.min_delay_ms"] = ("int", 0, max(3000, d.min_delay_ms), 100)
         if d.requires_silence_ms is not None:
             space[f"{d.name}.requires_silence_ms"] = ("int", 0, max(1500, d.requires_silence_ms), 100)
+        if d.max_wait_ms is not None:
+            space[f"{d.name}.max_wait_ms"] = ("int", 300, max(4000, d.max_wait_ms), 100)
     return space
+
+
+NEIGHBOUR_STEPS = {"float": 0.03, "int": 100}
+
+
+def _neighbours(base_params: dict[str, Any], space: dict[str, Any]) -> list[dict[str, Any]]:
+    """The base preset with one parameter moved one step either way (within its range).
+
+    Why: NSGA-II samples the whole box, so with a dozen parameters it rarely lands next to a preset
+    that is already good; seeding these lets the first generations refine it instead."""
+    out = []
+    for name, (kind, lo, hi, step) in space.items():
+        delta = NEIGHBOUR_STEPS[kind] if kind == "float" else int(step or NEIGHBOUR_STEPS["int"])
+        for sign in (-1, 1):
+            v = base_params[name] + sign * delta
+            if lo <= v <= hi:
+                out.append({**base_params, name: round(v, 4) if kind == "float" else int(v)})
+    return out
 
 
 def _apply(base: Sequence[DetectorConfig], params: dict[str, Any]) -> list[DetectorConfig]:
@@ -386,7 +406,10 @@ def tune(
     sampler = optuna.samplers.NSGAIISampler(population_size=pop, seed=seed, **extra)
     n_obj = len(objectives(rule, PresetStats(0, 0, 0, 0, 0, 0, 0, 0.0, None)))
     study = optuna.create_study(directions=["maximize"] * n_obj, sampler=sampler)
-    study.enqueue_trial(_base_params(base, space))
+    base_params = _base_params(base, space)
+    study.enqueue_trial(base_params)
+    for params in _neighbours(base_params, space)[: max(0, trials // 3)]:
+        study.enqueue_trial(params)
     study.optimize(objective, n_trials=trials, show_progress_bar=progress)
 
     cands = [

@@ -235,3 +235,24 @@ def test_tune_only_searches_the_named_detectors(traces: list[Trace]) -> None:
     )
     with pytest.raises(ValueError, match="no detector named nope"):
         tune(traces, "default", base, trials=2, only=["nope"])
+
+
+def test_tune_tries_the_base_preset_and_its_one_step_neighbours_first(traces: list[Trace]) -> None:
+    base = load_presets()["default"]
+    fast = next(d for d in base if d.name == "machine_fast")
+    result = tune(traces, "default", base, trials=24, population_size=8, only=["machine_fast"])
+    # 6 neighbours: threshold and max_wait_ms both ways, window and min_delay only up (already at their floor)
+    firsts = [next(d for d in c.detectors if d.name == "machine_fast") for c in result.candidates[:7]]
+    assert firsts[0] == fast  # trial 0 is the base preset itself
+    moved = [
+        (k, round(getattr(d, k) - getattr(fast, k), 4))
+        for d in firsts[1:]
+        for k in ("threshold", "window_ms", "min_delay_ms", "max_wait_ms")
+        if getattr(d, k) != getattr(fast, k)
+    ]
+    # each neighbour moves exactly one parameter by one step; max_wait_ms is searched too
+    assert len(moved) == len(firsts) - 1
+    assert sorted(moved) == sorted(
+        [("threshold", -0.03), ("threshold", 0.03), ("window_ms", 100), ("min_delay_ms", 100),
+         ("max_wait_ms", -100), ("max_wait_ms", 100)]
+    )  # fmt: skip
