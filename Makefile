@@ -29,10 +29,10 @@ bench: $(STAMP) system-deps
 	$(BIN)/python scripts/bench_replay.py
 
 # Rebuild the AMD corpus (16000 synthetic calls, ~3 GB, ~45 min, git-ignored) and retrain amd_model/amd.onnx
-# (two nets trained side by side, ~45 min, averaged into one ONNX graph).
+# (three nets, two at a time, ~85 min on 2 cores, averaged into one ONNX graph).
 model: $(STAMP) system-deps
 	$(BIN)/python -m pip install -q -e ".[train]"
-	nice $(BIN)/callgate train --corpus amd_model/corpus_data --n 16000 --seed 11 --workers 2 --members 2 --jobs 2
+	nice $(BIN)/callgate train --corpus amd_model/corpus_data --n 16000 --seed 11 --workers 2 --members 3 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

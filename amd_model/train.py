@@ -29,7 +29,7 @@ STEP_MS = 100
 EARLY_STEPS = 15  # the first 1.5 s after evidence onset decide the verdict: weight them up
 EARLY_W = 1.6
 BIZ_W = 1.8  # business pickups are the human calls most often mistaken for machines
-MODEL_VERSION = "1.2.0"
+MODEL_VERSION = "1.3.0"
 
 
 def load_meta(corpus: Path) -> list[dict]:

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=160, help="GRU width (the ONNX state size)")
     parser.add_argument("--max-minutes", type=float, default=40.0, help="training wall-time budget per member")
     parser.add_argument(
-        "--members", type=int, default=2, help="nets trained with seeds 0..K-1 and averaged into one ONNX graph"
+        "--members", type=int, default=3, help="nets trained with seeds 0..K-1 and averaged into one ONNX graph"
     )
     parser.add_argument("--jobs", type=int, default=2, help="members trained at once (one process each)")
     parser.add_argument(

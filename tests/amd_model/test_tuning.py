@@ -256,3 +256,4 @@ def test_tune_tries_the_base_preset_and_its_one_step_neighbours_first(traces: li
         [("threshold", -0.03), ("threshold", 0.03), ("window_ms", 100), ("min_delay_ms", 100),
          ("max_wait_ms", -100), ("max_wait_ms", 100)]
     )  # fmt: skip
+
