@@ -209,15 +209,18 @@ def _train_member_kw(kw: dict) -> dict:
 def train_member(
     corpus: Path,
     ckpt: Path,
-    epochs: int = 40,
-    hidden: int = 160,
-    batch: int = 32,
-    lr: float = 2e-3,
-    seed: int = 0,
-    threads: int = 2,
-    max_minutes: float = 23.0,
+    *,
+    epochs: int,
+    hidden: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    threads: int,
+    max_minutes: float,
 ) -> dict:
-    """Train one net on the train split, keep the epoch that scores best on val, save it to `ckpt`."""
+    """Train one net on the train split, keep the epoch that scores best on val, save it to `ckpt`.
+
+    No defaults here: `train()` owns the hyper-parameters and passes every one."""
     import torch
 
     from amd_model.net import AmdNet

@@ -257,7 +257,7 @@ def _neighbours(base_params: dict[str, Any], space: dict[str, Any]) -> list[dict
     that is already good; seeding these lets the first generations refine it instead."""
     out = []
     for name, (kind, lo, hi, step) in space.items():
-        delta = NEIGHBOUR_STEPS[kind] if kind == "float" else int(step or NEIGHBOUR_STEPS["int"])
+        delta = step or NEIGHBOUR_STEPS[kind]
         for sign in (-1, 1):
             v = base_params[name] + sign * delta
             if lo <= v <= hi:
