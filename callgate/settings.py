@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,35 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # --- production: call records, drain, workers (README "Production") -------------------------
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL of the call-record database: sqlite+aiosqlite:///path or "
+        "postgresql+asyncpg://user:pass@host/db. Unset: sqlite+aiosqlite:///callgate.db.",
+    )
+    db_flush_secs: float = Field(
+        0.2, gt=0, le=1.0, description="The record writer flushes queued records at least this often (<= 1 s)."
+    )
+    db_queue_max: int = Field(
+        50_000, ge=100, description="Records queued while the database is unreachable; beyond it they are dropped."
+    )
+    drain_timeout_secs: float = Field(
+        300.0, ge=0, description="After SIGTERM, how long live calls may run on before the process exits anyway."
+    )
+    drain_action: Literal["reject", "redirect"] = Field(
+        "reject", description="What a new call gets while draining: a polite <Say>+<Hangup>, or <Redirect>."
+    )
+    drain_message: str = Field(
+        "Sorry, we cannot take your call right now. Please try again in a few minutes. Goodbye.",
+        description="What a caller hears when a draining server turns the call away (drain_action=reject).",
+    )
+    drain_redirect_url: str | None = Field(
+        None, description="drain_action=redirect: the TwiML URL (another instance) new calls are sent to."
+    )
+    status_callbacks: bool = Field(
+        True, description="POST /calls asks Twilio for status callbacks at PUBLIC_BASE_URL/status."
+    )
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -91,6 +121,11 @@ class Settings(BaseSettings):
     def dev_mode(self) -> bool:
         """True when no Twilio credentials are configured: signatures are not checked."""
         return not self.twilio_auth_token
+
+    @property
+    def db_url(self) -> str:
+        """DATABASE_URL, or the SQLite file callgate.db in the working directory."""
+        return self.database_url or "sqlite+aiosqlite:///callgate.db"
 
     @property
     def stream_base_url(self) -> str:
