@@ -2,9 +2,13 @@
 
     POST /twiml        Twilio voice webhook -> <Connect><Stream url="wss://PUBLIC_BASE_URL/ws/<token>">
     WS   /ws/{token}   the bidirectional Media Stream; one Pipecat pipeline per call
+    POST /status       Twilio status callbacks (ringing, busy, no-answer, completed, ...) into the record
     POST /calls        place an outbound call through Twilio's REST API
-    GET  /calls/{sid}  a call's status, events and stream counters
+    GET  /calls/{sid}  a call's record: status, AMD verdict, events, transcript, stream counters
+    GET  /calls        call records (?since=&outcome=&campaign=&limit=&offset=)
     GET  /healthz      liveness and active calls
+    GET  /readyz       readiness: fails at once when SIGTERM starts the drain
+    GET  /metrics      Prometheus metrics
 
 Run with `callgate serve` or `python server.py`; configuration comes from environment variables
 (see README.md and callgate/settings.py).
@@ -22,7 +26,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 from cachetools import TTLCache
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 from pipecat.pipeline.pipeline import Pipeline
@@ -36,14 +40,18 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
 from callgate.audio import SAMPLE_RATE, AudioFormatError
+from callgate.drain import Drain
+from callgate.metrics import Metrics, monitor_loop
+from callgate.recording import CallRecording
 from callgate.settings import Settings, get_settings
+from callgate.store import CallStore, DbTokenStore, TokenStoreUnavailable
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
 from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import TwilioIngestSerializer, decode_message, parse_start
-from twiml.responses import connect_stream
+from twiml.responses import connect_stream, redirect, say_and_hangup
 from twiml.signatures import SignatureChecker
 from twiml.tokens import StreamTokens, TokenError
 
@@ -88,10 +96,15 @@ class ServerState:
     finished: TTLCache = field(default_factory=lambda: TTLCache(maxsize=10_000, ttl=3600))
     stream_counters: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    store: CallStore | None = None
+    token_claims: DbTokenStore | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    drain: Drain = field(default_factory=lambda: Drain(300.0))
 
     def reject(self, why: str) -> None:
         """Count a rejection; callers log first, so whoever sees the count also sees the log line."""
         self.rejected[why] = self.rejected.get(why, 0) + 1
+        self.metrics.rejected.labels(why).inc()
 
 
 class CallRequest(BaseModel):
@@ -101,6 +114,7 @@ class CallRequest(BaseModel):
     from_: str | None = Field(None, alias="from", pattern=r"^\+[1-9]\d{6,14}$")
     workflow: str = "voicemail_drop"
     message: str | None = Field(None, max_length=200, description="Message file name inside MESSAGES_DIR")
+    campaign: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Campaign the call is for")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -111,7 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signatures=SignatureChecker(settings.twilio_auth_token, settings.public_base_url),
         tokens=StreamTokens(settings.token_secret or settings.twilio_auth_token, settings.token_ttl_secs),
         messages=MessageCache(settings.message_cache_dir),
+        store=CallStore(settings.db_url, flush_secs=settings.db_flush_secs, queue_max=settings.db_queue_max),
+        drain=Drain(settings.drain_timeout_secs),
     )
+    state.token_claims = DbTokenStore(state.store.engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -129,8 +146,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(get_shared_model, settings.amd_model_path)
         except (OSError, ValueError) as e:
             logger.error(f"AMD model cannot be loaded: {e}")
+        await start_store(state)
+        monitor = asyncio.create_task(
+            monitor_loop(state.metrics, lambda: state.metrics.track_store(state.store.stats, state.store.depth))
+        )
         logger.info(f"callgate ready: webhook {settings.public_base_url}/twiml, workflows {sorted(WORKFLOWS)}")
         yield
+        monitor.cancel()
+        await state.store.close()
 
     app = FastAPI(title="callgate", version="0.1.0", lifespan=lifespan)
     app.state.callgate = state
@@ -144,6 +167,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "stream_counters": state.stream_counters,
             "rejected": state.rejected,
         }
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        body = {"ready": not state.drain.draining, "draining": state.drain.draining, "live_calls": state.drain.live}
+        return JSONResponse(body, status_code=503 if state.drain.draining else 200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        state.metrics.track_store(state.store.stats, state.store.depth)
+        body, content_type = state.metrics.render()
+        return Response(content=body, media_type=content_type)
+
+    @app.post("/status")
+    async def status_callback(request: Request) -> Response:
+        form = await request.form()
+        params = {k: str(v) for k, v in form.items()}
+        if not state.signatures.check_webhook(
+            request.url.path, request.url.query, params, request.headers.get("X-Twilio-Signature")
+        ):
+            logger.warning("status callback rejected: bad or missing X-Twilio-Signature")
+            state.reject("status_signature")
+            raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        if not params.get("CallSid") or not params.get("CallStatus"):
+            raise HTTPException(status_code=400, detail="CallSid and CallStatus are required")
+        record_status_callback(state, params)
+        return Response(status_code=204)
 
     @app.post("/twiml")
     async def twiml(request: Request) -> Response:
@@ -159,6 +208,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         call_sid = params.get("CallSid")
         if not call_sid:
             raise HTTPException(status_code=400, detail="CallSid is required")
+        if state.drain.draining:
+            logger.info(f"{call_sid}: draining, new call turned away ({settings.drain_action})")
+            state.metrics.webhooks.labels(f"drain_{settings.drain_action}").inc()
+            return Response(content=drain_twiml(settings), media_type="application/xml")
         options = {**dict(request.query_params), **params}
         workflow = options.get("workflow") or settings.default_workflow
         try:
@@ -166,6 +219,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except UnknownWorkflowError as e:
             raise HTTPException(status_code=400, detail=str(e)) from e
         token = state.tokens.issue(call_sid)
+        state.drain.expect(call_sid, settings.token_ttl_secs)
+        state.metrics.webhooks.labels("stream").inc()
+        state.store.update_call(
+            call_sid,
+            status="webhook",
+            workflow=workflow,
+            direction=params.get("Direction"),
+            from_number=params.get("From"),
+            to_number=params.get("To"),
+            agent=options.get("agent"),
+            campaign_id=options.get("campaign"),
+        )
         parameters = {"workflow": workflow}
         parameters.update({k: options[k] for k in PASSTHROUGH_PARAMS if options.get(k)})
         xml = connect_stream(f"{settings.stream_base_url}/ws/{token}", parameters)
@@ -177,6 +242,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/calls", status_code=201)
     async def place_call(body: CallRequest) -> dict[str, Any]:
+        if state.drain.draining:
+            raise HTTPException(status_code=503, detail="draining: this server is shutting down")
         try:
             check_workflow(body.workflow)
         except UnknownWorkflowError as e:
@@ -188,26 +255,68 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(
                 status_code=503, detail="placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
             )
-        query = {"workflow": body.workflow, **({"message": body.message} if body.message else {})}
+        query = {"workflow": body.workflow}
+        query.update({k: v for k, v in (("message", body.message), ("campaign", body.campaign)) if v})
         client = twilio_client(settings)
         try:
             call = await client.calls.create_async(
-                to=body.to, from_=from_number, url=f"{settings.public_base_url}/twiml?{urlencode(query)}"
+                to=body.to,
+                from_=from_number,
+                url=f"{settings.public_base_url}/twiml?{urlencode(query)}",
+                **status_callback_args(settings),
             )
         except TwilioRestException as e:
+            state.metrics.vendor_errors.labels("twilio").inc()
             raise HTTPException(status_code=502, detail=f"Twilio refused the call: {e.msg}") from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            state.metrics.vendor_errors.labels("twilio").inc()
             raise HTTPException(status_code=502, detail=f"could not reach Twilio's REST API: {e}") from e
         finally:
             await client.http_client.close()
+        state.store.update_call(
+            call.sid,
+            status="queued",
+            twilio_status=call.status,
+            direction="outbound-api",
+            workflow=body.workflow,
+            from_number=from_number,
+            to_number=body.to,
+            campaign_id=body.campaign,
+        )
         return {"call_sid": call.sid, "status": call.status, "workflow": body.workflow}
 
     @app.get("/calls/{call_sid}")
     async def call_status(call_sid: str) -> dict[str, Any]:
-        record = state.active.get(call_sid) or state.finished.get(call_sid)
-        if record is None:
+        live = state.active.get(call_sid) or state.finished.get(call_sid)
+        try:
+            stored = await state.store.get_call(call_sid)
+        except Exception as e:  # database down: what this process still remembers
+            logger.warning(f"GET /calls/{call_sid}: store unavailable: {e}")
+            stored = None
+        if stored is None and live is None:
             raise HTTPException(status_code=404, detail="unknown call")
-        return record.as_dict()
+        if stored is None:
+            return live.as_dict()
+        if live is not None and live.status == "in-progress":
+            stored.update(status=live.status, events=live.events)  # newer than the last flush
+        return stored
+
+    @app.get("/calls")
+    async def list_calls(
+        since: float | None = None,
+        outcome: str | None = None,
+        campaign: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        try:
+            calls = await state.store.list_calls(
+                since=since, outcome=outcome, campaign=campaign, limit=limit, offset=offset
+            )
+        except Exception as e:
+            logger.error(f"GET /calls: store unavailable: {e}")
+            raise HTTPException(status_code=503, detail="call records are unavailable right now") from e
+        return {"calls": calls, "count": len(calls), "limit": limit, "offset": offset}
 
     @app.exception_handler(AudioFormatError)
     async def audio_error(_: Request, exc: AudioFormatError) -> JSONResponse:
@@ -242,6 +351,63 @@ class TwilioCallControl:
             return False
         finally:
             await client.http_client.close()
+
+
+async def start_store(state: ServerState) -> None:
+    """Migrate and start the record writer; a database down at start-up is logged, calls still run."""
+    try:
+        await asyncio.wait_for(state.store.start(), timeout=30)
+        logger.info(f"call records: {state.store.backend} ({state.store.engine.url.render_as_string()})")
+    except Exception as e:
+        logger.error(f"call-record database unavailable at start-up ({e}); records are queued until it is back")
+        await state.store.start(run_migrations=False)
+
+
+def drain_twiml(settings: Settings) -> str:
+    """What a new call gets while this process drains: a polite goodbye, or a redirect elsewhere."""
+    if settings.drain_action == "redirect" and settings.drain_redirect_url:
+        return redirect(settings.drain_redirect_url)
+    return say_and_hangup(settings.drain_message)
+
+
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+
+
+def status_callback_args(settings: Settings) -> dict[str, Any]:
+    """Calls.create arguments that make Twilio report every status change to POST /status."""
+    if not settings.status_callbacks:
+        return {}
+    return {
+        "status_callback": f"{settings.public_base_url}/status",
+        "status_callback_event": list(STATUS_EVENTS),
+        "status_callback_method": "POST",
+    }
+
+
+def record_status_callback(state: ServerState, params: dict[str, str]) -> None:
+    """Twilio's CallStatus (queued, initiated, ringing, in-progress, completed, busy, no-answer, failed,
+    canceled) with CallDuration and AnsweredBy when present, into the call's row and events."""
+    call_sid, status = params["CallSid"], params["CallStatus"][:16]
+    state.metrics.status_callbacks.labels(status).inc()
+    fields: dict[str, Any] = {"twilio_status": status}
+    if params.get("AnsweredBy"):
+        fields["answered_by"] = params["AnsweredBy"][:32]
+    duration = params.get("CallDuration") or params.get("Duration")
+    if duration and duration.isdigit():
+        fields["twilio_duration_secs"] = int(duration)
+    if params.get("From"):
+        fields["from_number"] = params["From"][:32]
+    if params.get("To"):
+        fields["to_number"] = params["To"][:32]
+    if params.get("Direction"):
+        fields["direction"] = params["Direction"][:32]
+    if status in ("busy", "no-answer", "failed", "canceled"):
+        # Never reached a Media Stream: this is the call's outcome.
+        fields.update(outcome=status, status="completed", ended_at=time.time())
+    state.store.update_call(call_sid, **fields)
+    detail = {k: params[k] for k in ("CallDuration", "AnsweredBy", "SipResponseCode", "Timestamp") if params.get(k)}
+    seq = params.get("SequenceNumber", "")
+    state.store.add_event(call_sid, int(seq) if seq.isdigit() else 0, {"event": f"status_{status}", **detail})
 
 
 def twilio_client(settings: Settings) -> TwilioClient:
@@ -298,6 +464,19 @@ async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[Twilio
         count("media_before_start" if event == "media" else "unexpected_before_start")
 
 
+async def claim_token_everywhere(state: ServerState, token: str) -> bool:
+    """Single use across worker processes: the token must also be unclaimed in the shared database.
+    If the database cannot be asked, the process's own check stands (the token is signed and expires
+    within TOKEN_TTL_SECS) and the call goes on."""
+    if state.token_claims is None:
+        return True
+    try:
+        return await asyncio.wait_for(state.token_claims.claim_token(token, state.settings.token_ttl_secs), 5)
+    except (TokenStoreUnavailable, TimeoutError):
+        state.metrics.vendor_errors.labels("database").inc()
+        return True
+
+
 async def handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
     """One Media Stream: authenticate, wait for `start`, then run the call's pipeline until it ends."""
     settings = state.settings
@@ -315,6 +494,10 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         logger.warning(f"stream rejected: {e}")
         state.reject("token")
         return await _close(websocket, POLICY_VIOLATION, str(e))
+    if not await claim_token_everywhere(state, token):
+        logger.warning(f"stream rejected: token for {token_call_sid} already used by another worker")
+        state.reject("token_reused_elsewhere")
+        return await _close(websocket, POLICY_VIOLATION, "stream token already used")
 
     start, pre_counters = await _await_start(state, websocket)
     if start is None:
@@ -337,9 +520,10 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         params=start.custom_parameters,
     )
     record = CallRecord(call_sid=start.call_sid, workflow=workflow)
+    recording = CallRecording(state.store, state.metrics, start.call_sid, workflow, on_event=record.events.append)
     try:
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
-        parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.events.append)
+        parts = await asyncio.to_thread(build_call_processors, call, state.messages, recording.event)
     except (UnknownWorkflowError, AudioFormatError, OSError) as e:
         logger.error(f"{start.call_sid}: cannot start workflow: {e}")
         state.reject("bad_call_config")
@@ -393,6 +577,8 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
             await worker.cancel()
 
     state.active[start.call_sid] = record
+    state.drain.call_started(start.call_sid)
+    recording.started(agent=start.custom_parameters.get("agent"))
     logger.info(f"{start.call_sid}: stream {start.stream_sid} started, workflow {workflow}")
     try:
         with logger.contextualize(call_sid=start.call_sid):
@@ -412,6 +598,8 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
             state.stream_counters[key] = state.stream_counters.get(key, 0) + value
         state.active.pop(start.call_sid, None)
         state.finished[start.call_sid] = record
+        recording.ended(record.outcome, record.counters)
+        state.drain.call_ended(start.call_sid)
         await _close(websocket, 1000, "call ended")
         logger.info(f"{start.call_sid}: ended ({record.outcome}); stream counters {record.counters}")
 

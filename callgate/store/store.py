@@ -251,7 +251,9 @@ class CallStore:
             if row is None:
                 return None
             ev = await conn.execute(
-                select(call_events).where(call_events.c.call_sid == call_sid).order_by(call_events.c.seq, call_events.c.id)
+                select(call_events)
+                .where(call_events.c.call_sid == call_sid)
+                .order_by(call_events.c.at, call_events.c.seq, call_events.c.id)
             )
             tr = await conn.execute(
                 select(transcripts)

@@ -67,6 +67,7 @@ def make_settings(tmp_path: Path, port: int, **overrides) -> Settings:
         message_cache_dir=tmp_path / "cache",
         messages_dir=tmp_path / "messages",
         call_timeout_secs=30.0,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}",
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)
