@@ -106,6 +106,12 @@ class ServerState:
         self.rejected[why] = self.rejected.get(why, 0) + 1
         self.metrics.rejected.labels(why).inc()
 
+    def refresh_gauges(self) -> None:
+        """Gauges that mirror state owned elsewhere (the record writer, the drain)."""
+        if self.store is not None:
+            self.metrics.track_store(self.store.stats, self.store.depth)
+        self.metrics.draining.set(1 if self.drain.draining else 0)
+
 
 class CallRequest(BaseModel):
     """POST /calls body."""
@@ -147,9 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except (OSError, ValueError) as e:
             logger.error(f"AMD model cannot be loaded: {e}")
         await start_store(state)
-        monitor = asyncio.create_task(
-            monitor_loop(state.metrics, lambda: state.metrics.track_store(state.store.stats, state.store.depth))
-        )
+        monitor = asyncio.create_task(monitor_loop(state.metrics, state.refresh_gauges))
         logger.info(f"callgate ready: webhook {settings.public_base_url}/twiml, workflows {sorted(WORKFLOWS)}")
         yield
         monitor.cancel()
@@ -175,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        state.metrics.track_store(state.store.stats, state.store.depth)
+        state.refresh_gauges()
         body, content_type = state.metrics.render()
         return Response(content=body, media_type=content_type)
 

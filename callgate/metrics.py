@@ -72,6 +72,10 @@ class Metrics:
             "callgate_stream_events", "Media Stream anomalies and totals (gaps, duplicates, bad input, ...)",
             ["kind"], registry=r,
         )
+        self.stream_audio = Counter(
+            "callgate_stream_audio_seconds", "Call audio streamed, by direction (in: caller, out: played)",
+            ["direction"], registry=r,
+        )
         self.rejected = Counter("callgate_rejected", "Refused webhooks and streams by reason", ["reason"],
                                 registry=r)
         self.webhooks = Counter("callgate_webhooks", "Voice webhooks by result", ["result"], registry=r)
@@ -121,7 +125,11 @@ class Metrics:
     def call_ended(self, workflow: str, outcome: str, counters: Mapping[str, int]) -> None:
         self.calls.labels(workflow, outcome).inc()
         for kind, value in counters.items():
-            if value and kind != "audio_ms":
+            if kind == "audio_ms":
+                self.stream_audio.labels("in").inc(value / 1000)
+            elif kind == "media_out_ms":
+                self.stream_audio.labels("out").inc(value / 1000)
+            elif value and not kind.endswith("_ms"):
                 self.stream.labels(kind).inc(value)
 
     def track_store(self, stats: Any, depth: int) -> None:
