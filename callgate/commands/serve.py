@@ -93,6 +93,7 @@ def supervise(settings: Any, workers: int) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="callgate-metrics-")
     mp_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(mp_dir, exist_ok=True)
     for name in os.listdir(mp_dir):
         if name.endswith(".db"):
             os.unlink(os.path.join(mp_dir, name))
