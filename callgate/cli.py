@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "corpus": "corpus",
     "train": "train",
     "demo": "demo",
+    "campaign": "campaign",
 }
 
 

@@ -103,6 +103,8 @@ campaigns = Table(
     Column("agent", String(64)),
     Column("message", String(200)),
     Column("options", JSON),  # rate, max_concurrent, window, retries, ...
+    Column("contacts_sha", String(64)),  # the contacts file it was created from (resume must match)
+    Column("next_call_at", Float),  # calls-per-second pacing shared by every runner
     Column("created_at", Float, nullable=False),
 )
 

@@ -90,6 +90,8 @@ def upgrade() -> None:
         sa.Column("agent", sa.String(64)),
         sa.Column("message", sa.String(200)),
         sa.Column("options", sa.JSON),
+        sa.Column("contacts_sha", sa.String(64)),
+        sa.Column("next_call_at", sa.Float),
         sa.Column("created_at", sa.Float, nullable=False),
     )
 
