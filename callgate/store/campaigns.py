@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callgate.store.schema import calls, campaign_entries, campaigns
@@ -180,6 +181,15 @@ async def create_or_resume(
     """Create the campaign with its contacts (invalid numbers `skipped`, with the reason), or find it
     again for a resumed run (same contacts required). True if it was created now."""
     sha = contacts_sha(contacts)
+    try:
+        return await _create(engine, campaign_id, options, contacts, region, sha)
+    except IntegrityError:  # another runner created it at the same moment: join it
+        return await _create(engine, campaign_id, options, contacts, region, sha)
+
+
+async def _create(
+    engine: AsyncEngine, campaign_id: str, options: CampaignOptions, contacts: list[Contact], region: str, sha: str
+) -> bool:
     now = time.time()
     async with engine.begin() as conn:
         existing = (await conn.execute(select(campaigns).where(campaigns.c.id == campaign_id))).mappings().first()
