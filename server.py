@@ -2,9 +2,14 @@
 
     POST /twiml        Twilio voice webhook -> <Connect><Stream url="wss://PUBLIC_BASE_URL/ws/<token>">
     WS   /ws/{token}   the bidirectional Media Stream; one Pipecat pipeline per call
-    POST /calls        place an outbound call through Twilio's REST API
-    GET  /calls/{sid}  a call's status, events and stream counters
-    GET  /healthz      liveness and active calls
+    POST /calls        place an outbound call through Twilio's REST API        (API key)
+    GET  /calls/{sid}  a call's status, events and stream counters            (API key)
+    GET  /stats        active calls, stream counters, rejections               (API key)
+    GET  /docs, /openapi.json                                                  (API key)
+    GET  /healthz      liveness only
+
+The Twilio-facing routes are authenticated by Twilio's signature and the Stream token; every other
+route by a bearer API key (callgate/edge/auth.py). README "Security" says what is checked where.
 
 Run with `callgate serve` or `python server.py`; configuration comes from environment variables
 (see README.md and callgate/settings.py).
@@ -18,12 +23,13 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from cachetools import TTLCache
 from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -36,6 +42,11 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
 from callgate.audio import SAMPLE_RATE, AudioFormatError
+from callgate.edge.auth import ApiGuard
+from callgate.edge.call_options import OptionError, check_asset_name
+from callgate.edge.destinations import DestinationPolicy, DestinationRefused
+from callgate.edge.http_limits import BodyLimitMiddleware, check_bind, uvicorn_options
+from callgate.edge.rejections import Rejections
 from callgate.settings import Settings, get_settings
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
@@ -51,7 +62,8 @@ START_TIMEOUT_SECS = 10.0
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message",)
+PASSTHROUGH_PARAMS = ("message", "agent")
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 @dataclass
@@ -87,11 +99,28 @@ class ServerState:
     active: dict[str, CallRecord] = field(default_factory=dict)
     finished: TTLCache = field(default_factory=lambda: TTLCache(maxsize=10_000, ttl=3600))
     stream_counters: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
+    reject: Rejections = field(default_factory=Rejections)
 
-    def reject(self, why: str) -> None:
-        """Count a rejection; callers log first, so whoever sees the count also sees the log line."""
-        self.rejected[why] = self.rejected.get(why, 0) + 1
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Refusals by reason (state.reject(reason, why) logs at a rate-limited level, then counts)."""
+        return self.reject.counts
+
+    def check_call_options(self, options: dict[str, str]) -> dict[str, str]:
+        """workflow, message and agent as the call will use them; OptionError if one cannot be used."""
+        workflow = options.get("workflow") or self.settings.default_workflow
+        try:
+            check_workflow(workflow)
+        except UnknownWorkflowError as e:
+            raise OptionError(str(e)) from e
+        chosen = {"workflow": workflow}
+        if options.get("message"):
+            chosen["message"] = check_asset_name("message", options["message"], self.settings.messages_dir)
+        if options.get("agent"):
+            chosen["agent"] = check_asset_name(
+                "agent", options["agent"], self.settings.agents_dir, any_suffix=True
+            )
+        return chosen
 
 
 class CallRequest(BaseModel):
@@ -100,7 +129,8 @@ class CallRequest(BaseModel):
     to: str = Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164 number to call")
     from_: str | None = Field(None, alias="from", pattern=r"^\+[1-9]\d{6,14}$")
     workflow: str = "voicemail_drop"
-    message: str | None = Field(None, max_length=200, description="Message file name inside MESSAGES_DIR")
+    message: str | None = Field(None, max_length=128, description="Message file name inside MESSAGES_DIR")
+    agent: str | None = Field(None, max_length=128, description="Agent file name inside AGENTS_DIR")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -111,7 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signatures=SignatureChecker(settings.twilio_auth_token, settings.public_base_url),
         tokens=StreamTokens(settings.token_secret or settings.twilio_auth_token, settings.token_ttl_secs),
         messages=MessageCache(settings.message_cache_dir),
+        reject=Rejections(settings.reject_log_per_minute),
     )
+    guard = ApiGuard(settings, state.reject)
+    destinations = DestinationPolicy(settings.call_destinations)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -129,45 +162,80 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(get_shared_model, settings.amd_model_path)
         except (OSError, ValueError) as e:
             logger.error(f"AMD model cannot be loaded: {e}")
+        if guard.open:
+            logger.warning("control API open: dev mode without CALLGATE_API_KEYS (loopback only)")
+        elif not settings.api_key_list:
+            logger.warning("control API disabled: CALLGATE_API_KEYS is not set")
         logger.info(f"callgate ready: webhook {settings.public_base_url}/twiml, workflows {sorted(WORKFLOWS)}")
         yield
 
-    app = FastAPI(title="callgate", version="0.1.0", lifespan=lifespan)
+    # /docs and /openapi.json are routes of our own below, behind the API key.
+    app = FastAPI(
+        title="callgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.callgate = state
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_secs=settings.body_timeout_secs,
+        reject=state.reject,
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness only: no counts, versions or configuration for anonymous callers."""
+        return {"status": "ok"}
+
+    @app.get("/stats", dependencies=[guard.require_api])
+    async def stats() -> dict[str, Any]:
         return {
-            "status": "ok",
             "dev_mode": settings.dev_mode,
             "active_calls": len(state.active),
             "stream_counters": state.stream_counters,
             "rejected": state.rejected,
         }
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[guard.require_api])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[guard.require_api])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="callgate API")
+
     @app.post("/twiml")
     async def twiml(request: Request) -> Response:
-        form = await request.form()
-        params = {k: str(v) for k, v in form.items()}
+        # Cheap checks first: signature header present, form content type; only then read the body
+        # (size- and time-limited by BodyLimitMiddleware) and verify the signature over it.
+        signature = request.headers.get("X-Twilio-Signature")
+        if state.signatures.enforced and not signature:
+            state.reject("webhook_signature", "webhook without X-Twilio-Signature")
+            raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != FORM_CONTENT_TYPE:
+            state.reject("webhook_content_type", f"webhook with content type {content_type[:60]!r}")
+            raise HTTPException(status_code=415, detail=f"expected {FORM_CONTENT_TYPE}")
+        try:
+            body = (await request.body()).decode("utf-8")
+            params = dict(parse_qsl(body, keep_blank_values=True, max_num_fields=100))
+        except (UnicodeDecodeError, ValueError):
+            state.reject("webhook_body", "webhook body that is not a UTF-8 form")
+            raise HTTPException(status_code=400, detail="malformed form body") from None
         query = request.url.query
-        if not state.signatures.check_webhook(
-            request.url.path, query, params, request.headers.get("X-Twilio-Signature")
-        ):
-            logger.warning("webhook rejected: bad or missing X-Twilio-Signature")
-            state.reject("webhook_signature")
+        if not state.signatures.check_webhook(request.url.path, query, params, signature):
+            state.reject("webhook_signature", "bad X-Twilio-Signature on the webhook")
             raise HTTPException(status_code=403, detail="invalid Twilio signature")
         call_sid = params.get("CallSid")
         if not call_sid:
             raise HTTPException(status_code=400, detail="CallSid is required")
         options = {**dict(request.query_params), **params}
-        workflow = options.get("workflow") or settings.default_workflow
         try:
-            check_workflow(workflow)
-        except UnknownWorkflowError as e:
+            chosen = state.check_call_options(options)
+        except OptionError as e:
+            state.reject("call_options", f"webhook for {call_sid}: {e}")
             raise HTTPException(status_code=400, detail=str(e)) from e
         token = state.tokens.issue(call_sid)
-        parameters = {"workflow": workflow}
-        parameters.update({k: options[k] for k in PASSTHROUGH_PARAMS if options.get(k)})
+        parameters = {k: chosen[k] for k in ("workflow", *PASSTHROUGH_PARAMS) if k in chosen}
         xml = connect_stream(f"{settings.stream_base_url}/ws/{token}", parameters)
         return Response(content=xml, media_type="application/xml")
 
@@ -175,11 +243,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def media_stream(websocket: WebSocket, token: str) -> None:
         await handle_stream(state, websocket, token)
 
-    @app.post("/calls", status_code=201)
+    @app.post("/calls", status_code=201, dependencies=[guard.require_place_call])
     async def place_call(body: CallRequest) -> dict[str, Any]:
         try:
-            check_workflow(body.workflow)
-        except UnknownWorkflowError as e:
+            to = destinations.check(body.to)
+        except DestinationRefused as e:
+            state.reject("destination", f"POST /calls to {body.to}: {e}")
+            raise HTTPException(status_code=403, detail=str(e)) from e
+        try:
+            chosen = state.check_call_options(
+                {"workflow": body.workflow, "message": body.message or "", "agent": body.agent or ""}
+            )
+        except OptionError as e:
+            state.reject("call_options", f"POST /calls: {e}")
             raise HTTPException(status_code=400, detail=str(e)) from e
         from_number = body.from_ or settings.twilio_from_number
         if not from_number:
@@ -188,21 +264,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(
                 status_code=503, detail="placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
             )
-        query = {"workflow": body.workflow, **({"message": body.message} if body.message else {})}
         client = twilio_client(settings)
         try:
-            call = await client.calls.create_async(
-                to=body.to, from_=from_number, url=f"{settings.public_base_url}/twiml?{urlencode(query)}"
+            call = await asyncio.wait_for(
+                client.calls.create_async(
+                    to=to, from_=from_number, url=f"{settings.public_base_url}/twiml?{urlencode(chosen)}"
+                ),
+                timeout=settings.twilio_api_timeout_secs + 1,
             )
         except TwilioRestException as e:
-            raise HTTPException(status_code=502, detail=f"Twilio refused the call: {e.msg}") from e
+            # Twilio's own message and code help the caller; the URI (internal API host) stays in our log.
+            logger.warning(f"Twilio refused a call to {to}: {e.code} {e.msg} ({e.uri})")
+            raise HTTPException(status_code=502, detail=f"Twilio refused the call (error {e.code})") from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            raise HTTPException(status_code=502, detail=f"could not reach Twilio's REST API: {e}") from e
+            logger.error(f"could not reach Twilio's REST API at {settings.twilio_api_base_url}: {e!r}")
+            raise HTTPException(status_code=502, detail="could not reach Twilio's REST API") from e
         finally:
             await client.http_client.close()
-        return {"call_sid": call.sid, "status": call.status, "workflow": body.workflow}
+        return {"call_sid": call.sid, "status": call.status, "workflow": chosen["workflow"]}
 
-    @app.get("/calls/{call_sid}")
+    @app.get("/calls/{call_sid}", dependencies=[guard.require_api])
     async def call_status(call_sid: str) -> dict[str, Any]:
         record = state.active.get(call_sid) or state.finished.get(call_sid)
         if record is None:
@@ -232,7 +313,10 @@ class TwilioCallControl:
             self.serializer.hand_off()  # before the EndFrame can reach it
         client = twilio_client(self.settings)
         try:
-            await client.calls(self.call_sid).update_async(twiml=twiml)
+            await asyncio.wait_for(
+                client.calls(self.call_sid).update_async(twiml=twiml),
+                timeout=self.settings.twilio_api_timeout_secs + 1,
+            )
             return True
         except TwilioRestException as e:
             logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
@@ -247,7 +331,9 @@ class TwilioCallControl:
 def twilio_client(settings: Settings) -> TwilioClient:
     """An async Twilio REST client whose base URL can point at a stand-in (the simulator)."""
     client = TwilioClient(
-        settings.twilio_account_sid, settings.twilio_auth_token, http_client=AsyncTwilioHttpClient()
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        http_client=AsyncTwilioHttpClient(timeout=settings.twilio_api_timeout_secs),
     )
     client.api.base_url = settings.twilio_api_base_url.rstrip("/")
     return client
@@ -306,24 +392,20 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
     )
     await websocket.accept()
     if not signature_ok:
-        logger.warning("stream rejected: bad or missing X-Twilio-Signature on the upgrade")
-        state.reject("websocket_signature")
+        state.reject("websocket_signature", "stream rejected: bad or missing X-Twilio-Signature on the upgrade")
         return await _close(websocket, POLICY_VIOLATION, "invalid signature")
     try:
         token_call_sid = state.tokens.redeem(token)
     except TokenError as e:
-        logger.warning(f"stream rejected: {e}")
-        state.reject("token")
+        state.reject("token", f"stream rejected: {e}")
         return await _close(websocket, POLICY_VIOLATION, str(e))
 
     start, pre_counters = await _await_start(state, websocket)
     if start is None:
-        logger.warning(f"stream for {token_call_sid} ended without a start message: {pre_counters}")
-        state.reject("no_start")
+        state.reject("no_start", f"stream for {token_call_sid} ended without a start message: {pre_counters}")
         return await _close(websocket, POLICY_VIOLATION, "no start message")
     if start.call_sid != token_call_sid:
-        logger.warning(f"stream rejected: start.callSid {start.call_sid} != token's {token_call_sid}")
-        state.reject("callsid_mismatch")
+        state.reject("callsid_mismatch", f"stream rejected: start.callSid {start.call_sid} != token's {token_call_sid}")
         return await _close(websocket, POLICY_VIOLATION, "callSid does not match the webhook")
 
     workflow = start.custom_parameters.get("workflow") or settings.default_workflow
@@ -341,8 +423,7 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
         parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.events.append)
     except (UnknownWorkflowError, AudioFormatError, OSError) as e:
-        logger.error(f"{start.call_sid}: cannot start workflow: {e}")
-        state.reject("bad_call_config")
+        state.reject("bad_call_config", f"{start.call_sid}: cannot start workflow: {e}")
         return await _close(websocket, POLICY_VIOLATION, str(e)[:120])
 
     serializer = TwilioIngestSerializer(
@@ -430,7 +511,17 @@ def main() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    try:
+        check_bind(settings)
+    except ValueError as e:
+        sys.exit(f"callgate: {e}")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        **uvicorn_options(settings),
+    )
 
 
 if __name__ == "__main__":

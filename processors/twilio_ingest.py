@@ -28,7 +28,7 @@ from pipecat.serializers.twilio import TwilioFrameSerializer
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, pcm_to_ulaw, ulaw_to_pcm
 from processors.frames import TwilioMarkFrame, TwilioStartFrame, TwilioStopFrame
 
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 16 * 1024  # Twilio messages are < 1 KB; the socket itself stops at WS_MAX_SIZE (64 KiB)
 MAX_GAP_FILL_MS = 5_000  # a jump bigger than this is a broken timestamp, not lost audio
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 

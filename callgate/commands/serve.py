@@ -23,10 +23,21 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as e:
         raise CliError(f"bad configuration: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
 
+    from callgate.edge.http_limits import check_bind, uvicorn_options
+
+    try:
+        check_bind(settings)
+    except ValueError as e:
+        raise CliError(str(e)) from e
+
     import server
 
     server.configure_logging(settings.log_level)
     uvicorn.run(
-        server.create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+        server.create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        **uvicorn_options(settings),
     )
     return 0
