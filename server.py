@@ -340,6 +340,7 @@ def twilio_client(settings: Settings) -> TwilioClient:
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close the socket; before accept() this answers the upgrade with HTTP 403."""
     if websocket.application_state != WebSocketState.DISCONNECTED:
         try:
             await websocket.close(code=code, reason=reason)
@@ -387,18 +388,16 @@ async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[Twilio
 async def handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
     """One Media Stream: authenticate, wait for `start`, then run the call's pipeline until it ends."""
     settings = state.settings
-    signature_ok = state.signatures.check_websocket(
-        websocket.url.path, websocket.headers.get("X-Twilio-Signature")
-    )
-    await websocket.accept()
-    if not signature_ok:
-        state.reject("websocket_signature", "stream rejected: bad or missing X-Twilio-Signature on the upgrade")
+    # Signature and token are checked before accept(): a refused upgrade gets HTTP 403, never a socket.
+    if not state.signatures.check_websocket(websocket.url.path, websocket.headers.get("X-Twilio-Signature")):
+        state.reject("websocket_signature", "stream upgrade with a bad or missing X-Twilio-Signature")
         return await _close(websocket, POLICY_VIOLATION, "invalid signature")
     try:
         token_call_sid = state.tokens.redeem(token)
     except TokenError as e:
-        state.reject("token", f"stream rejected: {e}")
+        state.reject("token", f"stream upgrade refused: {e}")
         return await _close(websocket, POLICY_VIOLATION, str(e))
+    await websocket.accept()
 
     start, pre_counters = await _await_start(state, websocket)
     if start is None:
@@ -520,7 +519,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        **uvicorn_options(settings),
+        **uvicorn_options(settings, app.state.callgate.reject),
     )
 
 

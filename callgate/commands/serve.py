@@ -33,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
     import server
 
     server.configure_logging(settings.log_level)
+    app = server.create_app(settings)
     uvicorn.run(
-        server.create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        **uvicorn_options(settings),
+        **uvicorn_options(settings, app.state.callgate.reject),
     )
     return 0

@@ -71,6 +71,7 @@ class HeaderTimeoutH11Protocol(H11Protocol):
     uvicorn times out idle keep-alive connections but not a request head that trickles in (slow-loris)."""
 
     header_timeout_secs = 10.0
+    on_reject: Rejections | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -89,6 +90,8 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()  # no request head within the timeout: drop the connection
+            if self.on_reject is not None:
+                self.on_reject("slow_headers", f"no request head within {self.header_timeout_secs:g} s from {self.client}")
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -105,10 +108,12 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The uvicorn.Config keyword arguments every way of serving callgate uses."""
+def uvicorn_options(settings: Settings, reject: Rejections | None = None) -> dict[str, Any]:
+    """The uvicorn.Config keyword arguments every way of serving callgate uses (`reject` counts timeouts)."""
     protocol = type(
-        "CallgateH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_secs": settings.header_timeout_secs}
+        "CallgateH11Protocol",
+        (HeaderTimeoutH11Protocol,),
+        {"header_timeout_secs": settings.header_timeout_secs, "on_reject": staticmethod(reject) if reject else None},
     )
     return {"http": protocol, "ws_max_size": settings.ws_max_size, "timeout_keep_alive": 5}
 

@@ -44,7 +44,7 @@ def start_server(settings: Settings, port: int) -> tuple[uvicorn.Server, threadi
     from callgate.edge.http_limits import uvicorn_options
 
     app = server.create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(settings))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(settings, app.state.callgate.reject))
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
     thread.start()
