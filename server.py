@@ -53,12 +53,13 @@ from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_proces
 from pipelines.message import MessageCache
 from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
-from processors.twilio_ingest import TwilioIngestSerializer, decode_message, parse_start
+from processors.twilio_ingest import StreamLimits, TwilioIngestSerializer, decode_message, parse_start
 from twiml.responses import connect_stream
 from twiml.signatures import SignatureChecker
 from twiml.tokens import StreamTokens, TokenError
 
 START_TIMEOUT_SECS = 10.0
+MAX_MESSAGES_BEFORE_START = 50  # Twilio sends `connected` then `start`; more than this is a flood
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
@@ -77,6 +78,15 @@ class CallRecord:
     outcome: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    max_events: int = 2000
+    events_dropped: int = 0
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """Keep at most max_events per call: a call that emits without end cannot grow memory."""
+        if len(self.events) < self.max_events:
+            self.events.append(event)
+        else:
+            self.events_dropped += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -357,7 +367,7 @@ async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[Twilio
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT_SECS
-    while True:
+    for _ in range(MAX_MESSAGES_BEFORE_START):
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None, {**counters, "no_start": 1}
@@ -378,15 +388,27 @@ async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[Twilio
         if event == "start":
             try:
                 return parse_start(msg), counters
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 logger.warning(f"bad start message: {e}")
                 count("bad_start")
                 continue
         count("media_before_start" if event == "media" else "unexpected_before_start")
+    return None, {**counters, "flood_before_start": 1}
 
 
 async def handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
-    """One Media Stream: authenticate, wait for `start`, then run the call's pipeline until it ends."""
+    """One Media Stream: authenticate, wait for `start`, then run the call's pipeline until it ends.
+
+    Nothing a client sends may escape as an unhandled ASGI exception (a dropped socket, a 1006)."""
+    try:
+        await _handle_stream(state, websocket, token)
+    except Exception as e:
+        logger.opt(exception=e).error(f"stream failed: {type(e).__name__}: {e}")
+        state.reject("stream_error", f"{type(e).__name__}")
+        await _close(websocket, 1011, "internal error")
+
+
+async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
     settings = state.settings
     # Signature and token are checked before accept(): a refused upgrade gets HTTP 403, never a socket.
     if not state.signatures.check_websocket(websocket.url.path, websocket.headers.get("X-Twilio-Signature")):
@@ -417,13 +439,17 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         stream_sid=start.stream_sid,
         params=start.custom_parameters,
     )
-    record = CallRecord(call_sid=start.call_sid, workflow=workflow)
+    record = CallRecord(call_sid=start.call_sid, workflow=workflow, max_events=settings.max_call_events)
     try:
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
-        parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.events.append)
-    except (UnknownWorkflowError, AudioFormatError, OSError) as e:
+        parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.add_event)
+    except (UnknownWorkflowError, AudioFormatError, OSError, ValueError) as e:
         state.reject("bad_call_config", f"{start.call_sid}: cannot start workflow: {e}")
-        return await _close(websocket, POLICY_VIOLATION, str(e)[:120])
+        return await _close(websocket, POLICY_VIOLATION, "cannot start the workflow")
+
+    async def _over_limits(what: str) -> None:
+        state.reject("stream_limits", f"{start.call_sid}: {what} exceeded for {settings.stream_violation_secs:g} s")
+        await _close(websocket, POLICY_VIOLATION, f"stream over its {what} limit")
 
     serializer = TwilioIngestSerializer(
         start.stream_sid,
@@ -431,6 +457,13 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token,
         api_base_url=settings.twilio_api_base_url,
+        limits=StreamLimits(
+            max_ahead_ms=settings.stream_max_ahead_ms,
+            max_messages_per_sec=settings.stream_max_messages_per_sec,
+            violation_secs=settings.stream_violation_secs,
+        ),
+        on_violation=_over_limits,
+        hang_up_timeout_secs=settings.twilio_api_timeout_secs,
     )
     serializer.counters.update(pre_counters)
     control.serializer = serializer
@@ -488,6 +521,8 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         record.status = "completed"
         record.outcome = record.outcome or parts.workflow.outcome or "ended"
         record.counters = {**serializer.counters, "audio_ms": round(serializer.audio_ms)}
+        if record.events_dropped:
+            record.counters["events_dropped"] = record.events_dropped
         for key, value in serializer.counters.items():
             state.stream_counters[key] = state.stream_counters.get(key, 0) + value
         state.active.pop(start.call_sid, None)

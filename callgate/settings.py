@@ -103,10 +103,11 @@ class Settings(BaseSettings):
     body_timeout_secs: float = Field(10.0, description="A request must send its whole body within this.")
     ws_max_size: int = Field(64 * 1024, description="Largest WebSocket message the server accepts.")
     stream_max_ahead_ms: float = Field(
-        1500.0, description="Inbound audio may run this far ahead of real time; more is dropped and counted."
+        1500.0, description="Inbound audio may run this far ahead of real time; more is dropped and counted "
+        "(0: unbounded, only for replaying recorded streams faster than real time)."
     )
     stream_max_messages_per_sec: float = Field(
-        150.0, description="Messages per second one stream may send (Twilio sends 50 media + a few marks)."
+        150.0, description="Messages per second one stream may send (Twilio sends 50 media + a few marks; 0: no cap)."
     )
     stream_violation_secs: float = Field(
         2.0, description="A stream that keeps exceeding the two limits above for this long is closed (1008)."

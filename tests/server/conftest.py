@@ -20,6 +20,8 @@ AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
 API_KEY = "test-api-key-0123456789abcdef0123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}  # headers for the control API (POST /calls, GET /calls/...)
+# For tests that stream recorded audio faster than real time (speed > 1): lifts the real-time bounds.
+FAST_STREAM = {"stream_max_ahead_ms": 0, "stream_max_messages_per_sec": 0}
 
 
 def free_port() -> int:
