@@ -56,6 +56,7 @@ from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import StreamLimits, TwilioIngestSerializer, decode_message, parse_start
 from twiml.responses import connect_stream
 from twiml.signatures import SignatureChecker
+from twiml.token_store import open_token_store
 from twiml.tokens import StreamTokens, TokenError
 
 START_TIMEOUT_SECS = 10.0
@@ -149,7 +150,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = ServerState(
         settings=settings,
         signatures=SignatureChecker(settings.twilio_auth_token, settings.public_base_url),
-        tokens=StreamTokens(settings.token_secret or settings.twilio_auth_token, settings.token_ttl_secs),
+        tokens=StreamTokens(
+            settings.token_secret or settings.twilio_auth_token,
+            settings.token_ttl_secs,
+            store=open_token_store(settings.token_store_path),
+        ),
         messages=MessageCache(settings.message_cache_dir),
         reject=Rejections(settings.reject_log_per_minute),
     )
@@ -238,14 +243,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         call_sid = params.get("CallSid")
         if not call_sid:
             raise HTTPException(status_code=400, detail="CallSid is required")
+        account_sid = params.get("AccountSid", "")
+        if settings.twilio_account_sid and account_sid != settings.twilio_account_sid:
+            state.reject("account_mismatch", f"webhook for {call_sid} from another account")
+            raise HTTPException(status_code=403, detail="AccountSid is not this server's account")
         options = {**dict(request.query_params), **params}
         try:
             chosen = state.check_call_options(options)
         except OptionError as e:
             state.reject("call_options", f"webhook for {call_sid}: {e}")
             raise HTTPException(status_code=400, detail=str(e)) from e
-        token = state.tokens.issue(call_sid)
         parameters = {k: chosen[k] for k in ("workflow", *PASSTHROUGH_PARAMS) if k in chosen}
+        token = state.tokens.issue(call_sid, account_sid, parameters)  # `start` must match all of it
         xml = connect_stream(f"{settings.stream_base_url}/ws/{token}", parameters)
         return Response(content=xml, media_type="application/xml")
 
@@ -415,7 +424,7 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
         state.reject("websocket_signature", "stream upgrade with a bad or missing X-Twilio-Signature")
         return await _close(websocket, POLICY_VIOLATION, "invalid signature")
     try:
-        token_call_sid = state.tokens.redeem(token)
+        grant = await state.tokens.redeem(token)
     except TokenError as e:
         state.reject("token", f"stream upgrade refused: {e}")
         return await _close(websocket, POLICY_VIOLATION, str(e))
@@ -423,13 +432,17 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
 
     start, pre_counters = await _await_start(state, websocket)
     if start is None:
-        state.reject("no_start", f"stream for {token_call_sid} ended without a start message: {pre_counters}")
+        state.reject("no_start", f"stream for {grant.call_sid} ended without a start message: {pre_counters}")
         return await _close(websocket, POLICY_VIOLATION, "no start message")
-    if start.call_sid != token_call_sid:
-        state.reject("callsid_mismatch", f"stream rejected: start.callSid {start.call_sid} != token's {token_call_sid}")
-        return await _close(websocket, POLICY_VIOLATION, "callSid does not match the webhook")
+    mismatch = grant.mismatch(
+        start.call_sid, start.account_sid, start.custom_parameters, ("workflow", *PASSTHROUGH_PARAMS)
+    )
+    if mismatch:
+        state.reject("start_mismatch", f"stream for {grant.call_sid} refused: {mismatch}")
+        return await _close(websocket, POLICY_VIOLATION, mismatch)
 
-    workflow = start.custom_parameters.get("workflow") or settings.default_workflow
+    # The webhook's choices (signed into the token), never what the client put in customParameters.
+    workflow = grant.options.get("workflow") or settings.default_workflow
     control = TwilioCallControl(settings, start.call_sid)
     call = CallConfig(
         control=control,
@@ -437,7 +450,7 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
         workflow=workflow,
         call_sid=start.call_sid,
         stream_sid=start.stream_sid,
-        params=start.custom_parameters,
+        params=dict(grant.options),
     )
     record = CallRecord(call_sid=start.call_sid, workflow=workflow, max_events=settings.max_call_events)
     try:

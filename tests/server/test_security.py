@@ -148,7 +148,7 @@ async def test_unknown_reused_expired_tokens_and_callsid_mismatch(server_factory
     # No pipeline started for any rejected stream.
     assert set(server.state.finished) == {CALL_SID}
     assert not server.state.active
-    assert server.state.rejected == {"token": 3, "callsid_mismatch": 1}
+    assert server.state.rejected == {"token": 3, "start_mismatch": 1}
 
 
 async def test_dev_mode_accepts_unsigned_requests(server_factory):
