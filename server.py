@@ -189,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="callgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.callgate = state
+    app.state.guard = guard  # routes added elsewhere (e.g. /metrics) take their auth dependency from here
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _strong_keys(self) -> Settings:
+        short = [k for k in self.api_key_list + self.metrics_key_list if len(k) < 16]
+        if short:
+            raise ValueError("CALLGATE_API_KEYS / CALLGATE_METRICS_KEYS: every key needs at least 16 characters")
+        return self
+
+    @model_validator(mode="after")
     def _default_public_url(self) -> Settings:
         if not self.public_base_url:
             host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host

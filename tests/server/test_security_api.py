@@ -9,9 +9,14 @@ import sys
 import time
 
 import httpx
+import pytest
+import uvicorn
+from pydantic import ValidationError
 
+from callgate.edge.http_limits import uvicorn_options
+from callgate.settings import Settings
 from simulator.rest import RestStandIn
-from tests.server.conftest import ACCOUNT_SID, API_KEY, AUTH, AUTH_TOKEN
+from tests.server.conftest import ACCOUNT_SID, API_KEY, AUTH, AUTH_TOKEN, free_port, make_settings
 from tests.server.test_security import signed_webhook, webhook_params
 
 TO = "+12025550123"
@@ -136,3 +141,42 @@ async def test_post_calls_gives_up_on_a_silent_twilio_api_and_names_no_host(serv
     silent.close()
     assert r.status_code == 502 and r.json() == {"detail": "could not reach Twilio's REST API"}
     assert elapsed < 5, elapsed
+
+
+def test_short_api_keys_are_refused_at_startup():
+    with pytest.raises(ValidationError, match="16 characters"):
+        Settings(_env_file=None, api_keys="short")
+
+
+async def test_metrics_dependency_takes_metrics_keys_and_api_keys(tmp_path):
+    """The prod engineer's /metrics takes `app.state.guard.require_metrics`; checked on a stand-in route."""
+    import server as server_module
+
+    port = free_port()
+    settings = make_settings(tmp_path, port, metrics_keys="metrics-key-0123456789")
+    app = server_module.create_app(settings)
+
+    @app.get("/metrics-probe", dependencies=[app.state.guard.require_metrics])
+    async def probe() -> dict:
+        return {"ok": True}
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(settings))
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(200):
+                if srv.started:
+                    break
+                await asyncio.sleep(0.05)
+            codes = [
+                (await client.get("/metrics-probe", headers=h)).status_code
+                for h in ({}, {"Authorization": "Bearer metrics-key-0123456789"}, AUTH, {"Authorization": "Bearer nope"})
+            ]
+            # a metrics key reads metrics only
+            calls = await client.get("/calls/CA1", headers={"Authorization": "Bearer metrics-key-0123456789"})
+    finally:
+        srv.should_exit = True
+        await task
+    assert codes == [401, 200, 200, 401] and calls.status_code == 401
+    assert app.state.callgate.rejected == {"api_key": 3}
