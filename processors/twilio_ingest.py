@@ -58,6 +58,8 @@ class StreamLimits:
     max_ahead_ms: float = 1500.0
     max_messages_per_sec: float = 150.0
     violation_secs: float = 2.0  # a limit exceeded continuously this long closes the stream
+    burst_secs: float = 5.0  # the rate limit lets this many seconds' worth through at once (after a stall)
+    max_excess: int = 250  # ... and a stream is closed at once when this many messages are dropped in a row
     max_frames_per_message: int = 8  # Twilio sends one 20 ms frame (160 bytes) per message
 
 
@@ -116,10 +118,11 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         self._candidate: _Baseline | None = None  # a jump's baseline, adopted if the next packet agrees
         self._samples_in = 0  # samples emitted so far = audio time
         self._t0: float | None = None  # wall time of the first media packet
-        self._bucket = self.limits.max_messages_per_sec  # token bucket for the message rate
+        self._bucket = self.limits.max_messages_per_sec * self.limits.burst_secs  # token bucket for the rate
         self._bucket_at: float | None = None
         self._violation_since: float | None = None
         self._violation_last = 0.0
+        self._violation_drops = 0
         self._out_remainder = b""  # outbound µ-law not yet a whole 20 ms frame
 
     @property
@@ -182,13 +185,14 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         return None
 
     def _admit(self) -> bool:
-        """Token bucket: max_messages_per_sec, bursts up to one second's worth."""
+        """Token bucket: max_messages_per_sec, with bursts up to burst_secs' worth (Twilio catching up
+        after a network stall sends its backlog at once; the real-time lead still bounds the audio)."""
         rate = self.limits.max_messages_per_sec
         if not rate:
             return True
         now = self._clock()
         if self._bucket_at is not None:
-            self._bucket = min(rate, self._bucket + (now - self._bucket_at) * rate)
+            self._bucket = min(rate * self.limits.burst_secs, self._bucket + (now - self._bucket_at) * rate)
         self._bucket_at = now
         if self._bucket < 1:
             return False
@@ -196,17 +200,24 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         return True
 
     async def _violated(self, what: str) -> None:
-        """A limit was exceeded: drop; if it keeps happening for violation_secs, report it once."""
+        """A limit was exceeded: drop. The stream is reported once when it keeps exceeding: for
+        violation_secs, or by more than `max_excess` messages (a flood is cut off in a fraction of a
+        second; Twilio itself never exceeds either limit by more than a few jittered frames)."""
         now = self._clock()
         if self._violation_since is None or now - self._violation_last > 1.0:
-            self._violation_since = now
+            self._violation_since, self._violation_drops = now, 0
         self._violation_last = now
-        if (self.counters["rate_limited"] + self.counters["media_ahead"]) % 50 == 1:
+        self._violation_drops += 1
+        if self._violation_drops % 50 == 1:
             await asyncio.sleep(0)  # let neighbours run while a flood is being dropped
-        if now - self._violation_since >= self.limits.violation_secs and not self._closing:
+        persisting = now - self._violation_since >= self.limits.violation_secs
+        if (persisting or self._violation_drops > self.limits.max_excess) and not self._closing:
             self._closing = True
             self.counters["closed_for_violation"] += 1
-            logger.warning(f"Twilio stream {self._stream_sid}: closing, {what} exceeded for {now - self._violation_since:.1f} s")
+            logger.warning(
+                f"Twilio stream {self._stream_sid}: closing, {what} exceeded "
+                f"({self._violation_drops} messages in {now - self._violation_since:.1f} s)"
+            )
             if self.on_violation is not None:
                 await self.on_violation(what)
         return None

@@ -103,8 +103,8 @@ async def test_a_flooding_stream_is_dropped_counted_and_closed(server_factory):
     assert client.close_code == 1008 and "limit" in client.close_reason
     c = server.state.finished[sid].counters
     print(f"\nflood: {sent} messages sent before the close; counters {dict(c)}")
-    assert c["closed_for_violation"] == 1 and c["rate_limited"] + c["media_ahead"] > 0
-    assert c["audio_ms"] <= 1500 + 4000  # never more audio than wall time (<= ~3 s here) + the lead
+    assert c["closed_for_violation"] == 1 and c.get("rate_limited", 0) + c.get("media_ahead", 0) > 250
+    assert c["audio_ms"] <= 1500 + 1000  # never more audio than wall time (well under 1 s here) + the lead
     assert server.state.rejected == {"stream_limits": 1}
 
 
