@@ -43,21 +43,28 @@ class SqliteTokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path.expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS used_stream_tokens (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
-        )
+        self._conn: sqlite3.Connection | None = None  # opened on first use, not at import or app creation
         self._claims = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS used_stream_tokens (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
+            )
+            self._conn = conn
+        return self._conn
 
     def _claim(self, nonce: str, expires_at: float) -> bool:
         with self._lock:
+            conn = self._connect()
             self._claims += 1
             if self._claims % 200 == 1:
-                self._conn.execute("DELETE FROM used_stream_tokens WHERE expires_at < ?", (time.time(),))
-            cursor = self._conn.execute(
+                conn.execute("DELETE FROM used_stream_tokens WHERE expires_at < ?", (time.time(),))
+            cursor = conn.execute(
                 "INSERT OR IGNORE INTO used_stream_tokens (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at)
             )
             return cursor.rowcount == 1
@@ -67,7 +74,9 @@ class SqliteTokenStore:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def open_token_store(path: Path | None) -> UsedTokenStore:
