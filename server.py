@@ -2,13 +2,18 @@
 
     POST /twiml        Twilio voice webhook -> <Connect><Stream url="wss://PUBLIC_BASE_URL/ws/<token>">
     WS   /ws/{token}   the bidirectional Media Stream; one Pipecat pipeline per call
-    POST /status       Twilio status callbacks (ringing, busy, no-answer, completed, ...) into the record
-    POST /calls        place an outbound call through Twilio's REST API
-    GET  /calls/{sid}  a call's record: status, AMD verdict, events, transcript, stream counters
-    GET  /calls        call records (?since=&outcome=&campaign=&limit=&offset=)
-    GET  /healthz      liveness and active calls
+    POST /status       Twilio status callbacks (ringing, busy, no-answer, completed, ...)   (Twilio signature)
+    POST /calls        place an outbound call through Twilio's REST API        (API key)
+    GET  /calls/{sid}  a call's record: status, AMD verdict, events, transcript (API key)
+    GET  /calls        call records (?since=&outcome=&campaign=&limit=&offset=) (API key)
+    GET  /stats        active calls, stream counters, rejections               (API key)
+    GET  /metrics      Prometheus metrics                                      (API or metrics key)
+    GET  /docs, /openapi.json                                                  (API key)
+    GET  /healthz      liveness only
     GET  /readyz       readiness: fails at once when SIGTERM starts the drain
-    GET  /metrics      Prometheus metrics
+
+The Twilio-facing routes are authenticated by Twilio's signature and the Stream token; every other
+route by a bearer API key (callgate/edge/auth.py). README "Security" says what is checked where.
 
 Run with `callgate serve` or `python server.py`; configuration comes from environment variables
 (see README.md and callgate/settings.py).
@@ -17,17 +22,19 @@ Run with `callgate serve` or `python server.py`; configuration comes from enviro
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from cachetools import TTLCache
 from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -41,25 +48,34 @@ from twilio.rest import Client as TwilioClient
 
 from callgate.audio import SAMPLE_RATE, AudioFormatError
 from callgate.drain import Drain
+from callgate.edge.auth import ApiGuard
+from callgate.edge.call_options import OptionError, check_asset_name
+from callgate.edge.destinations import DestinationPolicy, DestinationRefused
+from callgate.edge.http_limits import BodyLimitMiddleware, check_bind, uvicorn_options
+from callgate.edge.rejections import Rejections
 from callgate.metrics import Metrics, monitor_loop
 from callgate.recording import CallRecording
 from callgate.settings import Settings, get_settings
-from callgate.store import CallStore, DbTokenStore, TokenStoreUnavailable
+from callgate.store import CallStore, DbTokenStore, FallbackTokenStore
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
 from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
-from processors.twilio_ingest import TwilioIngestSerializer, decode_message, parse_start
+from processors.twilio_ingest import StreamLimits, TwilioIngestSerializer, decode_message, parse_start
 from twiml.responses import connect_stream, redirect, say_and_hangup
 from twiml.signatures import SignatureChecker
+from twiml.token_store import open_token_store
 from twiml.tokens import StreamTokens, TokenError
 
 START_TIMEOUT_SECS = 10.0
+MAX_MESSAGES_BEFORE_START = 50  # Twilio sends `connected` then `start`; more than this is a flood
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message",)
+PASSTHROUGH_PARAMS = ("message", "agent")
+CAMPAIGN_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 @dataclass
@@ -73,6 +89,15 @@ class CallRecord:
     outcome: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    max_events: int = 2000
+    events_dropped: int = 0
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """Keep at most max_events per call: a call that emits without end cannot grow memory."""
+        if len(self.events) < self.max_events:
+            self.events.append(event)
+        else:
+            self.events_dropped += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,21 +120,37 @@ class ServerState:
     active: dict[str, CallRecord] = field(default_factory=dict)
     finished: TTLCache = field(default_factory=lambda: TTLCache(maxsize=10_000, ttl=3600))
     stream_counters: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
+    reject: Rejections = field(default_factory=Rejections)
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Refusals by reason (state.reject(reason, why) logs at a rate-limited level, then counts)."""
+        return self.reject.counts
+
+    def check_call_options(self, options: dict[str, str]) -> dict[str, str]:
+        """workflow, message and agent as the call will use them; OptionError if one cannot be used."""
+        workflow = options.get("workflow") or self.settings.default_workflow
+        try:
+            check_workflow(workflow)
+        except UnknownWorkflowError as e:
+            raise OptionError(str(e)) from e
+        chosen = {"workflow": workflow}
+        if options.get("message"):
+            chosen["message"] = check_asset_name("message", options["message"], self.settings.messages_dir)
+        if options.get("agent"):
+            chosen["agent"] = check_asset_name(
+                "agent", options["agent"], self.settings.agents_dir, any_suffix=True
+            )
+        return chosen
     store: CallStore | None = None
-    token_claims: DbTokenStore | None = None
     metrics: Metrics = field(default_factory=Metrics)
     drain: Drain = field(default_factory=lambda: Drain(300.0))
 
-    def reject(self, why: str) -> None:
-        """Count a rejection; callers log first, so whoever sees the count also sees the log line."""
-        self.rejected[why] = self.rejected.get(why, 0) + 1
-        self.metrics.rejected.labels(why).inc()
-
     def refresh_gauges(self) -> None:
-        """Gauges that mirror state owned elsewhere (the record writer, the drain)."""
+        """Metrics that mirror state owned elsewhere (the record writer, the drain, the rejections)."""
         if self.store is not None:
             self.metrics.track_store(self.store.stats, self.store.depth)
+        self.metrics.track_rejections(self.rejected)
         self.metrics.draining.set(1 if self.drain.draining else 0)
 
 
@@ -119,22 +160,35 @@ class CallRequest(BaseModel):
     to: str = Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164 number to call")
     from_: str | None = Field(None, alias="from", pattern=r"^\+[1-9]\d{6,14}$")
     workflow: str = "voicemail_drop"
-    message: str | None = Field(None, max_length=200, description="Message file name inside MESSAGES_DIR")
-    campaign: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Campaign the call is for")
+    message: str | None = Field(None, max_length=128, description="Message file name inside MESSAGES_DIR")
+    agent: str | None = Field(None, max_length=128, description="Agent file name inside AGENTS_DIR")
+    campaign: str | None = Field(None, pattern=CAMPAIGN_ID, description="Campaign the call is for")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own Settings."""
     settings = settings or get_settings()
+    store = CallStore(settings.db_url, flush_secs=settings.db_flush_secs, queue_max=settings.db_queue_max)
+    metrics = Metrics()
+    # Used Stream tokens: in the call-record database (every worker and host on it shares them), unless
+    # TOKEN_STORE_PATH names a SQLite file of their own.
+    used_tokens = (
+        open_token_store(settings.token_store_path)
+        if settings.token_store_path is not None
+        else FallbackTokenStore(DbTokenStore(store.engine), on_fallback=metrics.vendor_errors.labels("database").inc)
+    )
     state = ServerState(
         settings=settings,
         signatures=SignatureChecker(settings.twilio_auth_token, settings.public_base_url),
-        tokens=StreamTokens(settings.token_secret or settings.twilio_auth_token, settings.token_ttl_secs),
+        tokens=StreamTokens(settings.token_secret or settings.twilio_auth_token, settings.token_ttl_secs, store=used_tokens),
         messages=MessageCache(settings.message_cache_dir),
-        store=CallStore(settings.db_url, flush_secs=settings.db_flush_secs, queue_max=settings.db_queue_max),
+        reject=Rejections(settings.reject_log_per_minute),
+        store=store,
+        metrics=metrics,
         drain=Drain(settings.drain_timeout_secs),
     )
-    state.token_claims = DbTokenStore(state.store.engine)
+    guard = ApiGuard(settings, state.reject)
+    destinations = DestinationPolicy(settings.call_destinations)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -152,6 +206,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(get_shared_model, settings.amd_model_path)
         except (OSError, ValueError) as e:
             logger.error(f"AMD model cannot be loaded: {e}")
+        if guard.open:
+            logger.warning("control API open: dev mode without CALLGATE_API_KEYS (loopback only)")
+        elif not settings.api_key_list:
+            logger.warning("control API disabled: CALLGATE_API_KEYS is not set")
         await start_store(state)
         monitor = asyncio.create_task(monitor_loop(state.metrics, state.refresh_gauges))
         logger.info(f"callgate ready: webhook {settings.public_base_url}/twiml, workflows {sorted(WORKFLOWS)}")
@@ -159,25 +217,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         monitor.cancel()
         await state.store.close()
 
-    app = FastAPI(title="callgate", version="0.1.0", lifespan=lifespan)
+    # /docs and /openapi.json are routes of our own below, behind the API key.
+    app = FastAPI(
+        title="callgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.callgate = state
+    app.state.guard = guard  # routes added elsewhere (e.g. /metrics) take their auth dependency from here
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_secs=settings.body_timeout_secs,
+        reject=state.reject,
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness only: no counts, versions or configuration for anonymous callers."""
+        return {"status": "ok"}
+
+    @app.get("/stats", dependencies=[guard.require_api])
+    async def stats() -> dict[str, Any]:
         return {
-            "status": "ok",
+            "draining": state.drain.draining,
+            "live_calls": state.drain.live,
+            "db_queue_depth": state.store.depth,
             "dev_mode": settings.dev_mode,
             "active_calls": len(state.active),
             "stream_counters": state.stream_counters,
             "rejected": state.rejected,
         }
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[guard.require_api])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[guard.require_api])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="callgate API")
+
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        body = {"ready": not state.drain.draining, "draining": state.drain.draining, "live_calls": state.drain.live}
-        return JSONResponse(body, status_code=503 if state.drain.draining else 200)
+        """Readiness for load balancers: 503 from the moment SIGTERM starts the drain (no counts here)."""
+        return JSONResponse({"ready": not state.drain.draining}, status_code=503 if state.drain.draining else 200)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[guard.require_metrics])
     async def metrics() -> Response:
         state.refresh_gauges()
         body, content_type = state.metrics.render()
@@ -190,8 +273,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not state.signatures.check_webhook(
             request.url.path, request.url.query, params, request.headers.get("X-Twilio-Signature")
         ):
-            logger.warning("status callback rejected: bad or missing X-Twilio-Signature")
-            state.reject("status_signature")
+            state.reject("status_signature", "status callback with a bad or missing X-Twilio-Signature")
             raise HTTPException(status_code=403, detail="invalid Twilio signature")
         if not params.get("CallSid") or not params.get("CallStatus"):
             raise HTTPException(status_code=400, detail="CallSid and CallStatus are required")
@@ -200,43 +282,58 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/twiml")
     async def twiml(request: Request) -> Response:
-        form = await request.form()
-        params = {k: str(v) for k, v in form.items()}
+        # Cheap checks first: signature header present, form content type; only then read the body
+        # (size- and time-limited by BodyLimitMiddleware) and verify the signature over it.
+        signature = request.headers.get("X-Twilio-Signature")
+        if state.signatures.enforced and not signature:
+            state.reject("webhook_signature", "webhook without X-Twilio-Signature")
+            raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != FORM_CONTENT_TYPE:
+            state.reject("webhook_content_type", f"webhook with content type {content_type[:60]!r}")
+            raise HTTPException(status_code=415, detail=f"expected {FORM_CONTENT_TYPE}")
+        try:
+            body = (await request.body()).decode("utf-8")
+            params = dict(parse_qsl(body, keep_blank_values=True, max_num_fields=100))
+        except (UnicodeDecodeError, ValueError):
+            state.reject("webhook_body", "webhook body that is not a UTF-8 form")
+            raise HTTPException(status_code=400, detail="malformed form body") from None
         query = request.url.query
-        if not state.signatures.check_webhook(
-            request.url.path, query, params, request.headers.get("X-Twilio-Signature")
-        ):
-            logger.warning("webhook rejected: bad or missing X-Twilio-Signature")
-            state.reject("webhook_signature")
+        if not state.signatures.check_webhook(request.url.path, query, params, signature):
+            state.reject("webhook_signature", "bad X-Twilio-Signature on the webhook")
             raise HTTPException(status_code=403, detail="invalid Twilio signature")
         call_sid = params.get("CallSid")
         if not call_sid:
             raise HTTPException(status_code=400, detail="CallSid is required")
+        account_sid = params.get("AccountSid", "")
+        if settings.twilio_account_sid and account_sid != settings.twilio_account_sid:
+            state.reject("account_mismatch", f"webhook for {call_sid} from another account")
+            raise HTTPException(status_code=403, detail="AccountSid is not this server's account")
         if state.drain.draining:
             logger.info(f"{call_sid}: draining, new call turned away ({settings.drain_action})")
             state.metrics.webhooks.labels(f"drain_{settings.drain_action}").inc()
             return Response(content=drain_twiml(settings), media_type="application/xml")
         options = {**dict(request.query_params), **params}
-        workflow = options.get("workflow") or settings.default_workflow
         try:
-            check_workflow(workflow)
-        except UnknownWorkflowError as e:
+            chosen = state.check_call_options(options)
+        except OptionError as e:
+            state.reject("call_options", f"webhook for {call_sid}: {e}")
             raise HTTPException(status_code=400, detail=str(e)) from e
-        token = state.tokens.issue(call_sid)
+        parameters = {k: chosen[k] for k in ("workflow", *PASSTHROUGH_PARAMS) if k in chosen}
+        token = state.tokens.issue(call_sid, account_sid, parameters)  # `start` must match all of it
         state.drain.expect(call_sid, settings.token_ttl_secs)
         state.metrics.webhooks.labels("stream").inc()
+        campaign = options.get("campaign", "")
         state.store.update_call(
             call_sid,
             status="webhook",
-            workflow=workflow,
+            workflow=chosen["workflow"],
             direction=params.get("Direction"),
             from_number=params.get("From"),
             to_number=params.get("To"),
-            agent=options.get("agent"),
-            campaign_id=options.get("campaign"),
+            agent=chosen.get("agent"),
+            campaign_id=campaign if re.fullmatch(CAMPAIGN_ID, campaign) else None,
         )
-        parameters = {"workflow": workflow}
-        parameters.update({k: options[k] for k in PASSTHROUGH_PARAMS if options.get(k)})
         xml = connect_stream(f"{settings.stream_base_url}/ws/{token}", parameters)
         return Response(content=xml, media_type="application/xml")
 
@@ -244,13 +341,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def media_stream(websocket: WebSocket, token: str) -> None:
         await handle_stream(state, websocket, token)
 
-    @app.post("/calls", status_code=201)
+    @app.post("/calls", status_code=201, dependencies=[guard.require_place_call])
     async def place_call(body: CallRequest) -> dict[str, Any]:
         if state.drain.draining:
             raise HTTPException(status_code=503, detail="draining: this server is shutting down")
         try:
-            check_workflow(body.workflow)
-        except UnknownWorkflowError as e:
+            to = destinations.check(body.to)
+        except DestinationRefused as e:
+            state.reject("destination", f"POST /calls to {body.to}: {e}")
+            raise HTTPException(status_code=403, detail=str(e)) from e
+        try:
+            chosen = state.check_call_options(
+                {"workflow": body.workflow, "message": body.message or "", "agent": body.agent or ""}
+            )
+        except OptionError as e:
+            state.reject("call_options", f"POST /calls: {e}")
             raise HTTPException(status_code=400, detail=str(e)) from e
         from_number = body.from_ or settings.twilio_from_number
         if not from_number:
@@ -259,22 +364,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(
                 status_code=503, detail="placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
             )
-        query = {"workflow": body.workflow}
-        query.update({k: v for k, v in (("message", body.message), ("campaign", body.campaign)) if v})
+        query = dict(chosen)
+        if body.campaign:
+            query["campaign"] = body.campaign
         client = twilio_client(settings)
         try:
-            call = await client.calls.create_async(
-                to=body.to,
-                from_=from_number,
-                url=f"{settings.public_base_url}/twiml?{urlencode(query)}",
-                **status_callback_args(settings),
+            call = await asyncio.wait_for(
+                client.calls.create_async(
+                    to=to,
+                    from_=from_number,
+                    url=f"{settings.public_base_url}/twiml?{urlencode(query)}",
+                    **status_callback_args(settings),
+                ),
+                timeout=settings.twilio_api_timeout_secs + 1,
             )
         except TwilioRestException as e:
+            # Twilio's own message and code help the caller; the URI (internal API host) stays in our log.
+            logger.warning(f"Twilio refused a call to {to}: {e.code} {e.msg} ({e.uri})")
             state.metrics.vendor_errors.labels("twilio").inc()
-            raise HTTPException(status_code=502, detail=f"Twilio refused the call: {e.msg}") from e
+            raise HTTPException(status_code=502, detail=f"Twilio refused the call (error {e.code})") from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            logger.error(f"could not reach Twilio's REST API at {settings.twilio_api_base_url}: {e!r}")
             state.metrics.vendor_errors.labels("twilio").inc()
-            raise HTTPException(status_code=502, detail=f"could not reach Twilio's REST API: {e}") from e
+            raise HTTPException(status_code=502, detail="could not reach Twilio's REST API") from e
         finally:
             await client.http_client.close()
         state.store.update_call(
@@ -282,14 +394,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status="queued",
             twilio_status=call.status,
             direction="outbound-api",
-            workflow=body.workflow,
+            workflow=chosen["workflow"],
+            agent=chosen.get("agent"),
             from_number=from_number,
-            to_number=body.to,
+            to_number=to,
             campaign_id=body.campaign,
         )
-        return {"call_sid": call.sid, "status": call.status, "workflow": body.workflow}
+        return {"call_sid": call.sid, "status": call.status, "workflow": chosen["workflow"]}
 
-    @app.get("/calls/{call_sid}")
+    @app.get("/calls/{call_sid}", dependencies=[guard.require_api])
     async def call_status(call_sid: str) -> dict[str, Any]:
         live = state.active.get(call_sid) or state.finished.get(call_sid)
         try:
@@ -305,7 +418,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stored.update(status=live.status, events=live.events)  # newer than the last flush
         return stored
 
-    @app.get("/calls")
+    @app.get("/calls", dependencies=[guard.require_api])
     async def list_calls(
         since: float | None = None,
         outcome: str | None = None,
@@ -345,7 +458,10 @@ class TwilioCallControl:
             self.serializer.hand_off()  # before the EndFrame can reach it
         client = twilio_client(self.settings)
         try:
-            await client.calls(self.call_sid).update_async(twiml=twiml)
+            await asyncio.wait_for(
+                client.calls(self.call_sid).update_async(twiml=twiml),
+                timeout=self.settings.twilio_api_timeout_secs + 1,
+            )
             return True
         except TwilioRestException as e:
             logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
@@ -417,13 +533,16 @@ def record_status_callback(state: ServerState, params: dict[str, str]) -> None:
 def twilio_client(settings: Settings) -> TwilioClient:
     """An async Twilio REST client whose base URL can point at a stand-in (the simulator)."""
     client = TwilioClient(
-        settings.twilio_account_sid, settings.twilio_auth_token, http_client=AsyncTwilioHttpClient()
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        http_client=AsyncTwilioHttpClient(timeout=settings.twilio_api_timeout_secs),
     )
     client.api.base_url = settings.twilio_api_base_url.rstrip("/")
     return client
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close the socket; before accept() this answers the upgrade with HTTP 403."""
     if websocket.application_state != WebSocketState.DISCONNECTED:
         try:
             await websocket.close(code=code, reason=reason)
@@ -440,7 +559,7 @@ async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[Twilio
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT_SECS
-    while True:
+    for _ in range(MAX_MESSAGES_BEFORE_START):
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None, {**counters, "no_start": 1}
@@ -461,59 +580,52 @@ async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[Twilio
         if event == "start":
             try:
                 return parse_start(msg), counters
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 logger.warning(f"bad start message: {e}")
                 count("bad_start")
                 continue
         count("media_before_start" if event == "media" else "unexpected_before_start")
-
-
-async def claim_token_everywhere(state: ServerState, token: str) -> bool:
-    """Single use across worker processes: the token must also be unclaimed in the shared database.
-    If the database cannot be asked, the process's own check stands (the token is signed and expires
-    within TOKEN_TTL_SECS) and the call goes on."""
-    if state.token_claims is None:
-        return True
-    try:
-        return await asyncio.wait_for(state.token_claims.claim_token(token, state.settings.token_ttl_secs), 5)
-    except (TokenStoreUnavailable, TimeoutError):
-        state.metrics.vendor_errors.labels("database").inc()
-        return True
+    return None, {**counters, "flood_before_start": 1}
 
 
 async def handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
-    """One Media Stream: authenticate, wait for `start`, then run the call's pipeline until it ends."""
+    """One Media Stream: authenticate, wait for `start`, then run the call's pipeline until it ends.
+
+    Nothing a client sends may escape as an unhandled ASGI exception (a dropped socket, a 1006)."""
+    try:
+        await _handle_stream(state, websocket, token)
+    except Exception as e:
+        logger.opt(exception=e).error(f"stream failed: {type(e).__name__}: {e}")
+        state.reject("stream_error", f"{type(e).__name__}")
+        await _close(websocket, 1011, "internal error")
+
+
+async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
     settings = state.settings
-    signature_ok = state.signatures.check_websocket(
-        websocket.url.path, websocket.headers.get("X-Twilio-Signature")
-    )
-    await websocket.accept()
-    if not signature_ok:
-        logger.warning("stream rejected: bad or missing X-Twilio-Signature on the upgrade")
-        state.reject("websocket_signature")
+    # Signature and token are checked before accept(): a refused upgrade gets HTTP 403, never a socket.
+    if not state.signatures.check_websocket(websocket.url.path, websocket.headers.get("X-Twilio-Signature")):
+        state.reject("websocket_signature", "stream upgrade with a bad or missing X-Twilio-Signature")
         return await _close(websocket, POLICY_VIOLATION, "invalid signature")
     try:
-        token_call_sid = state.tokens.redeem(token)
+        grant = await state.tokens.redeem(token)
     except TokenError as e:
-        logger.warning(f"stream rejected: {e}")
-        state.reject("token")
+        state.reject("token", f"stream upgrade refused: {e}")
         return await _close(websocket, POLICY_VIOLATION, str(e))
-    if not await claim_token_everywhere(state, token):
-        logger.warning(f"stream rejected: token for {token_call_sid} already used by another worker")
-        state.reject("token_reused_elsewhere")
-        return await _close(websocket, POLICY_VIOLATION, "stream token already used")
+    await websocket.accept()
 
     start, pre_counters = await _await_start(state, websocket)
     if start is None:
-        logger.warning(f"stream for {token_call_sid} ended without a start message: {pre_counters}")
-        state.reject("no_start")
+        state.reject("no_start", f"stream for {grant.call_sid} ended without a start message: {pre_counters}")
         return await _close(websocket, POLICY_VIOLATION, "no start message")
-    if start.call_sid != token_call_sid:
-        logger.warning(f"stream rejected: start.callSid {start.call_sid} != token's {token_call_sid}")
-        state.reject("callsid_mismatch")
-        return await _close(websocket, POLICY_VIOLATION, "callSid does not match the webhook")
+    mismatch = grant.mismatch(
+        start.call_sid, start.account_sid, start.custom_parameters, ("workflow", *PASSTHROUGH_PARAMS)
+    )
+    if mismatch:
+        state.reject("start_mismatch", f"stream for {grant.call_sid} refused: {mismatch}")
+        return await _close(websocket, POLICY_VIOLATION, mismatch)
 
-    workflow = start.custom_parameters.get("workflow") or settings.default_workflow
+    # The webhook's choices (signed into the token), never what the client put in customParameters.
+    workflow = grant.options.get("workflow") or settings.default_workflow
     control = TwilioCallControl(settings, start.call_sid)
     call = CallConfig(
         control=control,
@@ -521,17 +633,20 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         workflow=workflow,
         call_sid=start.call_sid,
         stream_sid=start.stream_sid,
-        params=start.custom_parameters,
+        params=dict(grant.options),
     )
-    record = CallRecord(call_sid=start.call_sid, workflow=workflow)
-    recording = CallRecording(state.store, state.metrics, start.call_sid, workflow, on_event=record.events.append)
+    record = CallRecord(call_sid=start.call_sid, workflow=workflow, max_events=settings.max_call_events)
+    recording = CallRecording(state.store, state.metrics, start.call_sid, workflow, on_event=record.add_event)
     try:
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
         parts = await asyncio.to_thread(build_call_processors, call, state.messages, recording.event)
-    except (UnknownWorkflowError, AudioFormatError, OSError) as e:
-        logger.error(f"{start.call_sid}: cannot start workflow: {e}")
-        state.reject("bad_call_config")
-        return await _close(websocket, POLICY_VIOLATION, str(e)[:120])
+    except (UnknownWorkflowError, AudioFormatError, OSError, ValueError) as e:
+        state.reject("bad_call_config", f"{start.call_sid}: cannot start workflow: {e}")
+        return await _close(websocket, POLICY_VIOLATION, "cannot start the workflow")
+
+    async def _over_limits(what: str) -> None:
+        state.reject("stream_limits", f"{start.call_sid}: {what} exceeded for {settings.stream_violation_secs:g} s")
+        await _close(websocket, POLICY_VIOLATION, f"stream over its {what} limit")
 
     serializer = TwilioIngestSerializer(
         start.stream_sid,
@@ -539,6 +654,13 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token,
         api_base_url=settings.twilio_api_base_url,
+        limits=StreamLimits(
+            max_ahead_ms=settings.stream_max_ahead_ms,
+            max_messages_per_sec=settings.stream_max_messages_per_sec,
+            violation_secs=settings.stream_violation_secs,
+        ),
+        on_violation=_over_limits,
+        hang_up_timeout_secs=settings.twilio_api_timeout_secs,
     )
     serializer.counters.update(pre_counters)
     control.serializer = serializer
@@ -582,7 +704,7 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
 
     state.active[start.call_sid] = record
     state.drain.call_started(start.call_sid)
-    recording.started(agent=start.custom_parameters.get("agent"))
+    recording.started(agent=grant.options.get("agent"))
     logger.info(f"{start.call_sid}: stream {start.stream_sid} started, workflow {workflow}")
     try:
         with logger.contextualize(call_sid=start.call_sid):
@@ -598,6 +720,8 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
         record.status = "completed"
         record.outcome = record.outcome or parts.workflow.outcome or "ended"
         record.counters = {**serializer.counters, "audio_ms": round(serializer.audio_ms)}
+        if record.events_dropped:
+            record.counters["events_dropped"] = record.events_dropped
         for key, value in serializer.counters.items():
             state.stream_counters[key] = state.stream_counters.get(key, 0) + value
         state.active.pop(start.call_sid, None)
@@ -622,7 +746,17 @@ def main() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    try:
+        check_bind(settings)
+    except ValueError as e:
+        sys.exit(f"callgate: {e}")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        **uvicorn_options(settings, app.state.callgate.reject),
+    )
 
 
 if __name__ == "__main__":

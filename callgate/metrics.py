@@ -98,6 +98,7 @@ class Metrics:
         self.draining = Gauge("callgate_draining", "1 while the process drains after SIGTERM", registry=r,
                               multiprocess_mode="max")
         self._db_seen = (0, 0)
+        self._rejected_seen: dict[str, int] = {}
 
     # --- feeding -----------------------------------------------------------------------------
 
@@ -141,6 +142,14 @@ class Metrics:
         if stats.dropped > dropped:
             self.db_dropped.inc(stats.dropped - dropped)
         self._db_seen = (stats.db_errors, stats.dropped)
+
+    def track_rejections(self, counts: Mapping[str, int]) -> None:
+        """Mirror the edge's rejection counts (callgate/edge/rejections.py) as a counter by reason."""
+        for reason, n in counts.items():
+            seen = self._rejected_seen.get(reason, 0)
+            if n > seen:
+                self.rejected.labels(reason).inc(n - seen)
+                self._rejected_seen[reason] = n
 
     # --- exposition --------------------------------------------------------------------------
 

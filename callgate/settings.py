@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +73,56 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # --- security (README "Security") ---------------------------------------------------------------
+    api_keys: str = Field(
+        "",
+        validation_alias=AliasChoices("CALLGATE_API_KEYS", "api_keys"),
+        description="Comma-separated bearer keys for the control API (POST /calls, GET /calls..., /docs). "
+        "Unset with TWILIO_AUTH_TOKEN set: the control API is refused; unset in dev mode: open on loopback.",
+    )
+    metrics_keys: str = Field(
+        "",
+        validation_alias=AliasChoices("CALLGATE_METRICS_KEYS", "metrics_keys"),
+        description="Comma-separated bearer keys that may read /metrics only (API keys work too).",
+    )
+    api_rate_limit: str = Field(
+        "120/minute", description="Control-API requests per key (the `limits` syntax: '10/second;120/minute')."
+    )
+    place_call_rate_limit: str = Field("10/minute", description="POST /calls per key, on top of API_RATE_LIMIT.")
+    call_destinations: str = Field(
+        "US,CA",
+        description="Where POST /calls may call: comma-separated ISO regions (US) and/or E.164 prefixes "
+        "(+4420). Premium-rate, shared-cost, personal and unknown numbers are refused whatever this says.",
+    )
+    allow_dev_mode_public: bool = Field(
+        False, description="Let a dev-mode server (no TWILIO_AUTH_TOKEN) bind a non-loopback HOST."
+    )
+    agents_dir: Path = Field(Path("agents"), description="Folder that agent names given in requests resolve in.")
+    twilio_api_timeout_secs: float = Field(10.0, description="Timeout of every call to Twilio's REST API.")
+    max_body_bytes: int = Field(16 * 1024, description="Largest HTTP request body (webhook, POST /calls).")
+    header_timeout_secs: float = Field(10.0, description="A connection must send its request headers within this.")
+    body_timeout_secs: float = Field(10.0, description="A request must send its whole body within this.")
+    ws_max_size: int = Field(64 * 1024, description="Largest WebSocket message the server accepts.")
+    stream_max_ahead_ms: float = Field(
+        1500.0, description="Inbound audio may run this far ahead of real time; more is dropped and counted "
+        "(0: unbounded, only for replaying recorded streams faster than real time)."
+    )
+    stream_max_messages_per_sec: float = Field(
+        150.0, description="Messages per second one stream may send (Twilio sends 50 media + a few marks; 0: no cap)."
+    )
+    stream_violation_secs: float = Field(
+        2.0, description="A stream that keeps exceeding the two limits above for this long is closed (1008)."
+    )
+    max_call_events: int = Field(2000, description="Events kept per call record (more are counted, not kept).")
+    token_store_path: Path | None = Field(
+        None,
+        description="SQLite file remembering redeemed Stream tokens across restarts; unset = the call-record "
+        "database (DATABASE_URL), shared by every worker and host that uses it.",
+    )
+    reject_log_per_minute: int = Field(
+        20, description="Rejected requests logged at WARNING per reason per minute; the rest at DEBUG."
+    )
+
     # --- production: call records, drain, workers (README "Production") -------------------------
     database_url: str | None = Field(
         None,
@@ -111,6 +161,13 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _strong_keys(self) -> Settings:
+        short = [k for k in self.api_key_list + self.metrics_key_list if len(k) < 16]
+        if short:
+            raise ValueError("CALLGATE_API_KEYS / CALLGATE_METRICS_KEYS: every key needs at least 16 characters")
+        return self
+
+    @model_validator(mode="after")
     def _default_public_url(self) -> Settings:
         if not self.public_base_url:
             host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
@@ -126,6 +183,14 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """DATABASE_URL, or the SQLite file callgate.db in the working directory."""
         return self.database_url or "sqlite+aiosqlite:///callgate.db"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def metrics_key_list(self) -> list[str]:
+        return [k.strip() for k in self.metrics_keys.split(",") if k.strip()]
 
     @property
     def stream_base_url(self) -> str:

@@ -36,6 +36,7 @@ from callgate.audio import save_wav, to_int16  # noqa: E402
 from callgate.synth import concat, make_voicemail_greeting, silence, speech, telephone_channel  # noqa: E402
 
 AUTH_TOKEN = "load-test-auth-token-0123456789ab"
+API_KEY = "load-test-api-key-0123456789abcdef"
 ACCOUNT_SID = "AC" + "1" * 32
 MAX_CALLS = 400
 LAG_BUCKETS_NAME = "callgate_event_loop_lag_seconds_bucket"
@@ -89,7 +90,7 @@ def rss_mb(pids: list[int]) -> float:
 
 
 def lag_histogram(base_url: str) -> dict[float, float]:
-    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    text = httpx.get(f"{base_url}/metrics", timeout=10, headers={"Authorization": f"Bearer {API_KEY}"}).text
     buckets = {}
     for line in text.splitlines():
         if line.startswith(LAG_BUCKETS_NAME):
@@ -264,7 +265,7 @@ def main() -> int:
            "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
            "TWILIO_API_BASE_URL": router, "MESSAGES_DIR": str(work / "messages"),
            "MESSAGE_CACHE_DIR": str(work / "cache"), "DATABASE_URL": f"sqlite+aiosqlite:///{work / 'load.db'}",
-           "LOG_LEVEL": "WARNING", "CALL_TIMEOUT_SECS": "40"}
+           "LOG_LEVEL": "WARNING", "CALL_TIMEOUT_SECS": "40", "CALLGATE_API_KEYS": API_KEY}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     server = subprocess.Popen([sys.executable, "-m", "callgate.cli", "serve", "--workers", str(args.workers)],
                               env=env, cwd=work, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import numpy as np
 AUTH_TOKEN = "demo-auth-token-not-a-secret"
 ACCOUNT_SID = "AC" + "d" * 32
 REP_NUMBER = "+15550100200"  # where a human is bridged with <Dial>
+API_KEY = secrets.token_urlsafe(24)  # this run's control-API key (the server refuses GET /calls without one)
 
 
 @dataclass
@@ -88,6 +90,8 @@ def _start_server(port: int, rest_url: str, workdir: Path) -> subprocess.Popen:
         "TWILIO_API_BASE_URL": rest_url,
         "CONNECT_NUMBER": REP_NUMBER,
         "MESSAGE_CACHE_DIR": str(workdir / "cache"),
+        "CALLGATE_API_KEYS": API_KEY,
+        "TOKEN_STORE_PATH": str(workdir / "used-tokens.sqlite3"),
         "LOG_LEVEL": "WARNING",
     }
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed with the process
@@ -119,7 +123,7 @@ async def _run_calls(scenarios: list[Scenario], port: int, speed: float, rest) -
         ]
     )
     results = []
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}) as client:
         for scenario, report in zip(scenarios, reports, strict=True):
             record: dict = {}
             for _ in range(100):  # the server closes its record just after the socket

@@ -36,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(**overrides)
     except ValidationError as e:
         raise CliError(f"bad configuration: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+    from callgate.edge.http_limits import check_bind
+
+    try:
+        check_bind(settings)
+    except ValueError as e:
+        raise CliError(str(e)) from e
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise CliError(f"--workers must be at least 1, got {workers}")
@@ -48,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
 def _uvicorn_config(app: Any, settings: Any):
     import uvicorn
 
+    from callgate.edge.http_limits import uvicorn_options
+
+    reject = app.state.callgate.reject if app is not None else None
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        ws_max_size=4 * 1024 * 1024,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(settings, reject),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 
 from loguru import logger
 from sqlalchemy import delete, insert
@@ -52,3 +53,31 @@ class DbTokenStore:
     async def claim_token(self, token: str, ttl_secs: float) -> bool:
         """Claim a whole token string (its hash is the nonce): for callers that cannot see the nonce."""
         return await self.claim(hashlib.sha256(token.encode()).hexdigest(), time.time() + ttl_secs + 5)
+
+
+class FallbackTokenStore:
+    """The database store, and while the database cannot be asked, this process's memory.
+
+    A database outage must not stop calls: the token is still HMAC-signed, bound to its call and
+    expires within TOKEN_TTL_SECS, and this process still refuses a second use; only a replay against
+    another worker during the outage would get through. `on_fallback` counts each such claim.
+    """
+
+    def __init__(self, primary: DbTokenStore, on_fallback: Callable[[], None] | None = None) -> None:
+        self.primary = primary
+        self._memory: dict[str, float] = {}
+        self._on_fallback = on_fallback
+
+    async def claim(self, nonce: str, expires_at: float) -> bool:
+        now = time.time()
+        if self._memory.get(nonce, 0.0) > now:
+            return False
+        try:
+            return await self.primary.claim(nonce, expires_at)
+        except TokenStoreUnavailable:
+            if self._on_fallback:
+                self._on_fallback()
+            if len(self._memory) > 100_000:
+                self._memory = {n: t for n, t in self._memory.items() if t > now}
+            self._memory[nonce] = expires_at
+            return True

@@ -22,7 +22,7 @@ from callgate.store.campaigns import parse_retries, parse_window
 from callgate.synth import concat, make_voicemail_greeting, silence, speech, telephone_channel
 from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
-from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.server.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, FAST_STREAM
 from tests.server.processes import REPO
 from tests.store.pg import shared_pg_server
 
@@ -115,7 +115,7 @@ def runner(server, db_url: str, contacts_path, window: str) -> subprocess.Popen:
         "--workflow", "voicemail_drop", "--message", "m.wav", "--rate", str(RATE),
         "--max-concurrent", str(MAX_CONCURRENT), "--window", window, "--tz-column", "tz",
         "--retries", "busy:1", "--retry-after", "1s", "--claim-timeout", "3s", "--no-wait", "--quiet",
-        "--server", server.base_url, "--database-url", db_url,
+        "--server", server.base_url, "--database-url", db_url, "--api-key", API_KEY,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -153,7 +153,8 @@ async def test_campaign_of_200_contacts_limits_windows_retries_kill_and_resume(s
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, on_create=twilio.on_create) as rest:
         twilio.rest = rest
         server = server_factory(twilio_api_base_url=rest.base_url, twilio_from_number="+14155550100",
-                                database_url=db_url)
+                                database_url=db_url, api_rate_limit="1000/second",
+                                place_call_rate_limit="1000/second", **FAST_STREAM)
         first = runner(server, db_url, contacts, window)
         partner = runner(server, db_url, contacts, window) if shared else None
         while len(twilio.created) < 80:  # halfway: kill the runner mid-flight, calls still live

@@ -18,6 +18,10 @@ from callgate.settings import Settings
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
+API_KEY = "test-api-key-0123456789abcdef0123"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}  # headers for the control API (POST /calls, GET /calls/...)
+# For tests that stream recorded audio faster than real time (speed > 1): lifts the real-time bounds.
+FAST_STREAM = {"stream_max_ahead_ms": 0, "stream_max_messages_per_sec": 0}
 
 
 def free_port() -> int:
@@ -39,11 +43,10 @@ class RunningServer:
 
 def start_server(settings: Settings, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     import server
+    from callgate.edge.http_limits import uvicorn_options
 
     app = server.create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=4 * 1024 * 1024
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(settings, app.state.callgate.reject))
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
     thread.start()
@@ -67,6 +70,8 @@ def make_settings(tmp_path: Path, port: int, **overrides) -> Settings:
         message_cache_dir=tmp_path / "cache",
         messages_dir=tmp_path / "messages",
         call_timeout_secs=30.0,
+        api_keys=API_KEY,
+        token_store_path=tmp_path / f"used-tokens-{port}.sqlite3",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}",
     )
     values.update(overrides)

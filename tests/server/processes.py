@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
+from tests.server.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +38,7 @@ class ServerProcess:
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}",
             "CALL_TIMEOUT_SECS": "30",
             "LOG_LEVEL": "INFO",
+            "CALLGATE_API_KEYS": API_KEY,
             **env,
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)

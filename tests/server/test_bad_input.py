@@ -57,7 +57,7 @@ async def hostile_call(server, call_sid: str) -> None:
     await client.send_raw('["an", "array"]')
     await client.send_event("surprise", {"x": 1})
     await client.send_raw(b"\x00\x01binary")
-    await client.send_raw('{"event": "media", "pad": "' + "x" * (1024 * 1024) + '"}')  # 1 MB
+    await client.send_raw('{"event": "media", "pad": "' + "x" * (32 * 1024) + '"}')  # 32 KB: over the message cap
     await client.send_event("media", {"media": {"payload": "***not base64***", "chunk": "0"}})
     for chunk in range(1, 11):
         await client.send_media(SILENCE, chunk=chunk)

@@ -21,7 +21,7 @@ from callgate.store import CallStore
 from callgate.synth import make_voicemail_greeting, speech, telephone_channel
 from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
-from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN
 from tests.server.processes import ServerProcess
 from tests.store.pg import shared_pg_server
 
@@ -110,7 +110,7 @@ async def test_sigkill_mid_calls_loses_at_most_the_last_second(tmp_path, databas
     again = ServerProcess(tmp_path, DATABASE_URL=database_url)
     await asyncio.to_thread(again.start)
     try:
-        listing = httpx.get(f"{again.base_url}/calls", params={"limit": 100}).json()
+        listing = httpx.get(f"{again.base_url}/calls", params={"limit": 100}, headers=AUTH).json()
         assert {c["call_sid"] for c in listing["calls"]} == set(rows)
     finally:
         again.stop()

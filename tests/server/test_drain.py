@@ -17,7 +17,7 @@ from callgate.store import CallStore
 from callgate.synth import make_voicemail_greeting, speech, telephone_channel
 from simulator.phone import new_sid, simulate_call
 from simulator.rest import RestStandIn
-from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN
 from tests.server.processes import ServerProcess
 
 N_CALLS = 10
@@ -56,7 +56,7 @@ async def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_after_the_la
             calls = [asyncio.create_task(one_call()) for _ in range(N_CALLS)]
             async with httpx.AsyncClient() as client:
                 for _ in range(200):  # wait until all ten streams are live
-                    if (await client.get(f"{server.base_url}/healthz")).json()["active_calls"] == N_CALLS:
+                    if (await client.get(f"{server.base_url}/stats", headers=AUTH)).json()["live_calls"] == N_CALLS:
                         break
                     await asyncio.sleep(0.05)
                 else:
@@ -66,11 +66,11 @@ async def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_after_the_la
                 t_term = time.monotonic()
                 ready = await client.get(f"{server.base_url}/readyz")
                 readyz_after = time.monotonic() - t_term
-                live_at_term = ready.json()["live_calls"]
+                live_at_term = (await client.get(f"{server.base_url}/stats", headers=AUTH)).json()["live_calls"]
                 refused = await asyncio.to_thread(
                     signed_webhook, server.base_url, {"CallSid": new_sid("CA"), "AccountSid": ACCOUNT_SID}
                 )
-                metrics_during = (await client.get(f"{server.base_url}/metrics")).text
+                metrics_during = (await client.get(f"{server.base_url}/metrics", headers=AUTH)).text
 
             reports = await asyncio.gather(*calls)
             last_call_end = max(ended_at)

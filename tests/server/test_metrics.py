@@ -10,11 +10,11 @@ from callgate.audio import save_wav, to_int16
 from callgate.synth import make_voicemail_greeting, speech, telephone_channel
 from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
-from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, wait_until
+from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN, FAST_STREAM, wait_until
 
 
 def scrape(server) -> dict[tuple[str, tuple], float]:
-    r = httpx.get(f"{server.base_url}/metrics")
+    r = httpx.get(f"{server.base_url}/metrics", headers=AUTH)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = {}
     for family in text_string_to_metric_families(r.text):
@@ -31,7 +31,7 @@ async def test_metrics_count_a_voicemail_call(server_factory, tmp_path):
     greeting = make_voicemail_greeting("Hi, this is Sam. Leave a message after the tone.", beep_hz=1000, beep_secs=0.4)
     save_wav(tmp_path / "messages" / "m.wav", to_int16(telephone_channel(speech("Call us back."))))
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = server_factory(twilio_api_base_url=rest.base_url)
+        server = server_factory(twilio_api_base_url=rest.base_url, **FAST_STREAM)
         before = scrape(server)
         assert value(before, "callgate_active_calls") == 0
         report = await simulate_call(
@@ -71,8 +71,9 @@ async def test_metrics_count_rejections(server_factory):
     try:
         async with websockets.connect(ws_url) as ws:
             await ws.recv()
-    except websockets.ConnectionClosed:
+    except (websockets.ConnectionClosed, websockets.InvalidStatus):
         pass
     await wait_until(lambda: server.state.rejected, what="the rejection")
     m = scrape(server)
     assert sum(v for k, v in m.items() if k[0] == "callgate_rejected_total") == 1
+    assert httpx.get(f"{server.base_url}/metrics").status_code == 401  # the scrape needs a key

@@ -8,7 +8,7 @@ from callgate.audio import save_wav, to_int16
 from callgate.synth import concat, make_voicemail_greeting, silence, speech, telephone_channel
 from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
-from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, wait_until
+from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, FAST_STREAM, wait_until
 
 
 def short_message(tmp_path) -> str:
@@ -24,7 +24,7 @@ async def test_message_plays_after_beep_and_hangup_follows_played_mark(server_fa
     )
     message = short_message(tmp_path)
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = server_factory(twilio_api_base_url=rest.base_url)
+        server = server_factory(twilio_api_base_url=rest.base_url, **FAST_STREAM)
         report = await simulate_call(
             to_int16(greeting.audio),
             f"{server.base_url}/twiml",
@@ -70,7 +70,7 @@ async def test_greeting_without_beep_plays_after_silence(server_factory, tmp_pat
         "Please leave your name and number and I will get back to you."), silence(0.2))
     message = short_message(tmp_path)
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = server_factory(twilio_api_base_url=rest.base_url, greeting_end_silence_secs=1.5)
+        server = server_factory(twilio_api_base_url=rest.base_url, greeting_end_silence_secs=1.5, **FAST_STREAM)
         report = await simulate_call(
             to_int16(telephone_channel(audio)),
             f"{server.base_url}/twiml",
@@ -93,7 +93,7 @@ async def test_greeting_without_beep_plays_after_silence(server_factory, tmp_pat
 
 async def test_caller_hanging_up_early_ends_the_call_cleanly(server_factory):
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = server_factory(twilio_api_base_url=rest.base_url)
+        server = server_factory(twilio_api_base_url=rest.base_url, **FAST_STREAM)
         audio = to_int16(telephone_channel(concat(speech("Hello? Who is this?"), silence(0.3))))
         report = await simulate_call(
             audio,
