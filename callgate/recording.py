@@ -1,8 +1,9 @@
 """One call's record as it happens: its public events go to the server's memory, the database (through
 the store's queue, never waited on) and the metrics; the call's row follows the events.
 
-The server makes one CallRecording per Media Stream; workflows with transcripts (the agent) add
-utterances through `transcript()`.
+The server makes one CallRecording per Media Stream. The agent workflow's conversation events become
+transcript rows as they happen: `user_transcript` (final) is the caller's utterance, `bot_turn_end` the
+agent's (what the caller heard), and the `latency` report that follows it gives the turn's latency.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class CallRecording:
         self.marks_played = 0
         self.marks_cancelled = 0
         self.agent_turns = 0
+        self._bot_text: dict[int, str] = {}
+        self._pending_bot: dict[str, Any] | None = None  # an agent row waiting for its latency report
 
     def started(self, **fields: Any) -> None:
         if self.metrics:
@@ -55,6 +58,7 @@ class CallRecording:
             return
         self.store.add_event(self.call_sid, self._seq, event)
         self._seq += 1
+        self._transcript_event(event)
         columns = self._columns(event)
         if columns:
             self.store.update_call(self.call_sid, **columns)
@@ -82,15 +86,41 @@ class CallRecording:
             return {"marks_played": self.marks_played, "marks_cancelled": self.marks_cancelled}
         return {}
 
-    def transcript(self, role: str, text: str, **fields: Any) -> None:
-        """An utterance of an agent call; an agent utterance counts as a turn."""
-        if role == "agent":
+    def _transcript_event(self, event: dict[str, Any]) -> None:
+        name = event.get("event")
+        if name == "latency" and self._pending_bot is not None and event.get("turn") == self._pending_bot["turn"]:
+            played, sent = event.get("first_audio_played_ms"), event.get("first_audio_sent_ms")
+            self._pending_bot["latency_ms"] = played if played is not None else sent
+            self._write_pending_bot()
+            return
+        self._write_pending_bot()
+        if name == "bot_turn_start":
+            self._bot_text[int(event.get("turn", 0))] = str(event.get("text", ""))
+        elif name == "user_transcript" and event.get("final", True) and event.get("text"):
+            self.store.add_transcript(
+                self.call_sid, self.agent_turns + 1, "caller", str(event["text"]),
+                start_ms=event.get("start_ms"), end_ms=event.get("end_ms"),
+            )
+        elif name == "bot_turn_end":
+            turn = int(event.get("turn", self.agent_turns + 1))
             self.agent_turns += 1
-        if self.store:
-            self.store.add_transcript(self.call_sid, max(self.agent_turns, 1), role, text, **fields)
-            self.store.update_call(self.call_sid, agent_turns=self.agent_turns)
+            said = self._bot_text.pop(turn, None)
+            heard = event.get("heard") or ""
+            self._pending_bot = {
+                "turn": turn, "text": heard, "interrupted": bool(event.get("interrupted")),
+                **({"said": said} if said and said != heard else {}), "t_ms": event.get("t_ms"),
+            }
+
+    def _write_pending_bot(self) -> None:
+        row, self._pending_bot = self._pending_bot, None
+        if row is None or self.store is None:
+            return
+        turn, text, t_ms = row.pop("turn"), row.pop("text"), row.pop("t_ms")
+        self.store.add_transcript(self.call_sid, turn, "agent", text, end_ms=t_ms, **row)
+        self.store.update_call(self.call_sid, agent_turns=self.agent_turns)
 
     def ended(self, outcome: str, counters: dict[str, int]) -> None:
+        self._write_pending_bot()
         if self.metrics:
             self.metrics.active_calls.dec()
             self.metrics.call_ended(self.workflow, outcome, counters)

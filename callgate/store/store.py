@@ -62,7 +62,11 @@ def make_engine(url: str) -> AsyncEngine:
 
         return engine
     # Long-lived calls never hold a connection: the writer and the API borrow one per statement.
-    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True, pool_recycle=1800)
+    # A database that stops answering must not hold a request for minutes: bounded connect and statements.
+    return create_async_engine(
+        url, pool_size=5, max_overflow=5, pool_pre_ping=True, pool_recycle=1800,
+        connect_args={"timeout": 5, "command_timeout": WRITE_TIMEOUT_SECS},
+    )
 
 
 class CallStore:

@@ -40,3 +40,16 @@ async def test_claim_token_hashes_the_whole_token(store):
     tokens = DbTokenStore(store.engine)
     assert await tokens.claim_token("some.signed.token", 60)
     assert not await tokens.claim_token("some.signed.token", 60)
+
+
+async def test_fallback_store_keeps_calls_going_through_a_database_outage():
+    from callgate.store import CallStore, FallbackTokenStore
+
+    dead = CallStore("postgresql+asyncpg://nobody@127.0.0.1:9/none")
+    fallbacks = []
+    tokens = FallbackTokenStore(DbTokenStore(dead.engine), on_fallback=lambda: fallbacks.append(1))
+    expires = time.time() + 60
+    assert await tokens.claim("n1", expires) is True  # the database cannot be asked: this process decides
+    assert await tokens.claim("n1", expires) is False  # ...and still refuses a second use
+    assert len(fallbacks) == 1
+    await dead.engine.dispose()
