@@ -414,8 +414,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status_code=404, detail="unknown call")
         if stored is None:
             return live.as_dict()
-        if live is not None and live.status == "in-progress":
-            stored.update(status=live.status, events=live.events)  # newer than the last flush
+        if live is not None and (live.status == "in-progress" or stored.get("status") != "completed"):
+            # This process served the call and knows more than the last flush did.
+            stored.update(status=live.status, outcome=live.outcome or stored.get("outcome"), events=live.events)
         return stored
 
     @app.get("/calls", dependencies=[guard.require_api])

@@ -92,10 +92,13 @@ def _start_server(port: int, rest_url: str, workdir: Path) -> subprocess.Popen:
         "MESSAGE_CACHE_DIR": str(workdir / "cache"),
         "CALLGATE_API_KEYS": API_KEY,
         "TOKEN_STORE_PATH": str(workdir / "used-tokens.sqlite3"),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'callgate.db'}",
         "LOG_LEVEL": "WARNING",
     }
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "callgate.cli", "serve"], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callgate.cli", "serve", "--workers", "1"], env=env, stdout=log, stderr=log
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
