@@ -233,6 +233,8 @@ def main() -> int:
     ap.add_argument("--bar-ms", type=float, default=100.0, help="reaction p99 bar")
     ap.add_argument("--lag-bar-ms", type=float, default=50.0, help="event-loop lag p99 bar")
     ap.add_argument("--json", action="store_true", help="one JSON object per step")
+    ap.add_argument("--metrics-out", type=Path, help="save a /metrics scrape taken while each step's calls are live "
+                    "(FILE gets -N appended before its suffix)")
     args = ap.parse_args()
     steps = [int(x) for x in args.calls.split(",") if x.strip()]
     if not steps or any(not 0 < n <= MAX_CALLS for n in steps):
@@ -288,7 +290,22 @@ def main() -> int:
             pids = proc_tree(server.pid)
             lag0, cpu0, mem0 = lag_histogram(base), cpu_secs(pids), rss_mb(pids)
             t0 = time.perf_counter()
+            scraper = None
+            if args.metrics_out:
+                import threading
+
+                out = args.metrics_out.with_name(f"{args.metrics_out.stem}-{n}{args.metrics_out.suffix or '.txt'}")
+
+                def scrape(out: Path = out) -> None:
+                    time.sleep(args.ramp + 2.0)  # every call of the step is live by now
+                    out.write_text(httpx.get(f"{base}/metrics", timeout=10,
+                                             headers={"Authorization": f"Bearer {API_KEY}"}).text)
+
+                scraper = threading.Thread(target=scrape, daemon=True)
+                scraper.start()
             results = run_step(n, args, base, audio_path, anchor_ms, params, client_ports)
+            if scraper is not None:
+                scraper.join(10)
             wall = time.perf_counter() - t0
             pids = proc_tree(server.pid)
             lag1, cpu1, mem1 = lag_histogram(base), cpu_secs(pids), rss_mb(pids)
