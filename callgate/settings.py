@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         20, description="Rejected requests logged at WARNING per reason per minute; the rest at DEBUG."
     )
 
+    @field_validator("token_store_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

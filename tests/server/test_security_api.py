@@ -143,9 +143,10 @@ async def test_post_calls_gives_up_on_a_silent_twilio_api_and_names_no_host(serv
     assert elapsed < 5, elapsed
 
 
-def test_short_api_keys_are_refused_at_startup():
+def test_short_api_keys_are_refused_at_startup_and_an_empty_token_store_path_means_memory():
     with pytest.raises(ValidationError, match="16 characters"):
         Settings(_env_file=None, api_keys="short")
+    assert Settings(_env_file=None, token_store_path="").token_store_path is None
 
 
 async def test_metrics_dependency_takes_metrics_keys_and_api_keys(tmp_path):
