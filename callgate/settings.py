@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         True, description="POST /calls asks Twilio for status callbacks at PUBLIC_BASE_URL/status."
     )
 
+    @field_validator("token_store_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

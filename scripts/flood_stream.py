@@ -53,6 +53,7 @@ async def main(args: argparse.Namespace) -> None:
     while time.monotonic() < deadline:
         sent, code = await flood_once(args.url.rstrip("/"), args.auth_token, args.account_sid, deadline)
         print(f"flood stream: {sent} messages, closed with {code}", flush=True)
+        await asyncio.sleep(min(args.pause, max(0.0, deadline - time.monotonic())))
 
 
 if __name__ == "__main__":
@@ -61,4 +62,5 @@ if __name__ == "__main__":
     parser.add_argument("--auth-token", required=True)
     parser.add_argument("--account-sid", required=True)
     parser.add_argument("--secs", type=float, default=10.0)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between one stream's close and the next")
     asyncio.run(main(parser.parse_args()))

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
-        raise CliError(f"bad configuration: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from e
+        first = e.errors()[0]
+        where = f"{first['loc'][0]}: " if first["loc"] else ""
+        raise CliError(f"bad configuration: {where}{first['msg']}") from e
     from callgate.edge.http_limits import check_bind
 
     try:

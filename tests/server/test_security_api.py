@@ -54,11 +54,13 @@ def test_dev_mode_without_keys_is_open_but_refuses_to_bind_a_public_host(server_
     server = server_factory(twilio_auth_token=None, api_keys="")
     assert httpx.get(f"{server.base_url}/stats").status_code == 200
     env = {"PATH": "/usr/bin:/bin", "TWILIO_AUTH_TOKEN": "", "HOME": "/tmp"}
+    cli = "import sys; from callgate.cli import main; sys.exit(main())"  # what the `callgate` script runs
     done = subprocess.run(
-        [sys.executable, "-m", "callgate.cli", "serve", "--host", "0.0.0.0", "--port", "9"],
+        [sys.executable, "-c", cli, "serve", "--host", "0.0.0.0", "--port", "9"],
         env=env, capture_output=True, text=True, timeout=60,
     )
-    assert done.returncode != 0 and "ALLOW_DEV_MODE_PUBLIC" in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and "ALLOW_DEV_MODE_PUBLIC" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
 
 
 async def test_rate_limit_is_per_key(server_factory):
@@ -143,9 +145,10 @@ async def test_post_calls_gives_up_on_a_silent_twilio_api_and_names_no_host(serv
     assert elapsed < 5, elapsed
 
 
-def test_short_api_keys_are_refused_at_startup():
+def test_short_api_keys_are_refused_at_startup_and_an_empty_token_store_path_means_memory():
     with pytest.raises(ValidationError, match="16 characters"):
         Settings(_env_file=None, api_keys="short")
+    assert Settings(_env_file=None, token_store_path="").token_store_path is None
 
 
 async def test_metrics_dependency_takes_metrics_keys_and_api_keys(tmp_path):
