@@ -35,7 +35,14 @@ class Drain:
 
     def expect(self, call_sid: str, within_secs: float) -> None:
         """A webhook was answered with a Stream URL: its stream counts as live until it starts or expires."""
+        if len(self._pending) >= 1000:  # streams that never came: forget the expired ones
+            self._purge()
         self._pending[call_sid] = time.monotonic() + within_secs
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        for sid in [s for s, deadline in self._pending.items() if deadline <= now]:
+            del self._pending[sid]
 
     def call_started(self, call_sid: str) -> None:
         self._pending.pop(call_sid, None)
@@ -50,9 +57,7 @@ class Drain:
         return len(self._live)
 
     def idle(self) -> bool:
-        now = time.monotonic()
-        for sid in [s for s, deadline in self._pending.items() if deadline <= now]:
-            del self._pending[sid]
+        self._purge()
         return not self._live and not self._pending
 
     def should_exit(self) -> str | None:
