@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from callgate.cli import CliError
     from callgate.store.campaigns import CampaignError
 
@@ -62,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_report(args))
     except CampaignError as e:
         raise CliError(str(e)) from e
-    except OSError as e:
-        raise CliError(f"{type(e).__name__}: {e}") from e
+    except (OSError, SQLAlchemyError) as e:
+        raise CliError(f"database or file error: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
 
 
 def read_contacts(path: Path, tz_column: str | None):
@@ -193,9 +195,11 @@ async def _report(args: argparse.Namespace) -> int:
     from callgate.settings import Settings
     from callgate.store import CallStore
     from callgate.store import campaigns as cs
+    from callgate.store.migrate import migrate
 
     store = CallStore(args.database_url or Settings().db_url)
     try:
+        await migrate(store.engine)  # a fresh database then simply has no such campaign
         rows = await cs.report_rows(store.engine, args.campaign_id)
     finally:
         await store.engine.dispose()

@@ -219,3 +219,23 @@ def test_rule_parsing():
         parse_window("9-20")
     with pytest.raises(ValueError):
         parse_retries("human")
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, capsys):
+    from callgate.cli import main
+
+    db = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    no_phone = tmp_path / "no_phone.csv"
+    no_phone.write_text("name\nx\n")
+    cases = [
+        (["campaign", "report", "nope", "--database-url", db], "no campaign 'nope'"),
+        (["campaign", "run", str(tmp_path / "missing.csv"), "--database-url", db], "no contacts file"),
+        (["campaign", "run", str(no_phone), "--database-url", db], "no phone column"),
+        (["campaign", "run", str(no_phone), "--window", "9-5", "--database-url", db], "window must look like"),
+        (["campaign", "run", str(no_phone), "--rate", "0", "--database-url", db], "--rate must be > 0"),
+        (["campaign", "report", "x", "--database-url", "postgresql+asyncpg://u@127.0.0.1:9/x"], "database"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
