@@ -296,16 +296,22 @@ def main() -> int:
 
                 out = args.metrics_out.with_name(f"{args.metrics_out.stem}-{n}{args.metrics_out.suffix or '.txt'}")
 
-                def scrape(out: Path = out) -> None:
-                    time.sleep(args.ramp + 2.0)  # every call of the step is live by now
-                    out.write_text(httpx.get(f"{base}/metrics", timeout=10,
-                                             headers={"Authorization": f"Bearer {API_KEY}"}).text)
+                def scrape(out: Path = out, n: int = n) -> None:
+                    """Save the first scrape in which every call of the step is live (or the last one tried)."""
+                    text, until = "", time.monotonic() + args.ramp + 60
+                    while time.monotonic() < until:
+                        text = httpx.get(f"{base}/metrics", timeout=10,
+                                         headers={"Authorization": f"Bearer {API_KEY}"}).text
+                        if f"callgate_active_calls {float(n)}" in text:
+                            break
+                        time.sleep(0.2)
+                    out.write_text(text)
 
                 scraper = threading.Thread(target=scrape, daemon=True)
                 scraper.start()
             results = run_step(n, args, base, audio_path, anchor_ms, params, client_ports)
             if scraper is not None:
-                scraper.join(10)
+                scraper.join(70)
             wall = time.perf_counter() - t0
             pids = proc_tree(server.pid)
             lag1, cpu1, mem1 = lag_histogram(base), cpu_secs(pids), rss_mb(pids)
