@@ -29,7 +29,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -40,6 +40,7 @@ from callgate.settings import Settings, get_settings
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
+from pipelines.twilio_amd import TWILIO_AMD_PARAMS, TwilioAmdFields
 from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import TwilioIngestSerializer, decode_message, parse_start
@@ -51,7 +52,7 @@ START_TIMEOUT_SECS = 10.0
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message",)
+PASSTHROUGH_PARAMS = ("message", *TWILIO_AMD_PARAMS)
 
 
 @dataclass
@@ -94,8 +95,8 @@ class ServerState:
         self.rejected[why] = self.rejected.get(why, 0) + 1
 
 
-class CallRequest(BaseModel):
-    """POST /calls body."""
+class CallRequest(TwilioAmdFields):
+    """POST /calls body; also takes Twilio's AMD parameters under Twilio's names (TwilioAmdFields)."""
 
     to: str = Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164 number to call")
     from_: str | None = Field(None, alias="from", pattern=r"^\+[1-9]\d{6,14}$")
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 status_code=503, detail="placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
             )
         query = {"workflow": body.workflow, **({"message": body.message} if body.message else {})}
+        query.update(body.twilio_amd_params())  # travels with the call; never passed on to Twilio
         client = twilio_client(settings)
         try:
             call = await client.calls.create_async(
@@ -200,7 +202,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status_code=502, detail=f"could not reach Twilio's REST API: {e}") from e
         finally:
             await client.http_client.close()
-        return {"call_sid": call.sid, "status": call.status, "workflow": body.workflow}
+        reply = {"call_sid": call.sid, "status": call.status, "workflow": body.workflow}
+        if amd := body.twilio_amd_behaviour():  # what callgate does with each Twilio AMD parameter given
+            reply["twilio_amd"] = amd
+        return reply
 
     @app.get("/calls/{call_sid}")
     async def call_status(call_sid: str) -> dict[str, Any]:
