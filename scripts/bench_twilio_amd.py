@@ -3,7 +3,7 @@
 Why: README "Coming from Twilio AMD" compares the two. Twilio's algorithm is not published; its
 documented parameters (speech longer than 2400 ms -> machine, 1200 ms of silence after speech -> human,
 5000 ms of initial silence -> unknown) are simulated on Asterisk app_amd's state machine
-(amd_model/asterisk_baseline.py, TWILIO_DEFAULTS). callgate runs exactly what a live call runs: the
+(amd_model/tools/asterisk_baseline.py, TWILIO_DEFAULTS). callgate runs exactly what a live call runs: the
 model's 100 ms steps, the live VAD's speech events, each workflow preset's decision layer.
 
 Recordings: the real greetings in DEV_GREETINGS (index.csv; all answered by a machine) and a few
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
-from amd_model.asterisk_baseline import TWILIO_DEFAULTS, run_asterisk_amd, twilio_answered_by
-from amd_model.evaluation import OfflineSpeechDetector, build_trace, pad_call
 from amd_model.runtime import AmdModel
+from amd_model.tools.asterisk_baseline import TWILIO_DEFAULTS, run_asterisk_amd, twilio_answered_by
+from amd_model.tools.evaluation import OfflineSpeechDetector, build_trace, pad_call
 from amd_model.traces import replay_trace
 from callgate.audio import load_audio, to_int16
 from callgate.synth import concat, silence, speech, telephone_channel

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loguru import logger
 
-    from amd_model.evaluation import evaluate_dir, format_report
+    from amd_model.tools.evaluation import evaluate_dir, format_report
 
     logger.remove()  # Silero/Pipecat debug chatter would bury the report
     logger.add(sys.stderr, level="WARNING")

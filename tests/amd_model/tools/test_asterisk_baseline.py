@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amd_model.asterisk_baseline import AsteriskAmd, AsteriskAmdConfig, run_asterisk_amd
+from amd_model.tools.asterisk_baseline import AsteriskAmd, AsteriskAmdConfig, run_asterisk_amd
 
 
 def pattern(*parts: tuple[int, int]) -> np.ndarray:

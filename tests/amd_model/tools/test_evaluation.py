@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amd_model.evaluation import evaluate_dir, format_report, latency_ms, read_labels
+from amd_model.tools.evaluation import evaluate_dir, format_report, latency_ms, read_labels
 from amd_model.traces import load_traces, replay_trace
 from callgate.audio import load_audio, save_wav
 from callgate.cli import main
@@ -41,7 +41,7 @@ class LoudnessModel:
         return out
 
 
-MESSAGE = Path(__file__).resolve().parents[2] / "pipelines" / "assets" / "default_message.ulaw"
+MESSAGE = Path(__file__).resolve().parents[3] / "pipelines" / "assets" / "default_message.ulaw"
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from amd_model.asterisk_baseline import AsteriskAmdConfig, quiet_line, run_asterisk_amd
+from amd_model.tools.asterisk_baseline import AsteriskAmdConfig, quiet_line, run_asterisk_amd
 from amd_model.traces import SpeechEvent, Trace, at_step_for, replay_trace, save_trace
 from callgate.audio import SAMPLE_RATE, load_audio
 from processors.amd_decision import STEP_MS, VERDICT_LABELS, DetectorConfig, Verdict
