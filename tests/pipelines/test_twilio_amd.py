@@ -159,3 +159,32 @@ async def test_callback_gives_up_on_client_errors_and_on_an_unreachable_server()
         await server.stop()
     assert len(tries) == 1  # a 4xx is the app's answer: not retried
     assert not await post_answered_by("http://127.0.0.1:9/amd", "POST", FIELDS, TOKEN, delays=(0.01, 0.01))
+
+
+async def test_greeting_end_on_silence_uses_speech_end_threshold_and_reports_machine_end_silence(tmp_path):
+    """The real pipeline (replay): a greeting with no beep; MachineDetectionSpeechEndThreshold=1000 makes
+    voicemail_drop start its message 1.0 s after the greeting (not GREETING_END_SILENCE_SECS=2.5 s), and
+    that moment is AnsweredBy=machine_end_silence's MachineDetectionDuration."""
+    from callgate.audio import to_int16
+    from callgate.settings import Settings
+    from callgate.synth import concat, silence, speech, telephone_channel
+    from pipelines.call import CallConfig
+    from pipelines.message import MessageCache
+    from pipelines.replay import replay_pcm
+
+    greeting = speech(
+        "Hi, you've reached Dana Miller. I can't take your call right now. Please leave your name and number.",
+        voice="en-us+f3",
+    )
+    pcm = to_int16(telephone_channel(concat(silence(0.4), greeting, silence(4.0))))
+    settings = Settings(_env_file=None, message_cache_dir=tmp_path / "cache", greeting_end_silence_secs=2.5)
+    params = {"MachineDetection": "DetectMessageEnd", "MachineDetectionSpeechEndThreshold": "1000"}
+    call = CallConfig(settings=settings, workflow="voicemail_drop", call_sid="CA" + "5" * 32, params=params)
+    result = await replay_pcm(pcm, call, MessageCache(settings.message_cache_dir), tail_ms=5000)
+    events = {e["event"]: e for e in result.events}
+    ends = [e["t_ms"] for e in result.events if e["event"] == "speech_end"]
+    assert events["play_message"]["trigger"] == "silence", result.events
+    assert 1000 <= events["play_message"]["t_ms"] - ends[-1] < 1300
+    answered = events["answered_by"]
+    assert answered["answered_by"] == "machine_end_silence" and answered["callback"] is False
+    assert answered["machine_detection_duration_ms"] == events["play_message"]["t_ms"]
