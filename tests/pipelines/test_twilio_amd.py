@@ -188,3 +188,46 @@ async def test_greeting_end_on_silence_uses_speech_end_threshold_and_reports_mac
     answered = events["answered_by"]
     assert answered["answered_by"] == "machine_end_silence" and answered["callback"] is False
     assert answered["machine_detection_duration_ms"] == events["play_message"]["t_ms"]
+
+
+async def test_reporter_never_waits_on_a_slow_callback(tmp_path):
+    """The callback server takes 2 s to answer: the call's frames flow on at once, the callback lands later."""
+    import asyncio
+    import time
+
+    from pipecat.frames.frames import InputAudioRawFrame
+    from pipecat.tests.utils import run_test
+
+    from callgate.settings import Settings
+    from pipelines.call import CallConfig
+    from pipelines.twilio_amd import TwilioAmdReporter
+    from processors.frames import AmdVerdictFrame, CallActionFrame
+
+    got: list[dict[str, str]] = []
+    app = FastAPI()
+
+    @app.post("/amd")
+    async def amd(request: Request) -> Response:
+        await asyncio.sleep(2.0)
+        got.append(dict(parse_qsl((await request.body()).decode())))
+        return Response(status_code=204)
+
+    server = BackgroundServer(app)
+    await server.start()
+    try:
+        settings = Settings(_env_file=None, twilio_account_sid=FIELDS["AccountSid"], twilio_auth_token=TOKEN)
+        params = {"MachineDetection": "Enable", "AsyncAmd": "true", "AsyncAmdStatusCallback": f"{server.base_url}/amd"}
+        call = CallConfig(settings=settings, workflow="power_dial", call_sid=FIELDS["CallSid"], params=params)
+        reporter = TwilioAmdReporter.for_call(call)
+        assert reporter is not None
+        audio = [InputAudioRawFrame(audio=b"\0\0" * 160, sample_rate=8000, num_channels=1) for _ in range(10)]
+        t0 = time.monotonic()
+        down, _ = await run_test(reporter, frames_to_send=[*audio, AmdVerdictFrame(label="human", t_ms=180.0), *audio])
+        elapsed = time.monotonic() - t0
+        assert elapsed < 1.5 and not got  # the pipeline did not wait for the callback
+        answered = [f for f in down if isinstance(f, CallActionFrame) and f.action == "answered_by"]
+        assert len(answered) == 1 and answered[0].details["answered_by"] == "human"
+        assert reporter.task is not None and await asyncio.wait_for(reporter.task, 10) is True
+    finally:
+        await server.stop()
+    assert got == [{**FIELDS, "AnsweredBy": "human", "MachineDetectionDuration": "180"}]
