@@ -40,7 +40,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -60,6 +60,7 @@ from callgate.store import CallStore, DbTokenStore, FallbackTokenStore
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
+from pipelines.twilio_amd import TWILIO_AMD_PARAMS, TwilioAmdFields
 from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import StreamLimits, TwilioIngestSerializer, decode_message, parse_start
@@ -73,7 +74,7 @@ MAX_MESSAGES_BEFORE_START = 50  # Twilio sends `connected` then `start`; more th
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message", "agent")
+PASSTHROUGH_PARAMS = ("message", "agent", *TWILIO_AMD_PARAMS)
 CAMPAIGN_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -141,6 +142,8 @@ class ServerState:
             chosen["agent"] = check_asset_name(
                 "agent", options["agent"], self.settings.agents_dir, any_suffix=True
             )
+        # Twilio's AMD parameters ride along as given; the workflow validates and reports them.
+        chosen.update({k: str(options[k])[:256] for k in TWILIO_AMD_PARAMS if options.get(k)})
         return chosen
     store: CallStore | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -154,8 +157,8 @@ class ServerState:
         self.metrics.draining.set(1 if self.drain.draining else 0)
 
 
-class CallRequest(BaseModel):
-    """POST /calls body."""
+class CallRequest(TwilioAmdFields):
+    """POST /calls body; also takes Twilio's AMD parameters under Twilio's names (TwilioAmdFields)."""
 
     to: str = Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164 number to call")
     from_: str | None = Field(None, alias="from", pattern=r"^\+[1-9]\d{6,14}$")
@@ -352,7 +355,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status_code=403, detail=str(e)) from e
         try:
             chosen = state.check_call_options(
-                {"workflow": body.workflow, "message": body.message or "", "agent": body.agent or ""}
+                {
+                    "workflow": body.workflow,
+                    "message": body.message or "",
+                    "agent": body.agent or "",
+                    **body.twilio_amd_params(),  # travels with the call; never passed on to Twilio
+                }
             )
         except OptionError as e:
             state.reject("call_options", f"POST /calls: {e}")
@@ -400,7 +408,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             to_number=to,
             campaign_id=body.campaign,
         )
-        return {"call_sid": call.sid, "status": call.status, "workflow": chosen["workflow"]}
+        reply = {"call_sid": call.sid, "status": call.status, "workflow": chosen["workflow"]}
+        if amd := body.twilio_amd_behaviour():  # what callgate does with each Twilio AMD parameter given
+            reply["twilio_amd"] = amd
+        return reply
 
     @app.get("/calls/{call_sid}", dependencies=[guard.require_api])
     async def call_status(call_sid: str) -> dict[str, Any]:

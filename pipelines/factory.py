@@ -1,7 +1,7 @@
 """Assembles the per-call pipeline for a workflow: detectors, then the workflow, then marks and the log.
 
     transport.input() -> SpeechDetector -> BeepDetector -> AmdProcessor -> AmdDecisionProcessor
-                      -> <workflow> -> MarkTracker -> EventLog -> transport.output()
+                      -> <workflow> -> [TwilioAmdReporter] -> MarkTracker -> EventLog -> transport.output()
 
 The server puts Twilio's WebSocket transport at the ends; `callgate replay` puts a file source and a
 simulated playback there. Everything in between is the same objects.
@@ -18,6 +18,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipelines.call import CallConfig
 from pipelines.dial import ParallelDial, PowerDial
 from pipelines.message import MessageCache
+from pipelines.twilio_amd import TwilioAmdReporter
 from pipelines.voicemail_drop import VoicemailDrop
 from pipelines.workflow import Workflow
 from processors.amd import AmdProcessor
@@ -73,7 +74,10 @@ def build_call_processors(
     marks = MarkTracker()
     marks.set_stream_sid(call.stream_sid)
     events = EventLog(on_event=on_event)
-    processors: list[FrameProcessor] = [SpeechDetector(), BeepDetector(), amd, decision, workflow, marks, events]
+    reporter = TwilioAmdReporter.for_call(call)  # Twilio AMD drop-in: only when the call asked for it
+    processors: list[FrameProcessor] = [SpeechDetector(), BeepDetector(), amd, decision, workflow]
+    processors += [reporter] if reporter else []
+    processors += [marks, events]
     return CallProcessors(
         processors=processors, workflow=workflow, marks=marks, events=events, amd=amd, decision=decision
     )

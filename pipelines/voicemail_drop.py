@@ -18,6 +18,7 @@ from loguru import logger
 from callgate.audio import AudioFormatError
 from pipelines.call import CallConfig
 from pipelines.message import Message, MessageCache
+from pipelines.twilio_amd import greeting_end_silence_ms
 from pipelines.workflow import Workflow
 from processors.frames import (
     AmdVerdictFrame,
@@ -91,7 +92,9 @@ class VoicemailDrop(Workflow):
     def __init__(self, call: CallConfig, messages: MessageCache, **kwargs: Any) -> None:
         super().__init__(call, **kwargs)
         s = call.settings
-        self.policy = VoicemailDropPolicy(greeting_end_silence_ms=s.greeting_end_silence_secs * 1000)
+        # Twilio AMD drop-in: MachineDetectionSpeechEndThreshold, when given, is this call's greeting-end silence.
+        end_silence_ms = greeting_end_silence_ms(call.params) or s.greeting_end_silence_secs * 1000
+        self.policy = VoicemailDropPolicy(greeting_end_silence_ms=end_silence_ms)
         self._message: Message = resolve_message(call, messages)
         self._play_started_ms: float | None = None
 

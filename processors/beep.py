@@ -22,6 +22,14 @@ How it decides (see `BeepAnalyzer` for the parameters):
   the stricter `avg_second_peak_db` and `second_harmonic_db`: averaging shrinks random noise peaks
   (a 10 dB SNR beep passes) but keeps the partials of music and voices, which one frame cannot tell
   from noise. This is what keeps sustained synth notes in hold music out.
+* The greeting's edge: a beep that starts right where the last word ends, or overlaps it, has its
+  first frames pulled off frequency by the voice's partials (and their level added to its own). Up to
+  `edge_ms` of leading frames after the onset may then be left out of the steadiness and averaged-purity
+  tests, provided what remains is itself steady (no glide), long enough (min_duration_ms - edge_ms) and
+  clean; the onset uses the run's median level. A short beep whose masked start leaves it just under
+  the minimum while it sounds is judged once it has ended ("beep" and "beep_end" together, one frame
+  after the tone). The rise test is unchanged, so a voice partial at the beep's frequency within
+  `rise_db` of it right before the tone still hides the tone (scripts/bench_beep_edge.py measures it).
 * Onset and end are the -6 dB points of the run's level (a Hann window centred on a step edge sees
   exactly half the amplitude), interpolated between frames: error is a few ms, whatever the detection
   lag.
@@ -84,10 +92,12 @@ class _Run:
     misses: int = 0  # consecutive non-tonal frames tolerated (noise spikes) at full level
     specs: list[tuple[float, np.ndarray]] = field(default_factory=list)  # power spectra, first 80 frames
     fsum: float = 0.0
+    ftimes: list[float] = field(default_factory=list)  # centre time of each tonal frame (freqs' times)
 
     def add(self, t: float, level: float, hz: float, spec: np.ndarray) -> None:
         """Append a tonal frame."""
         self.freqs.append(hz)
+        self.ftimes.append(t)
         self.fsum += hz
         self.times.append(t)
         self.levels.append(level)
@@ -109,8 +119,12 @@ class _Run:
         return min(self.levels[: self.first + 1]) <= ratio * self.peak
 
     def onset_ms(self) -> float:
-        """-6 dB point of the rising edge just before the run, interpolated between frame centres."""
-        half = 0.5 * self.peak
+        """-6 dB point of the rising edge just before the run, interpolated between frame centres.
+
+        The reference is the run's median level, not its peak: where a beep overlaps the greeting's
+        last word the two add up for a few frames, and a peak from those would place the edge late.
+        """
+        half = 0.5 * float(np.median(self.levels[self.first :]))
         j = next(i for i in range(self.first, len(self.levels)) if self.levels[i] >= half)
         while j > 0 and self.levels[j - 1] >= half:
             j -= 1
@@ -175,6 +189,7 @@ class BeepAnalyzer:
         sit_tol_rel: float = 0.012,
         sit_gap_ms: float = 100.0,
         sit_max_ms: float = 450.0,
+        edge_ms: float = 60.0,
     ) -> None:
         self.min_hz, self.max_hz = min_hz, max_hz
         self.min_duration_ms = min_duration_ms
@@ -190,6 +205,7 @@ class BeepAnalyzer:
         self.rise_ratio = 10 ** (-rise_db / 20)
         self.sit_freqs = np.asarray(sit_freqs_hz)
         self.sit_tol_rel, self.sit_gap_ms, self.sit_max_ms = sit_tol_rel, sit_gap_ms, sit_max_ms
+        self.edge_ms = edge_ms
         self._window = np.hanning(WIN + 1)[:WIN].astype(np.float32)  # periodic Hann
         self._lo = int(250 / BIN_HZ)
         self._hi = int(np.ceil(3500 / BIN_HZ))
@@ -343,7 +359,7 @@ class BeepAnalyzer:
             e.t_prev, e.l_prev = t, lv
             return
         self._endings.remove(e)
-        self._finish(e.run, end, events)
+        self._finish(e.run, end, t, events)
 
     def _start_run(self, t: float, spec: np.ndarray, k: int, hz: float) -> None:
         run = _Run(k=k)
@@ -366,14 +382,24 @@ class BeepAnalyzer:
         peaks (so a 10 dB SNR beep passes) but keeps the partials of music and voices, which a single
         frame cannot tell apart from noise.
         """
-        f = np.asarray(run.freqs)
-        med = float(np.median(f))
-        if np.max(np.abs(f - med)) > self._freq_tol(med):
+        settled = self._settled(run, onset)
+        if settled is None:
             return False
+        t_settle, med = settled
         if not run.rose(self.rise_ratio):
             return False  # already sounding before it became tonal: a note emerging from music
-        inside = [p for tt, p in run.specs if tt >= onset + 14.0] or [p for _tt, p in run.specs[-5:]]
-        avg = np.mean(inside, axis=0)
+        start = max(onset + 14.0, t_settle)
+        inside = [p for tt, p in run.specs if tt >= start] or [p for _tt, p in run.specs[-5:]]
+        if self._clean(inside, med):
+            return True
+        # A tone at the greeting's edge: the first frames still hold the last word's partials. Judge
+        # the frames past the edge zone alone, when there are enough of them.
+        past_edge = [p for tt, p in run.specs if tt >= onset + _HALF_WIN_MS + self.edge_ms]
+        return len(past_edge) >= 5 and len(past_edge) < len(inside) and self._clean(past_edge, med)
+
+    def _clean(self, specs: list[np.ndarray], med: float) -> bool:
+        """The averaged power spectrum has one partial at `med`: no other peak, no strong harmonics."""
+        avg = np.mean(specs, axis=0)
         s3 = np.convolve(avg, np.ones(3), mode="same")
         kf = med / BIN_HZ
         k = int(round(kf))
@@ -390,6 +416,36 @@ class BeepAnalyzer:
         others = s3[band & ~harm]
         return not (len(others) and main < self.avg_second_ratio * float(np.max(others)))
 
+    def _settled(self, run: _Run, onset: float) -> tuple[float, float] | None:
+        """(time from which the run's frequency is steady, its median), or None if it never is.
+
+        The frames whose window still holds the end of the greeting's last word (a beep that starts
+        right where speech ends, or overlaps it) have their peak pulled by the voice's partials, so
+        up to `edge_ms` of leading frames after the onset may be left out of the steadiness test; a
+        clean tone is steady from its first frame, as before.
+        """
+        f = np.asarray(run.freqs)
+        times = run.ftimes
+        latest = onset + _HALF_WIN_MS + self.edge_ms
+        for i in range(len(f)):
+            if i and times[i] > latest:
+                break
+            seg = f[i:]
+            if len(seg) < 3:
+                break
+            med = float(np.median(seg))
+            tol = self._freq_tol(med)
+            if np.max(np.abs(seg - med)) > tol:
+                continue
+            # Leading frames left out: the rest must not glide either (a partial of speech or music
+            # drifting slowly stays within +-tol of its median); the last two frames may straddle the end.
+            # It must also be long enough by itself: min_duration_ms less the edge allowance.
+            body = seg[:-2] if len(seg) > 5 else seg
+            long_enough = times[-1] - times[i] + HOP * _MS_PER_SAMPLE >= self.min_duration_ms - self.edge_ms
+            if i == 0 or (long_enough and float(np.ptp(body)) <= tol):
+                return times[i], med
+        return None
+
     def _decide(self, run: _Run, t: float, events: list[BeepEvent]) -> None:
         if run.fired or run.rejected:
             return
@@ -404,19 +460,27 @@ class BeepAnalyzer:
         run.fired = True
         events.append(BeepEvent("beep", t_ms=t + _HALF_WIN_MS, onset_ms=onset, hz=run.hz, duration_ms=dur))
 
-    def _finish(self, run: _Run, end: float, events: list[BeepEvent]) -> None:
+    def _finish(self, run: _Run, end: float, t: float, events: list[BeepEvent]) -> None:
         onset = run.onset_ms()
         if run.n_tonal >= 3:
             self._recent.append((run.hz, onset, end))
         if run.fired:
             events.append(BeepEvent("beep_end", t_ms=end, onset_ms=onset, hz=run.hz, duration_ms=end - onset))
         elif (
-            not run.rejected
-            and self._is_sit(run.hz)
-            and end - onset >= self.min_duration_ms - 10.0
-            and self._is_beep(run, onset)
+            run.rejected
+            or end - onset < self.min_duration_ms - 10.0
+            or run.ftimes[-1] - run.ftimes[0] + HOP * _MS_PER_SAMPLE < self.min_duration_ms - self.edge_ms
+            or not self._is_beep(run, onset)
         ):
+            return
+        elif self._is_sit(run.hz):
             self._pending.append(_Pending(run, end))
+        else:
+            # Long enough only counting to its end: a short beep whose first frames the greeting's last
+            # word masked. Reported now, "beep" and "beep_end" together, a frame after the tone ended.
+            dur = end - onset
+            events.append(BeepEvent("beep", t_ms=t + _HALF_WIN_MS, onset_ms=onset, hz=run.hz, duration_ms=dur))
+            events.append(BeepEvent("beep_end", t_ms=end, onset_ms=onset, hz=run.hz, duration_ms=dur))
 
     def _check_pending(self, t: float, events: list[BeepEvent]) -> None:
         for p in list(self._pending):

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the corpus and print its composition."""
-    from amd_model import corpus
+    from amd_model.tools import corpus
 
     if args.n <= 0:
         raise CliError("--n must be positive")

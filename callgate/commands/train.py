@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(
             "training needs torch: pip install 'callgate[train]' (torch==2.13.0, CPU build)"
         ) from e
-    from amd_model import corpus, train
+    from amd_model.tools import corpus, train
 
     out = args.out or train.HERE
     if args.eval_only:

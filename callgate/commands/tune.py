@@ -69,8 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from amd_model.traces import load_traces
-    from amd_model.tuning import (
+    from amd_model.tools.tuning import (
         COUNTERPART,
         TuningDependencyError,
         format_front,
@@ -78,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         tune,
         write_preset,
     )
+    from amd_model.traces import load_traces
     from processors.amd_decision import DEFAULT_PRESETS_PATH, load_presets, preset_to_json
 
     out = args.out or DEFAULT_PRESETS_PATH

@@ -172,6 +172,63 @@ def test_two_beeps_and_reset() -> None:
     assert a.now_ms == 0.0
 
 
+# --- a beep at the greeting's edge -----------------------------------------------------------------
+
+EDGE_GREETINGS = (  # (text, voice, engine): the greeting's last word runs right into the tone
+    ("Please leave a message after the tone", "en-us+m3", "espeak-ng"),
+    ("Sorry I missed you, talk to you soon", "en-us+f3", "espeak-ng"),
+    ("Please leave a message after the beep", "slt", "flite"),
+)
+EDGE_OFFSETS_MS = (-50, -25, 0, 10, 20, 40)  # tone onset - end of the last word (< 0: they overlap)
+
+
+def _trimmed_speech(text: str, voice: str, engine: str) -> np.ndarray:
+    """TTS with its leading and trailing silence cut: the last sample is the end of the last word."""
+    x = synth.speech(text, voice=voice, engine=engine)
+    idx = np.nonzero(np.abs(x) > 0.01 * np.max(np.abs(x)))[0]
+    return x[idx[0] : idx[-1] + 1]
+
+
+@pytest.mark.parametrize("offset_ms", EDGE_OFFSETS_MS)
+def test_beep_at_the_greeting_edge_is_detected_like_the_grid(offset_ms: int) -> None:
+    """The positive grid (every frequency, duration and SNR) with the tone starting 0-40 ms after the
+    greeting's last word, or overlapping its last 25-50 ms (speech ~6 dB above the beep): one beep, one
+    beep_end, the grid's onset/end tolerances, and beep_end known <= 100 ms after the tone ended
+    (SIT-frequency tones: the grid's allowance)."""
+    _require_assets()
+    voices = [_trimmed_speech(*g) for g in EDGE_GREETINGS]
+    lead = int(0.3 * SAMPLE_RATE)
+    misses: list[str] = []
+    errors: list[float] = []
+    for n, (hz, secs, snr) in enumerate((h, d, s) for h in FREQS for d in DURS for s in SNRS):
+        voice = voices[n % len(voices)]
+        beep = synth.tone(hz, secs, amp=0.3)
+        onset = lead + len(voice) + offset_ms * SAMPLE_RATE // 1000
+        x = np.zeros(onset + len(beep) + int(0.6 * SAMPLE_RATE), np.float32)
+        x[lead : lead + len(voice)] += voice * (2 * synth.rms(beep) / synth.active_rms(voice))
+        x[onset : onset + len(beep)] += beep
+        noise = synth.pink_noise(len(x) / SAMPLE_RATE, seed=n + 100 + offset_ms)
+        x = synth.telephone_channel(synth.mix_at_snr(x, noise, snr, signal_rms=synth.rms(beep)))
+        on_ms, off_ms = onset * 1000 / SAMPLE_RATE, onset * 1000 / SAMPLE_RATE + secs * 1000
+        a, pcm, ev, known = BeepAnalyzer(), to_int16(x), [], {}
+        for i in range(0, len(pcm), FRAME_SAMPLES):
+            for e in a.process(pcm[i : i + FRAME_SAMPLES]):
+                ev.append(e)
+                known[e.kind] = a.now_ms
+        what = f"{hz} Hz {secs} s {snr} dB: {describe(ev)} (tone {on_ms:.0f}-{off_ms:.0f})"
+        if [e.kind for e in ev] != ["beep", "beep_end"]:
+            misses.append(what)
+            continue
+        assert abs(ev[0].onset_ms - on_ms) <= ONSET_TOL_MS and abs(ev[1].t_ms - off_ms) <= END_TOL_MS, what
+        assert abs(ev[0].hz - hz) <= 0.01 * hz, what
+        # The message can start <= 100 ms after the tone (SIT-frequency tones wait to rule out SIT, as in the grid).
+        in_sit_zone = SIT_ZONE[0] <= hz <= SIT_ZONE[1] and secs < 0.45
+        assert known["beep_end"] - off_ms <= (260.0 if in_sit_zone else 100.0), what
+        errors.append(abs(ev[0].onset_ms - on_ms))
+    assert not misses, "\n".join(misses)
+    print(f"offset {offset_ms} ms: {len(errors)} tones, onset error mean {np.mean(errors):.1f} max {max(errors):.1f} ms")
+
+
 # --- negatives -----------------------------------------------------------------------------------
 
 

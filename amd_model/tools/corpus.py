@@ -470,10 +470,14 @@ def _ringback(seconds: float, uk: bool) -> np.ndarray:
     return np.resize(cyc, int(seconds * SR)).astype(np.float32)
 
 
-def _dev_greetings() -> tuple[list[Path], list[Path]]:
+def dev_greetings_split(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """Fixed split of the real dev greetings: (train-usable, held-out). Every other sorted file is held out."""
-    files = sorted(DEV_GREETINGS.glob("*.wav")) if DEV_GREETINGS.is_dir() else []
+    files = sorted(files)
     return files[0::2], files[1::2]
+
+
+def _dev_greetings() -> tuple[list[Path], list[Path]]:
+    return dev_greetings_split(list(DEV_GREETINGS.glob("*.wav")) if DEV_GREETINGS.is_dir() else [])
 
 
 def build_call(

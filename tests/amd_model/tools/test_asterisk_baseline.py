@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from amd_model.asterisk_baseline import AsteriskAmd, AsteriskAmdConfig, run_asterisk_amd
+from amd_model.tools.asterisk_baseline import (
+    TWILIO_DEFAULTS,
+    AsteriskAmd,
+    AsteriskAmdConfig,
+    run_asterisk_amd,
+    twilio_answered_by,
+)
 
 
 def pattern(*parts: tuple[int, int]) -> np.ndarray:
@@ -79,3 +85,15 @@ def test_config_overrides() -> None:
     cfg = AsteriskAmdConfig(after_greeting_silence=1200)
     r = run_asterisk_amd(pattern((300, 0), (500, 3000), (2000, 0)), cfg)
     assert r.t_ms == 300 + 500 + 1200
+
+
+def test_twilio_defaults_follow_twilios_documented_thresholds() -> None:
+    """Speech then 1200 ms of silence -> human; > 2400 ms of speech (any number of words) -> machine;
+    5000 ms of initial silence -> unknown (not machine, as app_amd would say)."""
+    r = run_asterisk_amd(pattern((300, 0), (500, 3000), (3000, 0)), TWILIO_DEFAULTS)
+    assert (twilio_answered_by(r), r.t_ms) == ("human", 300 + 500 + 1200)
+    words = [(200, 2000), (100, 0)] * 12  # 12 words, 2400 ms of voice in 3600 ms
+    r = run_asterisk_amd(pattern((200, 0), *words, (2000, 2000)), TWILIO_DEFAULTS)
+    assert twilio_answered_by(r) == "machine_start" and r.cause.startswith("LONGGREETING-2400")
+    r = run_asterisk_amd(pattern((8000, 10)), TWILIO_DEFAULTS)
+    assert (twilio_answered_by(r), r.t_ms) == ("unknown", 5000)

@@ -6,7 +6,7 @@ is labelled with the call's class once evidence has started (speech, greeting, S
 Cross-entropy then teaches the posterior given the audio so far: "Hello?" + 300 ms of silence is
 human, speech still running after ~1 s is probably a machine, and so on.
 
-`python -m amd_model.train --corpus DIR` (or `callgate train --corpus DIR`) trains, exports
+`python -m amd_model.tools.train --corpus DIR` (or `callgate train --corpus DIR`) trains, exports
 amd_model/amd.onnx + amd.json, checks onnxruntime == torch, and prints held-out metrics.
 """
 
@@ -24,7 +24,7 @@ from amd_model import features
 
 CLASSES = ("none", "human", "machine", "ivr", "carrier_intercept")
 VERDICT_CLASSES = ("human", "machine", "ivr", "carrier_intercept")
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # amd_model/: where the shipped model lives
 STEP_MS = 100
 EARLY_STEPS = 15  # the first 1.5 s after evidence onset decide the verdict: weight them up
 EARLY_W = 1.6
@@ -33,7 +33,7 @@ MODEL_VERSION = "1.3.0"
 
 
 def load_meta(corpus: Path) -> list[dict]:
-    """meta.jsonl rows (one per call) of a corpus built by amd_model.corpus."""
+    """meta.jsonl rows (one per call) of a corpus built by amd_model.tools.corpus."""
     with open(corpus / "meta.jsonl") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -158,7 +158,7 @@ def train(
     """
     import torch
 
-    from amd_model.net import AmdEnsemble, AmdNet
+    from amd_model.tools.net import AmdEnsemble, AmdNet
 
     if members < 1 or jobs < 1:
         raise ValueError("members and jobs must be >= 1")
@@ -223,7 +223,7 @@ def train_member(
     No defaults here: `train()` owns the hyper-parameters and passes every one."""
     import torch
 
-    from amd_model.net import AmdNet
+    from amd_model.tools.net import AmdNet
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -390,7 +390,7 @@ def export(model: object, path: Path, hidden: int) -> dict:
     import onnxruntime as ort
     import torch
 
-    from amd_model.net import AmdStep
+    from amd_model.tools.net import AmdStep
 
     model.eval()  # type: ignore[attr-defined]
     step = AmdStep(model).eval()  # type: ignore[arg-type]
@@ -489,7 +489,7 @@ def evaluate(model_path: Path, eval_dir: Path, thresholds: dict[str, float] | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m amd_model.train ARGS` is `callgate train ARGS` (one set of options and defaults)."""
+    """`python -m amd_model.tools.train ARGS` is `callgate train ARGS` (one set of options and defaults)."""
     import sys
 
     from callgate.cli import main as cli

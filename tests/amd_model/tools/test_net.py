@@ -12,9 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from amd_model import features, train  # noqa: E402
-from amd_model.net import AmdEnsemble, AmdNet  # noqa: E402
+from amd_model import features  # noqa: E402
 from amd_model.runtime import STEP_SAMPLES, AmdModel  # noqa: E402
+from amd_model.tools import train  # noqa: E402
+from amd_model.tools.net import AmdEnsemble, AmdNet  # noqa: E402
 
 
 def _member(seed: int, hidden: int) -> AmdNet:

@@ -163,3 +163,25 @@ def run_asterisk_amd(
     if result is None:
         result = AsteriskResult("NOTSURE", f"TOOLONG-{amd.total_time}", amd.total_time)
     return result
+
+
+# Twilio's AMD as its documented parameters describe it, run on app_amd's state machine: speech longer
+# than MachineDetectionSpeechThreshold (2400 ms) -> machine; speech followed by
+# MachineDetectionSpeechEndThreshold (1200 ms) of silence -> human; MachineDetectionSilenceTimeout
+# (5000 ms) of initial silence -> unknown; MachineDetectionTimeout (30 s). Twilio counts no words, so the
+# word rules are off. An approximation of an unpublished algorithm, for latency comparisons only.
+TWILIO_DEFAULTS = AsteriskAmdConfig(
+    initial_silence=5000,
+    greeting=2400,
+    after_greeting_silence=1200,
+    total_analysis_time=30000,
+    maximum_number_of_words=10**6,
+    maximum_word_length=30000,
+)
+
+
+def twilio_answered_by(result: AsteriskResult) -> str:
+    """The AnsweredBy the Twilio-like rules give (Enable mode): initial silence is `unknown`, not machine."""
+    if result.cause.startswith("INITIALSILENCE"):
+        return "unknown"
+    return {"HUMAN": "human", "MACHINE": "machine_start"}.get(result.status, "unknown")

@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amd_model.evaluation import evaluate_dir, format_report, latency_ms, read_labels
+from amd_model.tools.evaluation import (
+    evaluate_dir,
+    evaluate_real_greetings,
+    format_real_report,
+    format_report,
+    latency_ms,
+    read_labels,
+    read_real_greetings,
+)
 from amd_model.traces import load_traces, replay_trace
 from callgate.audio import load_audio, save_wav
 from callgate.cli import main
@@ -41,7 +49,7 @@ class LoudnessModel:
         return out
 
 
-MESSAGE = Path(__file__).resolve().parents[2] / "pipelines" / "assets" / "default_message.ulaw"
+MESSAGE = Path(__file__).resolve().parents[3] / "pipelines" / "assets" / "default_message.ulaw"
 
 
 @pytest.fixture()
@@ -101,3 +109,30 @@ def test_latency_definitions() -> None:
 def test_cli_errors(tmp_path: Path) -> None:
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert main(["eval", str(tmp_path)]) == 2  # no labels.csv
+
+
+def test_real_greetings_report_splits_held_out_from_seen(tmp_path: Path) -> None:
+    """Every WAV is a machine; the sorted even files are the ones the corpus mixes into training."""
+    rng = np.random.default_rng(1)
+    quiet = lambda ms: rng.normal(0, 5, ms * 8).astype(np.int16)  # noqa: E731
+    speech = load_audio(MESSAGE)
+    greeting = np.concatenate([quiet(600), speech[:32000], quiet(500)])  # a 4 s greeting
+    hello = np.concatenate([quiet(600), speech[:4000], quiet(3000)])  # sounds like a pickup
+    for name, pcm in (("a.wav", greeting), ("b.wav", greeting), ("c.wav", hello)):
+        save_wav(tmp_path / name, pcm)
+    (tmp_path / "index.csv").write_text("file,kind,duration_s\na.wav,personal_voicemail,5\nb.wav,business_prompt,5\n")
+    calls = read_real_greetings(tmp_path)
+    assert [(c.file, c.label, c.split) for c in calls] == [
+        ("a.wav", "machine", "seen_in_training"),
+        ("b.wav", "machine", "held_out"),
+        ("c.wav", "machine", "seen_in_training"),
+    ]
+    assert calls[1].subtype == "business_prompt" and calls[2].subtype == "greeting"
+    rep = evaluate_real_greetings(tmp_path, load_presets()["default"], model=LoudnessModel())
+    ours = rep["callgate"]
+    assert ours["all"]["n"] == 3 and ours["held_out"]["n"] == 1 and ours["seen_in_training"]["n"] == 2
+    assert ours["all"]["machine"] == pytest.approx(2 / 3) and ours["all"]["verdicts"]["human"] == 1
+    lat = ours["held_out"]["latency_after_onset_ms"]["p50"]
+    assert lat is not None and 1000 <= lat <= 2500  # the fake calls machine after 1.5 s of speech
+    text = format_real_report(rep)
+    assert "held out from training (n=1)" in text and "asterisk" in text

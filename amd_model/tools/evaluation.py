@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from amd_model.asterisk_baseline import AsteriskAmdConfig, quiet_line, run_asterisk_amd
+from amd_model.tools.asterisk_baseline import AsteriskAmdConfig, quiet_line, run_asterisk_amd
 from amd_model.traces import SpeechEvent, Trace, at_step_for, replay_trace, save_trace
 from callgate.audio import SAMPLE_RATE, load_audio
 from processors.amd_decision import STEP_MS, VERDICT_LABELS, DetectorConfig, Verdict
@@ -467,3 +467,110 @@ def evaluate_dir(
         model_path=model_path,
     )
     return report(results, workflow=workflow)
+
+
+# --- real recordings --------------------------------------------------------------------------------
+
+
+def read_real_greetings(directory: str | Path) -> list[LabelledCall]:
+    """The real greetings in `directory` (index.csv `file,kind,...` when present, else every WAV), all
+    answered by a machine. `split` says whether model training saw the file: the corpus builder mixes a
+    fixed half (every other file in sorted order) into training calls and holds the other half out."""
+    from amd_model.tools.corpus import dev_greetings_split
+
+    directory = Path(directory)
+    kinds: dict[str, str] = {}
+    index = directory / "index.csv"
+    if index.is_file():
+        with open(index, newline="") as f:
+            kinds = {row["file"]: row.get("kind") or "" for row in csv.DictReader(f) if row.get("file")}
+    files = sorted(directory.glob("*.wav"))
+    seen, _held = dev_greetings_split(files)
+    seen_names = {p.name for p in seen}
+    return [
+        LabelledCall(
+            file=p.name,
+            path=p,
+            label="machine",
+            subtype=kinds.get(p.name) or "greeting",
+            split="seen_in_training" if p.name in seen_names else "held_out",
+        )
+        for p in files
+    ]
+
+
+def real_greetings_metrics(results: Sequence[CallResult], side: str) -> dict[str, Any]:
+    """Machine-verdict rate and the machine verdict's latency after greeting onset (the VAD's first
+    speech), per training split; an `ivr` verdict on a recorded greeting is counted apart."""
+
+    def one(rs: Sequence[CallResult]) -> dict[str, Any]:
+        verdicts = [getattr(r, side) for r in rs]
+        lat = [
+            v.t_ms - r.speech_onset_ms
+            for r, v in zip(rs, verdicts, strict=True)
+            if v.label == "machine" and r.speech_onset_ms is not None
+        ]
+        return {
+            "n": len(rs),
+            "machine": sum(v.label == "machine" for v in verdicts) / len(rs) if rs else None,
+            "verdicts": dict(Counter(v.label for v in verdicts)),
+            "latency_after_onset_ms": {"n": len(lat), "p50": _pct(lat, 50), "p90": _pct(lat, 90)},
+        }
+
+    groups = {"all": list(results)}
+    for split in ("held_out", "seen_in_training"):
+        groups[split] = [r for r in results if r.call.split == split]
+    return {name: one(rs) for name, rs in groups.items()}
+
+
+def evaluate_real_greetings(
+    directory: str | Path,
+    detectors: Sequence[DetectorConfig],
+    *,
+    workflow: str = "default",
+    model: Any | None = None,
+    model_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """The shipped model (with `workflow`'s preset) and the Asterisk baseline on every real greeting."""
+    calls = read_real_greetings(directory)
+    if not calls:
+        raise ValueError(f"{directory}: no WAV files")
+    if model is None:
+        from amd_model.runtime import AmdModel
+
+        model = AmdModel(Path(model_path) if model_path else None)
+    vad = OfflineSpeechDetector()
+    results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in calls]
+    return {
+        "directory": str(directory),
+        "workflow": workflow,
+        "callgate": real_greetings_metrics(results, "ours"),
+        "asterisk": real_greetings_metrics(results, "baseline"),
+    }
+
+
+def format_real_report(rep: dict[str, Any]) -> str:
+    """The real-greetings table: machine rate and median latency after onset, both systems, per split."""
+    out = [
+        f"Real recordings: {rep['directory']} (all answered by a machine), preset '{rep['workflow']}'",
+        "machine = share called machine; latency = machine verdict - greeting onset (VAD), ms",
+        f"{'':<34}{'callgate':>12}{'p50 ms':>9}{'asterisk':>12}{'p50 ms':>9}",
+    ]
+    titles = {
+        "all": "all",
+        "held_out": "held out from training",
+        "seen_in_training": "mixed into training calls",
+    }
+    for key, title in titles.items():
+        o, a = rep["callgate"][key], rep["asterisk"][key]
+        if not o["n"]:
+            continue
+        row = f"{title} (n={o['n']})"
+        out.append(
+            f"{row:<34}{_f(o['machine'], True):>12}"
+            f"{_f(o['latency_after_onset_ms']['p50']):>9}{_f(a['machine'], True):>12}"
+            f"{_f(a['latency_after_onset_ms']['p50']):>9}"
+        )
+    o, a = rep["callgate"]["all"]["verdicts"], rep["asterisk"]["all"]["verdicts"]
+    out.append(f"verdicts: callgate {dict(sorted(o.items()))}; asterisk {dict(sorted(a.items()))}")
+    return "\n".join(out)

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("optuna")
 pytest.importorskip("matplotlib")
 
+from amd_model.tools.tuning import Candidate, PresetStats, Rule, _pick, score_preset, tune, write_preset  # noqa: E402
 from amd_model.traces import SpeechEvent, Trace, at_step_for, load_traces, replay_trace, save_trace  # noqa: E402
-from amd_model.tuning import Candidate, PresetStats, Rule, _pick, score_preset, tune, write_preset  # noqa: E402
 from callgate.cli import main  # noqa: E402
 from processors.amd_decision import DEFAULT_PRESETS_PATH, load_presets  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from amd_model import corpus
+from amd_model.tools import corpus
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("flite") and shutil.which("sox")),
