@@ -25,6 +25,7 @@ import asyncio
 import re
 import sys
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -457,10 +458,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 class TwilioCallControl:
     """Acts on a live call through Twilio's REST API (the configured base URL)."""
 
-    def __init__(self, settings: Settings, call_sid: str) -> None:
+    def __init__(self, settings: Settings, call_sid: str, on_error: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.call_sid = call_sid
         self.serializer: TwilioIngestSerializer | None = None
+        self._on_error = on_error or (lambda: None)
 
     async def redirect(self, twiml: str) -> bool:
         if not (self.settings.twilio_account_sid and self.settings.twilio_auth_token):
@@ -477,9 +479,11 @@ class TwilioCallControl:
             return True
         except TwilioRestException as e:
             logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
+            self._on_error()
             return False
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             logger.error(f"{self.call_sid}: could not reach Twilio's REST API: {e}")
+            self._on_error()
             return False
         finally:
             await client.http_client.close()
@@ -638,7 +642,7 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
 
     # The webhook's choices (signed into the token), never what the client put in customParameters.
     workflow = grant.options.get("workflow") or settings.default_workflow
-    control = TwilioCallControl(settings, start.call_sid)
+    control = TwilioCallControl(settings, start.call_sid, state.metrics.vendor_errors.labels("twilio").inc)
     call = CallConfig(
         control=control,
         settings=settings,

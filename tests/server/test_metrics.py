@@ -77,3 +77,17 @@ async def test_metrics_count_rejections(server_factory):
     m = scrape(server)
     assert sum(v for k, v in m.items() if k[0] == "callgate_rejected_total") == 1
     assert httpx.get(f"{server.base_url}/metrics").status_code == 401  # the scrape needs a key
+
+
+async def test_a_failed_twilio_update_counts_as_a_vendor_error(server_factory):
+    from callgate.synth import concat, silence
+
+    server = server_factory(**FAST_STREAM)  # TWILIO_API_BASE_URL points at a closed port
+    hello = to_int16(telephone_channel(concat(silence(0.4), speech("Hello? Who is this?"), silence(3.0))))
+    report = await simulate_call(hello, f"{server.base_url}/twiml", speed=4.0, auth_token=AUTH_TOKEN,
+                                 account_sid=ACCOUNT_SID, tail_secs=2)
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, what="the call to end")
+    assert server.state.finished[sid].outcome.endswith("_failed")  # the human hand-off could not be made
+    m = scrape(server)
+    assert value(m, "callgate_vendor_errors_total", vendor="twilio") == 1
