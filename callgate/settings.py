@@ -70,6 +70,19 @@ class Settings(BaseSettings):
         "Sorry, nobody is available to take this call right now. We will call you back. Goodbye.",
         description="What a human hears before the polite hang-up when no CONNECT_NUMBER is set.",
     )
+    # --- agent: barge-in (processors/interruption.py) and the bot's playout (processors/bot_speech.py)
+    barge_in_min_ms: float = Field(
+        500.0, description="agent: caller speech over the bot this long is a barge-in even without words."
+    )
+    backchannel_max_ms: float = Field(
+        900.0, description="agent: caller speech longer than this is never a backchannel (uh-huh, yeah)."
+    )
+    backchannel_transcript_wait_ms: float = Field(
+        500.0, description="agent: after short speech over the bot, wait this long for its transcript."
+    )
+    bot_audio_lead_ms: float = Field(
+        60.0, description="agent: bot audio sent ahead of playout; Twilio never buffers more than this."
+    )
     log_level: str = "INFO"
 
     @field_validator("public_base_url")

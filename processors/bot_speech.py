@@ -1,0 +1,426 @@
+"""The bot's voice on the line: paced audio, a mark after every word and clause, and what was heard.
+
+Each clause from the TTS is cut at its word boundaries (the TTS's word timestamps when it gives them,
+else the clause's voiced span shared out by characters) and queued as word audio + a mark named after
+the word (`a:w<turn>.<clause>.<word>:<text>`), then a clause mark (`a:c<turn>.<clause>`). A turn
+starts with a mark too (`a:s<turn>`), whose echo says when Twilio started playing it.
+
+Audio is released on the *inbound* audio clock, `lead_ms` ahead of the modelled playout, so Twilio's
+buffer never holds more than that: pausing (stop releasing) silences the bot within `lead_ms` without
+a `clear`.
+
+What the caller heard comes from echoes, not the server clock. Before a `clear`, an echo means played.
+After one, Twilio echoes every pending mark at once; an echo is counted played only if it arrived no
+earlier than its audio could have finished: (echo position - modelled due time) must match that of the
+previous played echo (the round trip, in audio time) within `tolerance_ms`. Marks still queued here
+at the `clear` were never sent and are not played.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE
+from processors.agent_frames import (
+    BotClauseFrame,
+    BotPauseFrame,
+    BotPlaybackFrame,
+    BotReplyEndFrame,
+    BotResumeFrame,
+)
+from processors.frames import MarkResolvedFrame, TwilioMarkFrame
+
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+MARK_PREFIX = "a:"
+
+
+@dataclass
+class Mark:
+    name: str
+    turn: int
+    kind: str  # s (turn start) | w (word) | c (clause end)
+    word: str = ""
+    offset_ms: float = 0.0  # bot audio of the turn queued before it
+    word_start_ms: float = 0.0  # for words: offset of the word's first sample in the turn
+    due_ms: float | None = None  # modelled playout end (inbound clock) when released
+    clear_gen: int = 0
+    echo_ms: float | None = None
+    played: bool | None = None
+    audio: bytes = b""  # the audio queued just before it (kept for a resume)
+
+
+@dataclass
+class Clause:
+    turn: int
+    index: int
+    text: str
+    pcm: bytearray = field(default_factory=bytearray)
+    word_pts: list[int] = field(default_factory=list)
+    first_byte_wall: float | None = None
+    arrival_ms: float = 0.0  # inbound clock at the TTS's first byte (Pipecat's server-clock anchor)
+
+
+@dataclass
+class TurnPlayout:
+    """One bot turn as the caller got it."""
+
+    turn: int
+    text: str = ""  # everything sent to the TTS
+    marks: list[Mark] = field(default_factory=list)
+    queued_ms: float = 0.0
+    reply_done: bool = False
+    first_byte_wall: float | None = None
+    first_release_wall: float | None = None
+    first_release_ms: float | None = None
+    start_echo_ms: float | None = None
+    interrupted_at_ms: float | None = None
+    dropped_ms: float = 0.0
+    resumed: int = 0
+    server_clock_words: list[str] | None = None  # Pipecat's default estimate at the clear
+    pipecat_starts: list[tuple[float, str]] = field(default_factory=list)  # (server-clock word start, word)
+
+    def words(self) -> list[Mark]:
+        return [m for m in self.marks if m.kind == "w"]
+
+    @property
+    def resolved(self) -> bool:
+        return all(m.played is not None for m in self.marks)
+
+    def heard_words(self) -> list[str]:
+        out = []
+        for m in self.words():
+            if not m.played:
+                break
+            out.append(m.word)
+        return out
+
+    @property
+    def heard_text(self) -> str:
+        return " ".join(self.heard_words())
+
+    @property
+    def complete(self) -> bool:
+        return self.reply_done and self.resolved and all(m.played for m in self.marks)
+
+
+def word_spans(pcm: np.ndarray, words: list[str], pts_ns: list[int] | None = None) -> list[float]:
+    """End offset (ms) of each word in a clause's audio, on 20 ms frame boundaries.
+
+    With one TTS timestamp per word, word k ends where word k+1 starts; otherwise the voiced span
+    (frames above -40 dB of the peak) is shared out by characters.
+    """
+    n = len(pcm)
+    total_ms = n / SAMPLES_PER_MS
+    if not words:
+        return []
+    frame = FRAME_SAMPLES
+    if pts_ns and len(pts_ns) == len(words):
+        energy = _frame_energy(pcm, frame)
+        start_ms = _voiced_bounds(energy, frame)[0]
+        starts = [start_ms + (p - pts_ns[0]) / 1e6 for p in pts_ns]
+        ends = [*starts[1:], total_ms]
+    else:
+        energy = _frame_energy(pcm, frame)
+        v0, v1 = _voiced_bounds(energy, frame)
+        weights = np.array([len(w) + 1 for w in words], dtype=float)
+        cum = np.cumsum(weights) / weights.sum()
+        ends = [v0 + c * (v1 - v0) for c in cum]
+        ends[-1] = total_ms
+    step = frame / SAMPLES_PER_MS
+    out, prev = [], 0.0
+    for e in ends:
+        e = min(total_ms, max(prev + step, round(e / step) * step))
+        out.append(e)
+        prev = e
+    out[-1] = total_ms
+    return out
+
+
+def _frame_energy(pcm: np.ndarray, frame: int) -> np.ndarray:
+    m = len(pcm) // frame
+    if m == 0:
+        return np.zeros(1)
+    x = pcm[: m * frame].astype(np.float32).reshape(m, frame)
+    return np.mean(x * x, axis=1)
+
+
+def _voiced_bounds(energy: np.ndarray, frame: int) -> tuple[float, float]:
+    step = frame / SAMPLES_PER_MS
+    if energy.max() <= 0:
+        return 0.0, len(energy) * step
+    on = np.nonzero(energy >= energy.max() * 1e-4)[0]
+    return float(on[0] * step), float((on[-1] + 1) * step)
+
+
+def mark_word(word: str) -> str:
+    return re.sub(r"[^\w'-]", "", word)[:24]
+
+
+@dataclass
+class PlayoutLedger:
+    """Queue, pacing, marks and echoes of the bot's audio, free of frames and asyncio (audio-time ms)."""
+
+    lead_ms: float = 60.0
+    tolerance_ms: float = 30.0
+    queue: deque[tuple[str, Any]] = field(default_factory=deque)  # ("audio", bytes) | ("mark", Mark)
+    play_end_ms: float = 0.0
+    paused: bool = False
+    clear_gen: int = 0
+    rtt_ms: float | None = None  # echo position - modelled due time of the last played echo
+    turns: dict[int, TurnPlayout] = field(default_factory=dict)
+    marks: dict[str, Mark] = field(default_factory=dict)
+    _pipecat_end_ms: float = 0.0
+
+    def turn(self, turn: int) -> TurnPlayout:
+        if turn not in self.turns:
+            self.turns[turn] = TurnPlayout(turn)
+        return self.turns[turn]
+
+    def _mark(self, mark: Mark) -> None:
+        self.marks[mark.name] = mark
+        self.turn(mark.turn).marks.append(mark)
+        self.queue.append(("mark", mark))
+
+    def add_clause(self, clause: Clause) -> None:
+        """Queue a synthesized clause: word audio and word marks, then the clause mark."""
+        t = self.turn(clause.turn)
+        if not t.marks:
+            self._mark(Mark(f"{MARK_PREFIX}s{clause.turn}", clause.turn, "s"))
+            t.first_byte_wall = clause.first_byte_wall
+        words = [w for w in clause.text.split() if mark_word(w)]
+        pcm = np.frombuffer(bytes(clause.pcm), dtype=np.int16)
+        t.text = f"{t.text} {clause.text}".strip()
+        ends = word_spans(pcm, words, clause.word_pts or None)
+        # Pipecat's own bookkeeping (for comparison): word timestamps start when the TTS audio arrives
+        # (not when it plays) and a word counts as spoken once it starts.
+        base = max(self._pipecat_end_ms, clause.arrival_ms)
+        prev = 0.0
+        for i, (word, end) in enumerate(zip(words, ends, strict=True)):
+            a, b = round(prev * SAMPLES_PER_MS), round(end * SAMPLES_PER_MS)
+            seg = pcm[a:b].tobytes()
+            if seg:
+                self.queue.append(("audio", seg))
+            t.pipecat_starts.append((base + prev, word))
+            t.queued_ms += end - prev
+            name = f"{MARK_PREFIX}w{clause.turn}.{clause.index}.{i}:{mark_word(word)}"
+            start = t.queued_ms - (end - prev)
+            self._mark(Mark(name, clause.turn, "w", word, t.queued_ms, start, audio=seg))
+            prev = end
+        rest = pcm[round(prev * SAMPLES_PER_MS) :].tobytes()
+        if rest:
+            self.queue.append(("audio", rest))
+            t.queued_ms += len(rest) / 2 / SAMPLES_PER_MS
+        self._pipecat_end_ms = base + len(pcm) / SAMPLES_PER_MS
+        name = f"{MARK_PREFIX}c{clause.turn}.{clause.index}"
+        self._mark(Mark(name, clause.turn, "c", offset_ms=t.queued_ms, audio=rest))
+
+    def release(self, now_ms: float) -> list[tuple[str, Any]]:
+        """Items due for the output now: audio stays at most `lead_ms` ahead of the modelled playout."""
+        out: list[tuple[str, Any]] = []
+        while self.queue and not self.paused:
+            kind, item = self.queue[0]
+            if kind == "audio":
+                if self.play_end_ms - now_ms >= self.lead_ms:
+                    break
+                self.play_end_ms = max(self.play_end_ms, now_ms) + len(item) / 2 / SAMPLES_PER_MS
+            else:
+                item.due_ms = max(self.play_end_ms, now_ms)
+                item.clear_gen = self.clear_gen
+            self.queue.popleft()
+            out.append((kind, item))
+        return out
+
+    def buffered_ms(self, now_ms: float) -> float:
+        """Modelled audio at Twilio not yet played."""
+        return max(0.0, self.play_end_ms - now_ms)
+
+    def echo(self, name: str, at_ms: float) -> Mark | None:
+        """An echo arrived at inbound position `at_ms`; returns the resolved mark (None: unknown/late)."""
+        m = self.marks.get(name)
+        if m is None or m.played is not None or m.due_ms is None:
+            return None
+        m.echo_ms = at_ms
+        lag = at_ms - m.due_ms
+        if m.clear_gen == self.clear_gen:
+            m.played = True
+        else:  # a clear went out after it: played only if it came as late as its audio needed
+            m.played = self.rtt_ms is not None and lag >= self.rtt_ms - self.tolerance_ms
+        if m.played:
+            self.rtt_ms = lag
+        t = self.turn(m.turn)
+        if m.kind == "s" and m.played:
+            t.start_echo_ms = at_ms
+        return m
+
+    def clear(self, now_ms: float) -> float:
+        """The bot was interrupted: drop what is queued here; returns the modelled ms dropped at Twilio."""
+        dropped_twilio = self.buffered_ms(now_ms)
+        for kind, item in self.queue:
+            if kind == "mark":
+                item.played = False
+        dropped_here = sum(len(i) / 2 / SAMPLES_PER_MS for k, i in self.queue if k == "audio")
+        for t in self.turns.values():
+            if not t.resolved and t.interrupted_at_ms is None:
+                t.interrupted_at_ms = now_ms
+                t.dropped_ms = dropped_twilio + dropped_here
+                t.server_clock_words = [w for s, w in t.pipecat_starts if s <= now_ms]
+        self.queue.clear()
+        self.clear_gen += 1
+        self.play_end_ms = min(self.play_end_ms, now_ms)
+        self.paused = False
+        return dropped_twilio + dropped_here
+
+    def resume_tail(self, turn: TurnPlayout) -> int:
+        """False interruption: queue again, with fresh marks, every word of `turn` the caller did not
+        hear (from the first unheard one). Returns the number of words queued again."""
+        keep: list[Mark] = []
+        redo: list[Mark] = []
+        for m in turn.marks:
+            (redo if redo or (m.kind == "w" and not m.played) else keep).append(m)
+        if not any(m.kind == "w" for m in redo):
+            return 0
+        turn.marks = keep
+        for m in redo:
+            new = Mark(m.name + "r", m.turn, m.kind, m.word, m.offset_ms, m.word_start_ms, audio=m.audio)
+            if new.audio:
+                self.queue.append(("audio", new.audio))
+            self._mark(new)
+        turn.interrupted_at_ms = None
+        turn.resumed += 1
+        return sum(m.kind == "w" for m in redo)
+
+
+class BotSpeechPlayer(FrameProcessor):
+    """After the TTS, before MarkTracker: turns clauses into paced word audio + marks, resolves echoes.
+
+    Pushes upstream: BotPlaybackFrame (the bot's audio started / is over) and MarkResolvedFrame for
+    every agent mark; downstream (for the event log) the clause marks only.
+    """
+
+    def __init__(self, stream_sid: str, ledger: PlayoutLedger | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.ledger = ledger or PlayoutLedger()
+        self._stream_sid = stream_sid
+        self._samples = 0
+        self._texts: deque[BotClauseFrame] = deque()
+        self._clauses: dict[str, Clause] = {}
+        self._order: deque[str] = deque()
+        self._speaking = False
+        self.current_turn = 0
+
+    @property
+    def t_ms(self) -> float:
+        return self._samples / SAMPLES_PER_MS
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        led = self.ledger
+        if isinstance(frame, InputAudioRawFrame):
+            self._samples += len(frame.audio) // 2
+            await self.push_frame(frame, direction)
+            await self._release()
+            return
+        if isinstance(frame, BotClauseFrame):
+            self._texts.append(frame)
+            self.current_turn = frame.turn
+            return
+        if isinstance(frame, BotReplyEndFrame):
+            led.turn(frame.turn).reply_done = True
+            await self._update_speaking()
+            return
+        if isinstance(frame, TTSStartedFrame):
+            text = self._texts.popleft() if self._texts else BotClauseFrame(text="", turn=self.current_turn)
+            cid = frame.context_id or f"ctx{len(self._clauses)}"
+            self._clauses[cid] = Clause(text.turn, text.index, text.text)
+            self._order.append(cid)
+            return
+        if isinstance(frame, TTSAudioRawFrame) and frame.context_id in self._clauses:
+            c = self._clauses[frame.context_id]
+            if c.first_byte_wall is None:
+                c.first_byte_wall, c.arrival_ms = time.monotonic(), self.t_ms
+            c.pcm += frame.audio
+            return
+        if isinstance(frame, TTSTextFrame) and frame.context_id in self._clauses:
+            if frame.pts:
+                self._clauses[frame.context_id].word_pts.extend([frame.pts] * len(frame.text.split()))
+            return
+        if isinstance(frame, TTSStoppedFrame):
+            await self._finish_clauses(frame.context_id)
+            return
+        if isinstance(frame, BotPauseFrame):
+            led.paused = True
+        elif isinstance(frame, BotResumeFrame):
+            led.paused = False
+            if frame.reason == "false_interruption" and self.current_turn in led.turns:
+                led.resume_tail(led.turns[self.current_turn])
+            await self._release()
+        elif isinstance(frame, InterruptionFrame) and direction == FrameDirection.DOWNSTREAM:
+            self._texts.clear()
+            self._clauses.clear()
+            self._order.clear()
+            led.clear(self.t_ms)
+        elif isinstance(frame, TwilioMarkFrame) and frame.mark_name.startswith(MARK_PREFIX):
+            m = led.echo(frame.mark_name, self.t_ms)
+            if m is not None:
+                await self._resolved(m)
+            return
+        await self.push_frame(frame, direction)
+
+    async def _finish_clauses(self, context_id: str | None) -> None:
+        """A TTS context is done: queue its clause (and any earlier ones still open, in order)."""
+        while self._order:
+            cid = self._order.popleft()
+            c = self._clauses.pop(cid, None)
+            if c is not None and c.pcm:
+                if len(c.pcm) % 2:
+                    c.pcm = c.pcm[:-1]
+                self.ledger.add_clause(c)
+            if cid == context_id or context_id is None:
+                break
+        await self._release()
+
+    async def _release(self) -> None:
+        led = self.ledger
+        for kind, item in led.release(self.t_ms):
+            if kind == "audio":
+                t = led.turn(self.current_turn)
+                if t.first_release_wall is None:
+                    t.first_release_wall, t.first_release_ms = time.monotonic(), self.t_ms
+                await self.push_frame(OutputAudioRawFrame(audio=item, sample_rate=SAMPLE_RATE, num_channels=1))
+            else:
+                msg = {"event": "mark", "streamSid": self._stream_sid, "mark": {"name": item.name}}
+                await self.push_frame(OutputTransportMessageFrame(message=msg))
+        await self._update_speaking()
+
+    async def _update_speaking(self) -> None:
+        led = self.ledger
+        t = led.turns.get(self.current_turn)
+        busy = bool(led.queue) or led.buffered_ms(self.t_ms) > 0 or (t is not None and not t.reply_done)
+        speaking = busy and t is not None and t.first_release_ms is not None and t.interrupted_at_ms is None
+        if speaking != self._speaking:
+            self._speaking = speaking
+            await self.push_frame(BotPlaybackFrame(speaking=speaking, t_ms=self.t_ms), FrameDirection.UPSTREAM)
+
+    async def _resolved(self, m: Mark) -> None:
+        frame = MarkResolvedFrame(mark_name=m.name, played=bool(m.played), t_ms=self.t_ms)
+        await self.push_frame(frame, FrameDirection.UPSTREAM)
+        if m.kind == "c":
+            await self.push_frame(MarkResolvedFrame(mark_name=m.name, played=bool(m.played), t_ms=self.t_ms))
