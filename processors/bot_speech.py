@@ -179,12 +179,13 @@ class PlayoutLedger:
     """Queue, pacing, marks and echoes of the bot's audio, free of frames and asyncio (audio-time ms)."""
 
     lead_ms: float = 60.0
-    tolerance_ms: float = 30.0
+    tolerance_ms: float = 10.0  # under one inbound frame (20 ms): echoes are only known to that grid
     queue: deque[tuple[str, Any]] = field(default_factory=deque)  # ("audio", bytes) | ("mark", Mark)
     play_end_ms: float = 0.0
     paused: bool = False
     clear_gen: int = 0
-    rtt_ms: float | None = None  # echo position - modelled due time of the last played echo
+    rtt_ms: float | None = None  # echo position - modelled due time of the last played word/clause echo
+    start_rtt_ms: float | None = None  # the same for turn-start marks (echoed on arrival, not after audio)
     turns: dict[int, TurnPlayout] = field(default_factory=dict)
     marks: dict[str, Mark] = field(default_factory=dict)
     _pipecat_end_ms: float = 0.0
@@ -261,9 +262,13 @@ class PlayoutLedger:
         lag = at_ms - m.due_ms
         if m.clear_gen == self.clear_gen:
             m.played = True
-        else:  # a clear went out after it: played only if it came as late as its audio needed
-            m.played = self.rtt_ms is not None and lag >= self.rtt_ms - self.tolerance_ms
-        if m.played:
+        elif self.rtt_ms is not None:  # a clear went out after it: played only if it came as late
+            m.played = lag >= self.rtt_ms - self.tolerance_ms  # as its audio needed
+        else:  # no word echo yet this call: the turn-start mark's round trip, less exactly
+            m.played = self.start_rtt_ms is not None and lag >= self.start_rtt_ms - 3 * self.tolerance_ms
+        if m.played and m.kind == "s":
+            self.start_rtt_ms = lag
+        elif m.played:
             self.rtt_ms = lag
         t = self.turn(m.turn)
         if m.kind == "s" and m.played:
