@@ -1,0 +1,230 @@
+"""A vendor that fails mid-call never kills the call: count it, log it, fall back, and if that fails, say goodbye.
+
+Each vendor service is wrapped in Pipecat's own ServiceSwitcher next to its offline stand-by:
+STT Deepgram -> pocketsphinx, TTS Cartesia -> the offline voice, LLM OpenAI -> a farewell "LLM" (the
+local chat server answering with `vendor_failure_message` and an `end_call` tool call, so the call ends
+through the agent's own goodbye path). What moves a call to the stand-by:
+
+- an error that leaves the vendor unusable (Pipecat's verdict: a 4xx at the handshake, too many quick
+  reconnects), at once;
+- `<role>_errors_before_fallback` errors of any kind in this call (a dropped socket that Pipecat
+  reconnects by itself counts one);
+- silence where an answer is due, counted as a timeout error: no transcript `stt_timeout_secs` after the
+  caller stopped talking, no audio `tts_timeout_secs` into an open TTS context.
+
+After an LLM fallback the failed turn is run again on the stand-by, so the caller is answered (politely
+told goodbye) instead of left in silence; after a TTS fallback the text that had not been voiced yet is
+spoken again by the stand-by voice. Everything is counted in `VendorHealth.counters`, which the call's
+record can expose, and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    InterimTranscriptionFrame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMTextFrame,
+    StartFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.llm_switcher import LLMSwitcher
+from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategyFailover
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+ROLES = ("stt", "llm", "tts")
+
+
+@dataclass
+class VendorHealth:
+    """Per-call counters and a short log of vendor trouble (JSON-ready via `as_dict`)."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    active: dict[str, str] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    gave_up: bool = False
+    _t0: float = field(default_factory=time.monotonic)
+
+    def count(self, role: str, kind: str, detail: str = "") -> int:
+        key = f"{role}_{kind}"
+        self.counters[key] = self.counters.get(key, 0) + 1
+        if len(self.events) < 200:
+            self.events.append(
+                {"t_ms": round((time.monotonic() - self._t0) * 1000), "role": role, "kind": kind, "detail": detail[:200]}
+            )
+        return self.counters[key]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"counters": dict(self.counters), "active": dict(self.active), "events": list(self.events),
+                "gave_up": self.gave_up}
+
+
+class CountingFailover(ServiceSwitcherStrategyFailover):
+    """Failover that also moves on after `threshold` errors of a usable service, and counts everything."""
+
+    role = "?"
+    threshold = 1
+    health: VendorHealth | None = None
+
+    def configure(self, role: str, threshold: int, health: VendorHealth) -> None:
+        self.role, self.threshold, self.health = role, max(1, threshold), health
+        health.active[role] = self.active_service.name
+        self._errors_here = 0
+
+    async def handle_error(self, error: ErrorFrame) -> FrameProcessor | None:
+        health = self.health or VendorHealth()
+        failed = error.processor or self.active_service
+        health.count(self.role, "errors", f"{failed.name}: {error.error}")
+        self._errors_here = getattr(self, "_errors_here", 0) + 1
+        logger.warning(f"{self.role}: {failed.name} error {self._errors_here}/{self.threshold}: {error.error}")
+        if failed.is_usable and self._errors_here >= self.threshold:
+            await failed.set_usable(False)
+        switched = await super().handle_error(error)
+        if switched is not None:
+            self._errors_here = 0
+            health.count(self.role, "fallbacks", f"{failed.name} -> {switched.name}")
+            health.active[self.role] = switched.name
+            logger.warning(f"{self.role}: fell back from {failed.name} to {switched.name}")
+        elif not failed.is_usable:
+            health.count(self.role, "unrecoverable", failed.name)
+        return switched
+
+
+class _Watchdog:
+    """The timing half of a switcher: silence where an answer is due becomes a timeout error."""
+
+    def __init__(self, role: str, timeout_secs: float) -> None:
+        self.role = role
+        self.timeout_secs = timeout_secs
+        self.speech_start: float | None = None
+        self.heard_since_start = False
+        self.deadline: float | None = None
+        self.tts_open = False
+        self.tts_last_audio = 0.0
+        self.pending_text: list[str] = []
+
+    def on_in(self, frame: Frame) -> None:
+        now = time.monotonic()
+        if self.role == "stt":
+            if isinstance(frame, VADUserStartedSpeakingFrame):
+                self.speech_start, self.heard_since_start = now, False
+            elif isinstance(frame, VADUserStoppedSpeakingFrame) and self.speech_start is not None:
+                if not self.heard_since_start and now - self.speech_start >= 0.3:
+                    self.deadline = now + self.timeout_secs
+        elif self.role == "tts":
+            if isinstance(frame, (LLMTextFrame, TTSSpeakFrame)) and frame.text.strip():
+                self.pending_text.append(frame.text)
+            elif isinstance(frame, InterruptionFrame):
+                self.tts_open, self.pending_text = False, []
+
+    def on_out(self, frame: Frame) -> None:
+        now = time.monotonic()
+        if self.role == "stt" and isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
+            self.heard_since_start, self.deadline = True, None
+        elif self.role == "tts":
+            if isinstance(frame, TTSStartedFrame):
+                self.tts_open, self.tts_last_audio = True, now
+            elif isinstance(frame, TTSAudioRawFrame):
+                self.tts_last_audio = now
+            elif isinstance(frame, TTSStoppedFrame):
+                self.tts_open, self.pending_text = False, []
+
+    def expired(self) -> str | None:
+        now = time.monotonic()
+        if self.role == "stt" and self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            return f"no transcript {self.timeout_secs:.1f} s after the caller stopped talking"
+        if self.role == "tts" and self.tts_open and now - self.tts_last_audio >= self.timeout_secs:
+            self.tts_open = False
+            return f"no audio for {self.timeout_secs:.1f} s in an open TTS context"
+        return None
+
+
+class _FailoverMixin:
+    """What the STT/TTS and LLM switchers share: configuration, the watchdog task, re-running lost work."""
+
+    role: str
+    health: VendorHealth
+
+    def _setup_failover(self, role: str, health: VendorHealth, threshold: int, timeout_secs: float) -> None:
+        self.role, self.health = role, health
+        self._watchdog = _Watchdog(role, timeout_secs)
+        self._watch_task: asyncio.Task | None = None
+        self._last_context: LLMContextFrame | None = None
+        self.strategy.configure(role, threshold, health)  # type: ignore[attr-defined]
+        self.strategy.add_event_handler("on_service_switched", self._on_switched)  # type: ignore[attr-defined]
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            reason = self._watchdog.expired()
+            if reason:
+                active = self.strategy.active_service  # type: ignore[attr-defined]
+                self.health.count(self.role, "timeouts", f"{active.name}: {reason}")
+                await self.strategy.handle_error(ErrorFrame(error=f"timeout: {reason}", processor=active))  # type: ignore[attr-defined]
+
+    async def _on_switched(self, strategy: Any, service: FrameProcessor) -> None:
+        if self.role == "llm" and self._last_context is not None:
+            self.health.count("llm", "rerun_turns", service.name)
+            await self.queue_frame(self._last_context)  # type: ignore[attr-defined]
+        elif self.role == "tts" and self._watchdog.pending_text:
+            text = " ".join(t.strip() for t in self._watchdog.pending_text)
+            self._watchdog.pending_text = []
+            self.health.count("tts", "respoken", text[:80])
+            await self.queue_frame(TTSSpeakFrame(text))  # type: ignore[attr-defined]
+
+    async def _failover_in(self, frame: Frame) -> None:
+        if isinstance(frame, StartFrame) and self._watch_task is None:
+            self._watch_task = self.create_task(self._watch(), f"{self.role}-watchdog")  # type: ignore[attr-defined]
+        elif isinstance(frame, (EndFrame, CancelFrame)) and self._watch_task is not None:
+            await self.cancel_task(self._watch_task)  # type: ignore[attr-defined]
+            self._watch_task = None
+        elif isinstance(frame, LLMContextFrame):
+            self._last_context = frame
+        self._watchdog.on_in(frame)
+
+
+class FailoverSwitcher(_FailoverMixin, ServiceSwitcher[CountingFailover]):
+    """ServiceSwitcher([vendor, offline]) for STT or TTS with counting, timeouts and re-speaking."""
+
+    def __init__(
+        self, services: list[FrameProcessor], *, role: str, health: VendorHealth, threshold: int, timeout_secs: float
+    ) -> None:
+        super().__init__(services, CountingFailover)
+        self._setup_failover(role, health, threshold, timeout_secs)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await self._failover_in(frame)
+        await super().process_frame(frame, direction)
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+        self._watchdog.on_out(frame)
+        await super().push_frame(frame, direction)
+
+
+class FailoverLLMSwitcher(_FailoverMixin, LLMSwitcher[CountingFailover]):
+    """LLMSwitcher([vendor, farewell]): a failed turn is run again on the farewell LLM."""
+
+    def __init__(self, llms: list[Any], *, health: VendorHealth, threshold: int) -> None:
+        super().__init__(llms, CountingFailover)
+        self._setup_failover("llm", health, threshold, timeout_secs=0.0)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await self._failover_in(frame)
+        await super().process_frame(frame, direction)
