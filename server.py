@@ -345,7 +345,7 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
     try:
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
         parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.events.append)
-    except (UnknownWorkflowError, AudioFormatError, OSError) as e:
+    except (ValueError, AudioFormatError, OSError) as e:  # unknown workflow, bad agent file, bad message
         logger.error(f"{start.call_sid}: cannot start workflow: {e}")
         state.reject("bad_call_config")
         return await _close(websocket, POLICY_VIOLATION, str(e)[:120])

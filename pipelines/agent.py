@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from pipecat.adapters.schemas.function_schema import FunctionSchema
-from pipecat.adapters.schemas.tools_schema import ToolsSchema
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     FunctionCallResultProperties,
     InterimTranscriptionFrame,
@@ -33,8 +33,10 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from pipelines.agent_spec import AgentSpec
 from pipelines.call import CallConfig
 from pipelines.message import MessageCache
+from pipelines.services import AgentServices
 from pipelines.voicemail_drop import VoicemailLeaver, resolve_message
 from pipelines.workflow import Workflow
 from processors.agent_frames import (
@@ -57,6 +59,7 @@ from processors.frames import (
     SpeechStartedFrame,
 )
 from processors.interruption import InterruptionAnalyzer, InterruptionParams, InterruptionProcessor
+from processors.vad_bridge import VadFrameBridge
 
 STT_FINAL_WAIT_MS = 1200.0  # after VAD end: use the interim text if no final comes by then
 MARK_RESOLVE_WAIT_MS = 2000.0  # after a clear: marks whose echo never came count as not played
@@ -117,7 +120,7 @@ class AgentWorkflow(Workflow):
     name = "agent"
 
     def __init__(
-        self, call: CallConfig, messages: MessageCache, agent: Any, services: Any, **kwargs: Any
+        self, call: CallConfig, messages: MessageCache, agent: AgentSpec, services: AgentServices, **kwargs: Any
     ) -> None:
         super().__init__(call, **kwargs)
         s = call.settings
@@ -132,18 +135,17 @@ class AgentWorkflow(Workflow):
         self.clauses = ClauseProcessor()
         self.player = BotSpeechPlayer(call.stream_sid)
         self.player.ledger.lead_ms = s.bot_audio_lead_ms
-        self.before: list[FrameProcessor] = [services.stt, self.interruption]
+        self.before: list[FrameProcessor] = [VadFrameBridge(), services.stt, self.interruption]
         self.after: list[FrameProcessor] = [services.llm, self.clauses, services.tts, self.player]
         silence_ms = s.greeting_end_silence_secs * 1000
         self.leaver = VoicemailLeaver(self, resolve_message(call, messages), silence_ms)
-        self.context = LLMContext(
-            messages=[{"role": "system", "content": agent.system_prompt}], tools=ToolsSchema(TOOLS)
-        )
+        # the LLM service carries agent.system_prompt as its system instruction
+        self.context = LLMContext(messages=[], tools=ToolsSchema(TOOLS))
         for tool in ("transfer_to_human", "end_call", "leave_voicemail"):
             services.llm.register_function(tool, self._tool)
         amd_off = call.params.get("amd", "on").lower() in ("off", "0", "false", "no")
         self.phase = "conversation" if amd_off else "amd"  # amd | conversation | voicemail | ending
-        self.greet_first = getattr(agent, "greeting", "first") != "wait"
+        self.greet_first = agent.greeting_first
         self.transcript: list[dict[str, Any]] = []
         self.latency: list[dict[str, Any]] = []
         self.turn = 0
@@ -190,9 +192,9 @@ class AgentWorkflow(Workflow):
         if self._started:
             return
         self._started = True
-        await self.action("conversation_start", agent=getattr(self.agent, "name", ""))
+        await self.action("conversation_start", agent=self.agent.name)
         if self.greet_first or (self._user_end_ms is not None and not self._user_speaking):
-            await self._say(getattr(self.agent, "first_message", "") or "Hello!")
+            await self._say(self.agent.first_message or "Hello!")
 
     # --- caller speech ---------------------------------------------------------------------------
 
@@ -246,7 +248,7 @@ class AgentWorkflow(Workflow):
         if not self._started:
             await self._start_conversation()
             return
-        ends = [p.lower() for p in getattr(self.agent, "end_phrases", []) or []]
+        ends = self.agent.end_call_phrases
         if any(p and p in text.lower() for p in ends):
             await self._goodbye()
             return
@@ -270,7 +272,7 @@ class AgentWorkflow(Workflow):
 
     async def _goodbye(self) -> None:
         self.phase = "ending"
-        await self._say(getattr(self.agent, "goodbye", "") or DEFAULT_GOODBYE, hang_up_after=True)
+        await self._say(DEFAULT_GOODBYE, hang_up_after=True)
 
     async def on_barge_in(self, frame: BargeInFrame) -> None:
         await self.action("barge_in", onset_ms=round(frame.onset_ms), text=frame.text)
@@ -279,6 +281,8 @@ class AgentWorkflow(Workflow):
         await self.broadcast_interruption()  # LLM and TTS cancel; the player drops its queue; Twilio `clear`
 
     async def on_audio(self) -> None:
+        if self.phase == "conversation" and not self._started:
+            await self._start_conversation()  # amd=off: the caller dialed in; the agent speaks first
         if self.phase in ("amd", "voicemail"):
             await self.leaver.tick()
             if self.leaver.play_started_ms is not None:
@@ -289,8 +293,8 @@ class AgentWorkflow(Workflow):
                     await self._maybe_end_user_turn(timeout=True)
                 else:  # speech without words (noise): not a turn
                     self._user_start_ms = self._user_end_ms = None
-        max_secs = getattr(self.agent, "max_call_secs", None)
-        if max_secs and self.t_ms >= max_secs * 1000 and self.phase == "conversation":
+        max_secs = self.agent.max_call_secs
+        if self.t_ms >= max_secs * 1000 and self.phase == "conversation":
             await self.action("max_call_length")
             await self._goodbye()
         await self._check_turns()

@@ -39,7 +39,7 @@ def _agent(call: CallConfig, messages: MessageCache) -> Workflow:
     from pipelines.agent_spec import load_agent
     from pipelines.services import build_agent_services
 
-    agent = load_agent(call.settings, call.params.get("agent"))
+    agent = load_agent(call.params.get("agent") or DEFAULT_AGENT, call.settings)
     return AgentWorkflow(call, messages, agent, build_agent_services(call.settings, agent))
 
 
@@ -51,6 +51,7 @@ WORKFLOWS: dict[str, WorkflowBuilder] = {
 }
 
 
+DEFAULT_AGENT = "example"
 AMD_PRESET_OF = {"agent": "voicemail_drop"}
 
 

@@ -100,6 +100,7 @@ class ClauseProcessor(FrameProcessor):
         self.splitter = ClauseSplitter()
         self.turn = 0
         self._first_token = True
+        self._clause_count: dict[int, int] = {}
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -142,7 +143,8 @@ class ClauseProcessor(FrameProcessor):
         await self.push_frame(BotReplyEndFrame(turn=turn))
 
     async def _speak(self, clause: str) -> None:
-        index = len(self.splitter.emitted) - 1
+        index = self._clause_count.get(self.turn, 0)
+        self._clause_count[self.turn] = index + 1
         await self.push_frame(BotClauseFrame(text=clause, turn=self.turn, index=index))
         await self.push_frame(TtsRequestFrame(turn=self.turn, wall=time.monotonic()), FrameDirection.UPSTREAM)
         await self.push_frame(TTSSpeakFrame(text=clause, append_to_context=False))
