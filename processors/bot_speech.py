@@ -304,7 +304,9 @@ class PlayoutLedger:
             return 0
         turn.marks = keep
         for m in redo:
-            new = Mark(m.name + "r", m.turn, m.kind, m.word, m.offset_ms, m.word_start_ms, audio=m.audio)
+            ident, _, word = m.name.rpartition(":")
+            name = f"{ident}r:{word}" if m.kind == "w" else m.name + "r"  # the word stays last
+            new = Mark(name, m.turn, m.kind, m.word, m.offset_ms, m.word_start_ms, audio=m.audio)
             if new.audio:
                 self.queue.append(("audio", new.audio))
             self._mark(new)
