@@ -161,6 +161,7 @@ class AgentWorkflow(Workflow):
         self._bot_speaking = False
         self._pending: dict[int, TurnLatency] = {}
         self._finalized: set[int] = set()
+        self._spoke: set[int] = set()  # LLM turns whose reply has text
         self._hangup_after: int | None = None
         self._cleared_at_ms: float | None = None
 
@@ -351,7 +352,10 @@ class AgentWorkflow(Workflow):
         await self.action("tool_call", tool=name)
         await params.result_callback({"ok": True}, properties=FunctionCallResultProperties(run_llm=False))
         if name == "end_call":
-            await self._goodbye()
+            if self.turn in self._spoke:  # the reply already says goodbye: hang up once it has played
+                self.phase, self._hangup_after = "ending", self.turn
+            else:
+                await self._goodbye()
         elif name == "transfer_to_human":
             await self.human_action()
         elif name == "leave_voicemail":
@@ -369,8 +373,11 @@ class AgentWorkflow(Workflow):
             self._bot_speaking = frame.speaking
             if frame.speaking and self.turn in self.player.ledger.turns:
                 await self._event("bot_turn_start", turn=self.turn, text=self.player.ledger.turns[self.turn].text)
-        elif isinstance(frame, LlmFirstTokenFrame) and frame.turn in self._pending:
-            self._pending[frame.turn].llm_first_token_wall = self._pending[frame.turn].llm_first_token_wall or frame.wall
+        elif isinstance(frame, LlmFirstTokenFrame):
+            self._spoke.add(frame.turn)
+            if frame.turn in self._pending:
+                lat = self._pending[frame.turn]
+                lat.llm_first_token_wall = lat.llm_first_token_wall or frame.wall
         elif isinstance(frame, TtsRequestFrame) and frame.turn in self._pending:
             self._pending[frame.turn].tts_request_wall = self._pending[frame.turn].tts_request_wall or frame.wall
         elif isinstance(frame, BargeInFrame) and not self.ended:
