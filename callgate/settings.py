@@ -72,10 +72,12 @@ class Settings(BaseSettings):
     )
     # --- agent: barge-in (processors/interruption.py) and the bot's playout (processors/bot_speech.py)
     barge_in_min_ms: float = Field(
-        500.0, description="agent: caller speech over the bot this long is a barge-in even without words."
+        1200.0,
+        description="agent: caller speech over the bot this long is a barge-in even without words (words that "
+        "are not a backchannel confirm one as soon as the STT shows them).",
     )
     backchannel_max_ms: float = Field(
-        900.0, description="agent: caller speech longer than this is never a backchannel (uh-huh, yeah)."
+        1500.0, description="agent: caller speech longer than this is never a backchannel (uh-huh, yeah)."
     )
     backchannel_transcript_wait_ms: float = Field(
         500.0, description="agent: after short speech over the bot, wait this long for its transcript."

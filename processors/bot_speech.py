@@ -288,6 +288,7 @@ class PlayoutLedger:
                 t.dropped_ms = dropped_twilio + dropped_here
                 t.server_clock_words = [w for s, w in t.pipecat_starts if s <= now_ms]
         self.queue.clear()
+        self._pipecat_end_ms = 0.0  # Pipecat resets its word clock on an interruption
         self.clear_gen += 1
         self.play_end_ms = min(self.play_end_ms, now_ms)
         self.paused = False

@@ -90,8 +90,8 @@ class Verdict(Enum):
 
 @dataclass
 class InterruptionParams:
-    barge_in_min_ms: float = 500.0  # caller speech this long over the bot is a barge-in, words or not
-    backchannel_max_ms: float = 900.0  # longer speech is never a backchannel, whatever its transcript
+    barge_in_min_ms: float = 1200.0  # caller speech this long over the bot is a barge-in, words or not
+    backchannel_max_ms: float = 1500.0  # longer speech is never a backchannel, whatever its transcript
     transcript_wait_ms: float = 500.0  # after short speech ends: wait this long for its transcript
     backchannel_max_words: int = 2
 
@@ -116,6 +116,7 @@ class InterruptionAnalyzer:
     end_ms: float | None = None
     text: str = ""
     finals: list[str] = field(default_factory=list)
+    got_final: bool = False  # the STT has finalized this speech (possibly with no words)
     decisions: list[Decision] = field(default_factory=list)
 
     def _decide(self, verdict: Verdict, t_ms: float) -> Decision:
@@ -148,6 +149,7 @@ class InterruptionAnalyzer:
         if self.gate is not None and not self.gate.is_caller_speech(t_ms, now_ms):
             return None
         self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", t_ms, None, "", []
+        self.got_final = False
         return self._decide(Verdict.PAUSE, now_ms)
 
     def speech_end(self, t_ms: float, now_ms: float) -> Decision | None:
@@ -164,6 +166,7 @@ class InterruptionAnalyzer:
             if text.strip():
                 self.finals.append(text.strip())
             self.text = ""
+            self.got_final = True
         else:
             self.text = text.strip()
         words = self.heard_text
@@ -187,6 +190,8 @@ class InterruptionAnalyzer:
                 return self._decide(Verdict.BARGE_IN, now_ms)
             if backchannel and self.finals:
                 return self._decide(Verdict.BACKCHANNEL, now_ms)
+            if self.got_final and not words:  # the STT heard no words in it
+                return self._decide(Verdict.NOISE, now_ms)
             if now_ms - self.end_ms >= p.transcript_wait_ms:
                 return self._decide(Verdict.BACKCHANNEL if backchannel else Verdict.NOISE, now_ms)
         elif self.state == "interrupted" and self.end_ms is not None:

@@ -648,6 +648,8 @@ class PhoneCall:
             self.events.append(line)
             if self.on_event is not None:
                 self.on_event(line)
+        if self._caller.hung_up:
+            return None
         if self._caller.done and self._caller.idle_for(self.t_ms) >= self.script.tail_ms:  # type: ignore[union-attr]
             return None
         if pcm is None:

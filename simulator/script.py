@@ -56,6 +56,7 @@ class Step:
     gap_ms: float = 600.0
     at_ms: float = 0.0
     transcript: str = ""
+    hangup: bool = False  # the caller hangs up when this step comes due (nothing is said)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # int16, 8 kHz
 
     @property
@@ -92,12 +93,13 @@ def parse_script(data: dict[str, Any], *, base: Path = Path("."), synthesize: bo
     for i, raw in enumerate(data["step"], start=1):
         if not isinstance(raw, dict):
             raise ScriptError(f"step {i} must be a table")
-        unknown = set(raw) - {"say", "wav", "noise", "voice", "after", "gap_ms", "at_ms", "kind", "transcript"}
+        keys = {"say", "wav", "noise", "voice", "after", "gap_ms", "at_ms", "kind", "transcript", "hangup"}
+        unknown = set(raw) - keys
         if unknown:
             raise ScriptError(f"step {i}: unknown keys {', '.join(sorted(unknown))}")
         sources = [k for k in ("say", "wav", "noise") if raw.get(k)]
-        if len(sources) != 1:
-            raise ScriptError(f"step {i}: give exactly one of say, wav, noise")
+        if len(sources) != 1 and not (raw.get("hangup") and not sources):
+            raise ScriptError(f"step {i}: give exactly one of say, wav, noise (or hangup = true)")
         kind = raw.get("kind", "noise" if raw.get("noise") else "line")
         after = raw.get("after", "bot_done")
         if kind not in KINDS:
@@ -120,10 +122,11 @@ def parse_script(data: dict[str, Any], *, base: Path = Path("."), synthesize: bo
             gap_ms=gap,
             at_ms=at,
             transcript=raw.get("transcript", raw.get("say") or ""),
+            hangup=bool(raw.get("hangup", False)),
         )
         if step.noise and step.noise not in NOISES:
             raise ScriptError(f"step {i}: noise must be one of {', '.join(NOISES)}")
-        if synthesize:
+        if synthesize and not step.hangup:
             step.audio = render(step)
         steps.append(step)
     return Script(steps=steps, tail_ms=float(data.get("tail_ms", 3000)))
@@ -196,10 +199,11 @@ class ScriptedCaller:
         self._idle_since: float | None = None
         self._bot_played = 0.0
         self.lines: list[dict[str, Any]] = []
+        self.hung_up = False
 
     @property
     def done(self) -> bool:
-        return self.index >= len(self.script.steps) and self._pos is None
+        return self.hung_up or (self.index >= len(self.script.steps) and self._pos is None)
 
     @property
     def speaking(self) -> bool:
@@ -210,6 +214,9 @@ class ScriptedCaller:
         if self._pos is None:
             self._track_bot(now_ms, bot_playing)
             if self.index < len(self.script.steps) and self._triggered(self.script.steps[self.index], now_ms):
+                if self.script.steps[self.index].hangup:
+                    self.hung_up = True
+                    return None, None
                 self._pos, self._line_start = 0, now_ms
         if self._pos is None:
             return None, None

@@ -57,10 +57,10 @@ def test_short_backchannel_resumes_without_barge_in():
 
 
 def test_backchannel_transcript_extends_the_barge_in_limit():
-    a = analyzer(barge_in_min_ms=500, backchannel_max_ms=900)
+    a = analyzer(barge_in_min_ms=300, backchannel_max_ms=900)
     a.speech_start(1000, 1100)
     a.transcript("mm-hmm", False, 1400)
-    assert run_ticks(a, 1420, 1800) is None  # longer than 500 ms, but it is a continuer
+    assert run_ticks(a, 1420, 1800) is None  # longer than 300 ms, but it is a continuer
     a.speech_end(1750, 1950)
     d = a.transcript("mm-hmm", True, 2000)
     assert d and d.verdict is Verdict.BACKCHANNEL
@@ -72,6 +72,14 @@ def test_short_sound_without_words_is_noise():
     a.speech_end(1250, 1450)
     d = run_ticks(a, 1460, 2000)
     assert d and d.verdict is Verdict.NOISE and d.t_ms >= 1750
+
+
+def test_speech_the_stt_finalizes_without_words_is_noise_at_once():
+    a = analyzer()
+    a.speech_start(1000, 1100)
+    a.speech_end(1300, 1500)
+    d = a.transcript("", True, 1560)
+    assert d and d.verdict is Verdict.NOISE and d.t_ms == 1560
 
 
 def test_confirmed_barge_in_that_was_only_a_cough_resumes():
