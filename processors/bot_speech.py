@@ -278,15 +278,16 @@ class PlayoutLedger:
     def clear(self, now_ms: float) -> float:
         """The bot was interrupted: drop what is queued here; returns the modelled ms dropped at Twilio."""
         dropped_twilio = self.buffered_ms(now_ms)
-        for kind, item in self.queue:
-            if kind == "mark":
-                item.played = False
         dropped_here = sum(len(i) / 2 / SAMPLES_PER_MS for k, i in self.queue if k == "audio")
         for t in self.turns.values():
-            if not t.resolved and t.interrupted_at_ms is None:
+            unfinished = not t.resolved or any(not m.played for m in t.marks)
+            if t.interrupted_at_ms is None and t.marks and unfinished:
                 t.interrupted_at_ms = now_ms
                 t.dropped_ms = dropped_twilio + dropped_here
                 t.server_clock_words = [w for s, w in t.pipecat_starts if s <= now_ms]
+        for kind, item in self.queue:
+            if kind == "mark":
+                item.played = False  # never sent
         self.queue.clear()
         self._pipecat_end_ms = 0.0  # Pipecat resets its word clock on an interruption
         self.clear_gen += 1
