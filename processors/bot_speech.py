@@ -184,7 +184,7 @@ class PlayoutLedger:
     play_end_ms: float = 0.0
     paused: bool = False
     clear_gen: int = 0
-    rtt_ms: float | None = None  # echo position - modelled due time of the last played word/clause echo
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=8))  # of the last played word/clause echoes
     start_rtt_ms: float | None = None  # the same for turn-start marks (echoed on arrival, not after audio)
     turns: dict[int, TurnPlayout] = field(default_factory=dict)
     marks: dict[str, Mark] = field(default_factory=dict)
@@ -249,6 +249,12 @@ class PlayoutLedger:
             out.append((kind, item))
         return out
 
+    @property
+    def rtt_ms(self) -> float | None:
+        """The round trip in audio time: echo lag of recent played marks. Delays (jitter, a slow
+        Twilio start) only ever add to a played echo's lag, so the floor of the recent ones is it."""
+        return min(self.lags) if self.lags else None
+
     def buffered_ms(self, now_ms: float) -> float:
         """Modelled audio at Twilio not yet played."""
         return max(0.0, self.play_end_ms - now_ms)
@@ -263,13 +269,13 @@ class PlayoutLedger:
         if m.clear_gen == self.clear_gen:
             m.played = True
         elif self.rtt_ms is not None:  # a clear went out after it: played only if it came as late
-            m.played = lag >= self.rtt_ms - self.tolerance_ms  # as its audio needed
+            m.played = lag >= self.rtt_ms - self.tolerance_ms  # as its audio needed (the round trip)
         else:  # no word echo yet this call: the turn-start mark's round trip, less exactly
             m.played = self.start_rtt_ms is not None and lag >= self.start_rtt_ms - 3 * self.tolerance_ms
         if m.played and m.kind == "s":
             self.start_rtt_ms = lag
         elif m.played:
-            self.rtt_ms = lag
+            self.lags.append(lag)
         t = self.turn(m.turn)
         if m.kind == "s" and m.played:
             t.start_echo_ms = at_ms

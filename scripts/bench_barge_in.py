@@ -89,19 +89,32 @@ async def barge_ins(base: str, rest: Any, dg: Any, calls: int, per_call: int, de
     return rows
 
 
-async def backchannels(base: str, rest: Any, dg: Any, calls: int, per_call: int, delay: float) -> list[dict]:
+async def backchannels(base: str, rest: Any, dg: Any, calls: int, total: int, delay: float) -> list[dict]:
+    """`total` backchannels, 3 per call (one long bot turn each), `calls` calls at a time."""
+    rows = []
+    for first in range(0, total, 3 * calls):
+        n = min(calls, -(-(total - first) // 3))
+        rows += await _backchannel_round(base, rest, dg, n, 3, delay, first)
+    return rows
+
+
+async def _backchannel_round(
+    base: str, rest: Any, dg: Any, calls: int, per_call: int, delay: float, offset: int
+) -> list[dict]:
     from simulator.script import parse_script
 
+    dg.transcripts.clear()
     plan = []
     for c in range(calls):
         steps = []
         for i in range(per_call):
-            word = BACKCHANNELS[(c * per_call + i) % len(BACKCHANNELS)]
-            steps.append({"say": word, "kind": "backchannel", "voice": VOICES[(c + i) % 4], "after": "bot_audio",
+            k = offset + c * per_call + i
+            word = BACKCHANNELS[k % len(BACKCHANNELS)]
+            steps.append({"say": word, "kind": "backchannel", "voice": VOICES[(k // 5) % 4], "after": "bot_audio",
                           "at_ms": 1200 + 300 * (i % 3)})
         plan.append(steps)
     dg.say(*[s["say"] for steps in plan for s in steps])  # any order: every one is a backchannel
-    scripts = [parse_script({"step": steps, "tail_ms": 800}) for steps in plan]
+    scripts = [parse_script({"step": steps, "tail_ms": 2000}) for steps in plan]
     results = await asyncio.gather(*(scripted_call(base, rest, s, delay) for s in scripts))
     rows = []
     for report, record in results:
@@ -155,7 +168,7 @@ async def main(args: argparse.Namespace) -> int:
                 rows = await barge_ins(base, rest, dg, args.calls, args.per_call, args.delay_ms)
                 dg.transcripts.clear()
                 print("backchannels ...", flush=True)
-                bc = await backchannels(base, rest, dg, args.calls * 2, 3, args.delay_ms)
+                bc = await backchannels(base, rest, dg, args.calls, args.backchannels, args.delay_ms)
                 dg.transcripts.clear()
                 print("cough and door ...", flush=True)
                 nz = await noises(base, rest, dg, args.delay_ms)
@@ -194,7 +207,8 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--delay-ms", type=float, default=150.0)
-    ap.add_argument("--calls", type=int, default=4)
-    ap.add_argument("--per-call", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=2, help="concurrent calls (2 cores: keep it small)")
+    ap.add_argument("--per-call", type=int, default=10)
+    ap.add_argument("--backchannels", type=int, default=24)
     ap.add_argument("--show", type=int, default=0, help="print the first N interruptions")
     raise SystemExit(asyncio.run(main(ap.parse_args())))

@@ -650,7 +650,7 @@ class PhoneCall:
                 self.on_event(line)
         if self._caller.hung_up:
             return None
-        if self._caller.done and self._caller.idle_for(self.t_ms) >= self.script.tail_ms:  # type: ignore[union-attr]
+        if self._caller.done and self._caller.idle_for(self.t_ms, playing) >= self.script.tail_ms:  # type: ignore[union-attr]
             return None
         if pcm is None:
             return SILENCE_FRAME

@@ -38,6 +38,7 @@ import numpy as np
 from callgate.audio import FRAME_SAMPLES, load_audio, to_int16
 
 AFTER = ("bot_done", "bot_audio", "start")
+STEP_TIMEOUT_MS = 30_000.0  # a step whose cue never comes is skipped after this long
 KINDS = ("line", "backchannel", "noise")
 
 
@@ -200,6 +201,7 @@ class ScriptedCaller:
         self._bot_played = 0.0
         self.lines: list[dict[str, Any]] = []
         self.hung_up = False
+        self._last_bot_ms = 0.0
 
     @property
     def done(self) -> bool:
@@ -213,6 +215,11 @@ class ScriptedCaller:
         """The frame to send at `now_ms` (None: silence) and a `caller_line` event when a line ended."""
         if self._pos is None:
             self._track_bot(now_ms, bot_playing)
+            if self.index < len(self.script.steps) and now_ms - self._armed_ms > STEP_TIMEOUT_MS:
+                skipped = {"event": "caller_step_skipped", "t_ms": round(now_ms), "step": self.index + 1}
+                self.index += 1  # the bot never gave the cue (hung up, or stopped for good)
+                self._armed_ms = now_ms
+                return None, skipped
             if self.index < len(self.script.steps) and self._triggered(self.script.steps[self.index], now_ms):
                 if self.script.steps[self.index].hangup:
                     self.hung_up = True
@@ -228,6 +235,7 @@ class ScriptedCaller:
         end = now_ms + len(frame) / 8
         event = {
             "event": "caller_line",
+            "t_ms": round(end),
             "step": self.index + 1,
             "kind": step.kind,
             "text": step.label,
@@ -245,6 +253,7 @@ class ScriptedCaller:
 
     def _track_bot(self, now_ms: float, playing: bool) -> None:
         if playing:
+            self._last_bot_ms = now_ms
             if self._bot_start is None:
                 self._bot_start = now_ms
             self._idle_since = None
@@ -259,7 +268,9 @@ class ScriptedCaller:
             return self._bot_start is not None and self._bot_played >= step.at_ms
         return self._idle_since is not None and now_ms - self._idle_since >= step.gap_ms
 
-    def idle_for(self, now_ms: float) -> float:
+    def idle_for(self, now_ms: float, bot_playing: bool) -> float:
         """How long the line has been quiet on both sides (for ending the call after the script)."""
-        since = max(self._armed_ms, self._idle_since or 0.0)
-        return now_ms - since if self._bot_start is None or self._idle_since is not None else 0.0
+        if bot_playing:
+            self._last_bot_ms = now_ms
+            return 0.0
+        return now_ms - max(self._armed_ms, self._last_bot_ms)
