@@ -5,9 +5,9 @@ else the clause's voiced span shared out by characters) and queued as word audio
 the word (`a:w<turn>.<clause>.<word>:<text>`), then a clause mark (`a:c<turn>.<clause>`). A turn
 starts with a mark too (`a:s<turn>`), whose echo says when Twilio started playing it.
 
-Audio is released on the *inbound* audio clock, `lead_ms` ahead of the modelled playout, so Twilio's
-buffer never holds more than that: pausing (stop releasing) silences the bot within `lead_ms` without
-a `clear`.
+Audio is released 20 ms at a time on the *inbound* audio clock, `lead_ms` ahead of the modelled
+playout, so Twilio's buffer never holds more than that: pausing (stop releasing) silences the bot
+within `lead_ms` + 20 ms without a `clear`.
 
 What the caller heard comes from echoes, not the server clock. Before a `clear`, an echo means played.
 After one, Twilio echoes every pending mark at once; an echo is counted played only if it arrived no
@@ -50,6 +50,7 @@ from processors.frames import MarkResolvedFrame, TwilioMarkFrame
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 MARK_PREFIX = "a:"
+RELEASE_BYTES = FRAME_SAMPLES * 2  # 20 ms of PCM16
 
 
 @dataclass
@@ -241,11 +242,16 @@ class PlayoutLedger:
             if kind == "audio":
                 if self.play_end_ms - now_ms >= self.lead_ms:
                     break
+                if len(item) > RELEASE_BYTES:  # one 20 ms frame at a time: Twilio never holds more than the lead
+                    self.queue[0] = (kind, item[RELEASE_BYTES:])
+                    item = item[:RELEASE_BYTES]
+                else:
+                    self.queue.popleft()
                 self.play_end_ms = max(self.play_end_ms, now_ms) + len(item) / 2 / SAMPLES_PER_MS
             else:
                 item.due_ms = max(self.play_end_ms, now_ms)
                 item.clear_gen = self.clear_gen
-            self.queue.popleft()
+                self.queue.popleft()
             out.append((kind, item))
         return out
 

@@ -192,8 +192,8 @@ async def main(args: argparse.Namespace) -> int:
               f"(max {max(ours)} word(s) off)  [target >= 95 %, never > 1 off]")
         print(f"  Pipecat default (server clock, word counted once started): {100 * exact_pc:.1f} % exact, "
               f"max {max(theirs)} word(s) off, mean {sum(theirs) / len(theirs):.2f}")
-    for r in rows[: args.show]:
-        print(f"    truth={r.get('truth')!r}\n    stored={r.get('stored')!r} server_clock={r.get('server_clock')!r}")
+    for r in [r for r in scored if word_error(r["stored"], r["truth"])][: args.show]:
+        print(f"    off: truth={r.get('truth')!r}\n         stored={r.get('stored')!r}")
     said = sum(r["said"] for r in bc)
     cleared = sum(r["clears"] for r in bc)
     print(f"\nbackchannels: {said} said over bot speech ({', '.join(BACKCHANNELS)}; {len(VOICES)} voices)")
