@@ -11,9 +11,11 @@ within `lead_ms` + 20 ms without a `clear`.
 
 What the caller heard comes from echoes, not the server clock. Before a `clear`, an echo means played.
 After one, Twilio echoes every pending mark at once; an echo is counted played only if it arrived no
-earlier than its audio could have finished: (echo position - modelled due time) must match that of the
-previous played echo (the round trip, in audio time) within `tolerance_ms`. Marks still queued here
-at the `clear` were never sent and are not played.
+earlier than its audio could have finished: (echo position - modelled due time) must reach the round
+trip (the floor of recent played echoes' lags, in audio time) within `tolerance_ms`. Marks still
+queued here at the `clear` were never sent and are not played. Since a barge-in is always preceded
+by a pause, Twilio's buffer (the lead) has normally drained before the `clear` arrives, so no mark
+is left to tell apart from a cleared one at the tolerance's edge.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class PlayoutLedger:
     """Queue, pacing, marks and echoes of the bot's audio, free of frames and asyncio (audio-time ms)."""
 
     lead_ms: float = 60.0
-    tolerance_ms: float = 10.0  # under one inbound frame (20 ms): echoes are only known to that grid
+    tolerance_ms: float = 40.0  # echo positions jitter by an inbound frame (20 ms) or two
     queue: deque[tuple[str, Any]] = field(default_factory=deque)  # ("audio", bytes) | ("mark", Mark)
     play_end_ms: float = 0.0
     paused: bool = False

@@ -25,7 +25,9 @@ def test_word_spans_share_voiced_audio_by_characters_on_frame_boundaries():
     assert 300 <= ends[0] <= 400  # 100 + 1000 * 2/10, rounded to 20 ms
 
 
-def simulate(lead_ms: float, delay_ms: float, clear_at_ms: float | None, words: int = 8, word_ms: int = 300):
+def simulate(
+    lead_ms: float, delay_ms: float, clear_at_ms: float | None, words: int = 8, word_ms: int = 300, pause_ms: float = 0
+):
     """Play one clause through the ledger and a Twilio buffer `delay_ms` away (each way), 20 ms steps.
 
     Returns the ledger, the words really played (Twilio side) and the server's heard words.
@@ -46,6 +48,8 @@ def simulate(lead_ms: float, delay_ms: float, clear_at_ms: float | None, words: 
             for arr, name in [x for x in to_server if x[0] <= now]:
                 to_server.remove((arr, name))
                 led.echo(name, server_now)
+            if clear_at_ms is not None and pause_ms and server_now >= clear_at_ms - pause_ms:
+                led.paused = True  # the barge-in analyzer pauses at the speech onset
             if clear_at_ms is not None and not cleared and server_now >= clear_at_ms:
                 cleared = True
                 led.clear(server_now)
@@ -77,11 +81,21 @@ def test_uninterrupted_clause_plays_every_word_and_twilio_buffer_stays_short():
 
 
 @pytest.mark.parametrize("delay_ms", [0, 45, 150, 230])
-def test_after_a_clear_heard_words_match_what_twilio_played(delay_ms):
+def test_after_pause_and_clear_heard_words_match_what_twilio_played(delay_ms):
     for clear_at in range(600, 2400, 37):
-        led, truth, heard = simulate(lead_ms=60, delay_ms=delay_ms, clear_at_ms=clear_at)
+        led, truth, heard = simulate(lead_ms=60, delay_ms=delay_ms, clear_at_ms=clear_at, pause_ms=150)
         assert heard == truth, (clear_at, heard, truth)
         assert led.turns[1].resolved
+
+
+@pytest.mark.parametrize("delay_ms", [0, 150])
+def test_clear_without_pause_is_never_more_than_one_word_off(delay_ms):
+    misses = 0
+    for clear_at in range(600, 2400, 37):
+        led, truth, heard = simulate(lead_ms=60, delay_ms=delay_ms, clear_at_ms=clear_at)
+        assert abs(len(heard) - len(truth)) <= 1 and heard[: len(truth)] == truth[: len(heard)]
+        misses += heard != truth
+    assert misses <= 0.2 * len(range(600, 2400, 37))  # only clears within the tolerance of a word's end
 
 
 def test_server_clock_estimate_counts_words_that_had_only_started():
