@@ -117,7 +117,10 @@ class Settings(BaseSettings):
         "f786b574-daa5-4673-aa0c-cbe3e8534c02", description="Cartesia voice id when the agent file names none."
     )
     offline_tts_engine: str = Field("flite", description="Offline TTS: flite (word timings) or espeak-ng.")
-    offline_tts_voice: str = Field("slt", description="Offline voice: flite slt|kal|awb|rms, or an espeak-ng voice.")
+    offline_tts_voice: str = Field("rms", description="Offline voice: flite slt|kal|awb|rms, or an espeak-ng voice.")
+    vendor_connect_timeout_secs: float = Field(
+        2.0, description="How long a call's setup waits for Deepgram's handshake before going on without it."
+    )
     vendor_fallback: bool = Field(
         True, description="A failing vendor falls back to the offline STT/TTS; a failing LLM says goodbye."
     )

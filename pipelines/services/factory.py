@@ -15,7 +15,6 @@ from typing import Any
 
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.cartesia.tts import CartesiaTTSService
-from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.transcriptions.language import Language
 
@@ -26,24 +25,7 @@ from pipelines.services.chat_server import farewell_server, offline_dialog_serve
 from pipelines.services.offline_stt import PocketsphinxSTTService
 from pipelines.services.offline_tts import LocalTTSService, LocalVoice
 from pipelines.services.resilience import FailoverLLMSwitcher, FailoverSwitcher, VendorHealth
-
-NO_KEY = "callgate-no-key"  # OpenAI-compatible local servers want some key in the header
-
-
-class TimedOpenAILLMService(OpenAILLMService):
-    """OpenAILLMService whose client uses the settings' timeout and retry count (429, 5xx, timeouts)."""
-
-    def __init__(self, *, timeout_secs: float, max_retries: int, **kwargs: Any) -> None:
-        self._cg_timeout_secs = timeout_secs
-        self._cg_max_retries = max_retries
-        super().__init__(**kwargs)
-
-    def create_client(self, api_key=None, base_url=None, organization=None, project=None, default_headers=None, **kwargs):
-        client = super().create_client(
-            api_key=api_key, base_url=base_url, organization=organization, project=project,
-            default_headers=default_headers, **kwargs,
-        )
-        return client.with_options(timeout=self._cg_timeout_secs, max_retries=self._cg_max_retries)
+from pipelines.services.vendors import NO_KEY, BoundedDeepgramSTTService, TimedOpenAILLMService
 
 
 @dataclass
@@ -101,12 +83,13 @@ def build_agent_services(
 
     offline_stt = PocketsphinxSTTService()
     if settings.deepgram_api_key:
-        deepgram = DeepgramSTTService(
+        deepgram = BoundedDeepgramSTTService(
+            connect_wait_secs=settings.vendor_connect_timeout_secs,
             api_key=settings.deepgram_api_key,
             base_url=settings.deepgram_base_url,
             encoding="linear16",
             sample_rate=SAMPLE_RATE,
-            settings=DeepgramSTTService.Settings(
+            settings=BoundedDeepgramSTTService.Settings(
                 model=settings.deepgram_model,
                 language=_language(agent.language),
                 interim_results=True,

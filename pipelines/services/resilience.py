@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from pipecat.frames.frames import (
     EndFrame,
     ErrorFrame,
     Frame,
+    InputAudioRawFrame,
     InterimTranscriptionFrame,
     InterruptionFrame,
     LLMContextFrame,
@@ -93,7 +95,10 @@ class CountingFailover(ServiceSwitcherStrategyFailover):
         health.count(self.role, "errors", f"{failed.name}: {error.error}")
         self._errors_here = getattr(self, "_errors_here", 0) + 1
         logger.warning(f"{self.role}: {failed.name} error {self._errors_here}/{self.threshold}: {error.error}")
-        if failed.is_usable and self._errors_here >= self.threshold:
+        others = [s for s in self.usable_services if s is not failed]
+        # The last usable service is never written off by our count (only by Pipecat's own verdict):
+        # a slow stand-by is better than none.
+        if failed.is_usable and others and self._errors_here >= self.threshold:
             await failed.set_usable(False)
         switched = await super().handle_error(error)
         if switched is not None:
@@ -117,14 +122,29 @@ class _Watchdog:
         self.deadline: float | None = None
         self.tts_open = False
         self.tts_last_audio = 0.0
+        self.tts_audio_in_context = False
         self.pending_text: list[str] = []
+        # STT: the caller's current utterance (with a little pre-roll), kept until it is transcribed, so
+        # a stand-by that takes over can hear it again instead of the caller having to repeat it.
+        self.preroll: deque[InputAudioRawFrame] = deque(maxlen=25)
+        self.utterance: list[InputAudioRawFrame] = []
+        self.recording = False
+        self.transcribed = True
 
     def on_in(self, frame: Frame) -> None:
         now = time.monotonic()
         if self.role == "stt":
-            if isinstance(frame, VADUserStartedSpeakingFrame):
+            if isinstance(frame, InputAudioRawFrame):
+                if self.recording and len(self.utterance) < 1500:  # 30 s of 20 ms frames at most
+                    self.utterance.append(frame)
+                elif not self.recording:
+                    self.preroll.append(frame)
+            elif isinstance(frame, VADUserStartedSpeakingFrame):
                 self.speech_start, self.heard_since_start = now, False
+                self.recording, self.transcribed = True, False
+                self.utterance = list(self.preroll)
             elif isinstance(frame, VADUserStoppedSpeakingFrame) and self.speech_start is not None:
+                self.recording = False
                 if not self.heard_since_start and now - self.speech_start >= 0.3:
                     self.deadline = now + self.timeout_secs
         elif self.role == "tts":
@@ -137,13 +157,17 @@ class _Watchdog:
         now = time.monotonic()
         if self.role == "stt" and isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
             self.heard_since_start, self.deadline = True, None
+            if isinstance(frame, TranscriptionFrame) and not self.recording:
+                self.transcribed, self.utterance = True, []
         elif self.role == "tts":
             if isinstance(frame, TTSStartedFrame):
-                self.tts_open, self.tts_last_audio = True, now
+                self.tts_open, self.tts_last_audio, self.tts_audio_in_context = True, now, False
             elif isinstance(frame, TTSAudioRawFrame):
-                self.tts_last_audio = now
+                self.tts_last_audio, self.tts_audio_in_context = now, True
             elif isinstance(frame, TTSStoppedFrame):
-                self.tts_open, self.pending_text = False, []
+                self.tts_open = False
+                if self.tts_audio_in_context:  # voiced: nothing to say again (an error stop keeps it)
+                    self.pending_text = []
 
     def expired(self) -> str | None:
         now = time.monotonic()
@@ -167,6 +191,7 @@ class _FailoverMixin:
         self._watchdog = _Watchdog(role, timeout_secs)
         self._watch_task: asyncio.Task | None = None
         self._last_context: LLMContextFrame | None = None
+        self._replayed: set[int] = set()
         self.strategy.configure(role, threshold, health)  # type: ignore[attr-defined]
         self.strategy.add_event_handler("on_service_switched", self._on_switched)  # type: ignore[attr-defined]
 
@@ -174,13 +199,24 @@ class _FailoverMixin:
         while True:
             await asyncio.sleep(0.1)
             reason = self._watchdog.expired()
-            if reason:
-                active = self.strategy.active_service  # type: ignore[attr-defined]
+            active = self.strategy.active_service  # type: ignore[attr-defined]
+            # Timeouts judge the vendor; the offline stand-by is slower by nature and is never timed.
+            if reason and active is self.strategy.services[0]:  # type: ignore[attr-defined]
                 self.health.count(self.role, "timeouts", f"{active.name}: {reason}")
                 await self.strategy.handle_error(ErrorFrame(error=f"timeout: {reason}", processor=active))  # type: ignore[attr-defined]
 
     async def _on_switched(self, strategy: Any, service: FrameProcessor) -> None:
-        if self.role == "llm" and self._last_context is not None:
+        w = self._watchdog
+        if self.role == "stt" and not w.transcribed and w.utterance:
+            # Replay the untranscribed utterance into the stand-by only; its echoes are dropped on the way out.
+            frames: list[Frame] = [VADUserStartedSpeakingFrame(), *w.utterance]
+            if not w.recording:
+                frames.append(VADUserStoppedSpeakingFrame())
+            self.health.count("stt", "replayed_utterances", f"{len(w.utterance) * 20} ms")
+            for f in frames:
+                self._replayed.add(f.id)
+                await self.queue_frame(f)  # type: ignore[attr-defined]
+        elif self.role == "llm" and self._last_context is not None:
             self.health.count("llm", "rerun_turns", service.name)
             await self.queue_frame(self._last_context)  # type: ignore[attr-defined]
         elif self.role == "tts" and self._watchdog.pending_text:
@@ -190,6 +226,8 @@ class _FailoverMixin:
             await self.queue_frame(TTSSpeakFrame(text))  # type: ignore[attr-defined]
 
     async def _failover_in(self, frame: Frame) -> None:
+        if frame.id in self._replayed:
+            return
         if isinstance(frame, StartFrame) and self._watch_task is None:
             self._watch_task = self.create_task(self._watch(), f"{self.role}-watchdog")  # type: ignore[attr-defined]
         elif isinstance(frame, (EndFrame, CancelFrame)) and self._watch_task is not None:
@@ -214,6 +252,9 @@ class FailoverSwitcher(_FailoverMixin, ServiceSwitcher[CountingFailover]):
         await super().process_frame(frame, direction)
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+        if frame.id in self._replayed:  # a replayed input frame: the rest of the pipeline has seen it
+            self._replayed.discard(frame.id)
+            return
         self._watchdog.on_out(frame)
         await super().push_frame(frame, direction)
 
