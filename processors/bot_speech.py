@@ -79,6 +79,11 @@ class Clause:
     word_pts: list[int] = field(default_factory=list)
     first_byte_wall: float | None = None
     arrival_ms: float = 0.0  # inbound clock at the TTS's first byte (Pipecat's server-clock anchor)
+    voiced_start_ms: float | None = None  # first voiced 20 ms frame (where the first timestamp points)
+    started: bool = False
+    words_done: int = 0
+    committed_ms: float = 0.0  # audio of the clause already queued
+    pipecat_base: float = 0.0
 
 
 @dataclass
@@ -157,6 +162,14 @@ def word_spans(pcm: np.ndarray, words: list[str], pts_ns: list[int] | None = Non
     return out
 
 
+def _first_voiced_ms(pcm: bytearray, min_dbfs: float = -45.0) -> float | None:
+    """Start of the first 20 ms frame above `min_dbfs` (None while there is none yet)."""
+    x = np.frombuffer(bytes(pcm[: len(pcm) // 2 * 2]), dtype=np.int16)
+    e = _frame_energy(x, FRAME_SAMPLES)
+    on = np.nonzero(e >= (32768 * 10 ** (min_dbfs / 20)) ** 2)[0]
+    return float(on[0] * FRAME_SAMPLES / SAMPLES_PER_MS) if len(x) >= FRAME_SAMPLES and len(on) else None
+
+
 def _frame_energy(pcm: np.ndarray, frame: int) -> np.ndarray:
     m = len(pcm) // frame
     if m == 0:
@@ -204,37 +217,73 @@ class PlayoutLedger:
         self.queue.append(("mark", mark))
 
     def add_clause(self, clause: Clause) -> None:
-        """Queue a synthesized clause: word audio and word marks, then the clause mark."""
-        t = self.turn(clause.turn)
-        if not t.marks:
-            self._mark(Mark(f"{MARK_PREFIX}s{clause.turn}", clause.turn, "s"))
-            t.first_byte_wall = clause.first_byte_wall
-        words = [w for w in clause.text.split() if mark_word(w)]
-        pcm = np.frombuffer(bytes(clause.pcm), dtype=np.int16)
-        t.text = f"{t.text} {clause.text}".strip()
-        ends = word_spans(pcm, words, clause.word_pts or None)
-        # Pipecat's own bookkeeping (for comparison): word timestamps start when the TTS audio arrives
-        # (not when it plays) and a word counts as spoken once it starts.
-        base = max(self._pipecat_end_ms, clause.arrival_ms)
-        prev = 0.0
-        for i, (word, end) in enumerate(zip(words, ends, strict=True)):
-            a, b = round(prev * SAMPLES_PER_MS), round(end * SAMPLES_PER_MS)
-            seg = pcm[a:b].tobytes()
+        """Queue a whole synthesized clause: word audio and word marks, then the clause mark."""
+        self.feed_clause(clause, final=True)
+
+    def feed_clause(self, c: Clause, *, final: bool) -> None:
+        """Queue what can be queued of a clause still arriving: every word whose end is known (the next
+        word's TTS timestamp has come and its audio is here). `final`: the clause is complete; queue the
+        rest (words without timestamps share the remaining voiced audio by characters) and its mark."""
+        t = self.turn(c.turn)
+        if not c.started:
+            c.started = True
+            if not t.marks:
+                self._mark(Mark(f"{MARK_PREFIX}s{c.turn}", c.turn, "s"))
+                t.first_byte_wall = c.first_byte_wall
+            t.text = f"{t.text} {c.text}".strip()
+            # Pipecat's own bookkeeping (for comparison): word timestamps start when the TTS audio
+            # arrives (not when it plays) and a word counts as spoken once it starts.
+            c.pipecat_base = max(self._pipecat_end_ms, c.arrival_ms)
+        words = [w for w in c.text.split() if mark_word(w)]
+        pcm = np.frombuffer(bytes(c.pcm[: len(c.pcm) // 2 * 2]), dtype=np.int16)
+        have_ms = len(pcm) / SAMPLES_PER_MS
+        step = FRAME_SAMPLES / SAMPLES_PER_MS
+        pts = c.word_pts[: len(words)]
+        if final:
+            ends = self._final_ends(c, pcm, words, pts)
+        elif len(pts) >= 2 and c.voiced_start_ms is not None:
+            ends = [c.voiced_start_ms + (p - pts[0]) / 1e6 for p in pts[1:]]  # word k ends where k+1 starts
+            ends = [round(e / step) * step for e in ends]
+        else:
+            ends = []
+        while c.words_done < len(words) and c.words_done < len(ends):
+            end = max(ends[c.words_done], c.committed_ms)
+            if not final and end > have_ms:
+                break
+            i, word = c.words_done, words[c.words_done]
+            seg = pcm[round(c.committed_ms * SAMPLES_PER_MS) : round(end * SAMPLES_PER_MS)].tobytes()
             if seg:
                 self.queue.append(("audio", seg))
-            t.pipecat_starts.append((base + prev, word))
-            t.queued_ms += end - prev
-            name = f"{MARK_PREFIX}w{clause.turn}.{clause.index}.{i}:{mark_word(word)}"
-            start = t.queued_ms - (end - prev)
-            self._mark(Mark(name, clause.turn, "w", word, t.queued_ms, start, audio=seg))
-            prev = end
-        rest = pcm[round(prev * SAMPLES_PER_MS) :].tobytes()
-        if rest:
-            self.queue.append(("audio", rest))
-            t.queued_ms += len(rest) / 2 / SAMPLES_PER_MS
-        self._pipecat_end_ms = base + len(pcm) / SAMPLES_PER_MS
-        name = f"{MARK_PREFIX}c{clause.turn}.{clause.index}"
-        self._mark(Mark(name, clause.turn, "c", offset_ms=t.queued_ms, audio=rest))
+            t.pipecat_starts.append((c.pipecat_base + c.committed_ms, word))
+            start = t.queued_ms
+            t.queued_ms += end - c.committed_ms
+            name = f"{MARK_PREFIX}w{c.turn}.{c.index}.{i}:{mark_word(word)}"
+            self._mark(Mark(name, c.turn, "w", word, t.queued_ms, start, audio=seg))
+            c.committed_ms, c.words_done = end, i + 1
+        if final:
+            rest = pcm[round(c.committed_ms * SAMPLES_PER_MS) :].tobytes()
+            if rest:
+                self.queue.append(("audio", rest))
+                t.queued_ms += len(rest) / 2 / SAMPLES_PER_MS
+            self._pipecat_end_ms = c.pipecat_base + have_ms
+            name = f"{MARK_PREFIX}c{c.turn}.{c.index}"
+            self._mark(Mark(name, c.turn, "c", offset_ms=t.queued_ms, audio=rest))
+
+    @staticmethod
+    def _final_ends(c: Clause, pcm: np.ndarray, words: list[str], pts: list[int]) -> list[float]:
+        """End offsets of all the clause's words, the ones already queued kept as they were."""
+        if c.words_done == 0:
+            return word_spans(pcm, words, pts if len(pts) == len(words) else None)
+        ends = [0.0] * c.words_done  # already queued
+        rest_words = words[c.words_done :]
+        if not rest_words:
+            return ends
+        tail = pcm[round(c.committed_ms * SAMPLES_PER_MS) :]
+        if len(pts) == len(words) and c.voiced_start_ms is not None:
+            known = [c.voiced_start_ms + (p - pts[0]) / 1e6 for p in pts[c.words_done + 1 :]]
+            step = FRAME_SAMPLES / SAMPLES_PER_MS
+            return ends + [round(e / step) * step for e in known] + [len(pcm) / SAMPLES_PER_MS]
+        return ends + [c.committed_ms + e for e in word_spans(tail, rest_words)]
 
     def release(self, now_ms: float) -> list[tuple[str, Any]]:
         """Items due for the output now: audio stays at most `lead_ms` ahead of the modelled playout."""
@@ -380,10 +429,14 @@ class BotSpeechPlayer(FrameProcessor):
             if c.first_byte_wall is None:
                 c.first_byte_wall, c.arrival_ms = time.monotonic(), self.t_ms
             c.pcm += frame.audio
+            if c.voiced_start_ms is None:
+                c.voiced_start_ms = _first_voiced_ms(c.pcm)
+            await self._stream_clause(frame.context_id)
             return
         if isinstance(frame, TTSTextFrame) and frame.context_id in self._clauses:
             if frame.pts:
                 self._clauses[frame.context_id].word_pts.extend([frame.pts] * len(frame.text.split()))
+                await self._stream_clause(frame.context_id)
             return
         if isinstance(frame, TTSStoppedFrame):
             await self._finish_clauses(frame.context_id)
@@ -407,15 +460,19 @@ class BotSpeechPlayer(FrameProcessor):
             return
         await self.push_frame(frame, direction)
 
+    async def _stream_clause(self, context_id: str) -> None:
+        """The oldest open clause may queue the words it already has (later ones wait their turn)."""
+        if self._order and self._order[0] == context_id:
+            self.ledger.feed_clause(self._clauses[context_id], final=False)
+            await self._release()
+
     async def _finish_clauses(self, context_id: str | None) -> None:
         """A TTS context is done: queue its clause (and any earlier ones still open, in order)."""
         while self._order:
             cid = self._order.popleft()
             c = self._clauses.pop(cid, None)
             if c is not None and c.pcm:
-                if len(c.pcm) % 2:
-                    c.pcm = c.pcm[:-1]
-                self.ledger.add_clause(c)
+                self.ledger.feed_clause(c, final=True)
             if cid == context_id or context_id is None:
                 break
         await self._release()

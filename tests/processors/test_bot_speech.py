@@ -102,3 +102,23 @@ def test_server_clock_estimate_counts_words_that_had_only_started():
     led, truth, heard = simulate(lead_ms=60, delay_ms=150, clear_at_ms=1000)
     assert heard == truth
     assert len(led.turns[1].server_clock_words) >= len(truth)
+
+
+def test_clause_streams_word_by_word_when_the_tts_gives_timestamps():
+    led = PlayoutLedger()
+    pcm = tone_words([200, 300, 250], gap_ms=40).tobytes()  # word k starts at k * (dur + 40 ms)
+    starts_ms = [0, 240, 580]
+    c = Clause(1, 0, "one two three")
+    c.pcm += pcm[: 2 * 8 * 300]  # the first 300 ms of audio
+    c.voiced_start_ms = 0.0
+    c.word_pts = [10**9 + s * 10**6 for s in starts_ms[:2]]  # timestamps of words 1 and 2
+    led.feed_clause(c, final=False)
+    words = [m.word for m in led.turns[1].words()]
+    assert words == ["one"]  # word 1 ends where word 2 starts (240 ms), and that audio is here
+    c.pcm += pcm[2 * 8 * 300 :]
+    c.word_pts.append(10**9 + starts_ms[2] * 10**6)
+    led.feed_clause(c, final=True)
+    marks = led.turns[1].words()
+    assert [m.word for m in marks] == ["one", "two", "three"]
+    assert [m.offset_ms for m in marks] == [240, 580, len(pcm) / 16]
+    assert led.turns[1].marks[-1].kind == "c"
