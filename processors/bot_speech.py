@@ -84,6 +84,8 @@ class Clause:
     words_done: int = 0
     committed_ms: float = 0.0  # audio of the clause already queued
     pipecat_base: float = 0.0
+    word_audio: bytearray = field(default_factory=bytearray)  # the current word's audio queued so far
+    pipecat_word_start: float | None = None
 
 
 @dataclass
@@ -254,12 +256,28 @@ class PlayoutLedger:
             seg = pcm[round(c.committed_ms * SAMPLES_PER_MS) : round(end * SAMPLES_PER_MS)].tobytes()
             if seg:
                 self.queue.append(("audio", seg))
-            t.pipecat_starts.append((c.pipecat_base + c.committed_ms, word))
-            start = t.queued_ms
+            if c.pipecat_word_start is None:
+                c.pipecat_word_start = c.committed_ms
+            t.pipecat_starts.append((c.pipecat_base + c.pipecat_word_start, word))
             t.queued_ms += end - c.committed_ms
             name = f"{MARK_PREFIX}w{c.turn}.{c.index}.{i}:{mark_word(word)}"
-            self._mark(Mark(name, c.turn, "w", word, t.queued_ms, start, audio=seg))
+            whole = bytes(c.word_audio) + seg  # all of the word's audio (a resume replays it)
+            self._mark(Mark(name, c.turn, "w", word, t.queued_ms, t.queued_ms - len(whole) / 16, audio=whole))
             c.committed_ms, c.words_done = end, i + 1
+            c.word_audio, c.pipecat_word_start = bytearray(), None
+        if not final and words and c.words_done == len(words) - 1 and (len(pts) == len(words) or len(words) == 1):
+            # only the clause's last word is left: it ends with the clause, so its audio can go out as
+            # it arrives (the mark follows at the end)
+            if c.pipecat_word_start is None:
+                c.pipecat_word_start = c.committed_ms
+            step = FRAME_SAMPLES / SAMPLES_PER_MS
+            upto = (have_ms // step) * step
+            if upto > c.committed_ms:
+                seg = pcm[round(c.committed_ms * SAMPLES_PER_MS) : round(upto * SAMPLES_PER_MS)].tobytes()
+                self.queue.append(("audio", seg))
+                c.word_audio += seg
+                t.queued_ms += upto - c.committed_ms
+                c.committed_ms = upto
         if final:
             rest = pcm[round(c.committed_ms * SAMPLES_PER_MS) :].tobytes()
             if rest:

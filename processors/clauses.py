@@ -40,8 +40,8 @@ _SENTENCE_END = re.compile(r"[.!?;:]\"?$")
 class ClauseSplitter:
     """Text deltas in, clauses out (no frames, no asyncio)."""
 
-    first_min_words: int = 2
-    first_max_words: int = 6
+    first_min_words: int = 1
+    first_max_words: int = 5
     min_words: int = 4
     max_words: int = 18
     _buf: str = ""
