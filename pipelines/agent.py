@@ -164,6 +164,7 @@ class AgentWorkflow(Workflow):
         self._spoke: set[int] = set()  # LLM turns whose reply has text
         self._hangup_after: int | None = None
         self._cleared_at_ms: float | None = None
+        self._answered_before_ms = 0.0
 
     # --- AMD -------------------------------------------------------------------------------------
 
@@ -194,6 +195,7 @@ class AgentWorkflow(Workflow):
             return
         self._started = True
         await self.action("conversation_start", agent=self.agent.name)
+        self._answered_before_ms = self.t_ms  # the caller's "Hello?" so far is answered by the greeting
         if self.greet_first or (self._user_end_ms is not None and not self._user_speaking):
             await self._say(self.agent.first_message or "Hello!")
 
@@ -248,6 +250,9 @@ class AgentWorkflow(Workflow):
             return
         if not self._started:
             await self._start_conversation()
+            return
+        if start is not None and start < self._answered_before_ms:
+            self.context.add_message({"role": "user", "content": text})  # heard; the greeting answers it
             return
         ends = self.agent.end_call_phrases
         if any(p and p in text.lower() for p in ends):

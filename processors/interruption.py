@@ -4,9 +4,11 @@ VAD stays hot during bot audio. When the caller starts speaking over it, the bot
 stops feeding Twilio, whose buffer is kept a few frames short, so the caller hears silence within
 that buffer's length and no `clear` is needed yet). Then the analyzer decides:
 
-- barge-in: the speech goes on past `barge_in_min_ms`, or its transcript has words that are not a
-  backchannel -> `clear` at once, the reply is cancelled;
-- backchannel: short ("uh-huh", "yeah", "right", "mm-hmm", "okay"), by duration and by transcript ->
+- barge-in: the speech goes on past `barge_in_min_ms`, or its transcript takes the floor (more than
+  two words that are not all continuers, or a floor word: "wait", "stop", "no", "sorry", ...) ->
+  `clear` at once, the reply is cancelled;
+- backchannel: short ("uh-huh", "yeah", "right", "mm-hmm", "okay"), by duration and by transcript (one
+  or two words that do not take the floor count too: an unsure STT hears "a ha" for "uh-huh") ->
   the bot resumes where it paused, no `clear`;
 - noise: short and no words at all (a cough, a door) -> resume.
 
@@ -46,6 +48,21 @@ BACKCHANNELS = frozenset(
         "yup", "right", "okay", "ok", "sure", "alright", "all right", "i see", "got it", "uh", "um",
     }
 )  # fmt: skip
+
+
+# Words that take the floor even alone ("wait!"): a short utterance of one or two other words is
+# treated like a continuer, so an unsure STT ("a ha" for "uh-huh") does not stop the bot.
+FLOOR_WORDS = frozenset(
+    {"stop", "wait", "no", "nope", "sorry", "hold", "excuse", "hang", "actually", "but", "what", "hey", "hello", "pardon"}
+)
+
+
+def takes_floor(text: str, max_words: int = 2) -> bool:
+    """Words that claim the turn: more than `max_words`, or a floor word, and not a pure continuer."""
+    if is_backchannel(text, max_words):
+        return False
+    tokens = normalize(text).replace("-", " ").split()
+    return len(tokens) > max_words or any(t.strip("'") in FLOOR_WORDS for t in tokens)
 
 
 class CallerSpeechGate(Protocol):
@@ -170,16 +187,15 @@ class InterruptionAnalyzer:
         else:
             self.text = text.strip()
         words = self.heard_text
-        if self.state in ("candidate", "ended") and words and not is_backchannel(
-            words, self.params.backchannel_max_words
-        ):
+        if self.state in ("candidate", "ended") and words and takes_floor(words, self.params.backchannel_max_words):
             return self._decide(Verdict.BARGE_IN, now_ms)
         return self.tick(now_ms)
 
     def tick(self, now_ms: float) -> Decision | None:
         p = self.params
         words = self.heard_text
-        backchannel = bool(words) and is_backchannel(words, p.backchannel_max_words)
+        # a continuer, or one or two words that do not take the floor (likely a misheard continuer)
+        backchannel = bool(words) and not takes_floor(words, p.backchannel_max_words)
         if self.state == "candidate":
             limit = p.backchannel_max_ms if backchannel else p.barge_in_min_ms
             if now_ms - self.onset_ms >= limit:

@@ -69,24 +69,24 @@ def build_conversations() -> list[Conversation]:
     return [
         Conversation(
             "three turns", "a person answers 'Hello?' and talks with the agent",
-            {"voice": "en-us+m3", "tail_ms": 1500, "step": [
+            {"voice": "en-us+m3", "tail_ms": 2000, "step": [
                 {"say": "Hello?", "after": "start", "at_ms": 600},
-                {"say": "Yes, I need to move my appointment.", "gap_ms": 700},
-                {"say": "Friday would be best.", "gap_ms": 700},
-                {"say": "In the morning please.", "gap_ms": 700},
+                {"say": "Yes, I need to move my appointment.", "gap_ms": 1500},
+                {"say": "Friday would be best.", "gap_ms": 1500},
+                {"say": "In the morning please.", "gap_ms": 1500},
             ]},
             agent,
         ),
         Conversation(
             "barge-in", "cuts the greeting short; the context keeps only what was heard",
-            {"voice": "en-us+f2", "tail_ms": 1500, "step": [
+            {"voice": "en-us+f2", "tail_ms": 4000, "step": [
                 {"say": "Sorry, I really have to stop you right there.", "after": "bot_audio", "at_ms": 1800},
             ]},
             {**agent, "amd": "off"},
         ),
         Conversation(
             "'uh-huh' over the bot", "a backchannel mid-greeting: the bot goes on, no clear",
-            {"voice": "en-gb+m1", "tail_ms": 1500, "step": [
+            {"voice": "en-gb+m1", "tail_ms": 2000, "step": [
                 {"say": "uh-huh", "kind": "backchannel", "after": "bot_audio", "at_ms": 1800},
             ]},
             {**agent, "amd": "off"},

@@ -102,3 +102,15 @@ def test_no_decision_when_the_bot_is_silent_or_the_gate_says_background():
     b = InterruptionAnalyzer(gate=NotCaller())
     b.set_bot_speaking(True)
     assert b.speech_start(1000, 1100) is None
+
+
+def test_one_unsure_word_is_a_continuer_but_a_floor_word_interrupts():
+    a = analyzer()
+    a.speech_start(1000, 1100)
+    a.speech_end(1400, 1600)
+    d = a.transcript("a ha", True, 1700)  # an offline STT's "uh-huh"
+    assert d and d.verdict is Verdict.BACKCHANNEL
+    b = analyzer()
+    b.speech_start(1000, 1100)
+    d = b.transcript("wait", False, 1350)
+    assert d and d.verdict is Verdict.BARGE_IN
