@@ -202,6 +202,7 @@ class ScriptedCaller:
         self.lines: list[dict[str, Any]] = []
         self.hung_up = False
         self._last_bot_ms = 0.0
+        self._prev_playing = False
 
     @property
     def done(self) -> bool:
@@ -252,12 +253,14 @@ class ScriptedCaller:
         return frame, event
 
     def _track_bot(self, now_ms: float, playing: bool) -> None:
+        if self._prev_playing and self._bot_start is not None:
+            self._bot_played += FRAME_SAMPLES / 8  # the 20 ms before now played bot audio
+        self._prev_playing = playing
         if playing:
             self._last_bot_ms = now_ms
             if self._bot_start is None:
                 self._bot_start = now_ms
             self._idle_since = None
-            self._bot_played += FRAME_SAMPLES / 8
         elif self._bot_start is not None and self._idle_since is None:
             self._idle_since = now_ms
 
