@@ -197,7 +197,7 @@ class PlayoutLedger:
     """Queue, pacing, marks and echoes of the bot's audio, free of frames and asyncio (audio-time ms)."""
 
     lead_ms: float = 60.0
-    tolerance_ms: float = 40.0  # echo positions jitter by an inbound frame (20 ms) or two
+    tolerance_ms: float = 20.0  # echo positions jitter by an inbound frame (20 ms)
     queue: deque[tuple[str, Any]] = field(default_factory=deque)  # ("audio", bytes) | ("mark", Mark)
     play_end_ms: float = 0.0
     paused: bool = False
