@@ -13,9 +13,10 @@ What the caller heard comes from echoes, not the server clock. Before a `clear`,
 After one, Twilio echoes every pending mark at once; an echo is counted played only if it arrived no
 earlier than its audio could have finished: (echo position - modelled due time) must reach the round
 trip (the floor of recent played echoes' lags, in audio time) within `tolerance_ms`. Marks still
-queued here at the `clear` were never sent and are not played. Since a barge-in is always preceded
-by a pause, Twilio's buffer (the lead) has normally drained before the `clear` arrives, so no mark
-is left to tell apart from a cleared one at the tolerance's edge.
+queued here at the `clear` were never sent and are not played. A barge-in is preceded by a pause:
+when the `clear` leaves more than the lead (+ a margin) after it, Twilio has played everything it
+had by the time the `clear` gets there, so every mark sent before the pause counts as played
+whatever the jitter of its echo.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from processors.frames import MarkResolvedFrame, TwilioMarkFrame
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 MARK_PREFIX = "a:"
 RELEASE_BYTES = FRAME_SAMPLES * 2  # 20 ms of PCM16
+DRAIN_MARGIN_MS = 100.0  # beyond the lead: jitter of the round trip and of Twilio's playout
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Mark:
     echo_ms: float | None = None
     played: bool | None = None
     audio: bytes = b""  # the audio queued just before it (kept for a resume)
+    drained: bool = False  # released before a pause that outlasted Twilio's buffer: it has played
 
 
 @dataclass
@@ -201,6 +204,7 @@ class PlayoutLedger:
     queue: deque[tuple[str, Any]] = field(default_factory=deque)  # ("audio", bytes) | ("mark", Mark)
     play_end_ms: float = 0.0
     paused: bool = False
+    paused_at_ms: float | None = None
     clear_gen: int = 0
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=8))  # of the last played word/clause echoes
     start_rtt_ms: float | None = None  # the same for turn-start marks (echoed on arrival, not after audio)
@@ -341,7 +345,7 @@ class PlayoutLedger:
             return None
         m.echo_ms = at_ms
         lag = at_ms - m.due_ms
-        if m.clear_gen == self.clear_gen:
+        if m.clear_gen == self.clear_gen or m.drained:
             m.played = True
         elif self.rtt_ms is not None:  # a clear went out after it: played only if it came as late
             m.played = lag >= self.rtt_ms - self.tolerance_ms  # as its audio needed (the round trip)
@@ -356,8 +360,22 @@ class PlayoutLedger:
             t.start_echo_ms = at_ms
         return m
 
+    def pause(self, now_ms: float) -> None:
+        """Stop releasing audio (the caller may be barging in); Twilio's buffer drains by itself."""
+        if not self.paused:
+            self.paused, self.paused_at_ms = True, now_ms
+
+    def resume(self) -> None:
+        self.paused, self.paused_at_ms = False, None
+
     def clear(self, now_ms: float) -> float:
         """The bot was interrupted: drop what is queued here; returns the modelled ms dropped at Twilio."""
+        if self.paused_at_ms is not None and now_ms - self.paused_at_ms >= self.lead_ms + DRAIN_MARGIN_MS:
+            # Paused long enough ago that Twilio had played all it had when the clear gets there:
+            # every mark sent before the pause has played, whenever its echo comes.
+            for m in self.marks.values():
+                if m.due_ms is not None and m.played is None:
+                    m.drained = True
         dropped_twilio = self.buffered_ms(now_ms)
         dropped_here = sum(len(i) / 2 / SAMPLES_PER_MS for k, i in self.queue if k == "audio")
         for t in self.turns.values():
@@ -373,7 +391,7 @@ class PlayoutLedger:
         self._pipecat_end_ms = 0.0  # Pipecat resets its word clock on an interruption
         self.clear_gen += 1
         self.play_end_ms = min(self.play_end_ms, now_ms)
-        self.paused = False
+        self.resume()
         return dropped_twilio + dropped_here
 
     def resume_tail(self, turn: TurnPlayout) -> int:
@@ -460,9 +478,9 @@ class BotSpeechPlayer(FrameProcessor):
             await self._finish_clauses(frame.context_id)
             return
         if isinstance(frame, BotPauseFrame):
-            led.paused = True
+            led.pause(self.t_ms)
         elif isinstance(frame, BotResumeFrame):
-            led.paused = False
+            led.resume()
             if frame.reason == "false_interruption" and self.current_turn in led.turns:
                 led.resume_tail(led.turns[self.current_turn])
             await self._release()

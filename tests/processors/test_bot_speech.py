@@ -49,7 +49,7 @@ def simulate(
                 to_server.remove((arr, name))
                 led.echo(name, server_now)
             if clear_at_ms is not None and pause_ms and server_now >= clear_at_ms - pause_ms:
-                led.paused = True  # the barge-in analyzer pauses at the speech onset
+                led.pause(server_now)  # the barge-in analyzer pauses at the speech onset
             if clear_at_ms is not None and not cleared and server_now >= clear_at_ms:
                 cleared = True
                 led.clear(server_now)
