@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from pipelines.agent_spec import AgentSpec
 from pipelines.services import build_agent_services
 from pipelines.services.offline_stt import PocketsphinxRecognizer, PocketsphinxSTTService
 from pipelines.services.offline_tts import LocalTTSService, LocalVoice
-from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn, Reply
+from simulator.vendors import Reply, vendor_stand_ins
 from tests.pipelines.agent_call import CALLER_LINES, caller_pcm, run_call
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,24 +156,17 @@ _STAND_IN_FAULT = {"close": "close", "429": "429", "500": "500", "timeout": "han
 @contextmanager
 def vendors(stt_fault: str | None = None, llm_fault: str | None = None, tts_fault: str | None = None) -> Iterator[Settings]:
     """The three stand-ins (one of them failing on every connection or request) and Settings for them."""
-    with ExitStack() as stack:
-        dg = DeepgramStandIn(
-            transcripts=list(CALLER_LINES), refuse=stt_fault == "refused",
-            default_fault=_STAND_IN_FAULT.get(stt_fault or ""), close_after_secs=0.5,
-        ).start()
-        stack.callback(dg.stop)
-        if llm_fault is None or llm_fault == "refused":
-            oai = OpenAIStandIn(refuse=llm_fault == "refused")
-        else:
-            oai = OpenAIStandIn(default=Reply(text="Sure, let me check that for you.", fault=_STAND_IN_FAULT[llm_fault]),
-                                hang_secs=5)
-        stack.enter_context(oai)
-        ct = CartesiaStandIn(refuse=tts_fault == "refused", default_fault=_STAND_IN_FAULT.get(tts_fault or "")).start()
-        stack.callback(ct.stop)
-        yield settings(
-            deepgram_api_key="d", deepgram_base_url=dg.base_url, openai_api_key="o", openai_base_url=oai.base_url,
-            cartesia_api_key="c", cartesia_url=ct.url,
-        )
+    llm: dict = {"refuse": llm_fault == "refused"}
+    if llm_fault not in (None, "refused"):
+        llm.update(default=Reply(text="Sure, let me check that for you.", fault=_STAND_IN_FAULT[llm_fault]), hang_secs=5)
+    with vendor_stand_ins(
+        transcripts=list(CALLER_LINES),
+        deepgram={"refuse": stt_fault == "refused", "default_fault": _STAND_IN_FAULT.get(stt_fault or ""),
+                  "close_after_secs": 0.5},
+        openai=llm,
+        cartesia={"refuse": tts_fault == "refused", "default_fault": _STAND_IN_FAULT.get(tts_fault or "")},
+    ) as suite:
+        yield suite.settings(settings())
 
 
 async def test_healthy_vendors_converse_with_no_trouble_counted():
