@@ -10,7 +10,8 @@ through the agent's own goodbye path). What moves a call to the stand-by:
 - `<role>_errors_before_fallback` errors of any kind in this call (a dropped socket that Pipecat
   reconnects by itself counts one);
 - silence where an answer is due, counted as a timeout error: no transcript `stt_timeout_secs` after the
-  caller stopped talking, no audio `tts_timeout_secs` into an open TTS context.
+  caller stopped talking; no audio for `tts_timeout_secs` while the text sent for synthesis is still
+  owed audio (less than MIN_SECS_PER_WORD per word received).
 
 After an LLM fallback the failed turn is run again on the stand-by, so the caller is answered (politely
 told goodbye) instead of left in silence; after a TTS fallback the text that had not been voiced yet is
@@ -28,6 +29,7 @@ from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
     CancelFrame,
     EndFrame,
     ErrorFrame,
@@ -41,7 +43,6 @@ from pipecat.frames.frames import (
     TranscriptionFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
-    TTSStartedFrame,
     TTSStoppedFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -51,6 +52,7 @@ from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherSt
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 ROLES = ("stt", "llm", "tts")
+MIN_SECS_PER_WORD = 0.15  # no voice speaks a word faster: less audio than this means audio is still owed
 
 
 @dataclass
@@ -120,8 +122,9 @@ class _Watchdog:
         self.speech_start: float | None = None
         self.heard_since_start = False
         self.deadline: float | None = None
-        self.tts_open = False
-        self.tts_last_audio = 0.0
+        self.tts_deadline: float | None = None
+        self.tts_words = 0
+        self.tts_audio_secs = 0.0
         self.tts_audio_in_context = False
         self.pending_text: list[str] = []
         # STT: the caller's current utterance (with a little pre-roll), kept until it is transcribed, so
@@ -151,7 +154,7 @@ class _Watchdog:
             if isinstance(frame, (LLMTextFrame, TTSSpeakFrame)) and frame.text.strip():
                 self.pending_text.append(frame.text)
             elif isinstance(frame, InterruptionFrame):
-                self.tts_open, self.pending_text = False, []
+                self.tts_deadline, self.tts_words, self.tts_audio_secs, self.pending_text = None, 0, 0.0, []
 
     def on_out(self, frame: Frame) -> None:
         now = time.monotonic()
@@ -160,23 +163,31 @@ class _Watchdog:
             if isinstance(frame, TranscriptionFrame) and not self.recording:
                 self.transcribed, self.utterance = True, []
         elif self.role == "tts":
-            if isinstance(frame, TTSStartedFrame):
-                self.tts_open, self.tts_last_audio, self.tts_audio_in_context = True, now, False
+            if isinstance(frame, AggregatedTextFrame) and frame.text.strip():
+                # The TTS service announces each piece of text as it sends it for synthesis (behind the
+                # audio before it): from now on audio is owed.
+                self.tts_words += len(frame.text.split())
+                if self.tts_deadline is None:
+                    self.tts_deadline = now + self.timeout_secs
             elif isinstance(frame, TTSAudioRawFrame):
-                self.tts_last_audio, self.tts_audio_in_context = now, True
+                self.tts_audio_secs += len(frame.audio) / 2 / max(frame.sample_rate, 1)
+                self.tts_audio_in_context = True
+                owed = self.tts_audio_secs < self.tts_words * MIN_SECS_PER_WORD
+                self.tts_deadline = now + self.timeout_secs if owed else None
             elif isinstance(frame, TTSStoppedFrame):
-                self.tts_open = False
+                self.tts_deadline, self.tts_words, self.tts_audio_secs = None, 0, 0.0
                 if self.tts_audio_in_context:  # voiced: nothing to say again (an error stop keeps it)
                     self.pending_text = []
+                self.tts_audio_in_context = False
 
     def expired(self) -> str | None:
         now = time.monotonic()
         if self.role == "stt" and self.deadline is not None and now >= self.deadline:
             self.deadline = None
             return f"no transcript {self.timeout_secs:.1f} s after the caller stopped talking"
-        if self.role == "tts" and self.tts_open and now - self.tts_last_audio >= self.timeout_secs:
-            self.tts_open = False
-            return f"no audio for {self.timeout_secs:.1f} s in an open TTS context"
+        if self.role == "tts" and self.tts_deadline is not None and now >= self.tts_deadline:
+            self.tts_deadline = None
+            return f"no audio for {self.timeout_secs:.1f} s while audio was owed for sent text"
         return None
 
 

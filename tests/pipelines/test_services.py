@@ -220,3 +220,10 @@ async def test_one_calls_vendor_failure_leaves_another_call_alone():
     assert a.counters["stt_fallbacks"] == 1 and a.ended_by
     assert b.counters == {} and b.transcripts == CALLER_LINES and b.ended_by == [{"reason": "caller said goodbye"}]
     assert b.active["stt"].startswith("BoundedDeepgramSTTService")
+
+
+async def test_a_slow_llm_is_not_counted_against_the_tts():
+    """Waiting for the LLM's next sentence is not a TTS timeout: only text already sent owes audio."""
+    with vendor_stand_ins(transcripts=list(CALLER_LINES), openai={"first_token_ms": 1500, "token_interval_ms": 120}) as v:
+        r = await run_call(build_agent_services(v.settings(settings(llm_timeout_secs=5.0)), AgentSpec()))
+    assert r.counters == {} and r.ended_by == [{"reason": "caller said goodbye"}]
