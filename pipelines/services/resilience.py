@@ -40,6 +40,7 @@ from pipecat.frames.frames import (
     LLMContextFrame,
     LLMTextFrame,
     StartFrame,
+    SystemFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
@@ -51,8 +52,26 @@ from pipecat.pipeline.llm_switcher import LLMSwitcher
 from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategyFailover
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from processors.frames import CallEvent
+
 ROLES = ("stt", "llm", "tts")
 MIN_SECS_PER_WORD = 0.15  # no voice speaks a word faster: less audio than this means audio is still owed
+
+
+@dataclass
+class VendorFaultFrame(SystemFrame, CallEvent):
+    """A public call event: a vendor erred, timed out, was replaced, or work was redone on its stand-by."""
+
+    role: str = ""
+    kind: str = ""
+    detail: str = ""
+    counters: dict[str, int] = field(default_factory=dict)
+    t_ms: float = 0.0
+    event_name = "vendor_fault"
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "vendor_fault", "t_ms": round(self.t_ms), "role": self.role, "kind": self.kind,
+                "detail": self.detail, "counters": dict(self.counters)}
 
 
 @dataclass
@@ -63,7 +82,12 @@ class VendorHealth:
     active: dict[str, str] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     gave_up: bool = False
+    audio_ms: float | None = None  # the call's input audio clock, kept by the STT switcher when there is one
     _t0: float = field(default_factory=time.monotonic)
+
+    def t_ms(self) -> float:
+        """Audio time of the call when known (what other events use), else ms since the services were built."""
+        return self.audio_ms if self.audio_ms is not None else (time.monotonic() - self._t0) * 1000
 
     def count(self, role: str, kind: str, detail: str = "") -> int:
         key = f"{role}_{kind}"
@@ -85,16 +109,17 @@ class CountingFailover(ServiceSwitcherStrategyFailover):
     role = "?"
     threshold = 1
     health: VendorHealth | None = None
+    switcher: Any = None
 
-    def configure(self, role: str, threshold: int, health: VendorHealth) -> None:
-        self.role, self.threshold, self.health = role, max(1, threshold), health
+    def configure(self, role: str, threshold: int, health: VendorHealth, switcher: Any) -> None:
+        self.role, self.threshold, self.health, self.switcher = role, max(1, threshold), health, switcher
         health.active[role] = self.active_service.name
         self._errors_here = 0
 
     async def handle_error(self, error: ErrorFrame) -> FrameProcessor | None:
         health = self.health or VendorHealth()
         failed = error.processor or self.active_service
-        health.count(self.role, "errors", f"{failed.name}: {error.error}")
+        await self.switcher.count(self.role, "errors", f"{failed.name}: {error.error}")
         self._errors_here = getattr(self, "_errors_here", 0) + 1
         logger.warning(f"{self.role}: {failed.name} error {self._errors_here}/{self.threshold}: {error.error}")
         others = [s for s in self.usable_services if s is not failed]
@@ -105,11 +130,12 @@ class CountingFailover(ServiceSwitcherStrategyFailover):
         switched = await super().handle_error(error)
         if switched is not None:
             self._errors_here = 0
-            health.count(self.role, "fallbacks", f"{failed.name} -> {switched.name}")
+            await self.switcher.count(self.role, "fallbacks", f"{failed.name} -> {switched.name}")
             health.active[self.role] = switched.name
             logger.warning(f"{self.role}: fell back from {failed.name} to {switched.name}")
         elif not failed.is_usable:
-            health.count(self.role, "unrecoverable", failed.name)
+            health.gave_up = True
+            await self.switcher.count(self.role, "unrecoverable", failed.name)
         return switched
 
 
@@ -203,8 +229,15 @@ class _FailoverMixin:
         self._watch_task: asyncio.Task | None = None
         self._last_context: LLMContextFrame | None = None
         self._replayed: set[int] = set()
-        self.strategy.configure(role, threshold, health)  # type: ignore[attr-defined]
+        self.strategy.configure(role, threshold, health, self)  # type: ignore[attr-defined]
         self.strategy.add_event_handler("on_service_switched", self._on_switched)  # type: ignore[attr-defined]
+
+    async def count(self, role: str, kind: str, detail: str = "") -> None:
+        """Count, log, and tell the call (a `vendor_fault` event downstream, for its record and --json)."""
+        self.health.count(role, kind, detail)
+        frame = VendorFaultFrame(role=role, kind=kind, detail=detail[:200], counters=dict(self.health.counters),
+                                 t_ms=self.health.t_ms())
+        await self.push_frame(frame)  # type: ignore[attr-defined]
 
     async def _watch(self) -> None:
         while True:
@@ -213,7 +246,7 @@ class _FailoverMixin:
             active = self.strategy.active_service  # type: ignore[attr-defined]
             # Timeouts judge the vendor; the offline stand-by is slower by nature and is never timed.
             if reason and active is self.strategy.services[0]:  # type: ignore[attr-defined]
-                self.health.count(self.role, "timeouts", f"{active.name}: {reason}")
+                await self.count(self.role, "timeouts", f"{active.name}: {reason}")
                 await self.strategy.handle_error(ErrorFrame(error=f"timeout: {reason}", processor=active))  # type: ignore[attr-defined]
 
     async def _on_switched(self, strategy: Any, service: FrameProcessor) -> None:
@@ -223,17 +256,17 @@ class _FailoverMixin:
             frames: list[Frame] = [VADUserStartedSpeakingFrame(), *w.utterance]
             if not w.recording:
                 frames.append(VADUserStoppedSpeakingFrame())
-            self.health.count("stt", "replayed_utterances", f"{len(w.utterance) * 20} ms")
+            await self.count("stt", "replayed_utterances", f"{len(w.utterance) * 20} ms")
             for f in frames:
                 self._replayed.add(f.id)
                 await self.queue_frame(f)  # type: ignore[attr-defined]
         elif self.role == "llm" and self._last_context is not None:
-            self.health.count("llm", "rerun_turns", service.name)
+            await self.count("llm", "rerun_turns", service.name)
             await self.queue_frame(self._last_context)  # type: ignore[attr-defined]
         elif self.role == "tts" and self._watchdog.pending_text:
             text = " ".join(t.strip() for t in self._watchdog.pending_text)
             self._watchdog.pending_text = []
-            self.health.count("tts", "respoken", text[:80])
+            await self.count("tts", "respoken", text[:80])
             await self.queue_frame(TTSSpeakFrame(text))  # type: ignore[attr-defined]
 
     async def _failover_in(self, frame: Frame) -> None:
@@ -246,6 +279,9 @@ class _FailoverMixin:
             self._watch_task = None
         elif isinstance(frame, LLMContextFrame):
             self._last_context = frame
+        elif isinstance(frame, InputAudioRawFrame) and self.role == "stt":
+            ms = len(frame.audio) / 2 / max(frame.sample_rate, 1) * 1000
+            self.health.audio_ms = (self.health.audio_ms or 0.0) + ms
         self._watchdog.on_in(frame)
 
 

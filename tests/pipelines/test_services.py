@@ -175,7 +175,13 @@ async def test_healthy_vendors_converse_with_no_trouble_counted():
         r = await run_call(svc)
     assert r.transcripts == CALLER_LINES  # Deepgram's stand-in was told what the caller says
     assert r.ended_by == [{"reason": "caller said goodbye"}]
-    assert r.counters == {} and r.escaped_errors == [] and not r.cancelled
+    assert r.counters == {} and r.vendor_events == [] and r.escaped_errors == [] and not r.cancelled
+
+
+def fell_back_event(r, role: str) -> bool:
+    """The fallback reached the end of the pipeline as a public `vendor_fault` event, with the counters."""
+    ev = [e for e in r.vendor_events if e["role"] == role and e["kind"] == "fallbacks"]
+    return len(ev) == 1 and ev[0]["event"] == "vendor_fault" and ev[0]["counters"][f"{role}_fallbacks"] == 1
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -185,6 +191,7 @@ async def test_stt_fault_falls_back_to_offline_and_the_call_goes_on(fault: str):
     assert not r.cancelled and r.escaped_errors == []
     assert r.counters["stt_fallbacks"] == 1 and r.counters["stt_errors"] >= 1
     assert r.active["stt"].startswith("PocketsphinxSTTService")
+    assert fell_back_event(r, "stt")
     assert "goodbye" in r.transcripts[-1]  # the stand-by still hears the caller
     assert r.ended_by == [{"reason": "caller said goodbye"}]  # and the call ends the normal, polite way
 
@@ -195,6 +202,7 @@ async def test_llm_fault_tells_the_caller_and_ends_the_call(fault: str):
         r = await run_call(build_agent_services(s, AgentSpec()))
     assert not r.cancelled and r.escaped_errors == []
     assert r.counters["llm_fallbacks"] == 1 and r.counters["llm_rerun_turns"] == 1
+    assert fell_back_event(r, "llm")
     assert "technical trouble" in " ".join(r.bot_words)  # the caller is told, in the call's voice
     assert r.ended_by == [{"reason": "vendor_failure"}]
     assert len(r.transcripts) == 1  # ended after the first turn, not left waiting
@@ -207,6 +215,7 @@ async def test_tts_fault_falls_back_to_the_offline_voice(fault: str):
     assert not r.cancelled and r.escaped_errors == []
     assert r.counters["tts_fallbacks"] == 1 and r.counters["tts_errors"] >= 1
     assert r.active["tts"].startswith("LocalTTSService")
+    assert fell_back_event(r, "tts")
     assert "Which day works best for you?" in " ".join(r.bot_words)
     assert r.bot_audio_secs > 5
     assert r.ended_by == [{"reason": "caller said goodbye"}]
