@@ -38,6 +38,8 @@ from pipecat.frames.frames import (
     InterimTranscriptionFrame,
     InterruptionFrame,
     LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
     LLMTextFrame,
     StartFrame,
     SystemFrame,
@@ -307,11 +309,53 @@ class FailoverSwitcher(_FailoverMixin, ServiceSwitcher[CountingFailover]):
 
 
 class FailoverLLMSwitcher(_FailoverMixin, LLMSwitcher[CountingFailover]):
-    """LLMSwitcher([vendor, farewell]): a failed turn is run again on the farewell LLM."""
+    """LLMSwitcher([vendor, farewell]): a failed turn is run again on the farewell LLM.
+
+    Downstream sees one response per turn: the failed attempt's LLMFullResponseStart/End pair is held
+    back (when it said nothing) or stitched to the stand-by's (when it had already said some words), so
+    a workflow that counts one response per turn speaks the stand-by's words in that turn.
+    """
 
     def __init__(self, llms: list[Any], *, health: VendorHealth, threshold: int) -> None:
         super().__init__(llms, CountingFailover)
         self._setup_failover("llm", health, threshold, timeout_secs=0.0)
+        self._held_start: LLMFullResponseStartFrame | None = None
+        self._open = False  # a Start went downstream and its End has not
+        self._failing = False  # a fallback happened while this response was in flight
+        self._swallow_start = False  # the rerun continues a response whose Start already went out
+
+    async def _on_switched(self, strategy: Any, service: FrameProcessor) -> None:
+        if self._held_start is not None or self._open:
+            self._failing = True
+        await super()._on_switched(strategy, service)
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+        if direction != FrameDirection.DOWNSTREAM or isinstance(frame, SystemFrame):
+            await super().push_frame(frame, direction)
+            return
+        if isinstance(frame, LLMFullResponseStartFrame):
+            if self._swallow_start:
+                self._swallow_start = False
+            else:
+                self._held_start = frame
+            return
+        if isinstance(frame, LLMFullResponseEndFrame):
+            failing, self._failing = self._failing, False
+            if failing:
+                if self._open:  # words went out: the stand-by's words continue this same response
+                    self._swallow_start = True
+                self._held_start = None
+                return
+            if self._held_start is not None:
+                await super().push_frame(self._held_start, direction)
+                self._held_start = None
+            self._open = False
+            await super().push_frame(frame, direction)
+            return
+        if self._held_start is not None:
+            await super().push_frame(self._held_start, direction)
+            self._held_start, self._open = None, True
+        await super().push_frame(frame, direction)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await self._failover_in(frame)
