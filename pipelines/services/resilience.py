@@ -132,6 +132,7 @@ class CountingFailover(ServiceSwitcherStrategyFailover):
         switched = await super().handle_error(error)
         if switched is not None:
             self._errors_here = 0
+            self.switcher.note_fallback()
             await self.switcher.count(self.role, "fallbacks", f"{failed.name} -> {switched.name}")
             health.active[self.role] = switched.name
             logger.warning(f"{self.role}: fell back from {failed.name} to {switched.name}")
@@ -234,6 +235,9 @@ class _FailoverMixin:
         self.strategy.configure(role, threshold, health, self)  # type: ignore[attr-defined]
         self.strategy.add_event_handler("on_service_switched", self._on_switched)  # type: ignore[attr-defined]
 
+    def note_fallback(self) -> None:
+        """The strategy just switched (inline, before the failed service's next frame)."""
+
     async def count(self, role: str, kind: str, detail: str = "") -> None:
         """Count, log, and tell the call (a `vendor_fault` event downstream, for its record and --json)."""
         self.health.count(role, kind, detail)
@@ -324,10 +328,10 @@ class FailoverLLMSwitcher(_FailoverMixin, LLMSwitcher[CountingFailover]):
         self._failing = False  # a fallback happened while this response was in flight
         self._swallow_start = False  # the rerun continues a response whose Start already went out
 
-    async def _on_switched(self, strategy: Any, service: FrameProcessor) -> None:
+    def note_fallback(self) -> None:
+        # Called inline by the strategy (the switch event handler may run later, after the failed End).
         if self._held_start is not None or self._open:
             self._failing = True
-        await super()._on_switched(strategy, service)
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         if direction != FrameDirection.DOWNSTREAM or isinstance(frame, SystemFrame):
