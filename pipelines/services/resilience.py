@@ -155,7 +155,7 @@ class _Watchdog:
         self.tts_words = 0
         self.tts_audio_secs = 0.0
         self.tts_audio_in_context = False
-        self.pending_text: list[str] = []
+        self.pending_text: list[LLMTextFrame | TTSSpeakFrame] = []
         # STT: the caller's current utterance (with a little pre-roll), kept until it is transcribed, so
         # a stand-by that takes over can hear it again instead of the caller having to repeat it.
         self.preroll: deque[InputAudioRawFrame] = deque(maxlen=25)
@@ -181,7 +181,7 @@ class _Watchdog:
                     self.deadline = now + self.timeout_secs
         elif self.role == "tts":
             if isinstance(frame, (LLMTextFrame, TTSSpeakFrame)) and frame.text.strip():
-                self.pending_text.append(frame.text)
+                self.pending_text.append(frame)
             elif isinstance(frame, InterruptionFrame):
                 self.tts_deadline, self.tts_words, self.tts_audio_secs, self.pending_text = None, 0, 0.0, []
 
@@ -270,10 +270,18 @@ class _FailoverMixin:
             await self.count("llm", "rerun_turns", service.name)
             await self.queue_frame(self._last_context)  # type: ignore[attr-defined]
         elif self.role == "tts" and self._watchdog.pending_text:
-            text = " ".join(t.strip() for t in self._watchdog.pending_text)
-            self._watchdog.pending_text = []
-            await self.count("tts", "respoken", text[:80])
-            await self.queue_frame(TTSSpeakFrame(text))  # type: ignore[attr-defined]
+            # Say again what was not voiced: each TTSSpeakFrame as it was (a workflow that speaks clause by
+            # clause keeps its clauses), streamed LLM text as one utterance.
+            pending, self._watchdog.pending_text = self._watchdog.pending_text, []
+            again: list[TTSSpeakFrame] = []
+            llm_text = " ".join(f.text.strip() for f in pending if isinstance(f, LLMTextFrame))
+            if llm_text:
+                again.append(TTSSpeakFrame(llm_text))
+            again += [TTSSpeakFrame(f.text, append_to_context=f.append_to_context)
+                      for f in pending if isinstance(f, TTSSpeakFrame)]
+            await self.count("tts", "respoken", " ".join(f.text for f in again)[:80])
+            for f in again:
+                await self.queue_frame(f)  # type: ignore[attr-defined]
 
     async def _failover_in(self, frame: Frame) -> None:
         if frame.id in self._replayed:
