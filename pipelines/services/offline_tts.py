@@ -196,7 +196,12 @@ class LocalVoice:
                 p = await asyncio.create_subprocess_exec(
                     *c, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
                 )
-                so, se = await p.communicate()
+                try:
+                    so, se = await p.communicate()
+                except asyncio.CancelledError:  # barge-in: the clause is no longer wanted
+                    if p.returncode is None:
+                        p.kill()
+                    raise
                 return p.returncode or 0, so.decode(errors="replace"), se.decode(errors="replace")
 
             jobs = [run(cmd)] + ([run(pw_cmd)] if pw_cmd else [])

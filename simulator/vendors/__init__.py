@@ -7,5 +7,15 @@ WebSocket), each with configurable latency and faults, so tests exercise Pipecat
 from simulator.vendors.cartesia import CartesiaStandIn
 from simulator.vendors.deepgram import DeepgramStandIn
 from simulator.vendors.openai import OpenAIStandIn, Reply, ToolCall
+from simulator.vendors.suite import PUBLISHED_MEDIANS, VendorSuite, vendor_stand_ins
 
-__all__ = ["CartesiaStandIn", "DeepgramStandIn", "OpenAIStandIn", "Reply", "ToolCall"]
+__all__ = [
+    "PUBLISHED_MEDIANS",
+    "CartesiaStandIn",
+    "DeepgramStandIn",
+    "OpenAIStandIn",
+    "Reply",
+    "ToolCall",
+    "VendorSuite",
+    "vendor_stand_ins",
+]

@@ -161,6 +161,7 @@ class CartesiaStandIn(ThreadedWebSocketServer):
                                     "context_id": cid})
                         chunks_sent += 1
                         if fault == "close" and chunks_sent >= self.close_after_chunks:
+                            ws.close_timeout = 0.2  # a drop, not a polite close: do not wait for the client
                             await ws.close(code=1011, reason="stand-in dropped the stream")
                             return
                         if i == 0 and msg.get("add_timestamps"):

@@ -234,6 +234,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                                 delay = self.first_result_ms if utt.interims_sent == 1 else 0.0
                                 schedule(results(utt, partial, final=False), delay)
                     if fault == "close" and audio_secs >= self.close_after_secs:
+                        ws.close_timeout = 0.2  # a drop, not a polite close: do not wait for the client
                         await ws.close(code=1011, reason="stand-in dropped the stream")
                         return
                     continue

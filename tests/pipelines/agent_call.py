@@ -40,6 +40,7 @@ from pipecat.workers.runner import WorkerRunner
 from callgate import synth
 from callgate.audio import to_int16
 from pipelines.services import AgentServices
+from pipelines.services.resilience import VendorFaultFrame
 
 CALLER_LINES = ["yes I can talk now", "tomorrow morning please", "no thank you goodbye"]
 _SPEECH: dict[str, bytes] = {}
@@ -87,6 +88,7 @@ class Recorder(FrameProcessor):
         self.words: list[str] = []
         self.replies_done = 0
         self.first_audio_at: float | None = None
+        self.vendor_events: list[dict[str, Any]] = []
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -97,6 +99,8 @@ class Recorder(FrameProcessor):
             self.words.append(frame.text)
         elif isinstance(frame, TTSStoppedFrame):
             self.replies_done += 1
+        elif isinstance(frame, VendorFaultFrame):
+            self.vendor_events.append(frame.to_event())
         await self.push_frame(frame, direction)
 
 
@@ -112,6 +116,7 @@ class CallResult:
     active: dict[str, str]
     secs: float = 0.0
     turn_replies: list[int] = field(default_factory=list)
+    vendor_events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Watch(FrameProcessor):
@@ -217,4 +222,5 @@ async def run_call(
         active=dict(services.health.active),
         secs=time.monotonic() - t0,
         turn_replies=turn_replies,
+        vendor_events=rec.vendor_events,
     )

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from pipelines.agent_spec import AgentSpec
 from pipelines.services import build_agent_services
 from pipelines.services.offline_stt import PocketsphinxRecognizer, PocketsphinxSTTService
 from pipelines.services.offline_tts import LocalTTSService, LocalVoice
-from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn, Reply
+from simulator.vendors import Reply, vendor_stand_ins
 from tests.pipelines.agent_call import CALLER_LINES, caller_pcm, run_call
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,24 +156,17 @@ _STAND_IN_FAULT = {"close": "close", "429": "429", "500": "500", "timeout": "han
 @contextmanager
 def vendors(stt_fault: str | None = None, llm_fault: str | None = None, tts_fault: str | None = None) -> Iterator[Settings]:
     """The three stand-ins (one of them failing on every connection or request) and Settings for them."""
-    with ExitStack() as stack:
-        dg = DeepgramStandIn(
-            transcripts=list(CALLER_LINES), refuse=stt_fault == "refused",
-            default_fault=_STAND_IN_FAULT.get(stt_fault or ""), close_after_secs=0.5,
-        ).start()
-        stack.callback(dg.stop)
-        if llm_fault is None or llm_fault == "refused":
-            oai = OpenAIStandIn(refuse=llm_fault == "refused")
-        else:
-            oai = OpenAIStandIn(default=Reply(text="Sure, let me check that for you.", fault=_STAND_IN_FAULT[llm_fault]),
-                                hang_secs=5)
-        stack.enter_context(oai)
-        ct = CartesiaStandIn(refuse=tts_fault == "refused", default_fault=_STAND_IN_FAULT.get(tts_fault or "")).start()
-        stack.callback(ct.stop)
-        yield settings(
-            deepgram_api_key="d", deepgram_base_url=dg.base_url, openai_api_key="o", openai_base_url=oai.base_url,
-            cartesia_api_key="c", cartesia_url=ct.url,
-        )
+    llm: dict = {"refuse": llm_fault == "refused"}
+    if llm_fault not in (None, "refused"):
+        llm.update(default=Reply(text="Sure, let me check that for you.", fault=_STAND_IN_FAULT[llm_fault]), hang_secs=5)
+    with vendor_stand_ins(
+        transcripts=list(CALLER_LINES),
+        deepgram={"refuse": stt_fault == "refused", "default_fault": _STAND_IN_FAULT.get(stt_fault or ""),
+                  "close_after_secs": 0.5},
+        openai=llm,
+        cartesia={"refuse": tts_fault == "refused", "default_fault": _STAND_IN_FAULT.get(tts_fault or "")},
+    ) as suite:
+        yield suite.settings(settings())
 
 
 async def test_healthy_vendors_converse_with_no_trouble_counted():
@@ -182,7 +175,13 @@ async def test_healthy_vendors_converse_with_no_trouble_counted():
         r = await run_call(svc)
     assert r.transcripts == CALLER_LINES  # Deepgram's stand-in was told what the caller says
     assert r.ended_by == [{"reason": "caller said goodbye"}]
-    assert r.counters == {} and r.escaped_errors == [] and not r.cancelled
+    assert r.counters == {} and r.vendor_events == [] and r.escaped_errors == [] and not r.cancelled
+
+
+def fell_back_event(r, role: str) -> bool:
+    """The fallback reached the end of the pipeline as a public `vendor_fault` event, with the counters."""
+    ev = [e for e in r.vendor_events if e["role"] == role and e["kind"] == "fallbacks"]
+    return len(ev) == 1 and ev[0]["event"] == "vendor_fault" and ev[0]["counters"][f"{role}_fallbacks"] == 1
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -192,6 +191,7 @@ async def test_stt_fault_falls_back_to_offline_and_the_call_goes_on(fault: str):
     assert not r.cancelled and r.escaped_errors == []
     assert r.counters["stt_fallbacks"] == 1 and r.counters["stt_errors"] >= 1
     assert r.active["stt"].startswith("PocketsphinxSTTService")
+    assert fell_back_event(r, "stt")
     assert "goodbye" in r.transcripts[-1]  # the stand-by still hears the caller
     assert r.ended_by == [{"reason": "caller said goodbye"}]  # and the call ends the normal, polite way
 
@@ -202,6 +202,7 @@ async def test_llm_fault_tells_the_caller_and_ends_the_call(fault: str):
         r = await run_call(build_agent_services(s, AgentSpec()))
     assert not r.cancelled and r.escaped_errors == []
     assert r.counters["llm_fallbacks"] == 1 and r.counters["llm_rerun_turns"] == 1
+    assert fell_back_event(r, "llm")
     assert "technical trouble" in " ".join(r.bot_words)  # the caller is told, in the call's voice
     assert r.ended_by == [{"reason": "vendor_failure"}]
     assert len(r.transcripts) == 1  # ended after the first turn, not left waiting
@@ -214,6 +215,7 @@ async def test_tts_fault_falls_back_to_the_offline_voice(fault: str):
     assert not r.cancelled and r.escaped_errors == []
     assert r.counters["tts_fallbacks"] == 1 and r.counters["tts_errors"] >= 1
     assert r.active["tts"].startswith("LocalTTSService")
+    assert fell_back_event(r, "tts")
     assert "Which day works best for you?" in " ".join(r.bot_words)
     assert r.bot_audio_secs > 5
     assert r.ended_by == [{"reason": "caller said goodbye"}]
@@ -227,3 +229,10 @@ async def test_one_calls_vendor_failure_leaves_another_call_alone():
     assert a.counters["stt_fallbacks"] == 1 and a.ended_by
     assert b.counters == {} and b.transcripts == CALLER_LINES and b.ended_by == [{"reason": "caller said goodbye"}]
     assert b.active["stt"].startswith("BoundedDeepgramSTTService")
+
+
+async def test_a_slow_llm_is_not_counted_against_the_tts():
+    """Waiting for the LLM's next sentence is not a TTS timeout: only text already sent owes audio."""
+    with vendor_stand_ins(transcripts=list(CALLER_LINES), openai={"first_token_ms": 1500, "token_interval_ms": 120}) as v:
+        r = await run_call(build_agent_services(v.settings(settings(llm_timeout_secs=5.0)), AgentSpec()))
+    assert r.counters == {} and r.ended_by == [{"reason": "caller said goodbye"}]
