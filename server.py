@@ -75,7 +75,7 @@ MAX_MESSAGES_BEFORE_START = 50  # Twilio sends `connected` then `start`; more th
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message", "agent", *TWILIO_AMD_PARAMS)
+PASSTHROUGH_PARAMS = ("message", "agent", "amd", *TWILIO_AMD_PARAMS)
 CAMPAIGN_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -93,6 +93,8 @@ class CallRecord:
     counters: dict[str, int] = field(default_factory=dict)
     max_events: int = 2000
     events_dropped: int = 0
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # agent: who said what, what was heard
+    latency: list[dict[str, Any]] = field(default_factory=list)  # agent: per-turn voice-to-voice parts
 
     def add_event(self, event: dict[str, Any]) -> None:
         """Keep at most max_events per call: a call that emits without end cannot grow memory."""
@@ -110,6 +112,8 @@ class CallRecord:
             "started_at": self.started_at,
             "events": self.events,
             "counters": self.counters,
+            "transcript": self.transcript,
+            "latency": self.latency,
         }
 
 
@@ -130,7 +134,7 @@ class ServerState:
         return self.reject.counts
 
     def check_call_options(self, options: dict[str, str]) -> dict[str, str]:
-        """workflow, message and agent as the call will use them; OptionError if one cannot be used."""
+        """workflow, message, agent and amd as the call will use them; OptionError if one cannot be used."""
         workflow = options.get("workflow") or self.settings.default_workflow
         try:
             check_workflow(workflow)
@@ -143,6 +147,10 @@ class ServerState:
             chosen["agent"] = check_asset_name(
                 "agent", options["agent"], self.settings.agents_dir, any_suffix=True
             )
+        if options.get("amd"):
+            if options["amd"] not in ("on", "off"):
+                raise OptionError("amd must be 'on' or 'off'")
+            chosen["amd"] = options["amd"]
         # Twilio's AMD parameters ride along as given; the workflow validates and reports them.
         chosen.update({k: str(options[k])[:256] for k in TWILIO_AMD_PARAMS if options.get(k)})
         return chosen
@@ -429,6 +437,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if live is not None and (live.status == "in-progress" or stored.get("status") != "completed"):
             # This process served the call and knows more than the last flush did.
             stored.update(status=live.status, outcome=live.outcome or stored.get("outcome"), events=live.events)
+        if live is not None and live.transcript:  # the workflow's own lists: exact, and current mid-call
+            stored.update(transcript=live.transcript, latency=live.latency)
         return stored
 
     @app.get("/calls", dependencies=[guard.require_api])
@@ -659,6 +669,9 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
     except (UnknownWorkflowError, AudioFormatError, OSError, ValueError) as e:
         state.reject("bad_call_config", f"{start.call_sid}: cannot start workflow: {e}")
         return await _close(websocket, POLICY_VIOLATION, "cannot start the workflow")
+    # the agent's transcript and latency report fill in as the call goes (the same lists)
+    record.transcript = getattr(parts.workflow, "transcript", record.transcript)
+    record.latency = getattr(parts.workflow, "latency", record.latency)
 
     async def _over_limits(what: str) -> None:
         state.reject("stream_limits", f"{start.call_sid}: {what} exceeded for {settings.stream_violation_secs:g} s")

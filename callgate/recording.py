@@ -107,8 +107,9 @@ class CallRecording:
             said = self._bot_text.pop(turn, None)
             heard = event.get("heard") or ""
             self._pending_bot = {
-                "turn": turn, "text": heard, "interrupted": bool(event.get("interrupted")),
-                **({"said": said} if said and said != heard else {}), "t_ms": event.get("t_ms"),
+                # the same shape as the workflow's own transcript: what was said, and what was heard of it
+                "turn": turn, "text": said or heard, "heard": heard, "interrupted": bool(event.get("interrupted")),
+                "t_ms": event.get("t_ms"),
             }
 
     def _write_pending_bot(self) -> None:
@@ -116,7 +117,7 @@ class CallRecording:
         if row is None or self.store is None:
             return
         turn, text, t_ms = row.pop("turn"), row.pop("text"), row.pop("t_ms")
-        self.store.add_transcript(self.call_sid, turn, "agent", text, end_ms=t_ms, **row)
+        self.store.add_transcript(self.call_sid, turn, "bot", text, end_ms=t_ms, **row)
         self.store.update_call(self.call_sid, agent_turns=self.agent_turns)
 
     def ended(self, outcome: str, counters: dict[str, int]) -> None:

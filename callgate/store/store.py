@@ -159,7 +159,7 @@ class CallStore:
         **data: Any,
     ) -> None:
         """One utterance of an agent call: the caller's or the agent's, with its audio-time span."""
-        if role not in ("caller", "agent"):
+        if role not in ("caller", "bot"):
             raise ValueError(f"role must be 'caller' or 'agent', got {role!r}")
         self._put(
             "transcript",

@@ -59,9 +59,9 @@ async def test_agent_conversation_events_become_transcript_rows_with_latency(tmp
     call = await store.get_call("CA2")
     await store.close()
     rows = [(t["turn"], t["role"], t["text"]) for t in call["transcript"]]
-    assert rows == [(1, "caller", "Hello?"), (1, "agent", "Hi, this is Ana from Acme."),
-                    (2, "caller", "Not really."), (2, "agent", "Sorry to bother you. Goodbye.")]
+    assert rows == [(1, "caller", "Hello?"), (1, "bot", "Hi, this is Ana from Acme. Is now a good time?"),
+                    (2, "caller", "Not really."), (2, "bot", "Sorry to bother you. Goodbye.")]
     first_bot = call["transcript"][1]
     assert first_bot["latency_ms"] == 655.0 and first_bot["interrupted"] is True
-    assert first_bot["said"].startswith("Hi, this is Ana from Acme. Is now")
+    assert first_bot["heard"] == "Hi, this is Ana from Acme."
     assert call["transcript"][3]["latency_ms"] is None and call["agent_turns"] == 2 and call["agent"] == "example"

@@ -25,7 +25,7 @@ async def test_call_record_round_trip_with_events_and_transcript(store):
     store.add_event("CA1", 1, {"event": "amd", "t_ms": 900, "label": "human", "confidence": 0.97,
                                "detector": "human_fast"})
     store.add_transcript("CA1", 1, "caller", "Hello?", start_ms=120, end_ms=600)
-    store.add_transcript("CA1", 1, "agent", "Hi, this is Ana from Acme.", start_ms=1100, end_ms=2900,
+    store.add_transcript("CA1", 1, "bot", "Hi, this is Ana from Acme.", start_ms=1100, end_ms=2900,
                          latency_ms=480.0, model="stand-in")
     store.update_call("CA1", amd_label="human", amd_confidence=0.97, amd_detector="human_fast",
                       amd_latency_ms=900.0, outcome="agent_done", status="completed", agent_turns=1,
@@ -39,7 +39,7 @@ async def test_call_record_round_trip_with_events_and_transcript(store):
     assert [e["event"] for e in call["events"]] == ["speech_start", "amd"]
     assert call["events"][1]["label"] == "human" and call["events"][1]["t_ms"] == 900
     assert [(t["role"], t["text"]) for t in call["transcript"]] == [
-        ("caller", "Hello?"), ("agent", "Hi, this is Ana from Acme.")]
+        ("caller", "Hello?"), ("bot", "Hi, this is Ana from Acme.")]
     assert call["transcript"][1]["latency_ms"] == 480.0 and call["transcript"][1]["model"] == "stand-in"
     assert await store.get_call("CAnope") is None
 
