@@ -15,7 +15,7 @@ from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
 from simulator.script import parse_script
 from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
-from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, wait_until
+from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN, wait_until
 
 AGENT = """name = "tester"
 system_prompt = "You are a test agent."
@@ -87,7 +87,9 @@ async def test_three_turn_conversation_with_marks_and_transcript(server_factory,
     sid = report.summary["call_sid"]
     await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
     async with httpx.AsyncClient() as client:
-        record = (await client.get(f"{server.base_url}/calls/{sid}")).json()
+        r = await client.get(f"{server.base_url}/calls/{sid}", headers=AUTH)
+        assert r.status_code == 200, r.text
+        record = r.json()
     transcript = record["transcript"]
     roles = [t["role"] for t in transcript]
     assert roles == ["bot", "caller", "bot", "caller", "bot", "caller", "bot"], transcript
