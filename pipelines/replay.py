@@ -51,9 +51,20 @@ REPLAY_FRAME = FRAME_SAMPLES * 5
 class ReplaySource(FrameProcessor):
     """Pushes the file (then silence, like a live line) frame by frame, in lock-step with the sink."""
 
-    def __init__(self, pcm: np.ndarray, tail_ms: float, window: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pcm: np.ndarray,
+        tail_ms: float,
+        window: int = 1,
+        *,
+        frame_samples: int = REPLAY_FRAME,
+        realtime: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._window = window  # frames in flight before waiting for the sink
+        self._frame = frame_samples
+        self._realtime = realtime  # pace frames on the wall clock, as Twilio sends them
         self._frames_sent = 0
         self._frames_acked = 0
         self._pcm = pcm.astype(np.int16)
@@ -86,15 +97,23 @@ class ReplaySource(FrameProcessor):
 
     async def _feed(self) -> None:
         total = len(self._pcm) + self._tail_samples
-        silence = np.zeros(REPLAY_FRAME, dtype=np.int16)
+        size = self._frame
+        silence = np.zeros(size, dtype=np.int16)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         while not self._stopped and self.samples_sent < total:
+            if self._realtime:
+                # Twilio's clock: frame i leaves at i * frame duration, whatever the previous one cost.
+                delay = t0 + self.samples_sent / SAMPLE_RATE - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             while self._inject:
                 await self.push_frame(self._inject.popleft())
             start = self.samples_sent
-            chunk = self._pcm[start : start + REPLAY_FRAME]
-            if len(chunk) < REPLAY_FRAME:
-                chunk = np.concatenate([chunk, silence[: REPLAY_FRAME - len(chunk)]])
-            self.samples_sent += REPLAY_FRAME
+            chunk = self._pcm[start : start + size]
+            if len(chunk) < size:
+                chunk = np.concatenate([chunk, silence[: size - len(chunk)]])
+            self.samples_sent += size
             self._frames_sent += 1
             await self.push_frame(InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1))
             while not self._stopped and self._frames_sent - self._frames_acked >= self._window:
@@ -147,11 +166,17 @@ async def replay_pcm(
     *,
     tail_ms: float = 30_000,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    frame_samples: int = REPLAY_FRAME,
+    realtime: bool = False,
 ) -> ReplayResult:
-    """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary."""
+    """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary.
+
+    `frame_samples` and `realtime` are for benchmarks: FRAME_SAMPLES with realtime=True feeds the
+    pipeline Twilio's 20 ms packets on the wall clock, as a live call does.
+    """
     if call.control is None:
         call.control = RecordingCallControl()  # hand-offs succeed on paper; nothing to call
-    source = ReplaySource(pcm, tail_ms=tail_ms)
+    source = ReplaySource(pcm, tail_ms=tail_ms, frame_samples=frame_samples, realtime=realtime)
     parts = build_call_processors(call, messages, on_event=on_event)
     playback = ReplayPlayback(source)
     pipeline = Pipeline([source, *parts.processors, playback])
