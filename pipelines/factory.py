@@ -1,6 +1,6 @@
 """Assembles the per-call pipeline for a workflow: detectors, then the workflow, then marks and the log.
 
-    transport.input() -> SpeechDetector -> BeepDetector -> AmdProcessor -> AmdDecisionProcessor
+    transport.input() -> BeepDetector -> SpeechDetector -> AmdProcessor -> AmdDecisionProcessor
                       -> <workflow> -> [TwilioAmdReporter] -> MarkTracker -> EventLog -> transport.output()
 
 The server puts Twilio's WebSocket transport at the ends; `callgate replay` puts a file source and a
@@ -75,7 +75,9 @@ def build_call_processors(
     marks.set_stream_sid(call.stream_sid)
     events = EventLog(on_event=on_event)
     reporter = TwilioAmdReporter.for_call(call)  # Twilio AMD drop-in: only when the call asked for it
-    processors: list[FrameProcessor] = [SpeechDetector(), BeepDetector(), amd, decision, workflow]
+    # BeepDetector comes first: it forwards audio in the workflow's chunks (see BeepDetector).
+    beep = BeepDetector(chunk_ms=workflow.audio_chunk_ms)
+    processors: list[FrameProcessor] = [beep, SpeechDetector(), amd, decision, workflow]
     processors += [reporter] if reporter else []
     processors += [marks, events]
     return CallProcessors(

@@ -59,14 +59,16 @@ class ReplaySource(FrameProcessor):
         *,
         frame_samples: int = REPLAY_FRAME,
         realtime: bool = False,
+        held_samples: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._window = window  # frames in flight before waiting for the sink
+        # Samples in flight before waiting for the sink: `window` frames, or the audio a processor may
+        # hold back to forward as one chunk (BeepDetector's chunk_ms), whichever is more.
+        self._in_flight = max(window * frame_samples, held_samples)
         self._frame = frame_samples
         self._realtime = realtime  # pace frames on the wall clock, as Twilio sends them
-        self._frames_sent = 0
-        self._frames_acked = 0
+        self._samples_acked = 0
         self._pcm = pcm.astype(np.int16)
         self._tail_samples = int(tail_ms * SAMPLES_PER_MS)
         self._acked = asyncio.Event()
@@ -75,8 +77,8 @@ class ReplaySource(FrameProcessor):
         self._stopped = False
         self.samples_sent = 0
 
-    def ack(self) -> None:
-        self._frames_acked += 1
+    def ack(self, samples: int) -> None:
+        self._samples_acked += samples
         self._acked.set()
 
     def inject(self, frame: Frame) -> None:
@@ -114,9 +116,8 @@ class ReplaySource(FrameProcessor):
             if len(chunk) < size:
                 chunk = np.concatenate([chunk, silence[: size - len(chunk)]])
             self.samples_sent += size
-            self._frames_sent += 1
             await self.push_frame(InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1))
-            while not self._stopped and self._frames_sent - self._frames_acked >= self._window:
+            while not self._stopped and self.samples_sent - self._samples_acked >= self._in_flight:
                 self._acked.clear()
                 await self._acked.wait()
         if not self._stopped:
@@ -135,10 +136,11 @@ class ReplayPlayback(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
-            self._now_ms += len(frame.audio) / 2 / SAMPLES_PER_MS
+            samples = len(frame.audio) // 2
+            self._now_ms += samples / SAMPLES_PER_MS
             while (name := self.buffer.pop_due(self._now_ms)) is not None:
                 self._source.inject(TwilioMarkFrame(mark_name=name))
-            self._source.ack()
+            self._source.ack(samples)
         elif isinstance(frame, OutputAudioRawFrame):
             self.buffer.add_audio(self._now_ms, len(frame.audio) / 2 / SAMPLES_PER_MS)
         elif isinstance(frame, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
@@ -176,8 +178,9 @@ async def replay_pcm(
     """
     if call.control is None:
         call.control = RecordingCallControl()  # hand-offs succeed on paper; nothing to call
-    source = ReplaySource(pcm, tail_ms=tail_ms, frame_samples=frame_samples, realtime=realtime)
     parts = build_call_processors(call, messages, on_event=on_event)
+    held = parts.workflow.audio_chunk_ms * SAMPLES_PER_MS
+    source = ReplaySource(pcm, tail_ms=tail_ms, frame_samples=frame_samples, realtime=realtime, held_samples=held)
     playback = ReplayPlayback(source)
     pipeline = Pipeline([source, *parts.processors, playback])
     worker = PipelineWorker(

@@ -50,11 +50,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.frames.frames import CancelFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
-from processors.frames import BeepEndFrame, BeepFrame
+from processors.frames import BeepEndFrame, BeepFrame, TwilioStopFrame
 
 SIT_FREQS_HZ: tuple[float, ...] = (913.8, 950.0, 985.2, 1370.6, 1400.0, 1428.5, 1776.7, 1800.0)
 
@@ -232,6 +232,11 @@ class BeepAnalyzer:
         self._endings: list[_Ending] = []
         self._pending: list[_Pending] = []
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=6)  # (hz, onset, end) of runs
+
+    @property
+    def tracking(self) -> bool:
+        """A tone is being followed (a run, its end, or a SIT wait): its events depend on every frame."""
+        return self._run is not None or bool(self._endings) or bool(self._pending)
 
     @property
     def now_ms(self) -> float:
@@ -506,35 +511,77 @@ class BeepAnalyzer:
 
 
 class BeepDetector(FrameProcessor):
-    """Pipecat adapter: forwards every frame, runs `BeepAnalyzer` on 8 kHz input audio, pushes beep frames.
+    """Pipecat adapter: runs `BeepAnalyzer` on 8 kHz input audio, pushes BeepFrame/BeepEndFrame, and
+    forwards the audio to the rest of the call in `chunk_ms` frames.
 
-    Each audio frame is forwarded first so downstream timing is unaffected; 20 ms frames are analysed
-    inline (~0.1 ms), anything over 200 ms in a worker thread so the event loop is not blocked.
+    Why chunks: every processor after this one costs CPU per frame, and nothing after it needs
+    Twilio's 20 ms packets while no tone is sounding (speech and AMD time their events on the audio
+    clock; AMD steps are 100 ms). So while the analyzer tracks no tone, 20 ms packets are held and
+    analysed and forwarded together once a chunk boundary (a multiple of `chunk_ms` from the start
+    of the call, so AMD steps stay aligned) is reached. While a tone is tracked (a candidate beep,
+    its end, a SIT wait) every packet is analysed and forwarded at once, so the beep's end reaches
+    the workflow as soon as it did with per-packet analysis. Any other downstream frame first
+    flushes the held audio, so frame order (and every processor's audio clock) is unchanged; after
+    Twilio's `stop` (which may overtake the last packets) nothing is held any more.
+    `chunk_ms=0` forwards every frame as it comes. Long frames (> 200 ms) are analysed in a thread.
     """
 
-    def __init__(self, analyzer: BeepAnalyzer | None = None, **kwargs: Any) -> None:
+    def __init__(self, analyzer: BeepAnalyzer | None = None, *, chunk_ms: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.analyzer = analyzer or BeepAnalyzer()
         self._warned = False
+        self._chunk = chunk_ms * SAMPLE_RATE // 1000
+        self._held: list[InputAudioRawFrame] = []
+        self._held_samples = 0
+        self._samples_out = 0  # samples forwarded downstream so far
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Forward the frame; on input audio also emit BeepFrame/BeepEndFrame for completed events."""
+        """Analyse/hold input audio; flush held audio before forwarding anything else downstream."""
         await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
         if not isinstance(frame, InputAudioRawFrame):
+            if self._held and direction == FrameDirection.DOWNSTREAM and not isinstance(frame, CancelFrame):
+                await self._flush()
+            if isinstance(frame, TwilioStopFrame):
+                self._chunk = 0  # the caller is gone: audio still queued goes straight on to the end
+            await self.push_frame(frame, direction)
             return
         if frame.sample_rate != SAMPLE_RATE or frame.num_channels != 1:
+            await self.push_frame(frame, direction)
             if not self._warned:  # misconfigured pipeline: say so once, keep the call alive
                 self._warned = True
                 await self.push_error(
                     error_msg=f"BeepDetector needs 8 kHz mono audio, got {frame.sample_rate} Hz x {frame.num_channels}"
                 )
             return
-        pcm = np.frombuffer(frame.audio, dtype=np.int16)
+        if self._chunk <= 0:
+            await self.push_frame(frame, direction)
+            await self._push_events(await self._analyse(frame.audio))
+            return
+        self._held.append(frame)
+        self._held_samples += len(frame.audio) // 2
+        end = self._samples_out + self._held_samples
+        if self.analyzer.tracking or end // self._chunk > self._samples_out // self._chunk:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Analyse the held audio, forward it as one frame, then push the events it completed."""
+        held, last = self._held, self._held[-1]
+        self._held, self._samples_out, self._held_samples = [], self._samples_out + self._held_samples, 0
+        if len(held) > 1:
+            last = InputAudioRawFrame(
+                audio=b"".join(f.audio for f in held), sample_rate=SAMPLE_RATE, num_channels=1
+            )
+            last.transport_source = held[-1].transport_source
+        await self.push_frame(last)
+        await self._push_events(await self._analyse(last.audio))
+
+    async def _analyse(self, audio: bytes) -> list[BeepEvent]:
+        pcm = np.frombuffer(audio, dtype=np.int16)
         if len(pcm) > _INLINE_MAX_SAMPLES:
-            events = await asyncio.to_thread(self.analyzer.process, pcm)
-        else:
-            events = self.analyzer.process(pcm)
+            return await asyncio.to_thread(self.analyzer.process, pcm)
+        return self.analyzer.process(pcm)
+
+    async def _push_events(self, events: list[BeepEvent]) -> None:
         for ev in events:
             if ev.kind == "beep":
                 await self.push_frame(BeepFrame(onset_ms=ev.onset_ms, hz=ev.hz, t_ms=ev.t_ms))
