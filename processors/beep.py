@@ -277,6 +277,10 @@ class BeepAnalyzer:
         d = np.clip(np.where(den < 0, 0.5 * (a - c) / np.minimum(den, -1e-12), 0.0), -0.5, 0.5)
         hz = (k + d) * BIN_HZ
         ppk = np.exp(b - 0.25 * (a - c) * d)  # parabolic-interpolated peak power
+        in_band = (hz >= self.min_hz * (1 - self.band_margin)) & (hz <= self.max_hz * (1 + self.band_margin))
+        candidate = in_band & (ppk >= self.min_mag**2)
+        if not candidate.any():  # silence, noise, low-level speech: no frame can be tonal (most of a call)
+            return mag, k, hz, np.sqrt(ppk), candidate
         # Strongest other peak: zero the main lobe (+-3 bins) and the lobes of harmonics 2f-4f, which
         # are judged on their own (clipping and µ-law add some), then take the max over the band.
         band = pw * self._band_mask
@@ -290,9 +294,7 @@ class BeepAnalyzer:
         np.put_along_axis(band, harm_idx, 0.0, axis=1)
         p2 = band.max(axis=1)
         tonal = (
-            (hz >= self.min_hz * (1 - self.band_margin))
-            & (hz <= self.max_hz * (1 + self.band_margin))
-            & (ppk >= self.min_mag**2)
+            candidate
             & (ppk >= self.second_ratio * p2)
             & (ppk >= self.harmonic_ratio * ph)
         )
@@ -300,6 +302,13 @@ class BeepAnalyzer:
 
     def _analyse(self, frames: np.ndarray, events: list[BeepEvent]) -> None:
         mag, ks, hzs, _peaks, tonal = self._features(frames)
+        if not self.tracking and not tonal.any():
+            # Nothing to follow and nothing starts: each frame would only enter the look-back history.
+            first = self._frames + 1
+            self._frames += len(frames)
+            for i in range(max(0, len(frames) - self._history.maxlen), len(frames)):  # type: ignore[operator]
+                self._history.append((((first + i) * HOP - WIN / 2) * _MS_PER_SAMPLE, mag[i]))
+            return
         for i in range(len(frames)):
             self._frames += 1
             t = (self._frames * HOP - WIN / 2) * _MS_PER_SAMPLE  # centre of this window
