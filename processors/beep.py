@@ -54,6 +54,7 @@ from pipecat.frames.frames import CancelFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
+from processors.batching import TickBatcher
 from processors.frames import BeepEndFrame, BeepFrame, TwilioStopFrame
 
 SIT_FREQS_HZ: tuple[float, ...] = (913.8, 950.0, 985.2, 1370.6, 1400.0, 1428.5, 1776.7, 1800.0)
@@ -519,6 +520,11 @@ class BeepAnalyzer:
                 events.append(BeepEvent("beep_end", t_ms=p.end_ms, onset_ms=onset, hz=hz, duration_ms=dur))
 
 
+_BEEP_BATCHER: TickBatcher[tuple[BeepAnalyzer, np.ndarray], list[BeepEvent]] = TickBatcher(
+    lambda items: [analyzer.process(pcm) for analyzer, pcm in items], "beep"
+)
+
+
 class BeepDetector(FrameProcessor):
     """Pipecat adapter: runs `BeepAnalyzer` on 8 kHz input audio, pushes BeepFrame/BeepEndFrame, and
     forwards the audio to the rest of the call in `chunk_ms` frames.
@@ -532,7 +538,9 @@ class BeepDetector(FrameProcessor):
     the workflow as soon as it did with per-packet analysis. Any other downstream frame first
     flushes the held audio, so frame order (and every processor's audio clock) is unchanged; after
     Twilio's `stop` (which may overtake the last packets) nothing is held any more.
-    `chunk_ms=0` forwards every frame as it comes. Long frames (> 200 ms) are analysed in a thread.
+    `chunk_ms=0` forwards every frame as it comes. Chunks are analysed on the shared inference thread
+    with every other call's (processors/batching.py), packets while a tone is followed on the loop (a
+    20 ms packet costs ~0.1 ms, and the beep's end must not wait), long frames (> 200 ms) in a thread.
     """
 
     def __init__(self, analyzer: BeepAnalyzer | None = None, *, chunk_ms: int = 0, **kwargs: Any) -> None:
@@ -588,7 +596,10 @@ class BeepDetector(FrameProcessor):
         pcm = np.frombuffer(audio, dtype=np.int16)
         if len(pcm) > _INLINE_MAX_SAMPLES:
             return await asyncio.to_thread(self.analyzer.process, pcm)
-        return self.analyzer.process(pcm)
+        if self._chunk > 0 and not self.analyzer.tracking:
+            # A quiet chunk: analysed with every other call's on the shared inference thread.
+            return await _BEEP_BATCHER.submit((self.analyzer, pcm))
+        return self.analyzer.process(pcm)  # a tone is followed: this packet now, on the loop (~0.1 ms)
 
     async def _push_events(self, events: list[BeepEvent]) -> None:
         for ev in events:
