@@ -2,11 +2,15 @@
 
     POST /twiml        Twilio voice webhook -> <Connect><Stream url="wss://PUBLIC_BASE_URL/ws/<token>">
     WS   /ws/{token}   the bidirectional Media Stream; one Pipecat pipeline per call
+    POST /status       Twilio status callbacks (ringing, busy, no-answer, completed, ...)   (Twilio signature)
     POST /calls        place an outbound call through Twilio's REST API        (API key)
-    GET  /calls/{sid}  a call's status, events and stream counters            (API key)
+    GET  /calls/{sid}  a call's record: status, AMD verdict, events, transcript (API key)
+    GET  /calls        call records (?since=&outcome=&campaign=&limit=&offset=) (API key)
     GET  /stats        active calls, stream counters, rejections               (API key)
+    GET  /metrics      Prometheus metrics                                      (API or metrics key)
     GET  /docs, /openapi.json                                                  (API key)
     GET  /healthz      liveness only
+    GET  /readyz       readiness: fails at once when SIGTERM starts the drain
 
 The Twilio-facing routes are authenticated by Twilio's signature and the Stream token; every other
 route by a bearer API key (callgate/edge/auth.py). README "Security" says what is checked where.
@@ -18,8 +22,10 @@ Run with `callgate serve` or `python server.py`; configuration comes from enviro
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +33,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from cachetools import TTLCache
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
@@ -42,12 +48,16 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
 from callgate.audio import SAMPLE_RATE, AudioFormatError
+from callgate.drain import Drain
 from callgate.edge.auth import ApiGuard
 from callgate.edge.call_options import OptionError, check_asset_name
 from callgate.edge.destinations import DestinationPolicy, DestinationRefused
 from callgate.edge.http_limits import BodyLimitMiddleware, check_bind, uvicorn_options
 from callgate.edge.rejections import Rejections
+from callgate.metrics import Metrics, monitor_loop
+from callgate.recording import CallRecording
 from callgate.settings import Settings, get_settings
+from callgate.store import CallStore, DbTokenStore, FallbackTokenStore
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
@@ -55,7 +65,7 @@ from pipelines.twilio_amd import TWILIO_AMD_PARAMS, TwilioAmdFields
 from processors.amd import get_shared_model
 from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import StreamLimits, TwilioIngestSerializer, decode_message, parse_start
-from twiml.responses import connect_stream
+from twiml.responses import connect_stream, redirect, say_and_hangup
 from twiml.signatures import SignatureChecker
 from twiml.token_store import open_token_store
 from twiml.tokens import StreamTokens, TokenError
@@ -65,7 +75,8 @@ MAX_MESSAGES_BEFORE_START = 50  # Twilio sends `connected` then `start`; more th
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message", "agent", *TWILIO_AMD_PARAMS)
+PASSTHROUGH_PARAMS = ("message", "agent", "amd", *TWILIO_AMD_PARAMS)
+CAMPAIGN_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -82,6 +93,8 @@ class CallRecord:
     counters: dict[str, int] = field(default_factory=dict)
     max_events: int = 2000
     events_dropped: int = 0
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # agent: who said what, what was heard
+    latency: list[dict[str, Any]] = field(default_factory=list)  # agent: per-turn voice-to-voice parts
 
     def add_event(self, event: dict[str, Any]) -> None:
         """Keep at most max_events per call: a call that emits without end cannot grow memory."""
@@ -99,6 +112,8 @@ class CallRecord:
             "started_at": self.started_at,
             "events": self.events,
             "counters": self.counters,
+            "transcript": self.transcript,
+            "latency": self.latency,
         }
 
 
@@ -119,7 +134,7 @@ class ServerState:
         return self.reject.counts
 
     def check_call_options(self, options: dict[str, str]) -> dict[str, str]:
-        """workflow, message and agent as the call will use them; OptionError if one cannot be used."""
+        """workflow, message, agent and amd as the call will use them; OptionError if one cannot be used."""
         workflow = options.get("workflow") or self.settings.default_workflow
         try:
             check_workflow(workflow)
@@ -132,9 +147,23 @@ class ServerState:
             chosen["agent"] = check_asset_name(
                 "agent", options["agent"], self.settings.agents_dir, any_suffix=True
             )
+        if options.get("amd"):
+            if options["amd"] not in ("on", "off"):
+                raise OptionError("amd must be 'on' or 'off'")
+            chosen["amd"] = options["amd"]
         # Twilio's AMD parameters ride along as given; the workflow validates and reports them.
         chosen.update({k: str(options[k])[:256] for k in TWILIO_AMD_PARAMS if options.get(k)})
         return chosen
+    store: CallStore | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    drain: Drain = field(default_factory=lambda: Drain(300.0))
+
+    def refresh_gauges(self) -> None:
+        """Metrics that mirror state owned elsewhere (the record writer, the drain, the rejections)."""
+        if self.store is not None:
+            self.metrics.track_store(self.store.stats, self.store.depth)
+        self.metrics.track_rejections(self.rejected)
+        self.metrics.draining.set(1 if self.drain.draining else 0)
 
 
 class CallRequest(TwilioAmdFields):
@@ -145,21 +174,30 @@ class CallRequest(TwilioAmdFields):
     workflow: str = "voicemail_drop"
     message: str | None = Field(None, max_length=128, description="Message file name inside MESSAGES_DIR")
     agent: str | None = Field(None, max_length=128, description="Agent file name inside AGENTS_DIR")
+    campaign: str | None = Field(None, pattern=CAMPAIGN_ID, description="Campaign the call is for")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own Settings."""
     settings = settings or get_settings()
+    store = CallStore(settings.db_url, flush_secs=settings.db_flush_secs, queue_max=settings.db_queue_max)
+    metrics = Metrics()
+    # Used Stream tokens: in the call-record database (every worker and host on it shares them), unless
+    # TOKEN_STORE_PATH names a SQLite file of their own.
+    used_tokens = (
+        open_token_store(settings.token_store_path)
+        if settings.token_store_path is not None
+        else FallbackTokenStore(DbTokenStore(store.engine), on_fallback=metrics.vendor_errors.labels("database").inc)
+    )
     state = ServerState(
         settings=settings,
         signatures=SignatureChecker(settings.twilio_auth_token, settings.public_base_url),
-        tokens=StreamTokens(
-            settings.token_secret or settings.twilio_auth_token,
-            settings.token_ttl_secs,
-            store=open_token_store(settings.token_store_path),
-        ),
+        tokens=StreamTokens(settings.token_secret or settings.twilio_auth_token, settings.token_ttl_secs, store=used_tokens),
         messages=MessageCache(settings.message_cache_dir),
         reject=Rejections(settings.reject_log_per_minute),
+        store=store,
+        metrics=metrics,
+        drain=Drain(settings.drain_timeout_secs),
     )
     guard = ApiGuard(settings, state.reject)
     destinations = DestinationPolicy(settings.call_destinations)
@@ -184,8 +222,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning("control API open: dev mode without CALLGATE_API_KEYS (loopback only)")
         elif not settings.api_key_list:
             logger.warning("control API disabled: CALLGATE_API_KEYS is not set")
+        await start_store(state)
+        monitor = asyncio.create_task(monitor_loop(state.metrics, state.refresh_gauges))
         logger.info(f"callgate ready: webhook {settings.public_base_url}/twiml, workflows {sorted(WORKFLOWS)}")
         yield
+        monitor.cancel()
+        await state.store.close()
 
     # /docs and /openapi.json are routes of our own below, behind the API key.
     app = FastAPI(
@@ -208,6 +250,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/stats", dependencies=[guard.require_api])
     async def stats() -> dict[str, Any]:
         return {
+            "draining": state.drain.draining,
+            "live_calls": state.drain.live,
+            "db_queue_depth": state.store.depth,
             "dev_mode": settings.dev_mode,
             "active_calls": len(state.active),
             "stream_counters": state.stream_counters,
@@ -221,6 +266,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/docs", include_in_schema=False, dependencies=[guard.require_api])
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="callgate API")
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness for load balancers: 503 from the moment SIGTERM starts the drain (no counts here)."""
+        return JSONResponse({"ready": not state.drain.draining}, status_code=503 if state.drain.draining else 200)
+
+    @app.get("/metrics", dependencies=[guard.require_metrics])
+    async def metrics() -> Response:
+        state.refresh_gauges()
+        body, content_type = state.metrics.render()
+        return Response(content=body, media_type=content_type)
+
+    @app.post("/status")
+    async def status_callback(request: Request) -> Response:
+        form = await request.form()
+        params = {k: str(v) for k, v in form.items()}
+        if not state.signatures.check_webhook(
+            request.url.path, request.url.query, params, request.headers.get("X-Twilio-Signature")
+        ):
+            state.reject("status_signature", "status callback with a bad or missing X-Twilio-Signature")
+            raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        if not params.get("CallSid") or not params.get("CallStatus"):
+            raise HTTPException(status_code=400, detail="CallSid and CallStatus are required")
+        record_status_callback(state, params)
+        return Response(status_code=204)
 
     @app.post("/twiml")
     async def twiml(request: Request) -> Response:
@@ -251,6 +321,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.twilio_account_sid and account_sid != settings.twilio_account_sid:
             state.reject("account_mismatch", f"webhook for {call_sid} from another account")
             raise HTTPException(status_code=403, detail="AccountSid is not this server's account")
+        if state.drain.draining:
+            logger.info(f"{call_sid}: draining, new call turned away ({settings.drain_action})")
+            state.metrics.webhooks.labels(f"drain_{settings.drain_action}").inc()
+            return Response(content=drain_twiml(settings), media_type="application/xml")
         options = {**dict(request.query_params), **params}
         try:
             chosen = state.check_call_options(options)
@@ -259,6 +333,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status_code=400, detail=str(e)) from e
         parameters = {k: chosen[k] for k in ("workflow", *PASSTHROUGH_PARAMS) if k in chosen}
         token = state.tokens.issue(call_sid, account_sid, parameters)  # `start` must match all of it
+        state.drain.expect(call_sid, settings.token_ttl_secs)
+        state.metrics.webhooks.labels("stream").inc()
+        campaign = options.get("campaign", "")
+        state.store.update_call(
+            call_sid,
+            status="webhook",
+            workflow=chosen["workflow"],
+            direction=params.get("Direction"),
+            from_number=params.get("From"),
+            to_number=params.get("To"),
+            agent=chosen.get("agent"),
+            campaign_id=campaign if re.fullmatch(CAMPAIGN_ID, campaign) else None,
+        )
         xml = connect_stream(f"{settings.stream_base_url}/ws/{token}", parameters)
         return Response(content=xml, media_type="application/xml")
 
@@ -268,6 +355,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/calls", status_code=201, dependencies=[guard.require_place_call])
     async def place_call(body: CallRequest) -> dict[str, Any]:
+        if state.drain.draining:
+            raise HTTPException(status_code=503, detail="draining: this server is shutting down")
         try:
             to = destinations.check(body.to)
         except DestinationRefused as e:
@@ -292,23 +381,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(
                 status_code=503, detail="placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
             )
+        query = dict(chosen)
+        if body.campaign:
+            query["campaign"] = body.campaign
         client = twilio_client(settings)
         try:
             call = await asyncio.wait_for(
                 client.calls.create_async(
-                    to=to, from_=from_number, url=f"{settings.public_base_url}/twiml?{urlencode(chosen)}"
+                    to=to,
+                    from_=from_number,
+                    url=f"{settings.public_base_url}/twiml?{urlencode(query)}",
+                    **status_callback_args(settings),
                 ),
                 timeout=settings.twilio_api_timeout_secs + 1,
             )
         except TwilioRestException as e:
             # Twilio's own message and code help the caller; the URI (internal API host) stays in our log.
             logger.warning(f"Twilio refused a call to {to}: {e.code} {e.msg} ({e.uri})")
+            state.metrics.vendor_errors.labels("twilio").inc()
             raise HTTPException(status_code=502, detail=f"Twilio refused the call (error {e.code})") from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             logger.error(f"could not reach Twilio's REST API at {settings.twilio_api_base_url}: {e!r}")
+            state.metrics.vendor_errors.labels("twilio").inc()
             raise HTTPException(status_code=502, detail="could not reach Twilio's REST API") from e
         finally:
             await client.http_client.close()
+        state.store.update_call(
+            call.sid,
+            status="queued",
+            twilio_status=call.status,
+            direction="outbound-api",
+            workflow=chosen["workflow"],
+            agent=chosen.get("agent"),
+            from_number=from_number,
+            to_number=to,
+            campaign_id=body.campaign,
+        )
         reply = {"call_sid": call.sid, "status": call.status, "workflow": chosen["workflow"]}
         if amd := body.twilio_amd_behaviour():  # what callgate does with each Twilio AMD parameter given
             reply["twilio_amd"] = amd
@@ -316,10 +424,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/calls/{call_sid}", dependencies=[guard.require_api])
     async def call_status(call_sid: str) -> dict[str, Any]:
-        record = state.active.get(call_sid) or state.finished.get(call_sid)
-        if record is None:
+        live = state.active.get(call_sid) or state.finished.get(call_sid)
+        try:
+            stored = await state.store.get_call(call_sid)
+        except Exception as e:  # database down: what this process still remembers
+            logger.warning(f"GET /calls/{call_sid}: store unavailable: {e}")
+            stored = None
+        if stored is None and live is None:
             raise HTTPException(status_code=404, detail="unknown call")
-        return record.as_dict()
+        if stored is None:
+            return live.as_dict()
+        if live is not None and (live.status == "in-progress" or stored.get("status") != "completed"):
+            # This process served the call and knows more than the last flush did.
+            stored.update(status=live.status, outcome=live.outcome or stored.get("outcome"), events=live.events)
+        if live is not None and live.transcript:  # the workflow's own lists: exact, and current mid-call
+            stored.update(transcript=live.transcript, latency=live.latency)
+        return stored
+
+    @app.get("/calls", dependencies=[guard.require_api])
+    async def list_calls(
+        since: float | None = None,
+        outcome: str | None = None,
+        campaign: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        try:
+            calls = await state.store.list_calls(
+                since=since, outcome=outcome, campaign=campaign, limit=limit, offset=offset
+            )
+        except Exception as e:
+            logger.error(f"GET /calls: store unavailable: {e}")
+            raise HTTPException(status_code=503, detail="call records are unavailable right now") from e
+        return {"calls": calls, "count": len(calls), "limit": limit, "offset": offset}
 
     @app.exception_handler(AudioFormatError)
     async def audio_error(_: Request, exc: AudioFormatError) -> JSONResponse:
@@ -331,10 +468,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 class TwilioCallControl:
     """Acts on a live call through Twilio's REST API (the configured base URL)."""
 
-    def __init__(self, settings: Settings, call_sid: str) -> None:
+    def __init__(self, settings: Settings, call_sid: str, on_error: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.call_sid = call_sid
         self.serializer: TwilioIngestSerializer | None = None
+        self._on_error = on_error or (lambda: None)
 
     async def redirect(self, twiml: str) -> bool:
         if not (self.settings.twilio_account_sid and self.settings.twilio_auth_token):
@@ -351,12 +489,71 @@ class TwilioCallControl:
             return True
         except TwilioRestException as e:
             logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
+            self._on_error()
             return False
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             logger.error(f"{self.call_sid}: could not reach Twilio's REST API: {e}")
+            self._on_error()
             return False
         finally:
             await client.http_client.close()
+
+
+async def start_store(state: ServerState) -> None:
+    """Migrate and start the record writer; a database down at start-up is logged, calls still run."""
+    try:
+        await asyncio.wait_for(state.store.start(), timeout=30)
+        logger.info(f"call records: {state.store.backend} ({state.store.engine.url.render_as_string()})")
+    except Exception as e:
+        logger.error(f"call-record database unavailable at start-up ({e}); records are queued until it is back")
+        await state.store.start(run_migrations=False)
+
+
+def drain_twiml(settings: Settings) -> str:
+    """What a new call gets while this process drains: a polite goodbye, or a redirect elsewhere."""
+    if settings.drain_action == "redirect" and settings.drain_redirect_url:
+        return redirect(settings.drain_redirect_url)
+    return say_and_hangup(settings.drain_message)
+
+
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+
+
+def status_callback_args(settings: Settings) -> dict[str, Any]:
+    """Calls.create arguments that make Twilio report every status change to POST /status."""
+    if not settings.status_callbacks:
+        return {}
+    return {
+        "status_callback": f"{settings.public_base_url}/status",
+        "status_callback_event": list(STATUS_EVENTS),
+        "status_callback_method": "POST",
+    }
+
+
+def record_status_callback(state: ServerState, params: dict[str, str]) -> None:
+    """Twilio's CallStatus (queued, initiated, ringing, in-progress, completed, busy, no-answer, failed,
+    canceled) with CallDuration and AnsweredBy when present, into the call's row and events."""
+    call_sid, status = params["CallSid"], params["CallStatus"][:16]
+    state.metrics.status_callbacks.labels(status).inc()
+    fields: dict[str, Any] = {"twilio_status": status}
+    if params.get("AnsweredBy"):
+        fields["answered_by"] = params["AnsweredBy"][:32]
+    duration = params.get("CallDuration") or params.get("Duration")
+    if duration and duration.isdigit():
+        fields["twilio_duration_secs"] = int(duration)
+    if params.get("From"):
+        fields["from_number"] = params["From"][:32]
+    if params.get("To"):
+        fields["to_number"] = params["To"][:32]
+    if params.get("Direction"):
+        fields["direction"] = params["Direction"][:32]
+    if status in ("busy", "no-answer", "failed", "canceled"):
+        # Never reached a Media Stream: this is the call's outcome.
+        fields.update(outcome=status, status="completed", ended_at=time.time())
+    state.store.update_call(call_sid, **fields)
+    detail = {k: params[k] for k in ("CallDuration", "AnsweredBy", "SipResponseCode", "Timestamp") if params.get(k)}
+    seq = params.get("SequenceNumber", "")
+    state.store.add_event(call_sid, int(seq) if seq.isdigit() else 0, {"event": f"status_{status}", **detail})
 
 
 def twilio_client(settings: Settings) -> TwilioClient:
@@ -455,7 +652,7 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
 
     # The webhook's choices (signed into the token), never what the client put in customParameters.
     workflow = grant.options.get("workflow") or settings.default_workflow
-    control = TwilioCallControl(settings, start.call_sid)
+    control = TwilioCallControl(settings, start.call_sid, state.metrics.vendor_errors.labels("twilio").inc)
     call = CallConfig(
         control=control,
         settings=settings,
@@ -465,12 +662,16 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
         params=dict(grant.options),
     )
     record = CallRecord(call_sid=start.call_sid, workflow=workflow, max_events=settings.max_call_events)
+    recording = CallRecording(state.store, state.metrics, start.call_sid, workflow, on_event=record.add_event)
     try:
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
-        parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.add_event)
+        parts = await asyncio.to_thread(build_call_processors, call, state.messages, recording.event)
     except (UnknownWorkflowError, AudioFormatError, OSError, ValueError) as e:
         state.reject("bad_call_config", f"{start.call_sid}: cannot start workflow: {e}")
         return await _close(websocket, POLICY_VIOLATION, "cannot start the workflow")
+    # the agent's transcript and latency report fill in as the call goes (the same lists)
+    record.transcript = getattr(parts.workflow, "transcript", record.transcript)
+    record.latency = getattr(parts.workflow, "latency", record.latency)
 
     async def _over_limits(what: str) -> None:
         state.reject("stream_limits", f"{start.call_sid}: {what} exceeded for {settings.stream_violation_secs:g} s")
@@ -531,6 +732,8 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
             await worker.cancel()
 
     state.active[start.call_sid] = record
+    state.drain.call_started(start.call_sid)
+    recording.started(agent=grant.options.get("agent"))
     logger.info(f"{start.call_sid}: stream {start.stream_sid} started, workflow {workflow}")
     try:
         with logger.contextualize(call_sid=start.call_sid):
@@ -552,6 +755,8 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
             state.stream_counters[key] = state.stream_counters.get(key, 0) + value
         state.active.pop(start.call_sid, None)
         state.finished[start.call_sid] = record
+        recording.ended(record.outcome, record.counters)
+        state.drain.call_ended(start.call_sid)
         await _close(websocket, 1000, "call ended")
         logger.info(f"{start.call_sid}: ended ({record.outcome}); stream counters {record.counters}")
 

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "corpus": "corpus",
     "train": "train",
     "demo": "demo",
+    "campaign": "campaign",
 }
 
 
@@ -51,4 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m callgate.cli`: run the imported module's main, so commands' CliError is the one caught.
+    from callgate.cli import main as _main
+
+    sys.exit(_main())

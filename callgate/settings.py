@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,79 @@ class Settings(BaseSettings):
         "Sorry, nobody is available to take this call right now. We will call you back. Goodbye.",
         description="What a human hears before the polite hang-up when no CONNECT_NUMBER is set.",
     )
+    # --- agent: barge-in (processors/interruption.py) and the bot's playout (processors/bot_speech.py)
+    barge_in_min_ms: float = Field(
+        1200.0,
+        description="agent: caller speech over the bot this long is a barge-in even without words (words that "
+        "are not a backchannel confirm one as soon as the STT shows them).",
+    )
+    backchannel_max_ms: float = Field(
+        1500.0, description="agent: caller speech longer than this is never a backchannel (uh-huh, yeah)."
+    )
+    backchannel_transcript_wait_ms: float = Field(
+        500.0, description="agent: after short speech over the bot, wait this long for its transcript."
+    )
+    bot_audio_lead_ms: float = Field(
+        60.0, description="agent: bot audio sent ahead of playout; Twilio never buffers more than this."
+    )
+
+    # --- voice agent: the agent files and the three vendors (README "Services and keys") ---
+    agents_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "agents",
+        description="Folder that agent names (agent=...) are resolved in; plain file names only.",
+    )
+    deepgram_api_key: str | None = Field(None, description="Set: STT is Deepgram; unset: offline pocketsphinx.")
+    deepgram_base_url: str = Field(
+        "", description="Deepgram listen host (ws://host:port for a stand-in); empty = Deepgram's own."
+    )
+    deepgram_model: str = "nova-3-general"
+    deepgram_endpointing_ms: int | None = Field(
+        None, description="Deepgram's own endpointing; None = Pipecat's default (the VAD ends turns)."
+    )
+    openai_api_key: str | None = Field(
+        None, description="Set (or OPENAI_BASE_URL set): the LLM is OpenAI-compatible; unset: the offline script."
+    )
+    openai_base_url: str | None = Field(
+        None, description="Any OpenAI-compatible /v1 URL (Ollama, vLLM, llama.cpp, a stand-in)."
+    )
+    openai_model: str = Field("gpt-4.1-mini", description="Used when the agent file names no llm_model.")
+    llm_timeout_secs: float = Field(8.0, description="Connect/read timeout of one chat-completions request.")
+    llm_max_retries: int = Field(1, description="Retries of a failed request (429, 5xx, timeout, refused).")
+    cartesia_api_key: str | None = Field(None, description="Set: TTS is Cartesia; unset: offline flite.")
+    cartesia_url: str = Field(
+        "wss://api.cartesia.ai/tts/websocket", description="Cartesia TTS WebSocket URL (a stand-in in tests)."
+    )
+    cartesia_model: str = "sonic-3.6"
+    cartesia_voice: str = Field(
+        "f786b574-daa5-4673-aa0c-cbe3e8534c02", description="Cartesia voice id when the agent file names none."
+    )
+    offline_tts_engine: str = Field("flite", description="Offline TTS: flite (word timings) or espeak-ng.")
+    offline_tts_voice: str = Field("rms", description="Offline voice: flite slt|kal|awb|rms, or an espeak-ng voice.")
+    vendor_connect_timeout_secs: float = Field(
+        2.0, description="How long a call's setup waits for Deepgram's handshake before going on without it."
+    )
+    vendor_fallback: bool = Field(
+        True, description="A failing vendor falls back to the offline STT/TTS; a failing LLM says goodbye."
+    )
+    stt_errors_before_fallback: int = Field(
+        2, description="Deepgram errors (drops, timeouts) in one call before the offline STT takes over."
+    )
+    tts_errors_before_fallback: int = Field(
+        1, description="Cartesia errors in one call before the offline voice takes over."
+    )
+    llm_errors_before_fallback: int = Field(
+        1, description="Failed LLM turns (after llm_max_retries) before the call is ended politely."
+    )
+    stt_timeout_secs: float = Field(
+        2.0, description="No transcript this long after the caller stops talking counts as an STT timeout."
+    )
+    tts_timeout_secs: float = Field(
+        2.0, description="No audio this long after a TTS request counts as a TTS timeout."
+    )
+    vendor_failure_message: str = Field(
+        "I'm sorry, I'm having technical trouble on my end. Someone will call you back shortly. Goodbye.",
+        description="What the caller hears when the LLM cannot recover; then the call ends.",
+    )
     log_level: str = "INFO"
 
     # --- security (README "Security") ---------------------------------------------------------------
@@ -114,11 +188,41 @@ class Settings(BaseSettings):
     )
     max_call_events: int = Field(2000, description="Events kept per call record (more are counted, not kept).")
     token_store_path: Path | None = Field(
-        Path.home() / ".cache" / "callgate" / "used-stream-tokens.sqlite3",
-        description="SQLite file remembering redeemed Stream tokens across restarts; unset = in memory.",
+        None,
+        description="SQLite file remembering redeemed Stream tokens across restarts; unset = the call-record "
+        "database (DATABASE_URL), shared by every worker and host that uses it.",
     )
     reject_log_per_minute: int = Field(
         20, description="Rejected requests logged at WARNING per reason per minute; the rest at DEBUG."
+    )
+
+    # --- production: call records, drain, workers (README "Production") -------------------------
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL of the call-record database: sqlite+aiosqlite:///path or "
+        "postgresql+asyncpg://user:pass@host/db. Unset: sqlite+aiosqlite:///callgate.db.",
+    )
+    db_flush_secs: float = Field(
+        0.2, gt=0, le=1.0, description="The record writer flushes queued records at least this often (<= 1 s)."
+    )
+    db_queue_max: int = Field(
+        50_000, ge=100, description="Records queued while the database is unreachable; beyond it they are dropped."
+    )
+    drain_timeout_secs: float = Field(
+        300.0, ge=0, description="After SIGTERM, how long live calls may run on before the process exits anyway."
+    )
+    drain_action: Literal["reject", "redirect"] = Field(
+        "reject", description="What a new call gets while draining: a polite <Say>+<Hangup>, or <Redirect>."
+    )
+    drain_message: str = Field(
+        "Sorry, we cannot take your call right now. Please try again in a few minutes. Goodbye.",
+        description="What a caller hears when a draining server turns the call away (drain_action=reject).",
+    )
+    drain_redirect_url: str | None = Field(
+        None, description="drain_action=redirect: the TwiML URL (another instance) new calls are sent to."
+    )
+    status_callbacks: bool = Field(
+        True, description="POST /calls asks Twilio for status callbacks at PUBLIC_BASE_URL/status."
     )
 
     @field_validator("token_store_path", mode="before")
@@ -152,6 +256,11 @@ class Settings(BaseSettings):
     def dev_mode(self) -> bool:
         """True when no Twilio credentials are configured: signatures are not checked."""
         return not self.twilio_auth_token
+
+    @property
+    def db_url(self) -> str:
+        """DATABASE_URL, or the SQLite file callgate.db in the working directory."""
+        return self.database_url or "sqlite+aiosqlite:///callgate.db"
 
     @property
     def api_key_list(self) -> list[str]:

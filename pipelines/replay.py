@@ -46,6 +46,7 @@ SAMPLES_PER_MS = SAMPLE_RATE // 1000
 # Replay feeds 100 ms frames (five of Twilio's 20 ms packets): every analyzer times its events per
 # window, so results match a live call while the pipeline moves 5x fewer frames.
 REPLAY_FRAME = FRAME_SAMPLES * 5
+REALTIME_WORKFLOWS = frozenset({"agent"})  # their services run on the wall clock: replay them paced
 
 
 class ReplaySource(FrameProcessor):
@@ -56,18 +57,18 @@ class ReplaySource(FrameProcessor):
         pcm: np.ndarray,
         tail_ms: float,
         window: int = 1,
+        speed: float | None = None,
         *,
         frame_samples: int = REPLAY_FRAME,
-        realtime: bool = False,
         held_samples: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._speed = speed  # None: as fast as the pipeline acks; x: paced at x times real time
         # Samples in flight before waiting for the sink: `window` frames, or the audio a processor may
         # hold back to forward as one chunk (BeepDetector's chunk_ms), whichever is more.
         self._in_flight = max(window * frame_samples, held_samples)
         self._frame = frame_samples
-        self._realtime = realtime  # pace frames on the wall clock, as Twilio sends them
         self._samples_acked = 0
         self._pcm = pcm.astype(np.int16)
         self._tail_samples = int(tail_ms * SAMPLES_PER_MS)
@@ -104,9 +105,8 @@ class ReplaySource(FrameProcessor):
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         while not self._stopped and self.samples_sent < total:
-            if self._realtime:
-                # Twilio's clock: frame i leaves at i * frame duration, whatever the previous one cost.
-                delay = t0 + self.samples_sent / SAMPLE_RATE - loop.time()
+            if self._speed:
+                delay = t0 + self.samples_sent / SAMPLE_RATE / self._speed - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
             while self._inject:
@@ -168,19 +168,22 @@ async def replay_pcm(
     *,
     tail_ms: float = 30_000,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    speed: float | None = None,
     frame_samples: int = REPLAY_FRAME,
-    realtime: bool = False,
 ) -> ReplayResult:
     """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary.
 
-    `frame_samples` and `realtime` are for benchmarks: FRAME_SAMPLES with realtime=True feeds the
-    pipeline Twilio's 20 ms packets on the wall clock, as a live call does.
+    `speed`: pace the audio at that many times real time (None: as fast as the CPU allows). The agent
+    workflow needs pacing: its STT, LLM and TTS answer on the wall clock, not on the audio's.
+    `frame_samples=FRAME_SAMPLES` with speed=1.0 feeds Twilio's 20 ms packets as a live call does.
     """
     if call.control is None:
         call.control = RecordingCallControl()  # hand-offs succeed on paper; nothing to call
+    if speed is None and call.workflow in REALTIME_WORKFLOWS:
+        speed = 1.0
     parts = build_call_processors(call, messages, on_event=on_event)
     held = parts.workflow.audio_chunk_ms * SAMPLES_PER_MS
-    source = ReplaySource(pcm, tail_ms=tail_ms, frame_samples=frame_samples, realtime=realtime, held_samples=held)
+    source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed, frame_samples=frame_samples, held_samples=held)
     playback = ReplayPlayback(source)
     pipeline = Pipeline([source, *parts.processors, playback])
     worker = PipelineWorker(
@@ -203,6 +206,10 @@ async def replay_pcm(
         "marks_played": parts.marks.ledger.played,
         "marks_cancelled": parts.marks.ledger.cancelled,
     }
+    transcript = getattr(parts.workflow, "transcript", None)
+    if transcript is not None:  # agent: the conversation and its latency report
+        summary["transcript"] = transcript
+        summary["latency"] = getattr(parts.workflow, "latency", [])
     if on_event:
         on_event(summary)
     return ReplayResult(events=[*parts.events.events, summary], summary=summary)

@@ -52,7 +52,7 @@ async def one_call(
         settings=settings, workflow="voicemail_drop", call_sid=f"CA{i:032d}", params={"workflow": "voicemail_drop"}
     )
     result = await replay_pcm(
-        pcm, call, messages, tail_ms=20_000, frame_samples=FRAME_SAMPLES, realtime=pace == "realtime"
+        pcm, call, messages, tail_ms=20_000, frame_samples=FRAME_SAMPLES, speed=1.0 if pace == "realtime" else None
     )
     ev = {e["event"]: e for e in result.events}
     delay = None

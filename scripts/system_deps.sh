@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the demo use to make phone audio offline: TTS voices, sox, and the
-# Asterisk prompt and hold-music recordings (CC-BY-SA). Installs only what is missing.
+# Asterisk prompt and hold-music recordings (CC-BY-SA); PostgreSQL, which the store tests start as a
+# throwaway server (initdb + pg_ctl). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
@@ -8,6 +9,7 @@ command -v flite >/dev/null || need+=(flite)
 command -v sox >/dev/null || need+=(sox libsox-fmt-all)
 [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || need+=(asterisk-core-sounds-en-wav)
 [ -d /usr/share/asterisk/moh ] || need+=(asterisk-moh-opsound-wav)
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 if [ "$(id -u)" -ne 0 ]; then

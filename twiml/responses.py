@@ -33,3 +33,10 @@ def say_and_hangup(text: str) -> str:
     response.say(text)
     response.hangup()
     return str(response)
+
+
+def redirect(url: str) -> str:
+    """Send the call's TwiML request elsewhere (a draining server hands new calls to another instance)."""
+    response = VoiceResponse()
+    response.redirect(url, method="POST")
+    return str(response)

@@ -72,6 +72,7 @@ def make_settings(tmp_path: Path, port: int, **overrides) -> Settings:
         call_timeout_secs=30.0,
         api_keys=API_KEY,
         token_store_path=tmp_path / f"used-tokens-{port}.sqlite3",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}",
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)
