@@ -84,6 +84,22 @@ class AmdModel:
         state.last_probs = probs[0]
         return probs[0]
 
+    def step_batch(self, pcms: list[np.ndarray], states: list[AmdState]) -> list[np.ndarray]:
+        """`step()` for many calls with one ONNX run along the batch axis (each row is its own call)."""
+        if len(pcms) == 1:
+            return [self.step(pcms[0], states[0])]
+        for pcm in pcms:
+            if np.shape(pcm) != (STEP_SAMPLES,):
+                raise ValueError(f"step() needs exactly {STEP_SAMPLES} samples, got shape {np.shape(pcm)}")
+        feats = np.stack([st.stream.push(np.asarray(pcm)) for pcm, st in zip(pcms, states, strict=True)])
+        rnn = np.concatenate([st.rnn for st in states], axis=1)
+        probs, rnn = self.session.run(None, {"feats": feats, "state": rnn})
+        for i, st in enumerate(states):
+            st.rnn = rnn[:, i : i + 1, :]
+            st.steps += 1
+            st.last_probs = probs[i]
+        return list(probs)
+
     def run(self, pcm: np.ndarray) -> np.ndarray:
         """Whole call -> (n_steps, n_classes); a trailing partial step is dropped (as streaming would)."""
         pcm = np.asarray(pcm)

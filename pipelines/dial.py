@@ -18,6 +18,7 @@ from processors.frames import AmdVerdictFrame
 class DialWorkflow(Workflow):
     """Report the first AMD verdict, then act on it."""
 
+    audio_chunk_ms = 100  # acts on AMD verdicts (100 ms steps) only
     unknown_is_human: ClassVar[bool] = False
 
     async def on_verdict(self, frame: AmdVerdictFrame) -> None:

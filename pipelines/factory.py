@@ -1,12 +1,13 @@
 """Assembles the per-call pipeline for a workflow: detectors, then the workflow, then marks and the log.
 
-    transport.input() -> SpeechDetector -> BeepDetector -> AmdProcessor -> AmdDecisionProcessor
+    transport.input() -> BeepDetector -> SpeechDetector -> AmdProcessor -> AmdDecisionProcessor
                       -> [before] <workflow> [TwilioAmdReporter] [after] -> MarkTracker -> EventLog
                       -> transport.output()
 
 A workflow may bring processors of its own (`before` / `after` it): `agent` puts the STT and the
 interruption handler before itself and the LLM, clause splitter, TTS and player after. The Twilio AMD
-drop-in's reporter sits right behind the workflow, only when the call asked for it.
+drop-in's reporter sits right behind the workflow, only when the call asked for it. BeepDetector comes
+first: it forwards audio in the workflow's `audio_chunk_ms` chunks (see BeepDetector).
 
 The server puts Twilio's WebSocket transport at the ends; `callgate replay` puts a file source and a
 simulated playback there. Everything in between is the same objects.
@@ -102,7 +103,7 @@ def build_call_processors(
     marks = MarkTracker()
     marks.set_stream_sid(call.stream_sid)
     events = EventLog(on_event=on_event)
-    detectors: list[FrameProcessor] = [SpeechDetector(), BeepDetector()]
+    detectors: list[FrameProcessor] = [BeepDetector(chunk_ms=workflow.audio_chunk_ms), SpeechDetector()]
     if not _amd_off(call):
         detectors += [amd, decision]
     reporter = TwilioAmdReporter.for_call(call)  # Twilio AMD drop-in: only when the call asked for it

@@ -53,13 +53,23 @@ class ReplaySource(FrameProcessor):
     """Pushes the file (then silence, like a live line) frame by frame, in lock-step with the sink."""
 
     def __init__(
-        self, pcm: np.ndarray, tail_ms: float, window: int = 1, speed: float | None = None, **kwargs: Any
+        self,
+        pcm: np.ndarray,
+        tail_ms: float,
+        window: int = 1,
+        speed: float | None = None,
+        *,
+        frame_samples: int = REPLAY_FRAME,
+        held_samples: int = 0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._speed = speed  # None: as fast as the pipeline acks; x: paced at x times real time
-        self._window = window  # frames in flight before waiting for the sink
-        self._frames_sent = 0
-        self._frames_acked = 0
+        # Samples in flight before waiting for the sink: `window` frames, or the audio a processor may
+        # hold back to forward as one chunk (BeepDetector's chunk_ms), whichever is more.
+        self._in_flight = max(window * frame_samples, held_samples)
+        self._frame = frame_samples
+        self._samples_acked = 0
         self._pcm = pcm.astype(np.int16)
         self._tail_samples = int(tail_ms * SAMPLES_PER_MS)
         self._acked = asyncio.Event()
@@ -68,8 +78,8 @@ class ReplaySource(FrameProcessor):
         self._stopped = False
         self.samples_sent = 0
 
-    def ack(self) -> None:
-        self._frames_acked += 1
+    def ack(self, samples: int) -> None:
+        self._samples_acked += samples
         self._acked.set()
 
     def inject(self, frame: Frame) -> None:
@@ -90,7 +100,8 @@ class ReplaySource(FrameProcessor):
 
     async def _feed(self) -> None:
         total = len(self._pcm) + self._tail_samples
-        silence = np.zeros(REPLAY_FRAME, dtype=np.int16)
+        size = self._frame
+        silence = np.zeros(size, dtype=np.int16)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         while not self._stopped and self.samples_sent < total:
@@ -101,13 +112,12 @@ class ReplaySource(FrameProcessor):
             while self._inject:
                 await self.push_frame(self._inject.popleft())
             start = self.samples_sent
-            chunk = self._pcm[start : start + REPLAY_FRAME]
-            if len(chunk) < REPLAY_FRAME:
-                chunk = np.concatenate([chunk, silence[: REPLAY_FRAME - len(chunk)]])
-            self.samples_sent += REPLAY_FRAME
-            self._frames_sent += 1
+            chunk = self._pcm[start : start + size]
+            if len(chunk) < size:
+                chunk = np.concatenate([chunk, silence[: size - len(chunk)]])
+            self.samples_sent += size
             await self.push_frame(InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1))
-            while not self._stopped and self._frames_sent - self._frames_acked >= self._window:
+            while not self._stopped and self.samples_sent - self._samples_acked >= self._in_flight:
                 self._acked.clear()
                 await self._acked.wait()
         if not self._stopped:
@@ -126,10 +136,11 @@ class ReplayPlayback(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
-            self._now_ms += len(frame.audio) / 2 / SAMPLES_PER_MS
+            samples = len(frame.audio) // 2
+            self._now_ms += samples / SAMPLES_PER_MS
             while (name := self.buffer.pop_due(self._now_ms)) is not None:
                 self._source.inject(TwilioMarkFrame(mark_name=name))
-            self._source.ack()
+            self._source.ack(samples)
         elif isinstance(frame, OutputAudioRawFrame):
             self.buffer.add_audio(self._now_ms, len(frame.audio) / 2 / SAMPLES_PER_MS)
         elif isinstance(frame, OutputTransportMessageFrame | OutputTransportMessageUrgentFrame):
@@ -158,18 +169,21 @@ async def replay_pcm(
     tail_ms: float = 30_000,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     speed: float | None = None,
+    frame_samples: int = REPLAY_FRAME,
 ) -> ReplayResult:
     """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary.
 
     `speed`: pace the audio at that many times real time (None: as fast as the CPU allows). The agent
     workflow needs pacing: its STT, LLM and TTS answer on the wall clock, not on the audio's.
+    `frame_samples=FRAME_SAMPLES` with speed=1.0 feeds Twilio's 20 ms packets as a live call does.
     """
     if call.control is None:
         call.control = RecordingCallControl()  # hand-offs succeed on paper; nothing to call
     if speed is None and call.workflow in REALTIME_WORKFLOWS:
         speed = 1.0
-    source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed)
     parts = build_call_processors(call, messages, on_event=on_event)
+    held = parts.workflow.audio_chunk_ms * SAMPLES_PER_MS
+    source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed, frame_samples=frame_samples, held_samples=held)
     playback = ReplayPlayback(source)
     pipeline = Pipeline([source, *parts.processors, playback])
     worker = PipelineWorker(

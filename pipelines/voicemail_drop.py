@@ -160,6 +160,7 @@ class VoicemailDrop(Workflow):
     """Leaves the message after the beep (or the greeting's end), then hangs up once it has played."""
 
     name = "voicemail_drop"
+    audio_chunk_ms = 100  # beeps are forwarded at once; AMD and the greeting-end silence run on 100 ms
 
     def __init__(self, call: CallConfig, messages: MessageCache, **kwargs: Any) -> None:
         super().__init__(call, **kwargs)

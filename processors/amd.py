@@ -1,7 +1,7 @@
 """Streams the AMD model over the call's audio: one AmdProbabilityFrame per 100 ms of audio.
 
-The model (ONNX, ~1 ms a step) runs on a per-processor single-thread executor, as Pipecat's VAD does,
-so the event loop never waits on inference. The ONNX session is loaded once per process and shared;
+The model (ONNX) runs on the shared inference thread, one run per tick for every live call's step
+(processors/batching.py), so the event loop never runs inference and no call needs its own thread. The ONNX session is loaded once per process and shared;
 each call owns its recurrent state. Optionally records the call's trace (steps, speech events,
 verdict) for `callgate tune`.
 
@@ -10,9 +10,7 @@ Pipeline order: ... -> SpeechDetector -> AmdProcessor -> AmdDecisionProcessor ->
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +22,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from amd_model.traces import TraceRecorder
 from callgate.audio import SAMPLE_RATE
 from processors.amd_decision import STEP_MS
+from processors.batching import TickBatcher
 from processors.frames import AmdProbabilityFrame, SpeechEndedFrame, SpeechStartedFrame, TwilioStartFrame
 
 STEP_SAMPLES = SAMPLE_RATE * STEP_MS // 1000  # 800
@@ -37,6 +36,26 @@ class StepModel(Protocol):
     def new_state(self) -> Any: ...
 
     def step(self, pcm: np.ndarray, state: Any) -> np.ndarray: ...
+
+
+def _step_batch(items: list[tuple[StepModel, np.ndarray, Any]]) -> list[np.ndarray]:
+    """Every live call's next step, one model run per model (`step_batch` when it has one)."""
+    out: list[np.ndarray | None] = [None] * len(items)
+    by_model: dict[int, list[int]] = {}
+    for i, (model, _pcm, _state) in enumerate(items):
+        by_model.setdefault(id(model), []).append(i)
+    for idx in by_model.values():
+        model = items[idx[0]][0]
+        if hasattr(model, "step_batch"):
+            probs = model.step_batch([items[i][1] for i in idx], [items[i][2] for i in idx])
+        else:
+            probs = [model.step(items[i][1], items[i][2]) for i in idx]
+        for i, p in zip(idx, probs, strict=True):
+            out[i] = p
+    return out  # type: ignore[return-value]
+
+
+_AMD_BATCHER: TickBatcher[tuple[StepModel, np.ndarray, Any], np.ndarray] = TickBatcher(_step_batch, "amd")
 
 
 _MODELS: dict[str, Any] = {}
@@ -82,7 +101,6 @@ class AmdProcessor(FrameProcessor):
         self._model: StepModel = model if model is not None else get_shared_model(model_path)
         self._state = self._model.new_state()
         self._classes = tuple(self._model.classes)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amd")
         self._buf = np.zeros(0, dtype=np.int16)
         self._steps = 0
         self._warned_rate = False
@@ -130,10 +148,9 @@ class AmdProcessor(FrameProcessor):
             return
         pcm = np.frombuffer(frame.audio, dtype=np.int16)
         self._buf = np.concatenate([self._buf, pcm]) if self._buf.size else pcm.copy()
-        loop = asyncio.get_running_loop()
         while self._buf.size >= STEP_SAMPLES:
             chunk, self._buf = self._buf[:STEP_SAMPLES], self._buf[STEP_SAMPLES:]
-            probs = await loop.run_in_executor(self._executor, self._model.step, chunk, self._state)
+            probs = await _AMD_BATCHER.submit((self._model, chunk, self._state))
             self._steps += 1
             t_ms = float(self._steps * STEP_MS)
             values = [float(p) for p in np.asarray(probs).reshape(-1)]
@@ -155,4 +172,3 @@ class AmdProcessor(FrameProcessor):
     async def cleanup(self) -> None:
         await super().cleanup()
         self._save_trace()
-        self._executor.shutdown(wait=False)

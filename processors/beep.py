@@ -50,11 +50,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.frames.frames import CancelFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
-from processors.frames import BeepEndFrame, BeepFrame
+from processors.batching import TickBatcher
+from processors.frames import BeepEndFrame, BeepFrame, TwilioStopFrame
 
 SIT_FREQS_HZ: tuple[float, ...] = (913.8, 950.0, 985.2, 1370.6, 1400.0, 1428.5, 1776.7, 1800.0)
 
@@ -234,6 +235,11 @@ class BeepAnalyzer:
         self._recent: deque[tuple[float, float, float]] = deque(maxlen=6)  # (hz, onset, end) of runs
 
     @property
+    def tracking(self) -> bool:
+        """A tone is being followed (a run, its end, or a SIT wait): its events depend on every frame."""
+        return self._run is not None or bool(self._endings) or bool(self._pending)
+
+    @property
     def now_ms(self) -> float:
         """Audio time of the end of the audio seen so far."""
         return self._samples * _MS_PER_SAMPLE
@@ -272,6 +278,10 @@ class BeepAnalyzer:
         d = np.clip(np.where(den < 0, 0.5 * (a - c) / np.minimum(den, -1e-12), 0.0), -0.5, 0.5)
         hz = (k + d) * BIN_HZ
         ppk = np.exp(b - 0.25 * (a - c) * d)  # parabolic-interpolated peak power
+        in_band = (hz >= self.min_hz * (1 - self.band_margin)) & (hz <= self.max_hz * (1 + self.band_margin))
+        candidate = in_band & (ppk >= self.min_mag**2)
+        if not candidate.any():  # silence, noise, low-level speech: no frame can be tonal (most of a call)
+            return mag, k, hz, np.sqrt(ppk), candidate
         # Strongest other peak: zero the main lobe (+-3 bins) and the lobes of harmonics 2f-4f, which
         # are judged on their own (clipping and µ-law add some), then take the max over the band.
         band = pw * self._band_mask
@@ -285,9 +295,7 @@ class BeepAnalyzer:
         np.put_along_axis(band, harm_idx, 0.0, axis=1)
         p2 = band.max(axis=1)
         tonal = (
-            (hz >= self.min_hz * (1 - self.band_margin))
-            & (hz <= self.max_hz * (1 + self.band_margin))
-            & (ppk >= self.min_mag**2)
+            candidate
             & (ppk >= self.second_ratio * p2)
             & (ppk >= self.harmonic_ratio * ph)
         )
@@ -295,6 +303,13 @@ class BeepAnalyzer:
 
     def _analyse(self, frames: np.ndarray, events: list[BeepEvent]) -> None:
         mag, ks, hzs, _peaks, tonal = self._features(frames)
+        if not self.tracking and not tonal.any():
+            # Nothing to follow and nothing starts: each frame would only enter the look-back history.
+            first = self._frames + 1
+            self._frames += len(frames)
+            for i in range(max(0, len(frames) - self._history.maxlen), len(frames)):  # type: ignore[operator]
+                self._history.append((((first + i) * HOP - WIN / 2) * _MS_PER_SAMPLE, mag[i]))
+            return
         for i in range(len(frames)):
             self._frames += 1
             t = (self._frames * HOP - WIN / 2) * _MS_PER_SAMPLE  # centre of this window
@@ -505,36 +520,88 @@ class BeepAnalyzer:
                 events.append(BeepEvent("beep_end", t_ms=p.end_ms, onset_ms=onset, hz=hz, duration_ms=dur))
 
 
-class BeepDetector(FrameProcessor):
-    """Pipecat adapter: forwards every frame, runs `BeepAnalyzer` on 8 kHz input audio, pushes beep frames.
+_BEEP_BATCHER: TickBatcher[tuple[BeepAnalyzer, np.ndarray], list[BeepEvent]] = TickBatcher(
+    lambda items: [analyzer.process(pcm) for analyzer, pcm in items], "beep"
+)
 
-    Each audio frame is forwarded first so downstream timing is unaffected; 20 ms frames are analysed
-    inline (~0.1 ms), anything over 200 ms in a worker thread so the event loop is not blocked.
+
+class BeepDetector(FrameProcessor):
+    """Pipecat adapter: runs `BeepAnalyzer` on 8 kHz input audio, pushes BeepFrame/BeepEndFrame, and
+    forwards the audio to the rest of the call in `chunk_ms` frames.
+
+    Why chunks: every processor after this one costs CPU per frame, and nothing after it needs
+    Twilio's 20 ms packets while no tone is sounding (speech and AMD time their events on the audio
+    clock; AMD steps are 100 ms). So while the analyzer tracks no tone, 20 ms packets are held and
+    analysed and forwarded together once a chunk boundary (a multiple of `chunk_ms` from the start
+    of the call, so AMD steps stay aligned) is reached. While a tone is tracked (a candidate beep,
+    its end, a SIT wait) every packet is analysed and forwarded at once, so the beep's end reaches
+    the workflow as soon as it did with per-packet analysis. Any other downstream frame first
+    flushes the held audio, so frame order (and every processor's audio clock) is unchanged; after
+    Twilio's `stop` (which may overtake the last packets) nothing is held any more.
+    `chunk_ms=0` forwards every frame as it comes. Chunks are analysed on the shared inference thread
+    with every other call's (processors/batching.py), packets while a tone is followed on the loop (a
+    20 ms packet costs ~0.1 ms, and the beep's end must not wait), long frames (> 200 ms) in a thread.
     """
 
-    def __init__(self, analyzer: BeepAnalyzer | None = None, **kwargs: Any) -> None:
+    def __init__(self, analyzer: BeepAnalyzer | None = None, *, chunk_ms: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.analyzer = analyzer or BeepAnalyzer()
         self._warned = False
+        self._chunk = chunk_ms * SAMPLE_RATE // 1000
+        self._held: list[InputAudioRawFrame] = []
+        self._held_samples = 0
+        self._samples_out = 0  # samples forwarded downstream so far
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Forward the frame; on input audio also emit BeepFrame/BeepEndFrame for completed events."""
+        """Analyse/hold input audio; flush held audio before forwarding anything else downstream."""
         await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
         if not isinstance(frame, InputAudioRawFrame):
+            if self._held and direction == FrameDirection.DOWNSTREAM and not isinstance(frame, CancelFrame):
+                await self._flush()
+            if isinstance(frame, TwilioStopFrame):
+                self._chunk = 0  # the caller is gone: audio still queued goes straight on to the end
+            await self.push_frame(frame, direction)
             return
         if frame.sample_rate != SAMPLE_RATE or frame.num_channels != 1:
+            await self.push_frame(frame, direction)
             if not self._warned:  # misconfigured pipeline: say so once, keep the call alive
                 self._warned = True
                 await self.push_error(
                     error_msg=f"BeepDetector needs 8 kHz mono audio, got {frame.sample_rate} Hz x {frame.num_channels}"
                 )
             return
-        pcm = np.frombuffer(frame.audio, dtype=np.int16)
+        if self._chunk <= 0:
+            await self.push_frame(frame, direction)
+            await self._push_events(await self._analyse(frame.audio))
+            return
+        self._held.append(frame)
+        self._held_samples += len(frame.audio) // 2
+        end = self._samples_out + self._held_samples
+        if self.analyzer.tracking or end // self._chunk > self._samples_out // self._chunk:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Analyse the held audio, forward it as one frame, then push the events it completed."""
+        held, last = self._held, self._held[-1]
+        self._held, self._samples_out, self._held_samples = [], self._samples_out + self._held_samples, 0
+        if len(held) > 1:
+            last = InputAudioRawFrame(
+                audio=b"".join(f.audio for f in held), sample_rate=SAMPLE_RATE, num_channels=1
+            )
+            last.transport_source = held[-1].transport_source
+        await self.push_frame(last)
+        await self._push_events(await self._analyse(last.audio))
+
+    async def _analyse(self, audio: bytes) -> list[BeepEvent]:
+        pcm = np.frombuffer(audio, dtype=np.int16)
         if len(pcm) > _INLINE_MAX_SAMPLES:
-            events = await asyncio.to_thread(self.analyzer.process, pcm)
-        else:
-            events = self.analyzer.process(pcm)
+            return await asyncio.to_thread(self.analyzer.process, pcm)
+        if self._chunk > 0 and not self.analyzer.tracking:
+            # A quiet chunk: analysed with every other call's on the shared inference thread.
+            return await _BEEP_BATCHER.submit((self.analyzer, pcm))
+        return self.analyzer.process(pcm)  # a tone is followed: this packet now, on the loop (~0.1 ms)
+
+    async def _push_events(self, events: list[BeepEvent]) -> None:
         for ev in events:
             if ev.kind == "beep":
                 await self.push_frame(BeepFrame(onset_ms=ev.onset_ms, hz=ev.hz, t_ms=ev.t_ms))

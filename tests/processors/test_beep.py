@@ -446,3 +446,48 @@ async def test_processor_rejects_wrong_rate_without_crashing() -> None:
     assert sum(isinstance(f, InputAudioRawFrame) for f in down) == len(frames)
     assert not any(isinstance(f, BeepFrame | BeepEndFrame) for f in down)
     assert sum(isinstance(f, ErrorFrame) for f in up) == 1
+
+
+async def test_chunked_forwarding_holds_silence_but_not_the_beep_end() -> None:
+    """chunk_ms=100: 20 ms packets leave in 100 ms frames aligned on the call clock while no tone is
+    tracked, but the beep's end is pushed after the same packet as with per-packet forwarding, and
+    the same audio leaves in the same order."""
+    _require_assets()
+    g = synth.make_voicemail_greeting(beep_hz=1000.0, beep_secs=0.5, tail_secs=0.5)
+    frames = _frames(g.int16(), FRAME_SAMPLES)
+    per_packet, _ = await run_test(BeepDetector(), frames_to_send=frames)
+    chunked, _ = await run_test(BeepDetector(chunk_ms=100), frames_to_send=frames)
+
+    def audio_ms_at(down: list, cls: type) -> float:
+        i = next(i for i, f in enumerate(down) if isinstance(f, cls))
+        return sum(len(f.audio) // 2 for f in down[:i] if isinstance(f, InputAudioRawFrame)) / 8
+
+    assert audio_ms_at(chunked, BeepEndFrame) == audio_ms_at(per_packet, BeepEndFrame)
+    ends = [e for e in chunked if isinstance(e, BeepEndFrame)]
+    assert len(ends) == 1 and ends[0].t_ms == next(e for e in per_packet if isinstance(e, BeepEndFrame)).t_ms
+    audio = [f for f in chunked if isinstance(f, InputAudioRawFrame)]
+    assert b"".join(f.audio for f in audio) == b"".join(f.audio for f in frames)
+    sizes = [len(f.audio) // 2 for f in audio]
+    assert sizes.count(800) >= len(frames) // 5 - 12  # most of the call leaves in 100 ms frames
+    assert sizes.count(FRAME_SAMPLES) >= 10  # packets while the beep is tracked leave one by one
+    clock = np.cumsum(sizes)
+    for size, end in zip(sizes[:-1], clock[:-1], strict=True):  # the last one: flushed by the EndFrame
+        assert size == FRAME_SAMPLES or end % 800 == 0  # chunks end on the 100 ms grid (AMD steps)
+
+
+async def test_chunked_forwarding_flushes_before_other_frames_and_after_stop() -> None:
+    """A non-audio frame never overtakes held audio; after Twilio's stop nothing is held."""
+    from processors.frames import TwilioMarkFrame, TwilioStopFrame
+
+    silence = np.zeros(FRAME_SAMPLES, np.int16)
+    pkt = InputAudioRawFrame(audio=silence.tobytes(), sample_rate=SAMPLE_RATE, num_channels=1)
+    frames = [pkt, pkt, TwilioMarkFrame(mark_name="m"), pkt, TwilioStopFrame(call_sid="CA1"), pkt]
+    down, _ = await run_test(BeepDetector(chunk_ms=100), frames_to_send=frames)
+    kinds = [(type(f).__name__, len(f.audio) // 2 if isinstance(f, InputAudioRawFrame) else None) for f in down]
+    assert kinds == [
+        ("InputAudioRawFrame", 320),
+        ("TwilioMarkFrame", None),
+        ("InputAudioRawFrame", 160),
+        ("TwilioStopFrame", None),
+        ("InputAudioRawFrame", 160),
+    ]
