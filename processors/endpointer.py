@@ -179,6 +179,7 @@ class EndpointerParams:
     backstop_quantile: float = 0.9
     min_pauses: int = 2
     min_pause_ms: float = 150.0  # shorter silences inside speech are not pauses
+    rejoin_ms: float = 500.0  # caller speaks again this soon after a final end: that was a pause, learn it
     text_wait_ms: float = 600.0  # no transcript of the latest speech yet: wait this long for one
 
     @classmethod
@@ -233,6 +234,7 @@ class EndpointAnalyzer:
         self._last_voice = 0.0
         self._turn_start = 0.0
         self._tentative_at = 0.0
+        self._final_at = -1e9
         self._pause_id = 0
         self._requested = False
         self._p_audio: float | None = None
@@ -323,6 +325,8 @@ class EndpointAnalyzer:
         if caller:
             silence = t0 - self._last_voice
             if self.state == "idle":
+                if t0 - self._final_at <= self.p.rejoin_ms and silence >= self.p.min_pause_ms:
+                    self.pauses.append(silence)  # we cut the caller off: remember how long they pause
                 start = caller_start_ms if caller_start_ms is not None else t0
                 self.state, self._turn_start = "turn", start
                 self._text, self._p_text = "", None
@@ -352,7 +356,7 @@ class EndpointAnalyzer:
         if silence >= self.required_silence_ms(p):
             source = self._source() if p is not None and p >= self.p.p_low else "silence"
             events.append(EndpointEvent("turn_end", t1, source, p if p is not None else 0.0, False, silence))
-            self.state = "idle"
+            self.state, self._final_at = "idle", t1
             self.pending_audio_request = None
         return events
 

@@ -227,6 +227,7 @@ class GateAnalyzer:
         self._floor_levels.append(level)
         if self._windows % 16 == 0:
             self._floor = float(np.percentile(self._floor_levels, 10))
+            self._forget(t0)
         self._flag(t0, False)
         if not self._vad_active:
             self._note_rejected(False)
@@ -277,6 +278,13 @@ class GateAnalyzer:
             self._bg_start = t1
         self._note_rejected(False)
         return events
+
+    def _forget(self, t_ms: float) -> None:
+        """Drop caller levels older than the rolling window; none left -> back to the static fallback."""
+        while self._caller_levels and self._caller_levels[0][0] < t_ms - self.p.window_s * 1000:
+            self._caller_levels.popleft()
+        if self._baseline is not None and not self._caller_levels:
+            self._baseline, self._n_learned = None, 0
 
     def _learn(self, level: float, tilt: float, t_ms: float) -> None:
         self._caller_levels.append((t_ms, level))

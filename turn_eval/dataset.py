@@ -211,7 +211,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
         if not paused:
             segs = [" ".join(segs)]
         use_allison = kind == "numbers" and rng.random() < 0.3
-        gain_db = float(rng.normal(0, 1.5))
+        gain_db = float(rng.normal(0, 2.0))
         audio_segs = []
         for s in segs:
             if use_allison and all(w in DIGIT_WORDS for w in s.rstrip(".").split()):
@@ -219,11 +219,11 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
             else:
                 a = _say(s, engine, voice, rng)
             audio_segs.append(a)
-        lvl = active_rms(np.concatenate(audio_segs))
         seg_labels, pauses = [], []
         start = pos
         for i, (s, a) in enumerate(zip(segs, audio_segs, strict=True)):
-            a = a * (caller_rms * 10 ** (gain_db / 20) / (lvl + 1e-12))
+            # Each segment at the turn's level: one caller, one phone distance (Allison's digits included).
+            a = a * (caller_rms * 10 ** (gain_db / 20) / (active_rms(a) + 1e-12))
             caller.add(a, pos)
             seg_labels.append({"text": s, "start_ms": _ms(pos), "end_ms": _ms(pos + len(a))})
             pos += len(a)
