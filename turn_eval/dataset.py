@@ -151,6 +151,22 @@ def _trim(x: np.ndarray, floor_db: float = -35.0) -> np.ndarray:
     return x[on[0] * k : (on[-1] + 1) * k].astype(np.float32)
 
 
+def speech_level(x: np.ndarray) -> float:
+    """A talker's level as a gate hears it: 90th percentile RMS of the 32 ms windows within 30 dB of the loudest.
+
+    Normalising caller segments and background spans by this (not by average power) keeps one caller at
+    one level whatever the voice's crest factor, and makes "background 6-20 dB below the caller" mean
+    what a listener (or a level-based gate) would measure.
+    """
+    k = 256
+    m = len(x) // k
+    if m == 0:
+        return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+    p = np.mean(np.square(x[: m * k].reshape(m, k), dtype=np.float64), axis=1)
+    on = p[p >= p.max() * 1e-3]
+    return float(np.sqrt(np.percentile(on, 90)))
+
+
 def _say(text: str, engine: str, voice: str, rng: np.random.Generator) -> np.ndarray:
     if engine == "allison":  # a recorded human voice: digits as Asterisk prompts, else a random prompt
         words = text.rstrip(".,?").split()
@@ -195,7 +211,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     lex = LEX[split]
     engine, voice = VOICES[split][int(rng.integers(len(VOICES[split])))]
-    caller_dbfs = float(rng.uniform(-30, -14))
+    caller_dbfs = float(rng.uniform(-26, -10))  # speech_level of the caller, before the channel
     caller_rms = 10 ** (caller_dbfs / 20)
     cond = str(rng.choice([c for c, _ in CONDITIONS], p=[p for _, p in CONDITIONS]))
     rel_db = float(rng.uniform(-20, -6))
@@ -223,7 +239,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
         start = pos
         for i, (s, a) in enumerate(zip(segs, audio_segs, strict=True)):
             # Each segment at the turn's level: one caller, one phone distance (Allison's digits included).
-            a = a * (caller_rms * 10 ** (gain_db / 20) / (active_rms(a) + 1e-12))
+            a = a * (caller_rms * 10 ** (gain_db / 20) / (speech_level(a) + 1e-12))
             caller.add(a, pos)
             seg_labels.append({"text": s, "start_ms": _ms(pos), "end_ms": _ms(pos + len(a))})
             pos += len(a)
@@ -250,7 +266,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
                 str(rng.choice(["short", "question"])), rng, lex)[-1]
             a = _say(text, be, bv, rng)
             a = _room(a, rng)
-            a *= bg_rms / (active_rms(a) + 1e-12)
+            a *= bg_rms / (speech_level(a) + 1e-12)
             a = a[: total - t]
             bg[t : t + len(a)] += a
             spans.append({"kind": cond, "start_ms": _ms(t), "end_ms": _ms(t + len(a)), "rel_db": round(rel_db, 1)})
@@ -258,7 +274,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
             t += len(a) + int(gap * SR)
     elif cond == "music":
         m = hold_music(total / SR, track=int(rng.integers(0, 5)), offset_secs=float(rng.uniform(0, 60)))
-        bg += m * (bg_rms / (active_rms(m) + 1e-12))
+        bg += m * (bg_rms / (speech_level(m) + 1e-12))
         spans.append({"kind": "music", "start_ms": 0.0, "end_ms": _ms(total), "rel_db": round(rel_db, 1)})
     elif cond == "cafe":
         babble = np.zeros(total, np.float32)
@@ -272,7 +288,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
                 babble[t : t + len(a)] += a
                 t += len(a) + int(rng.uniform(0.1, 0.8) * SR)
         babble = _room(babble, rng) + pink_noise(total / SR, rms=0.3, seed=int(rng.integers(1 << 30)))
-        bg += babble * (bg_rms / (active_rms(babble) + 1e-12))
+        bg += babble * (bg_rms / (speech_level(babble) + 1e-12))
         spans.append({"kind": "cafe", "start_ms": 0.0, "end_ms": _ms(total), "rel_db": round(rel_db, 1)})
     floor = pink_noise(total / SR, rms=10 ** (float(rng.uniform(-62, -50)) / 20), seed=int(rng.integers(1 << 30)))
     x = telephone_channel(caller.audio + bg + floor)

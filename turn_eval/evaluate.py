@@ -51,7 +51,7 @@ def load_set(folder: str | Path, limit: int | None = None, progress: bool = Fals
         if limit is not None and k >= limit:
             break
         st = (folder / name).stat()
-        npz = cache / f"{name}.{st.st_size}.{int(st.st_mtime)}.npz"
+        npz = cache / f"{name}.{st.st_size}.{int(st.st_mtime)}.v2.npz"
         if npz.is_file():
             z = np.load(npz)
             from callgate.audio import FRAME_SAMPLES, load_audio

@@ -103,6 +103,18 @@ def _pipecat_states(pcm: np.ndarray, stop_secs: float) -> list[int]:
     return out
 
 
+def speech_confidences(pcm: np.ndarray, vad: Any, min_dbfs: float = -50.0) -> np.ndarray:
+    """Silero confidence per window exactly as SpeechAnalyzer sees it: it skips windows quieter than
+    min_dbfs (so they never touch the model's state) and those score 0."""
+    min_rms = 32768.0 * 10 ** (min_dbfs / 20)
+    out = np.zeros(len(pcm) // WIN, dtype=np.float32)
+    for i in range(len(out)):
+        win = pcm[i * WIN : (i + 1) * WIN]
+        if float(np.sqrt(np.mean(win.astype(np.float32) ** 2))) >= min_rms:
+            out[i] = np.ravel(vad.voice_confidence(win.tobytes()))[0]
+    return out
+
+
 def load_call(folder: Path, name: str, labels: dict[str, Any]) -> CallInputs:
     from pipecat.audio.vad.silero import SileroVADAnalyzer
 
@@ -110,8 +122,7 @@ def load_call(folder: Path, name: str, labels: dict[str, Any]) -> CallInputs:
     pcm = pcm[: len(pcm) // FRAME_SAMPLES * FRAME_SAMPLES]
     vad = SileroVADAnalyzer(sample_rate=8000)
     vad.set_sample_rate(8000)
-    conf = np.array([np.ravel(vad.voice_confidence(pcm[i * WIN : (i + 1) * WIN].tobytes()))[0]
-                     for i in range(len(pcm) // WIN)], dtype=np.float32)
+    conf = speech_confidences(pcm, vad)
     states = {"0.2": _pipecat_states(pcm, 0.2), "0.8": _pipecat_states(pcm, 0.8)}
     return CallInputs(name, pcm, labels, conf, states)
 
@@ -196,6 +207,8 @@ def run_callgate(
     use_audio: bool = True,
 ) -> SystemRun:
     run = SystemRun()
+    if (vad_params or {}).get("min_dbfs", -50.0) != -50.0:
+        raise ValueError("the cached Silero confidences assume the VAD's min_dbfs = -50")
     # The production SpeechAnalyzer state machine, fed the confidences Silero gave this file.
     vad = _speech_analyzer(call.conf, vad_params or {})
     gate = GateAnalyzer(gate_params)
