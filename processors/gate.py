@@ -67,6 +67,7 @@ class GateParams:
     floor_margin_db: float = 12.0  # never open below the noise floor + this
     media_on_frac: float = 0.25  # rejected speech over the last 10 s above this -> media mode
     media_extra_db: float = 2.0  # media mode raises the open threshold by this
+    lookback_ms: float = 600.0  # a rejected lead-in this short before the gate opens is the caller's
     tilt_weight: float = 0.0  # dB of score per dB of high-band tilt relative to the caller's (0 = off)
 
     @classmethod
@@ -250,10 +251,14 @@ class GateAnalyzer:
         if not self.caller_open:
             if self._score(peak, tilt) >= self.open_threshold_db(t0):
                 self.caller_open = True
-                # Date the start back to the VAD onset (or the end of background heard before it).
-                start = self._vad_onset if self._bg_start is None else max(self._bg_start, t0 - 2 * WIN_MS)
+                # Date the start back to the VAD onset, also over a short rejected lead-in (a soft first
+                # word); after a long stretch of background, only over the last two windows.
+                if self._bg_start is None or t0 - self._bg_start <= self.p.lookback_ms:
+                    start = self._vad_onset if self._bg_start is None else self._bg_start
+                else:
+                    start = t0 - 2 * WIN_MS
                 if self._bg_start is not None:
-                    if start - self._bg_start >= 2 * WIN_MS:
+                    if start - self._bg_start >= 5 * WIN_MS:  # not just the soft onset of this speech
                         events += [GateEvent("background_start", self._bg_start),
                                    GateEvent("background_end", start)]
                     self._bg_start = None

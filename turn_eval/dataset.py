@@ -29,6 +29,7 @@ import numpy as np
 from callgate.audio import save_wav, to_int16
 from callgate.synth import (
     SR,
+    _bandpass_fir,
     active_rms,
     asterisk_prompt,
     asterisk_prompt_names,
@@ -151,6 +152,9 @@ def _trim(x: np.ndarray, floor_db: float = -35.0) -> np.ndarray:
     return x[on[0] * k : (on[-1] + 1) * k].astype(np.float32)
 
 
+_PHONE_BAND = _bandpass_fir(300.0, 3400.0)
+
+
 def speech_level(x: np.ndarray) -> float:
     """A talker's level as a gate hears it: 90th percentile RMS of the 32 ms windows within 30 dB of the loudest.
 
@@ -158,6 +162,7 @@ def speech_level(x: np.ndarray) -> float:
     one level whatever the voice's crest factor, and makes "background 6-20 dB below the caller" mean
     what a listener (or a level-based gate) would measure.
     """
+    x = np.convolve(np.asarray(x, dtype=np.float64), _PHONE_BAND, mode="same")  # what survives the line
     k = 256
     m = len(x) // k
     if m == 0:

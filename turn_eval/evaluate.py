@@ -209,13 +209,15 @@ def objective(s: Summary) -> float:
     pen += max(0.0, s.delay_p50_ms - 300) / 100
     pen += max(0.0, s.bg_started - 0.10) * 10
     pen += max(0.0, s.caller_lost_pct - 2.0)
-    pen += max(0.0, (s.gate_delay_max_ms or 0) - 100) / 100
+    pen += 2 * s.gate_delayed_starts / max(s.turns, 1)
+    pen += 0.5 * s.missed_starts / max(s.turns, 1)
     return s.premature_paused + 0.2 * s.premature_all + pen + s.delay_p50_ms / 10000
 
 
 GATE_SPACE = {
     "open_offset_db": (2.0, 9.0), "hold_offset_db": (8.0, 20.0), "grace_db": (0.0, 8.0), "percentile": (75.0, 97.0),
     "fallback_dbfs": (-42.0, -32.0), "close_ms": (150.0, 400.0), "media_extra_db": (0.0, 4.0),
+    "lookback_ms": (200.0, 1200.0), "media_on_frac": (0.1, 0.6),
 }
 ENDPOINT_SPACE = {
     "audio_weight": (0.0, 1.5), "text_weight": (0.3, 2.0), "combine_bias": (-2.0, 2.0), "p_high": (0.5, 0.98),

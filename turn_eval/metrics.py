@@ -10,8 +10,8 @@ the next turn's start):
   that the final end confirmed (no cancel in between), else the final end.
 * background segment started a turn: a background-speech span (TV, second speaker) at least 500 ms
   before any caller turn and 1.5 s after it during which the system emitted a turn start / barge-in.
-* caller speech lost: labelled caller speech (spoken segments) outside the system's caller-speech
-  intervals, as a share of all caller speech.
+* caller speech lost: labelled caller speech (spoken segments) outside every user turn the system
+  opened (its claimed start to its final end), as a share of all caller speech: words no turn holds.
 * turn-start delay: emission time of the first turn start in [start - 300, end] minus the labelled
   start; for callgate also minus the emission of the ungated VAD start (what the gate adds).
 """
@@ -147,6 +147,7 @@ class Summary:
     start_delay_max_ms: float
     missed_starts: int
     gate_delay_max_ms: float | None
+    gate_delayed_starts: int  # turn starts the gate delayed by more than 100 ms
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,6 +177,7 @@ def summarize(system: str, t: Tally) -> Summary:
         start_delay_max_ms=float(np.max(t.start_delays)) if t.start_delays else 0.0,
         missed_starts=t.missed_starts,
         gate_delay_max_ms=float(np.max(t.gate_delays)) if t.gate_delays else None,
+        gate_delayed_starts=int(sum(d > 100 for d in t.gate_delays)),
     )
 
 

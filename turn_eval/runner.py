@@ -43,7 +43,7 @@ class SystemRun:
     ends: list[float] = field(default_factory=list)  # final turn ends
     tentative: list[float] = field(default_factory=list)
     cancels: list[float] = field(default_factory=list)
-    speech: list[tuple[float, float]] = field(default_factory=list)  # caller-speech intervals
+    speech: list[tuple[float, float]] = field(default_factory=list)  # user turns (claimed start, end)
     vad_starts: list[float] = field(default_factory=list)  # callgate: ungated VAD start emissions
 
 
@@ -137,7 +137,6 @@ def run_vad_baseline(call: CallInputs, stop: str = "0.2") -> SystemRun:
     """VAD-only (stop 0.2 s) or the 800 ms timer (stop 0.8 s): turn = VAD start .. VAD stop."""
     run = SystemRun()
     speaking, since = False, 0.0
-    stop_ms = float(stop) * 1000
     for i, s in enumerate(call.pipecat_states[stop]):
         t = (i + 1) * FRAME_MS
         if not speaking and s == SPEAKING:
@@ -147,7 +146,7 @@ def run_vad_baseline(call: CallInputs, stop: str = "0.2") -> SystemRun:
         elif speaking and s == QUIET:
             speaking = False
             run.ends.append(t)
-            run.speech.append((since, t - stop_ms))
+            run.speech.append((since, t))
     return run
 
 
@@ -160,24 +159,22 @@ def run_pipecat_default(call: CallInputs, smart: CachedSmartTurn, infer_ms: floa
     turn_speech_start = 0.0
     silence_from: float | None = None
     pending_end: float | None = None
-    seg_start = 0.0
     pre_ms = 500.0 + 200.0  # pre_speech_ms + VAD start_secs
     for i, s in enumerate(states):
         t = (i + 1) * FRAME_MS
         if pending_end is not None and t >= pending_end:
             run.ends.append(pending_end)
+            run.speech.append((turn_speech_start - 200.0, pending_end))
             pending_end, in_turn, silence_from = None, False, None
         if not speaking and s == SPEAKING:
             speaking = True
             pending_end = None  # speech resumed before the inference came back
-            seg_start = t - 200.0
             silence_from = None
             if not in_turn:
                 in_turn, turn_speech_start = True, t
                 run.starts.append((t, t - 200.0))
         elif speaking and s == QUIET:
             speaking = False
-            run.speech.append((seg_start, t - 200.0))
             silence_from = t
             a = int((turn_speech_start - pre_ms) * 8)
             b = int(t * 8)
@@ -188,6 +185,7 @@ def run_pipecat_default(call: CallInputs, smart: CachedSmartTurn, infer_ms: floa
         elif in_turn and not speaking and silence_from is not None and pending_end is None:
             if t - silence_from >= 3000.0:
                 run.ends.append(t)
+                run.speech.append((turn_speech_start - 200.0, t))
                 in_turn, silence_from = False, None
     return run
 
@@ -233,10 +231,6 @@ def run_callgate(
         for e in gev:
             if e.kind == "caller_start":
                 caller_start = e.t_ms
-                open_since = e.t_ms
-            elif e.kind == "caller_end" and open_since is not None:
-                run.speech.append((open_since, e.t_ms))
-                open_since = None
         for _ready, pid, p in [x for x in pending if x[0] <= t0]:
             ep.set_audio_probability(pid, p)
         pending = [x for x in pending if x[0] > t0]
@@ -250,12 +244,16 @@ def run_callgate(
             if e.kind == "user_turn_start":
                 run.starts.append((t1, e.t_ms))
                 turn_start, last_text = e.t_ms, ""
+                open_since = e.t_ms
             elif e.kind == "turn_cancelled":
                 run.cancels.append(e.t_ms)
             elif e.tentative:
                 run.tentative.append(e.t_ms)
             else:
                 run.ends.append(e.t_ms)
+                if open_since is not None:
+                    run.speech.append((open_since, e.t_ms))
+                    open_since = None
         if caller:
             caller_start = None
         req = ep.pending_audio_request

@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
           "\nfalse/min = turn starts away from caller speech per minute; lost % = caller speech outside caller"
           "\nspeech intervals; start = turn-start emission after the true start (p50, max).")
     for r in results.values():
-        extra = f", gate adds at most {r.gate_delay_max_ms:.0f} ms to a turn start" if r.gate_delay_max_ms is not None else ""
+        extra = (f", gate adds at most {r.gate_delay_max_ms:.0f} ms to a turn start ({r.gate_delayed_starts} starts "
+                 f"delayed > 100 ms)" if r.gate_delay_max_ms is not None else "")
         print(f"  {r.system}: background started by level {r.bg_by_level}; missed starts {r.missed_starts}; "
               f"tentative/turn {r.tentative_per_turn:.2f}, cancelled/turn {r.cancels_per_turn:.2f}{extra}")
     if args.plot:
