@@ -324,14 +324,19 @@ class BackgroundSpeechGate(FrameProcessor):
     Per window the work is a few dot products (~20 µs), so it runs inline.
     """
 
-    def __init__(self, analyzer: GateAnalyzer | None = None, **kwargs) -> None:
+    def __init__(self, analyzer: GateAnalyzer | None = None, *, filter_vad: bool = False, **kwargs) -> None:
+        """`filter_vad=True`: downstream sees the VAD's speech frames only for the caller's speech (the
+        gate swallows SpeechStartedFrame/SpeechEndedFrame and re-emits them at the caller's edges), so
+        processors written for the plain VAD (an STT bridge, a barge-in handler) are gated unchanged."""
         super().__init__(**kwargs)
         self.analyzer = analyzer or GateAnalyzer()
+        self.filter_vad = filter_vad
         self._pending = np.zeros(0, dtype=np.int16)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
+        if not (self.filter_vad and isinstance(frame, SpeechStartedFrame | SpeechEndedFrame)):
+            await self.push_frame(frame, direction)
         events: list[GateEvent] = []
         if isinstance(frame, InputAudioRawFrame):
             self._pending = np.concatenate([self._pending, np.frombuffer(frame.audio, dtype=np.int16)])
@@ -346,8 +351,12 @@ class BackgroundSpeechGate(FrameProcessor):
         bg_start: float | None = None
         for e in events:
             if e.kind == "caller_start":
+                if self.filter_vad:
+                    await self.push_frame(SpeechStartedFrame(t_ms=e.t_ms))
                 await self.push_frame(CallerSpeechStartedFrame(t_ms=e.t_ms))
             elif e.kind == "caller_end":
+                if self.filter_vad:
+                    await self.push_frame(SpeechEndedFrame(t_ms=e.t_ms))
                 await self.push_frame(CallerSpeechEndedFrame(t_ms=e.t_ms))
             elif e.kind == "background_start":
                 bg_start = e.t_ms

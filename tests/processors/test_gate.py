@@ -178,3 +178,17 @@ async def test_processor_after_the_real_vad_starts_the_caller_and_logs_the_tv() 
     tv_on = (2000 + len(caller) + SAMPLE_RATE) / 8
     assert bg and all(b.start_ms >= tv_on - 100 for b in bg)
     assert bg[0].to_event()["event"] == "background_speech"
+
+
+async def test_filter_mode_passes_the_vad_frames_of_the_caller_only() -> None:
+    caller = _at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20)
+    tv = _at_level(_voice("And now the weather for the weekend.", "en-gb+f3"), -34)
+    gap = np.zeros(SAMPLE_RATE, np.int16)
+    pcm = np.concatenate([gap[:2000], caller, gap, tv, gap])
+    gate = BackgroundSpeechGate(filter_vad=True)
+    down, _ = await run_test(Pipeline([SpeechDetector(), gate]), frames_to_send=_frames(pcm))
+    vad_starts = [f for f in down if isinstance(f, SpeechStartedFrame)]
+    caller_starts = [f for f in down if isinstance(f, CallerSpeechStartedFrame)]
+    assert len(vad_starts) == len(caller_starts) == 1  # the TV's VAD start was swallowed
+    assert vad_starts[0].t_ms == caller_starts[0].t_ms
+    assert [f for f in down if isinstance(f, BackgroundSpeechFrame)]
