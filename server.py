@@ -51,7 +51,7 @@ START_TIMEOUT_SECS = 10.0
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message",)
+PASSTHROUGH_PARAMS = ("message", "agent", "amd")
 
 
 @dataclass
@@ -65,6 +65,8 @@ class CallRecord:
     outcome: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # agent: who said what, what was heard
+    latency: list[dict[str, Any]] = field(default_factory=list)  # agent: per-turn voice-to-voice parts
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,8 @@ class CallRecord:
             "started_at": self.started_at,
             "events": self.events,
             "counters": self.counters,
+            "transcript": self.transcript,
+            "latency": self.latency,
         }
 
 
@@ -101,6 +105,7 @@ class CallRequest(BaseModel):
     from_: str | None = Field(None, alias="from", pattern=r"^\+[1-9]\d{6,14}$")
     workflow: str = "voicemail_drop"
     message: str | None = Field(None, max_length=200, description="Message file name inside MESSAGES_DIR")
+    agent: str | None = Field(None, max_length=200, description="agent workflow: agent file name in AGENTS_DIR")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -188,7 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(
                 status_code=503, detail="placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
             )
-        query = {"workflow": body.workflow, **({"message": body.message} if body.message else {})}
+        query = {"workflow": body.workflow, **{k: v for k in ("message", "agent") if (v := getattr(body, k))}}
         client = twilio_client(settings)
         try:
             call = await client.calls.create_async(
@@ -340,10 +345,13 @@ async def handle_stream(state: ServerState, websocket: WebSocket, token: str) ->
     try:
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
         parts = await asyncio.to_thread(build_call_processors, call, state.messages, record.events.append)
-    except (UnknownWorkflowError, AudioFormatError, OSError) as e:
+    except (ValueError, AudioFormatError, OSError) as e:  # unknown workflow, bad agent file, bad message
         logger.error(f"{start.call_sid}: cannot start workflow: {e}")
         state.reject("bad_call_config")
         return await _close(websocket, POLICY_VIOLATION, str(e)[:120])
+    # the agent's transcript and latency report fill in as the call goes (the same lists)
+    record.transcript = getattr(parts.workflow, "transcript", record.transcript)
+    record.latency = getattr(parts.workflow, "latency", record.latency)
 
     serializer = TwilioIngestSerializer(
         start.stream_sid,

@@ -70,6 +70,79 @@ class Settings(BaseSettings):
         "Sorry, nobody is available to take this call right now. We will call you back. Goodbye.",
         description="What a human hears before the polite hang-up when no CONNECT_NUMBER is set.",
     )
+    # --- agent: barge-in (processors/interruption.py) and the bot's playout (processors/bot_speech.py)
+    barge_in_min_ms: float = Field(
+        1200.0,
+        description="agent: caller speech over the bot this long is a barge-in even without words (words that "
+        "are not a backchannel confirm one as soon as the STT shows them).",
+    )
+    backchannel_max_ms: float = Field(
+        1500.0, description="agent: caller speech longer than this is never a backchannel (uh-huh, yeah)."
+    )
+    backchannel_transcript_wait_ms: float = Field(
+        500.0, description="agent: after short speech over the bot, wait this long for its transcript."
+    )
+    bot_audio_lead_ms: float = Field(
+        60.0, description="agent: bot audio sent ahead of playout; Twilio never buffers more than this."
+    )
+
+    # --- voice agent: the agent files and the three vendors (README "Services and keys") ---
+    agents_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "agents",
+        description="Folder that agent names (agent=...) are resolved in; plain file names only.",
+    )
+    deepgram_api_key: str | None = Field(None, description="Set: STT is Deepgram; unset: offline pocketsphinx.")
+    deepgram_base_url: str = Field(
+        "", description="Deepgram listen host (ws://host:port for a stand-in); empty = Deepgram's own."
+    )
+    deepgram_model: str = "nova-3-general"
+    deepgram_endpointing_ms: int | None = Field(
+        None, description="Deepgram's own endpointing; None = Pipecat's default (the VAD ends turns)."
+    )
+    openai_api_key: str | None = Field(
+        None, description="Set (or OPENAI_BASE_URL set): the LLM is OpenAI-compatible; unset: the offline script."
+    )
+    openai_base_url: str | None = Field(
+        None, description="Any OpenAI-compatible /v1 URL (Ollama, vLLM, llama.cpp, a stand-in)."
+    )
+    openai_model: str = Field("gpt-4.1-mini", description="Used when the agent file names no llm_model.")
+    llm_timeout_secs: float = Field(8.0, description="Connect/read timeout of one chat-completions request.")
+    llm_max_retries: int = Field(1, description="Retries of a failed request (429, 5xx, timeout, refused).")
+    cartesia_api_key: str | None = Field(None, description="Set: TTS is Cartesia; unset: offline flite.")
+    cartesia_url: str = Field(
+        "wss://api.cartesia.ai/tts/websocket", description="Cartesia TTS WebSocket URL (a stand-in in tests)."
+    )
+    cartesia_model: str = "sonic-3.6"
+    cartesia_voice: str = Field(
+        "f786b574-daa5-4673-aa0c-cbe3e8534c02", description="Cartesia voice id when the agent file names none."
+    )
+    offline_tts_engine: str = Field("flite", description="Offline TTS: flite (word timings) or espeak-ng.")
+    offline_tts_voice: str = Field("rms", description="Offline voice: flite slt|kal|awb|rms, or an espeak-ng voice.")
+    vendor_connect_timeout_secs: float = Field(
+        2.0, description="How long a call's setup waits for Deepgram's handshake before going on without it."
+    )
+    vendor_fallback: bool = Field(
+        True, description="A failing vendor falls back to the offline STT/TTS; a failing LLM says goodbye."
+    )
+    stt_errors_before_fallback: int = Field(
+        2, description="Deepgram errors (drops, timeouts) in one call before the offline STT takes over."
+    )
+    tts_errors_before_fallback: int = Field(
+        1, description="Cartesia errors in one call before the offline voice takes over."
+    )
+    llm_errors_before_fallback: int = Field(
+        1, description="Failed LLM turns (after llm_max_retries) before the call is ended politely."
+    )
+    stt_timeout_secs: float = Field(
+        2.0, description="No transcript this long after the caller stops talking counts as an STT timeout."
+    )
+    tts_timeout_secs: float = Field(
+        2.0, description="No audio this long after a TTS request counts as a TTS timeout."
+    )
+    vendor_failure_message: str = Field(
+        "I'm sorry, I'm having technical trouble on my end. Someone will call you back shortly. Goodbye.",
+        description="What the caller hears when the LLM cannot recover; then the call ends.",
+    )
     log_level: str = "INFO"
 
     @field_validator("public_base_url")

@@ -1,7 +1,10 @@
 """Assembles the per-call pipeline for a workflow: detectors, then the workflow, then marks and the log.
 
     transport.input() -> SpeechDetector -> BeepDetector -> AmdProcessor -> AmdDecisionProcessor
-                      -> <workflow> -> MarkTracker -> EventLog -> transport.output()
+                      -> [before] <workflow> [after] -> MarkTracker -> EventLog -> transport.output()
+
+A workflow may bring processors of its own (`before` / `after` it): `agent` puts the STT and the
+interruption handler before itself and the LLM, clause splitter, TTS and player after.
 
 The server puts Twilio's WebSocket transport at the ends; `callgate replay` puts a file source and a
 simulated playback there. Everything in between is the same objects.
@@ -29,11 +32,32 @@ from processors.speech import SpeechDetector
 
 WorkflowBuilder = Callable[[CallConfig, MessageCache], Workflow]
 
+
+def _agent(call: CallConfig, messages: MessageCache) -> Workflow:
+    """The agent named by the call's `agent` parameter, with its services (keys set, else offline)."""
+    from pipelines.agent import AgentWorkflow
+    from pipelines.agent_spec import load_agent
+    from pipelines.services import build_agent_services
+
+    agent = load_agent(call.params.get("agent") or DEFAULT_AGENT, call.settings)
+    return AgentWorkflow(call, messages, agent, build_agent_services(call.settings, agent))
+
+
 WORKFLOWS: dict[str, WorkflowBuilder] = {
+    "agent": _agent,
     "voicemail_drop": lambda call, messages: VoicemailDrop(call, messages),
     "parallel_dial": lambda call, messages: ParallelDial(call),
     "power_dial": lambda call, messages: PowerDial(call),
 }
+
+
+DEFAULT_AGENT = "example"
+AMD_PRESET_OF = {"agent": "voicemail_drop"}
+
+
+def _amd_off(call: CallConfig) -> bool:
+    """`amd=off` (inbound agent calls): no AMD in the pipeline; the conversation starts at once."""
+    return call.workflow == "agent" and call.params.get("amd", "on").lower() in ("off", "0", "false", "no")
 
 
 class UnknownWorkflowError(ValueError):
@@ -69,11 +93,17 @@ def build_call_processors(
     amd = AmdProcessor(
         model_path=s.amd_model_path, trace_path=s.trace_dir, call_id=call.call_sid or None, workflow=call.workflow
     )
-    decision = AmdDecisionProcessor(workflow=call.workflow, presets_path=s.amd_presets_path, recorder=amd.recorder)
+    # agent acts on AMD like voicemail_drop does (human -> talk, machine -> the message): same preset
+    preset = AMD_PRESET_OF.get(call.workflow, call.workflow)
+    decision = AmdDecisionProcessor(workflow=preset, presets_path=s.amd_presets_path, recorder=amd.recorder)
     marks = MarkTracker()
     marks.set_stream_sid(call.stream_sid)
     events = EventLog(on_event=on_event)
-    processors: list[FrameProcessor] = [SpeechDetector(), BeepDetector(), amd, decision, workflow, marks, events]
+    detectors: list[FrameProcessor] = [SpeechDetector(), BeepDetector()]
+    if not _amd_off(call):
+        detectors += [amd, decision]
+    around = getattr(workflow, "before", []), getattr(workflow, "after", [])
+    processors: list[FrameProcessor] = [*detectors, *around[0], workflow, *around[1], marks, events]
     return CallProcessors(
         processors=processors, workflow=workflow, marks=marks, events=events, amd=amd, decision=decision
     )

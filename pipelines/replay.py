@@ -46,13 +46,17 @@ SAMPLES_PER_MS = SAMPLE_RATE // 1000
 # Replay feeds 100 ms frames (five of Twilio's 20 ms packets): every analyzer times its events per
 # window, so results match a live call while the pipeline moves 5x fewer frames.
 REPLAY_FRAME = FRAME_SAMPLES * 5
+REALTIME_WORKFLOWS = frozenset({"agent"})  # their services run on the wall clock: replay them paced
 
 
 class ReplaySource(FrameProcessor):
     """Pushes the file (then silence, like a live line) frame by frame, in lock-step with the sink."""
 
-    def __init__(self, pcm: np.ndarray, tail_ms: float, window: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self, pcm: np.ndarray, tail_ms: float, window: int = 1, speed: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self._speed = speed  # None: as fast as the pipeline acks; x: paced at x times real time
         self._window = window  # frames in flight before waiting for the sink
         self._frames_sent = 0
         self._frames_acked = 0
@@ -87,7 +91,13 @@ class ReplaySource(FrameProcessor):
     async def _feed(self) -> None:
         total = len(self._pcm) + self._tail_samples
         silence = np.zeros(REPLAY_FRAME, dtype=np.int16)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         while not self._stopped and self.samples_sent < total:
+            if self._speed:
+                delay = t0 + self.samples_sent / SAMPLE_RATE / self._speed - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             while self._inject:
                 await self.push_frame(self._inject.popleft())
             start = self.samples_sent
@@ -147,11 +157,18 @@ async def replay_pcm(
     *,
     tail_ms: float = 30_000,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    speed: float | None = None,
 ) -> ReplayResult:
-    """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary."""
+    """Run one call's pipeline over 8 kHz int16 audio; returns its events and a summary.
+
+    `speed`: pace the audio at that many times real time (None: as fast as the CPU allows). The agent
+    workflow needs pacing: its STT, LLM and TTS answer on the wall clock, not on the audio's.
+    """
     if call.control is None:
         call.control = RecordingCallControl()  # hand-offs succeed on paper; nothing to call
-    source = ReplaySource(pcm, tail_ms=tail_ms)
+    if speed is None and call.workflow in REALTIME_WORKFLOWS:
+        speed = 1.0
+    source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed)
     parts = build_call_processors(call, messages, on_event=on_event)
     playback = ReplayPlayback(source)
     pipeline = Pipeline([source, *parts.processors, playback])
@@ -175,6 +192,10 @@ async def replay_pcm(
         "marks_played": parts.marks.ledger.played,
         "marks_cancelled": parts.marks.ledger.cancelled,
     }
+    transcript = getattr(parts.workflow, "transcript", None)
+    if transcript is not None:  # agent: the conversation and its latency report
+        summary["transcript"] = transcript
+        summary["latency"] = getattr(parts.workflow, "latency", [])
     if on_event:
         on_event(summary)
     return ReplayResult(events=[*parts.events.events, summary], summary=summary)

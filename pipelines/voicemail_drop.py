@@ -83,6 +83,72 @@ class VoicemailDropPolicy:
         return False
 
 
+class VoicemailLeaver:
+    """The voicemail_drop logic for any workflow: follow the greeting, play the message after the beep
+    (or the greeting's end), hang up once its mark is echoed as played. `agent` uses it for machines."""
+
+    def __init__(self, workflow: Workflow, message: Message, greeting_end_silence_ms: float) -> None:
+        self.workflow = workflow
+        self.message = message
+        self.policy = VoicemailDropPolicy(greeting_end_silence_ms=greeting_end_silence_ms)
+        self.play_started_ms: float | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """The greeting is still on (no message yet)."""
+        return self.policy.phase in (Phase.LISTENING, Phase.IN_BEEP)
+
+    def speech_start(self, frame: SpeechStartedFrame) -> None:
+        self.policy.speech_start(frame.t_ms)
+
+    def speech_end(self, frame: SpeechEndedFrame) -> None:
+        self.policy.speech_end(frame.t_ms)
+
+    def beep(self) -> None:
+        self.policy.beep()
+
+    async def beep_end(self) -> None:
+        if self.policy.beep_end():
+            await self.play()
+
+    def verdict(self, label: str) -> None:
+        self.policy.verdict(label)
+
+    async def tick(self) -> None:
+        w = self.workflow
+        if self.policy.tick(w.t_ms):
+            await self.play()
+        elif self.play_started_ms is not None:
+            # The mark never came back (lost echo): don't hold the line forever.
+            if w.t_ms - self.play_started_ms > self.message.duration_ms + 10_000:
+                logger.warning(f"{w.call.call_sid}: no mark echo for the message; hanging up")
+                await w.hang_up("mark_timeout")
+
+    async def play(self, trigger: str | None = None) -> None:
+        """Play the message now (after the beep, the greeting, or because the agent was told to)."""
+        w = self.workflow
+        self.policy.phase = Phase.PLAYING
+        self.policy.trigger = trigger or self.policy.trigger
+        self.play_started_ms = w.t_ms
+        await w.action(
+            "play_message",
+            trigger=self.policy.trigger,
+            message=self.message.source.name,
+            duration_ms=round(self.message.duration_ms),
+        )
+        await w.play(self.message.pcm, MESSAGE_MARK)
+
+    async def mark(self, frame: MarkResolvedFrame) -> bool:
+        """True when the mark was the message's (the call is then hung up)."""
+        w = self.workflow
+        if frame.mark_name != MESSAGE_MARK or w.ended:
+            return False
+        self.policy.phase = Phase.DONE
+        w.outcome = "message_played" if frame.played else "message_cancelled"
+        await w.hang_up(w.outcome)
+        return True
+
+
 class VoicemailDrop(Workflow):
     """Leaves the message after the beep (or the greeting's end), then hangs up once it has played."""
 
@@ -90,27 +156,28 @@ class VoicemailDrop(Workflow):
 
     def __init__(self, call: CallConfig, messages: MessageCache, **kwargs: Any) -> None:
         super().__init__(call, **kwargs)
-        s = call.settings
-        self.policy = VoicemailDropPolicy(greeting_end_silence_ms=s.greeting_end_silence_secs * 1000)
-        self._message: Message = resolve_message(call, messages)
-        self._play_started_ms: float | None = None
+        silence_ms = call.settings.greeting_end_silence_secs * 1000
+        self.leaver = VoicemailLeaver(self, resolve_message(call, messages), silence_ms)
+
+    @property
+    def policy(self) -> VoicemailDropPolicy:
+        return self.leaver.policy
 
     async def on_speech_start(self, frame: SpeechStartedFrame) -> None:
-        self.policy.speech_start(frame.t_ms)
+        self.leaver.speech_start(frame)
 
     async def on_speech_end(self, frame: SpeechEndedFrame) -> None:
-        self.policy.speech_end(frame.t_ms)
+        self.leaver.speech_end(frame)
 
     async def on_beep(self, frame: BeepFrame) -> None:
-        self.policy.beep()
+        self.leaver.beep()
 
     async def on_beep_end(self, frame: BeepEndFrame) -> None:
-        if self.policy.beep_end():
-            await self._play()
+        await self.leaver.beep_end()
 
     async def on_verdict(self, frame: AmdVerdictFrame) -> None:
-        self.policy.verdict(frame.label)
-        if self.policy.phase is not Phase.LISTENING and self.policy.phase is not Phase.IN_BEEP:
+        self.leaver.verdict(frame.label)
+        if not self.leaver.waiting:
             return  # already playing: the beep decided
         if frame.label == "human":
             await self.human_action()
@@ -118,30 +185,10 @@ class VoicemailDrop(Workflow):
             await self.hang_up(f"amd_{frame.label}")
 
     async def on_audio(self) -> None:
-        if self.policy.tick(self.t_ms):
-            await self._play()
-        elif self._play_started_ms is not None:
-            # The mark never came back (lost echo): don't hold the line forever.
-            if self.t_ms - self._play_started_ms > self._message.duration_ms + 10_000:
-                logger.warning(f"{self.call.call_sid}: no mark echo for the message; hanging up")
-                await self.hang_up("mark_timeout")
-
-    async def _play(self) -> None:
-        self._play_started_ms = self.t_ms
-        await self.action(
-            "play_message",
-            trigger=self.policy.trigger,
-            message=self._message.source.name,
-            duration_ms=round(self._message.duration_ms),
-        )
-        await self.play(self._message.pcm, MESSAGE_MARK)
+        await self.leaver.tick()
 
     async def on_mark(self, frame: MarkResolvedFrame) -> None:
-        if frame.mark_name != MESSAGE_MARK or self.ended:
-            return
-        self.policy.phase = Phase.DONE
-        self.outcome = "message_played" if frame.played else "message_cancelled"
-        await self.hang_up(self.outcome)
+        await self.leaver.mark(frame)
 
 
 def resolve_message(call: CallConfig, messages: MessageCache) -> Message:

@@ -14,9 +14,8 @@ import base64
 import binascii
 import contextlib
 import json
-import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,10 +37,12 @@ from callgate.audio import (
     pcm_to_ulaw,
     to_int16,
 )
+from simulator.ids import new_sid
 from simulator.playback import PlaybackBuffer
 
 if TYPE_CHECKING:
     from simulator.rest import RestStandIn
+    from simulator.script import Script, ScriptedCaller
 
 FRAME_BYTES = FRAME_SAMPLES  # one µ-law byte per sample: 160 bytes = 20 ms
 SILENCE_FRAME = ULAW_SILENCE * FRAME_BYTES
@@ -55,9 +56,7 @@ MAX_SERVER_MESSAGE = 16 * 1024 * 1024
 EventSink = Callable[[dict[str, Any]], None]
 
 
-def new_sid(prefix: str) -> str:
-    """A Twilio-shaped SID: two-letter prefix + 32 lowercase hex digits."""
-    return prefix + secrets.token_hex(16)
+__all__ = ["new_sid"]  # re-exported: simulator.ids is where it lives (rest.py imports it from there)
 
 
 class RejectedCall(Exception):
@@ -374,6 +373,8 @@ class PhoneCall:
     dtmf: Sequence[tuple[int, str]] = ()
     extra_form: Mapping[str, str] | None = None
     http_timeout: float = 10.0
+    script: Script | None = None  # a scripted caller (simulator/script.py) instead of fixed audio
+    network_delay_ms: float = 0.0  # one-way delay on the WebSocket, both directions (call time)
 
     events: list[dict[str, Any]] = field(default_factory=list, init=False)
     frames_sent: int = field(default=0, init=False)
@@ -386,7 +387,20 @@ class PhoneCall:
         self.account_sid = self.account_sid or new_sid("AC")
         self.stream_sid = new_sid("MZ")
         self.started = asyncio.Event()
-        self._frames = _audio_frames(self.audio)
+        self._frames = _audio_frames(self.audio) if self.script is None else []
+        if self.network_delay_ms < 0:
+            raise ValueError("network_delay_ms must be >= 0")
+        if self.network_delay_ms and self.speed is None:
+            raise ValueError("a network delay needs a paced call (speed), not as-fast-as-possible")
+        self._caller: ScriptedCaller | None = None
+        if self.script is not None:
+            from simulator.script import ScriptedCaller
+
+            self._caller = ScriptedCaller(self.script)
+        self._bot_playing = False
+        self._words: dict[str, list[str]] = {}  # bot turn -> words whose marks played, in order
+        self._inbound: asyncio.Queue[tuple[float, str | bytes]] | None = None
+        self._outbound: asyncio.Queue[tuple[float, Callable[[], Awaitable[Any]]]] | None = None
         self._ended = asyncio.Event()
         self._client: StreamClient | None = None
         self._dtmf = sorted(self.dtmf)
@@ -473,6 +487,16 @@ class PhoneCall:
             self._emit("media_start")
             if self._first_media_t is None:
                 self._first_media_t = now
+        if not self._bot_playing:
+            self._bot_playing = True
+            self._emit("bot_audio_start")
+
+    def _check_bot_audio_end(self) -> None:
+        if self._bot_playing and self._buffer.unplayed_ms(self.t_ms) <= 0:
+            self._bot_playing = False
+            self.events.append(ev := {"event": "bot_audio_end", "t_ms": round(self._buffer.play_end_ms)})
+            if self.on_event is not None:
+                self.on_event(ev)
 
     async def _echo(self, mark: _PendingMark, played: bool) -> None:
         self._marks.append(
@@ -485,9 +509,11 @@ class PhoneCall:
             }
         )
         self._emit("mark", name=mark.name, played=played, queued_t_ms=mark.queued_t_ms)
-        if self._client is not None and self._client.is_open:
-            with contextlib.suppress(ConnectionClosed):
-                await self._client.send_mark(mark.name)
+        if played and mark.name.startswith("a:w"):  # an agent word mark: "a:w<turn>.<clause>.<i>:<word>"
+            self._words.setdefault(_mark_turn(mark.name), []).append(mark.name.rsplit(":", 1)[1])
+        client = self._client
+        if client is not None and client.is_open:
+            await self._send(lambda: client.send_mark(mark.name))
 
     async def _on_mark(self, name: str) -> None:
         self._buffer.add_mark(self.t_ms, _PendingMark(name, self.t_ms))
@@ -499,7 +525,20 @@ class PhoneCall:
 
     async def _on_clear(self) -> None:
         dropped, cancelled = self._buffer.clear(float(self.t_ms))
-        self._emit("clear", dropped_ms=round(dropped), cancelled_marks=[m.name for m in cancelled])
+        words = [m.name for m in cancelled if m.name.startswith("a:w")]
+        turn = _mark_turn(words[0]) if words else max(self._words, key=_turn_key, default=None)
+        played = self._words.get(turn, []) if turn is not None else []
+        # played_words: the words of the cleared bot turn whose marks played before the clear (the
+        # server names each word mark after its word, so this is what the caller really heard)
+        self._emit(
+            "clear",
+            dropped_ms=round(dropped),
+            cancelled_marks=[m.name for m in cancelled],
+            turn=turn,
+            played_words=list(played),
+            played_text=" ".join(played),
+        )
+        self._check_bot_audio_end()
         for mark in cancelled:
             await self._echo(mark, played=False)
 
@@ -552,17 +591,70 @@ class PhoneCall:
             c["clears_received"] += 1
             await self._on_clear()
 
+    async def _send(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Send now, or after the network delay (in order) when there is one."""
+        if self._outbound is None:
+            with contextlib.suppress(ConnectionClosed):
+                await fn()
+        else:
+            self._outbound.put_nowait((asyncio.get_running_loop().time() + self._delay_s, fn))
+
+    @property
+    def _delay_s(self) -> float:
+        return self.network_delay_ms / 1000 / (self.speed or 1.0)
+
+    async def _delayed(self, queue: asyncio.Queue, deliver: Callable[[Any], Awaitable[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, item = await queue.get()
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            with contextlib.suppress(ConnectionClosed):
+                await deliver(item)
+
     async def _receive(self, client: StreamClient) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async for raw in client.ws:
-                await self._handle(raw)
+                if self._inbound is None:
+                    await self._handle(raw)
+                else:
+                    self._inbound.put_nowait((loop.time() + self._delay_s, raw))
         except ConnectionClosed:
             pass
+        if self._inbound is not None:  # what is still on the wire arrives before the close is seen
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain(self._inbound), timeout=self._delay_s + 1.0)
         if not self.ended:
             code, reason = client.close_code, client.close_reason
             self._info["server_close_code"], self._info["server_close_reason"] = code, reason
             self._emit("server_closed", code=code, reason=reason or "")
             self._finish("server_closed")
+
+    @staticmethod
+    async def _drain(queue: asyncio.Queue) -> None:
+        while not queue.empty():
+            await asyncio.sleep(0.005)
+
+    def _next_frame(self, k: int, total: int) -> bytes | None:
+        """Frame k of the call (None: the call's audio is over)."""
+        if self._caller is None:
+            if k >= total:
+                return None
+            return self._frames[k] if k < len(self._frames) else SILENCE_FRAME
+        playing = self._buffer.unplayed_ms(self.t_ms) > 0
+        pcm, line = self._caller.next_frame(float(self.t_ms), playing)
+        if line is not None:
+            self.events.append(line)
+            if self.on_event is not None:
+                self.on_event(line)
+        if self._caller.hung_up:
+            return None
+        if self._caller.done and self._caller.idle_for(self.t_ms, playing) >= self.script.tail_ms:  # type: ignore[union-attr]
+            return None
+        if pcm is None:
+            return SILENCE_FRAME
+        return pcm_to_ulaw(pcm.astype("<i2").tobytes())
 
     async def _send_frames(self, client: StreamClient) -> None:
         loop = asyncio.get_running_loop()
@@ -573,7 +665,8 @@ class PhoneCall:
         try:
             k = 0
             while not self.ended:
-                if k >= total:
+                frame = self._next_frame(k, total)
+                if frame is None:
                     self._finish("audio_end")
                     break
                 if period:
@@ -585,13 +678,17 @@ class PhoneCall:
                 else:
                     await asyncio.sleep(0)  # let the receiver run between frames
                 try:
-                    await client.send_media(self._frames[k] if k < len(self._frames) else SILENCE_FRAME)
+                    if self._outbound is None:
+                        await client.send_media(frame)
+                    else:
+                        await self._send(lambda f=frame: client.send_media(f))
                 except ConnectionClosed:
                     await asyncio.wait({ended}, timeout=2.0)  # the receiver reports the close code
                     break
                 k += 1
                 self.frames_sent = k
                 await self._flush_due_marks()
+                self._check_bot_audio_end()
                 while self._dtmf and self._dtmf[0][0] <= self.t_ms and not self.ended:
                     with contextlib.suppress(ConnectionClosed):
                         await client.send_dtmf(self._dtmf.pop(0)[1])
@@ -670,6 +767,7 @@ class PhoneCall:
         if self.rest is not None:
             self.rest.attach(self)
         receiver: asyncio.Task[None] | None = None
+        links: list[asyncio.Task[None]] = []
         try:
             twiml = await self._place()
             if twiml is None or self.ended:
@@ -684,8 +782,17 @@ class PhoneCall:
             except ConnectionClosed:
                 pass
             self.started.set()
+            if self.network_delay_ms:
+                self._inbound, self._outbound = asyncio.Queue(), asyncio.Queue()
+                links = [
+                    asyncio.create_task(self._delayed(self._inbound, self._handle)),
+                    asyncio.create_task(self._delayed(self._outbound, lambda fn: fn())),
+                ]
             receiver = asyncio.create_task(self._receive(client))
             await self._send_frames(client)
+            if self._outbound is not None:  # what the phone said is still on the wire
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drain(self._outbound), timeout=self._delay_s + 1.0)
             if self.ended_by in ("hangup", "update", "audio_end") and client.is_open:
                 with contextlib.suppress(ConnectionClosed):
                     await client.send_stop()
@@ -701,6 +808,8 @@ class PhoneCall:
                 receiver.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await receiver
+            for link in links:
+                link.cancel()
             if self._client is not None and self._client.is_open:
                 await self._client.close(1000)
             self._finish(self.ended_by or "audio_end")
@@ -734,10 +843,21 @@ class PhoneCall:
             "frames_sent": self.frames_sent,
             "audio_frames": len(self._frames),
             "duration_ms": now,
+            "network_delay_ms": self.network_delay_ms,
+            **({"caller_lines": self._caller.lines} if self._caller is not None else {}),
             **self._info,
             **self._counters,
         }
         return CallReport(events=list(self.events), summary=summary, received_ulaw=bytes(self._received))
+
+
+def _mark_turn(name: str) -> str:
+    """The bot turn of an agent mark name ("a:w3.1.4:word" -> "3")."""
+    return name[3:].split(".", 1)[0]
+
+
+def _turn_key(turn: str) -> int:
+    return int(turn) if turn.isdigit() else -1
 
 
 async def simulate_call(
@@ -756,6 +876,8 @@ async def simulate_call(
     to_number: str = DEFAULT_TO,
     dtmf: Sequence[tuple[int, str]] = (),
     extra_form: Mapping[str, str] | None = None,
+    script: Script | None = None,
+    network_delay_ms: float = 0.0,
 ) -> CallReport:
     """Place one simulated call against the server at `url` and return what happened.
 
@@ -777,5 +899,7 @@ async def simulate_call(
         to_number=to_number,
         dtmf=dtmf,
         extra_form=extra_form,
+        script=script,
+        network_delay_ms=network_delay_ms,
     )
     return await call.run()

@@ -13,18 +13,33 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from simulator.phone import new_sid
+from simulator.ids import new_sid
 from simulator.serve import BackgroundServer
 
-if TYPE_CHECKING:
-    from simulator.phone import PhoneCall
+
+class PhoneCall(Protocol):
+    """What the stand-in needs of a live simulated call (simulator.phone.PhoneCall; no import of it, so
+    phone.py and rest.py do not import each other)."""
+
+    call_sid: str | None
+    account_sid: str | None
+    to_number: str
+    from_number: str
+    ended_by: str | None
+
+    @property
+    def t_ms(self) -> int: ...
+
+    def hangup(self, by: str = "rest") -> bool: ...
+
+    def redirect(self, *, twiml: str | None = None, url: str | None = None) -> bool: ...
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the routes' Annotated[...,
 # Depends(guard)] hints, and `guard` is a closure it could not find by name.

@@ -3,6 +3,10 @@
 Each scenario's audio is generated offline (espeak-ng voices through a telephone channel); the calls
 run concurrently through the real server over real WebSockets, with the simulator standing in for
 Twilio's Media Streams and REST API.
+
+The conversation rows run the `agent` workflow on its offline default (no keys: pocketsphinx STT, the
+scripted dialog server, the offline voice) with scripted callers (simulator/script.py): three turns,
+a barge-in, an "uh-huh" over the bot, and a voicemail after the beep.
 """
 
 from __future__ import annotations
@@ -39,6 +43,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed", type=float, default=1.0,
         help="call pacing, x real time (default 1; the server plays audio in real time, so keep 1 for timings)",
     )
+    parser.add_argument(
+        "--no-conversations", dest="conversations", action="store_false",
+        help="skip the agent conversation rows",
+    )
+
+
+@dataclass
+class Conversation:
+    name: str
+    description: str
+    script: dict  # simulator/script.py format
+    params: dict[str, str]
+    audio: np.ndarray | None = None  # a fixed far end instead of a script (the voicemail greeting)
+
+
+def build_conversations() -> list[Conversation]:
+    from callgate.audio import to_int16
+    from callgate.synth import make_voicemail_greeting
+
+    machine = make_voicemail_greeting(
+        "Hi, you've reached Dana. Leave a message after the tone.", voice="en-us+f3", beep_hz=1000
+    )
+    agent = {"workflow": "agent", "agent": "example"}
+    return [
+        Conversation(
+            "three turns", "a person answers 'Hello?' and talks with the agent",
+            {"voice": "en-us+m3", "tail_ms": 2000, "step": [
+                {"say": "Hello?", "after": "start", "at_ms": 600},
+                {"say": "Yes, I need to move my appointment.", "gap_ms": 1500},
+                {"say": "Friday would be best.", "gap_ms": 1500},
+                {"say": "In the morning please.", "gap_ms": 1500},
+            ]},
+            agent,
+        ),
+        Conversation(
+            "barge-in", "cuts the greeting short; the context keeps only what was heard",
+            {"voice": "en-us+f2", "tail_ms": 4000, "step": [
+                {"say": "Sorry, I really have to stop you right there.", "after": "bot_audio", "at_ms": 1800},
+            ]},
+            {**agent, "amd": "off"},
+        ),
+        Conversation(
+            "'uh-huh' over the bot", "a backchannel mid-greeting: the bot goes on, no clear",
+            {"voice": "en-gb+m1", "tail_ms": 2000, "step": [
+                {"say": "uh-huh", "kind": "backchannel", "after": "bot_audio", "at_ms": 1800},
+            ]},
+            {**agent, "amd": "off"},
+        ),
+        Conversation("voicemail", "AMD hears a machine: the message after the beep", {}, agent,
+                     audio=to_int16(machine.audio)),
+    ]  # fmt: skip
 
 
 def build_scenarios() -> list[Scenario]:
@@ -103,6 +158,70 @@ def _start_server(port: int, rest_url: str, workdir: Path) -> subprocess.Popen:
             time.sleep(0.2)
     proc.terminate()
     raise RuntimeError("server did not become healthy in 60 s")
+
+
+async def _run_conversations(convs: list[Conversation], port: int, rest) -> list[tuple]:
+    """The conversation rows, two at a time (each runs in real time: its services answer on the wall clock)."""
+    import httpx
+
+    from simulator.phone import simulate_call
+    from simulator.script import parse_script
+
+    base = f"http://127.0.0.1:{port}"
+
+    async def one(c: Conversation) -> tuple:
+        kwargs = dict(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, params=c.params, rest=rest)
+        if c.audio is not None:
+            report = await simulate_call(c.audio, f"{base}/twiml", tail_secs=20, **kwargs)
+        else:
+            report = await simulate_call(np.zeros(0, np.int16), f"{base}/twiml", script=parse_script(c.script),
+                                         **kwargs)
+        record: dict = {}
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                r = await client.get(f"{base}/calls/{report.summary['call_sid']}")
+                if r.status_code == 200 and r.json()["status"] == "completed":
+                    record = r.json()
+                    break
+                await asyncio.sleep(0.1)
+        return c, report, record
+
+    out = []
+    for i in range(0, len(convs), 2):
+        out += await asyncio.gather(*(one(c) for c in convs[i : i + 2]))
+    return out
+
+
+def _print_conversations(results: list[tuple]) -> bool:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="callgate demo: the agent workflow (offline default: no keys)", show_lines=True)
+    for col in ("scenario", "what was said (caller / bot as heard)", "clears", "events", "outcome"):
+        table.add_column(col)
+    ok = True
+    for conv, report, record in results:
+        said = []
+        for t in record.get("transcript", []):
+            if t["role"] == "caller":
+                said.append(f"[cyan]caller[/cyan] {t['text']}")
+            else:
+                cut = " [red](interrupted)[/red]" if t["interrupted"] else ""
+                said.append(f"[green]bot[/green] {t['heard']}{cut}")
+        clears = report.of("clear")
+        clear_txt = "\n".join(f"{c['dropped_ms']} ms dropped; heard: {c['played_text']!r}" for c in clears) or "none"
+        kinds = [e["event"] for e in record.get("events", [])]
+        notable = [k for k in ("amd", "conversation_start", "barge_in", "interruption", "backchannel", "noise_ignored",
+                               "false_interruption_resumed", "play_message", "hangup") if k in kinds]
+        if conv.name == "'uh-huh' over the bot":
+            ok &= not clears
+        if conv.name == "barge-in":
+            inter = [e for e in record.get("events", []) if e["event"] == "interruption"]
+            ok &= bool(clears) and bool(inter) and inter[0]["heard_text"] == clears[0]["played_text"].strip()
+        table.add_row(f"{conv.name}\n[dim]{conv.description}[/dim]", "\n".join(said) or "-", clear_txt,
+                      ", ".join(notable), record.get("outcome", "?"))
+    Console(width=max(130, Console().width)).print(table)
+    return ok
 
 
 async def _run_calls(scenarios: list[Scenario], port: int, speed: float, rest) -> list[tuple]:
@@ -178,11 +297,12 @@ def run(args: argparse.Namespace) -> int:
     print("callgate demo: generating call audio with offline voices ...", flush=True)
     try:
         scenarios = build_scenarios()
+        conversations = build_conversations() if args.conversations else []
     except RuntimeError as e:  # a missing TTS engine or sound package
         raise CliError(f"{e} (run `make demo`, which installs them)") from e
     port = args.port or _free_port()
 
-    async def main() -> list[tuple]:
+    async def main() -> tuple[list[tuple], list[tuple]]:
         async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
             with tempfile.TemporaryDirectory(prefix="callgate-demo-") as tmp:
                 print(f"starting the server on http://127.0.0.1:{port} (Twilio REST stand-in at {rest.base_url}) ...",
@@ -190,7 +310,10 @@ def run(args: argparse.Namespace) -> int:
                 proc = await asyncio.to_thread(_start_server, port, rest.base_url, Path(tmp))
                 try:
                     print(f"placing {len(scenarios)} simulated calls at {args.speed:g}x real time ...", flush=True)
-                    return await _run_calls(scenarios, port, args.speed, rest)
+                    calls = await _run_calls(scenarios, port, args.speed, rest)
+                    if conversations:
+                        print(f"placing {len(conversations)} conversation calls (real time) ...", flush=True)
+                    return calls, await _run_conversations(conversations, port, rest)
                 finally:
                     proc.terminate()
                     try:
@@ -199,9 +322,11 @@ def run(args: argparse.Namespace) -> int:
                         proc.kill()
 
     try:
-        results = asyncio.run(main())
+        results, talks = asyncio.run(main())
     except RuntimeError as e:
         raise CliError(str(e)) from e
     ok = _print_table(results)
+    if talks:
+        ok &= _print_conversations(talks)
     print("server stopped.")
     return 0 if ok else 1

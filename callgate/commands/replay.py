@@ -2,7 +2,10 @@
 
 Accepts any WAV (converted to 8 kHz mono) or raw .ulaw. With --json: one JSON object per line, each
 with `event` and `t_ms` (audio time): beep, beep_end, speech_start, speech_end, amd, play_message,
-hangup, ..., and a final summary.
+hangup, ..., and a final summary. `--workflow agent` adds the conversation's events: user_transcript,
+bot_turn_start, bot_turn_end, interruption (heard_text, dropped_ms), backchannel,
+false_interruption_resumed, latency; it replays in real time (its STT, LLM and TTS answer on the wall
+clock) and runs offline with no keys (pocketsphinx, the scripted dialog, the offline voice).
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--message", help="message file name for voicemail_drop (inside MESSAGES_DIR)")
     parser.add_argument(
         "--tail", type=float, default=30.0, help="seconds of line silence after the file ends (default 30)"
+    )
+    parser.add_argument("--agent", help="agent workflow: agent file name inside AGENTS_DIR (default: example)")
+    parser.add_argument(
+        "--amd", choices=("on", "off"), default="on", help="agent workflow: off = inbound, talk at once"
+    )
+    parser.add_argument(
+        "--speed", type=float, default=None,
+        help="pace the file at X times real time (default: as fast as possible; the agent: 1)",
     )
 
 
@@ -45,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     except (UnknownWorkflowError, AudioFormatError) as e:
         raise CliError(str(e)) from e
     params = {"workflow": workflow, **({"message": args.message} if args.message else {})}
+    if args.agent:
+        params["agent"] = args.agent
+    if args.amd == "off":
+        params["amd"] = "off"
+    if args.speed is not None and not args.speed > 0:
+        raise CliError("--speed must be > 0")
     call = CallConfig(settings=settings, workflow=workflow, call_sid="replay", stream_sid="replay", params=params)
 
     def emit(event: dict) -> None:
@@ -55,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{event['t_ms']:>8} ms  {event['event']:<14} {details}", flush=True)
 
     try:
-        asyncio.run(replay_pcm(pcm, call, MessageCache(settings.message_cache_dir), tail_ms=args.tail * 1000, on_event=emit))
-    except AudioFormatError as e:
+        messages = MessageCache(settings.message_cache_dir)
+        asyncio.run(replay_pcm(pcm, call, messages, tail_ms=args.tail * 1000, on_event=emit, speed=args.speed))
+    except (AudioFormatError, ValueError) as e:  # a bad message or agent file
         raise CliError(str(e)) from e
     return 0

@@ -22,7 +22,17 @@ from callgate.cli import CliError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "audio", type=Path, metavar="AUDIO", help="WAV (any rate) or raw .ulaw: what the callee says"
+        "audio", type=Path, metavar="AUDIO", nargs="?",
+        help="WAV (any rate) or raw .ulaw: what the callee says (or --script)",
+    )
+    parser.add_argument(
+        "--script", type=Path, metavar="FILE",
+        help="a scripted caller (TOML/JSON, see simulator/script.py): lines said after the bot stops, over "
+        "its audio (barge-in) or as backchannels; text is synthesized offline",
+    )
+    parser.add_argument(
+        "--network-delay-ms", type=float, default=0.0, metavar="D",
+        help="one-way delay on the WebSocket, both directions, like a WAN (default 0)",
     )
     parser.add_argument(
         "--url",
@@ -110,7 +120,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         print(f"  update at {u['t_ms'] / 1000:.2f}s: {u['twiml'] or u['url']}")
 
 
-async def _simulate(args: argparse.Namespace, audio: Any, params: dict[str, str]) -> Any:
+async def _simulate(args: argparse.Namespace, audio: Any, params: dict[str, str], script: Any = None) -> Any:
     from simulator.phone import simulate_call
     from simulator.rest import RestStandIn
 
@@ -122,6 +132,8 @@ async def _simulate(args: argparse.Namespace, audio: Any, params: dict[str, str]
         "params": params,
         "tail_secs": args.tail,
         "on_event": on_event,
+        "script": script,
+        "network_delay_ms": args.network_delay_ms,
         "from_number": args.from_number,
         "to_number": args.to_number,
     }
@@ -142,17 +154,71 @@ async def _simulate(args: argparse.Namespace, audio: Any, params: dict[str, str]
         await rest.stop()
 
 
+def caller_latency(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per answered line, as the caller heard it: end of the line -> the bot's next audio (call time)."""
+    out = []
+    for i, ev in enumerate(events):
+        if ev["event"] != "caller_line" or ev.get("kind") != "line":
+            continue
+        nxt = next((e for e in events[i + 1 :] if e["event"] == "bot_audio_start" and e["t_ms"] >= ev["end_ms"]), None)
+        if nxt is not None:
+            out.append({"line_end_ms": ev["end_ms"], "bot_audio_ms": nxt["t_ms"], "voice_to_voice_ms": nxt["t_ms"] - ev["end_ms"]})
+    return out
+
+
+async def _server_record(url: str, call_sid: str) -> dict[str, Any] | None:
+    """The server's own view (GET /calls/{sid}: transcript, per-turn latency parts), if it answers."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    parts = urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    try:
+        async with httpx.AsyncClient(timeout=3.0, trust_env=False) as client:
+            for _ in range(30):  # the record completes just after the socket closes
+                r = await client.get(f"{base}/calls/{call_sid}")
+                if r.status_code != 200:
+                    return None
+                record = r.json()
+                if record.get("status") == "completed":
+                    break
+                await asyncio.sleep(0.1)
+    except (httpx.HTTPError, ValueError):
+        return None
+    return {k: record.get(k) for k in ("outcome", "transcript", "latency")}
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.fast and not args.speed > 0:
         raise CliError("--speed must be > 0")
     if args.tail < 0:
         raise CliError("--tail must be >= 0")
+    if args.network_delay_ms < 0:
+        raise CliError("--network-delay-ms must be >= 0")
+    if args.network_delay_ms and args.fast:
+        raise CliError("--network-delay-ms needs a paced call: use --speed, not --fast")
+    if (args.audio is None) == (args.script is None):
+        raise CliError("give AUDIO or --script (one of them)")
     params = _params(args)
-    try:
-        audio = load_audio(args.audio)
-    except AudioFormatError as e:
-        raise CliError(str(e)) from None
-    report = asyncio.run(_simulate(args, audio, params))
+    script = None
+    if args.script is not None:
+        from simulator.script import ScriptError, load_script
+
+        try:
+            script = load_script(args.script)
+        except ScriptError as e:
+            raise CliError(str(e)) from None
+        audio = np.zeros(0, dtype=np.int16)
+    else:
+        try:
+            audio = load_audio(args.audio)
+        except AudioFormatError as e:
+            raise CliError(str(e)) from None
+    report = asyncio.run(_simulate(args, audio, params, script))
+    if script is not None:
+        report.summary["latency"] = caller_latency(report.events)
+        report.summary["server"] = asyncio.run(_server_record(args.url, report.summary["call_sid"]))
     if args.json:
         print(json.dumps(report.summary), flush=True)
     else:

@@ -44,11 +44,12 @@ async def test_cli_json_lines(fake_server, tmp_path, capsys):
     assert rc == 0
     lines = [json.loads(line) for line in out]
     assert all("event" in e and "t_ms" in e for e in lines)
-    assert [e["event"] for e in lines] == ["media_start", "mark", "summary"]
+    assert [e["event"] for e in lines] == ["media_start", "bot_audio_start", "mark", "bot_audio_end", "summary"]
     assert (
-        lines[1]["name"] == "hello"
-        and lines[1]["played"] is True
-        and lines[1]["t_ms"] == lines[0]["t_ms"] + 400
+        lines[2]["name"] == "hello"
+        and lines[2]["played"] is True
+        and lines[2]["t_ms"] == lines[0]["t_ms"] + 400
+        and lines[3]["t_ms"] == lines[2]["t_ms"]  # the bot's audio ended with its mark
     )
     assert lines[-1]["ended_by"] == "audio_end" and lines[-1]["frames_sent"] == 105
     assert server.webhooks[0]["query"] == {"workflow": "w", "k": "v=2"}

@@ -1,0 +1,401 @@
+"""agent: a person talks with an LLM voice agent on the Twilio leg.
+
+Outbound, AMD decides first: a human starts the conversation (the agent greets first, or waits for
+the caller's "Hello?", per agent file); a machine gets the voicemail message after the beep (the
+voicemail_drop logic, VoicemailLeaver); an IVR or intercept is hung up on. Inbound calls with
+`amd=off` start the conversation at once.
+
+    input -> VAD -> beep -> AMD -> decision -> STT -> InterruptionProcessor -> AgentWorkflow
+          -> LLM -> ClauseProcessor -> TTS -> BotSpeechPlayer -> MarkTracker -> EventLog -> output
+
+The workflow owns the LLM context and the call's transcript: a user turn ends at VAD end plus the STT's
+final transcript; the reply's assistant message is what the caller heard (BotSpeechPlayer's marks), so
+after a barge-in the context holds exactly the words played before the `clear`. The LLM's tools:
+transfer_to_human (the <Dial> hand-off), end_call (goodbye, then hang up once its last mark is
+played), leave_voicemail (the voicemail message now).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.frames.frames import (
+    FunctionCallResultProperties,
+    InterimTranscriptionFrame,
+    LLMContextFrame,
+    TranscriptionFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from pipelines.agent_spec import AgentSpec
+from pipelines.call import CallConfig
+from pipelines.message import MessageCache
+from pipelines.services import AgentServices
+from pipelines.voicemail_drop import VoicemailLeaver, resolve_message
+from pipelines.workflow import Workflow
+from processors.agent_frames import (
+    AgentEventFrame,
+    BargeInFrame,
+    BotPlaybackFrame,
+    BotSayFrame,
+    BotTurnStartFrame,
+    LlmFirstTokenFrame,
+    TtsRequestFrame,
+)
+from processors.bot_speech import BotSpeechPlayer, TurnPlayout
+from processors.clauses import ClauseProcessor
+from processors.frames import (
+    AmdVerdictFrame,
+    BeepEndFrame,
+    BeepFrame,
+    MarkResolvedFrame,
+    SpeechEndedFrame,
+    SpeechStartedFrame,
+)
+from processors.interruption import InterruptionAnalyzer, InterruptionParams, InterruptionProcessor
+from processors.vad_bridge import VadFrameBridge
+
+STT_FINAL_WAIT_MS = 1200.0  # after VAD end: use the interim text if no final comes by then
+MARK_RESOLVE_WAIT_MS = 2000.0  # after a clear: marks whose echo never came count as not played
+DEFAULT_GOODBYE = "Thank you for your time. Goodbye!"
+
+TOOLS = [
+    FunctionSchema(
+        "transfer_to_human", "Transfer the caller to a human agent when they ask for one.", {}, []
+    ),
+    FunctionSchema("end_call", "End the call politely once the conversation is over.", {}, []),
+    FunctionSchema(
+        "leave_voicemail", "You reached an answering machine or voicemail: leave the message.", {}, []
+    ),
+]
+
+
+@dataclass
+class TurnLatency:
+    """One bot reply's voice-to-voice latency and its parts (ms)."""
+
+    turn: int
+    speech_end_ms: float  # audio time the caller stopped speaking
+    vad_end_wall: float  # when the VAD reported it (wall clock)
+    vad_end_lag_ms: float  # audio time between the speech end and the VAD's report (endpointing)
+    stt_final_wall: float | None = None
+    llm_request_wall: float | None = None
+    llm_first_token_wall: float | None = None
+    tts_request_wall: float | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def report(self, turn: TurnPlayout) -> dict[str, Any]:
+        def ms(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round((b - a) * 1000, 1)
+
+        speech_end_wall = self.vad_end_wall - self.vad_end_lag_ms / 1000
+        sent = ms(speech_end_wall, turn.first_release_wall)
+        out: dict[str, Any] = {
+            "turn": self.turn,
+            "speech_end_ms": round(self.speech_end_ms),
+            "endpointing_ms": round(self.vad_end_lag_ms, 1),
+            "stt_final_ms": ms(self.vad_end_wall, self.stt_final_wall) if self.stt_final_wall else 0.0,
+            "llm_first_token_ms": ms(self.llm_request_wall, self.llm_first_token_wall),
+            "tts_first_byte_ms": ms(self.tts_request_wall, turn.first_byte_wall),
+            "first_audio_sent_ms": sent,
+            "first_audio_played_ms": (
+                None if turn.start_echo_ms is None else round(turn.start_echo_ms - self.speech_end_ms, 1)
+            ),
+        }
+        known = [out[k] for k in ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_byte_ms")]
+        if sent is not None and all(v is not None for v in known):
+            out["pipeline_ms"] = round(sent - sum(known), 1)
+        return out
+
+
+class AgentWorkflow(Workflow):
+    """The conversation (see module docstring). `before`/`after`: its processors around it."""
+
+    name = "agent"
+
+    def __init__(
+        self, call: CallConfig, messages: MessageCache, agent: AgentSpec, services: AgentServices, **kwargs: Any
+    ) -> None:
+        super().__init__(call, **kwargs)
+        s = call.settings
+        self.agent = agent
+        self.services = services
+        params = InterruptionParams(
+            barge_in_min_ms=s.barge_in_min_ms,
+            backchannel_max_ms=s.backchannel_max_ms,
+            transcript_wait_ms=s.backchannel_transcript_wait_ms,
+        )
+        self.interruption = InterruptionProcessor(InterruptionAnalyzer(params))
+        self.clauses = ClauseProcessor()
+        self.player = BotSpeechPlayer(call.stream_sid)
+        self.player.ledger.lead_ms = s.bot_audio_lead_ms
+        self.before: list[FrameProcessor] = [VadFrameBridge(), services.stt, self.interruption]
+        self.after: list[FrameProcessor] = [services.llm, self.clauses, services.tts, self.player]
+        silence_ms = s.greeting_end_silence_secs * 1000
+        self.leaver = VoicemailLeaver(self, resolve_message(call, messages), silence_ms)
+        # the LLM service carries agent.system_prompt as its system instruction
+        self.context = LLMContext(messages=[], tools=ToolsSchema(TOOLS))
+        for tool in ("transfer_to_human", "end_call", "leave_voicemail"):
+            services.llm.register_function(tool, self._tool)
+        amd_off = call.params.get("amd", "on").lower() in ("off", "0", "false", "no")
+        self.phase = "conversation" if amd_off else "amd"  # amd | conversation | voicemail | ending
+        self.greet_first = agent.greeting_first
+        self.transcript: list[dict[str, Any]] = []
+        self.latency: list[dict[str, Any]] = []
+        self.turn = 0
+        self._started = False
+        self._user_speaking = False
+        self._user_start_ms: float | None = None
+        self._user_end_ms: float | None = None
+        self._user_end_wall = 0.0
+        self._user_end_lag = 0.0
+        self._finals: list[str] = []
+        self._interim = ""
+        self._final_wall: float | None = None
+        self._bot_speaking = False
+        self._pending: dict[int, TurnLatency] = {}
+        self._finalized: set[int] = set()
+        self._spoke: set[int] = set()  # LLM turns whose reply has text
+        self._hangup_after: int | None = None
+        self._cleared_at_ms: float | None = None
+        self._answered_before_ms = 0.0
+
+    # --- AMD -------------------------------------------------------------------------------------
+
+    async def on_verdict(self, frame: AmdVerdictFrame) -> None:
+        if self.phase != "amd":
+            return
+        self.leaver.verdict(frame.label)
+        if frame.label == "human":
+            self.phase = "conversation"
+            await self._start_conversation()
+        elif frame.label in ("ivr", "carrier_intercept"):
+            await self.hang_up(f"amd_{frame.label}")
+        else:  # machine, unknown: the message after the beep or the greeting's end
+            self.phase = "voicemail"
+
+    async def on_beep(self, frame: BeepFrame) -> None:
+        if self.phase in ("amd", "voicemail"):
+            self.leaver.beep()
+
+    async def on_beep_end(self, frame: BeepEndFrame) -> None:
+        if self.phase in ("amd", "voicemail"):
+            if self.leaver.policy.beep_end():
+                self.phase = "voicemail"
+                await self.leaver.play()
+
+    async def _start_conversation(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.action("conversation_start", agent=self.agent.name)
+        self._answered_before_ms = self.t_ms  # the caller's "Hello?" so far is answered by the greeting
+        if self.greet_first or (self._user_end_ms is not None and not self._user_speaking):
+            await self._say(self.agent.first_message or "Hello!")
+
+    # --- caller speech ---------------------------------------------------------------------------
+
+    async def on_speech_start(self, frame: SpeechStartedFrame) -> None:
+        if self.phase in ("amd", "voicemail"):
+            self.leaver.speech_start(frame)
+        if self._bot_speaking and self.interruption.analyzer.state != "interrupted":
+            return  # the interruption analyzer decides what this is
+        if not self._user_speaking:
+            self._user_speaking = True
+            if self._user_start_ms is None:
+                self._user_start_ms = frame.t_ms
+
+    async def on_speech_end(self, frame: SpeechEndedFrame) -> None:
+        if self.phase in ("amd", "voicemail"):
+            self.leaver.speech_end(frame)
+        if not self._user_speaking:
+            return
+        self._user_speaking = False
+        self._user_end_ms = frame.t_ms
+        self._user_end_wall = time.monotonic()
+        self._user_end_lag = self.t_ms - frame.t_ms
+        await self._maybe_end_user_turn()
+
+    async def _on_transcript(self, frame: TranscriptionFrame | InterimTranscriptionFrame) -> None:
+        if isinstance(frame, TranscriptionFrame):
+            if frame.text.strip():
+                self._finals.append(frame.text.strip())
+                self._final_wall = time.monotonic()
+            self._interim = ""
+            await self._maybe_end_user_turn()
+        else:
+            self._interim = frame.text.strip()
+
+    async def _maybe_end_user_turn(self, timeout: bool = False) -> None:
+        if self._user_speaking or self._user_end_ms is None or self.ended:
+            return
+        text = " ".join(self._finals)
+        if not text and not (timeout and self._interim):
+            return
+        text = " ".join([text, self._interim]).strip() if timeout else text
+        start, end = self._user_start_ms, self._user_end_ms
+        self._finals, self._interim, self._user_start_ms, self._user_end_ms = [], "", None, None
+        self.interruption.analyzer.turn_taken()
+        self.transcript.append({"role": "caller", "text": text, "start_ms": round(start or end), "end_ms": round(end)})
+        await self._event("user_transcript", text=text, final=True, start_ms=round(start or end), end_ms=round(end))
+        if self.phase == "amd":
+            return  # "Hello?" before the verdict: answered when the conversation starts
+        if self.phase != "conversation":
+            return
+        if not self._started:
+            await self._start_conversation()
+            return
+        if start is not None and start < self._answered_before_ms:
+            self.context.add_message({"role": "user", "content": text})  # heard; the greeting answers it
+            return
+        ends = self.agent.end_call_phrases
+        if any(p and p in text.lower() for p in ends):
+            await self._goodbye()
+            return
+        self.context.add_message({"role": "user", "content": text})
+        self.turn += 1
+        lat = TurnLatency(self.turn, end, self._user_end_wall, self._user_end_lag)
+        lat.stt_final_wall = self._final_wall if self._final_wall and self._final_wall > self._user_end_wall else None
+        lat.llm_request_wall = time.monotonic()
+        self._pending[self.turn] = lat
+        self._final_wall = None
+        await self.push_frame(BotTurnStartFrame(turn=self.turn))
+        await self.push_frame(LLMContextFrame(context=self.context))
+
+    # --- bot turns -------------------------------------------------------------------------------
+
+    async def _say(self, text: str, *, hang_up_after: bool = False) -> None:
+        self.turn += 1
+        if hang_up_after:
+            self._hangup_after = self.turn
+        await self.push_frame(BotSayFrame(text=text, turn=self.turn))
+
+    async def _goodbye(self) -> None:
+        self.phase = "ending"
+        await self._say(DEFAULT_GOODBYE, hang_up_after=True)
+
+    async def on_barge_in(self, frame: BargeInFrame) -> None:
+        await self.action("barge_in", onset_ms=round(frame.onset_ms), text=frame.text)
+        self._cleared_at_ms = self.t_ms
+        self._user_speaking, self._user_start_ms = True, frame.onset_ms
+        await self.broadcast_interruption()  # LLM and TTS cancel; the player drops its queue; Twilio `clear`
+
+    async def on_audio(self) -> None:
+        if self.phase == "conversation" and not self._started:
+            await self._start_conversation()  # amd=off: the caller dialed in; the agent speaks first
+        if self.phase in ("amd", "voicemail"):
+            await self.leaver.tick()
+            if self.leaver.play_started_ms is not None:
+                self.phase = "voicemail"
+        if self._user_end_ms is not None and not self._user_speaking:
+            if self.t_ms - self._user_end_ms >= STT_FINAL_WAIT_MS + self._user_end_lag:
+                if self._finals or self._interim:
+                    await self._maybe_end_user_turn(timeout=True)
+                else:  # speech without words (noise): not a turn
+                    self._user_start_ms = self._user_end_ms = None
+        max_secs = self.agent.max_call_secs
+        if self.t_ms >= max_secs * 1000 and self.phase == "conversation":
+            await self.action("max_call_length")
+            await self._goodbye()
+        await self._check_turns()
+
+    async def _check_turns(self) -> None:
+        """Finish bot turns whose playout is known: complete, or interrupted and resolved."""
+        for n, t in list(self.player.ledger.turns.items()):
+            if n in self._finalized:
+                continue
+            late = self._cleared_at_ms is not None and self.t_ms - self._cleared_at_ms >= MARK_RESOLVE_WAIT_MS
+            if t.interrupted_at_ms is not None and (t.resolved or late):
+                await self._finish_turn(t, interrupted=True)
+            elif t.complete:
+                await self._finish_turn(t, interrupted=False)
+
+    async def _finish_turn(self, t: TurnPlayout, *, interrupted: bool) -> None:
+        self._finalized.add(t.turn)
+        heard = t.heard_text if interrupted else t.text
+        if heard:
+            self.context.add_message({"role": "assistant", "content": heard})
+        start = t.start_echo_ms if t.start_echo_ms is not None else t.first_release_ms
+        played = [m.echo_ms for m in t.marks if m.played and m.echo_ms is not None]
+        entry = {
+            "role": "bot",
+            "turn": t.turn,
+            "text": t.text,
+            "heard": heard,
+            "interrupted": interrupted,
+            "start_ms": None if start is None else round(start),
+            "end_ms": round(max(played)) if played else None,
+        }
+        self.transcript.append(entry)
+        if interrupted:
+            await self._event(
+                "interruption",
+                turn=t.turn,
+                heard_text=heard,
+                dropped_ms=round(t.dropped_ms),
+                server_clock_text=" ".join(t.server_clock_words or []),
+            )
+        await self._event("bot_turn_end", turn=t.turn, heard=heard, interrupted=interrupted)
+        lat = self._pending.pop(t.turn, None)
+        if lat is not None:
+            report = lat.report(t)
+            self.latency.append(report)
+            await self._event("latency", **report)
+        if self._hangup_after == t.turn:
+            await self.hang_up("end_call")
+
+    # --- tools -----------------------------------------------------------------------------------
+
+    async def _tool(self, params: Any) -> None:
+        name = params.function_name
+        await self.action("tool_call", tool=name)
+        await params.result_callback({"ok": True}, properties=FunctionCallResultProperties(run_llm=False))
+        if name == "end_call":
+            if self.turn in self._spoke:  # the reply already says goodbye: hang up once it has played
+                self.phase, self._hangup_after = "ending", self.turn
+            else:
+                await self._goodbye()
+        elif name == "transfer_to_human":
+            await self.human_action()
+        elif name == "leave_voicemail":
+            self.phase = "voicemail"
+            await self.leaver.play(trigger="agent")
+
+    # --- frames ----------------------------------------------------------------------------------
+
+    async def process_frame(self, frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TranscriptionFrame | InterimTranscriptionFrame):
+            if not self.ended:
+                await self._on_transcript(frame)
+            return  # the workflow owns the context; transcripts go no further
+        if isinstance(frame, BotPlaybackFrame):
+            self._bot_speaking = frame.speaking
+            if frame.speaking and self.turn in self.player.ledger.turns:
+                await self._event("bot_turn_start", turn=self.turn, text=self.player.ledger.turns[self.turn].text)
+        elif isinstance(frame, LlmFirstTokenFrame):
+            self._spoke.add(frame.turn)
+            if frame.turn in self._pending:
+                lat = self._pending[frame.turn]
+                lat.llm_first_token_wall = lat.llm_first_token_wall or frame.wall
+        elif isinstance(frame, TtsRequestFrame) and frame.turn in self._pending:
+            self._pending[frame.turn].tts_request_wall = self._pending[frame.turn].tts_request_wall or frame.wall
+        elif isinstance(frame, BargeInFrame) and not self.ended:
+            await super().process_frame(frame, direction)
+            await self.on_barge_in(frame)
+            return
+        await super().process_frame(frame, direction)
+
+    async def on_mark(self, frame: MarkResolvedFrame) -> None:
+        if await self.leaver.mark(frame):
+            return
+        await self._check_turns()
+
+    async def _event(self, kind: str, **details: Any) -> None:
+        logger.debug(f"{self.call.call_sid or 'replay'}: {kind} {details}")
+        await self.push_frame(AgentEventFrame(kind=kind, t_ms=self.t_ms, details=details))

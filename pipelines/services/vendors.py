@@ -1,0 +1,50 @@
+"""Pipecat's vendor services with the two limits the settings impose (nothing else is changed).
+
+- TimedOpenAILLMService: the OpenAI client gets LLM_TIMEOUT_SECS and LLM_MAX_RETRIES (it retries 429, 5xx,
+  timeouts and refused connections itself, honouring Retry-After).
+- BoundedDeepgramSTTService: setting up no longer waits for Deepgram's handshake to succeed or give up
+  (Pipecat retries a 5xx handshake with 4-10 s back-off, up to three times, before a call could start);
+  after VENDOR_CONNECT_TIMEOUT_SECS the call goes on and Pipecat's reconnect loop keeps trying in the
+  background, its errors counted by the failover switcher (resilience.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+from pipecat.services.deepgram.stt import DeepgramSTTService
+from pipecat.services.openai.llm import OpenAILLMService
+
+NO_KEY = "callgate-no-key"  # OpenAI-compatible local servers still want some key in the header
+
+
+class TimedOpenAILLMService(OpenAILLMService):
+    """OpenAILLMService whose client uses our timeout and retry count."""
+
+    def __init__(self, *, timeout_secs: float, max_retries: int, **kwargs: Any) -> None:
+        self._cg_timeout_secs = timeout_secs
+        self._cg_max_retries = max_retries
+        super().__init__(**kwargs)
+
+    def create_client(self, api_key=None, base_url=None, organization=None, project=None, default_headers=None, **kwargs):
+        client = super().create_client(
+            api_key=api_key, base_url=base_url, organization=organization, project=project,
+            default_headers=default_headers, **kwargs,
+        )
+        return client.with_options(timeout=self._cg_timeout_secs, max_retries=self._cg_max_retries)
+
+
+class BoundedDeepgramSTTService(DeepgramSTTService):
+    """DeepgramSTTService whose (re)connect waits at most `connect_wait_secs` for the handshake."""
+
+    def __init__(self, *, connect_wait_secs: float = 2.0, **kwargs: Any) -> None:
+        self._cg_connect_wait_secs = connect_wait_secs
+        super().__init__(**kwargs)
+
+    async def _connect(self):
+        try:
+            await asyncio.wait_for(super()._connect(), timeout=self._cg_connect_wait_secs)
+        except TimeoutError:
+            logger.warning(f"{self}: not connected after {self._cg_connect_wait_secs:.1f} s; retrying in the background")

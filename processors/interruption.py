@@ -1,0 +1,283 @@
+"""Barge-in while the bot talks: pause at once, then decide (barge-in, backchannel or noise).
+
+VAD stays hot during bot audio. When the caller starts speaking over it, the bot *pauses* (the player
+stops feeding Twilio, whose buffer is kept a few frames short, so the caller hears silence within
+that buffer's length and no `clear` is needed yet). Then the analyzer decides:
+
+- barge-in: the speech goes on past `barge_in_min_ms`, or its transcript takes the floor (more than
+  two words that are not all continuers, or a floor word: "wait", "stop", "no", "sorry", ...) ->
+  `clear` at once, the reply is cancelled;
+- backchannel: short ("uh-huh", "yeah", "right", "mm-hmm", "okay"), by duration and by transcript (one
+  or two words that do not take the floor count too: an unsure STT hears "a ha" for "uh-huh") ->
+  the bot resumes where it paused, no `clear`;
+- noise: short and no words at all (a cough, a door) -> resume.
+
+A confirmed barge-in that afterwards turns out to be a backchannel or noise (short, no real words)
+resumes the bot's turn from the first word the caller did not hear (false-interruption recovery).
+
+Speech is the caller's only if the background-speech gate says so: any object with
+`is_caller_speech(onset_ms, now_ms) -> bool` plugs in (`CallerSpeechGate`); without one, all speech
+counts. `InterruptionAnalyzer` is plain logic on audio-time events; `InterruptionProcessor` adapts it
+to frames.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
+    TranscriptionFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from callgate.audio import SAMPLE_RATE
+from processors.agent_frames import BargeInFrame, BotPauseFrame, BotPlaybackFrame, BotResumeFrame
+from processors.frames import SpeechEndedFrame, SpeechStartedFrame
+
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+
+BACKCHANNELS = frozenset(
+    {
+        "uh-huh", "uh huh", "uhhuh", "mm-hmm", "mm hmm", "mhm", "mmhm", "mm", "hmm", "yeah", "yes", "yep",
+        "yup", "right", "okay", "ok", "sure", "alright", "all right", "i see", "got it", "uh", "um",
+    }
+)  # fmt: skip
+
+
+# Words that take the floor even alone ("wait!"): a short utterance of one or two other words is
+# treated like a continuer, so an unsure STT ("a ha" for "uh-huh") does not stop the bot.
+FLOOR_WORDS = frozenset(
+    {"stop", "wait", "no", "nope", "sorry", "hold", "excuse", "hang", "actually", "but", "what", "hey", "hello", "pardon"}
+)
+
+
+def takes_floor(text: str, max_words: int = 2) -> bool:
+    """Words that claim the turn: more than `max_words`, or a floor word, and not a pure continuer."""
+    if is_backchannel(text, max_words):
+        return False
+    tokens = normalize(text).replace("-", " ").split()
+    return len(tokens) > max_words or any(t.strip("'") in FLOOR_WORDS for t in tokens)
+
+
+class CallerSpeechGate(Protocol):
+    """The background-speech gate's hook: is the speech that began at `onset_ms` the caller's?"""
+
+    def is_caller_speech(self, onset_ms: float, now_ms: float) -> bool: ...
+
+
+def normalize(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z' -]", " ", text.lower()).split())
+
+
+def is_backchannel(text: str, max_words: int = 2) -> bool:
+    """True for a short continuer ("uh-huh", "yeah right"); False for anything with other words."""
+    words = normalize(text)
+    if not words:
+        return False
+    if words in BACKCHANNELS:
+        return True
+    tokens = words.replace("-", " ").split()
+    if len(tokens) > max_words + 1:
+        return False
+    i = 0
+    while i < len(tokens):  # every token (or token pair) must be a continuer
+        pair = " ".join(tokens[i : i + 2])
+        if pair in BACKCHANNELS:
+            i += 2
+        elif tokens[i] in BACKCHANNELS or tokens[i].replace("-", "") in BACKCHANNELS:
+            i += 1
+        else:
+            return False
+    return True
+
+
+class Verdict(Enum):
+    PAUSE = "pause"  # caller speech over the bot: stop feeding audio, decide next
+    BARGE_IN = "barge_in"  # confirmed: clear, cancel the reply
+    BACKCHANNEL = "backchannel"  # resume, no clear
+    NOISE = "noise"  # resume, no clear
+    FALSE_INTERRUPTION = "false_interruption"  # after a barge-in: it was a backchannel or noise; resume
+
+
+@dataclass
+class InterruptionParams:
+    barge_in_min_ms: float = 1200.0  # caller speech this long over the bot is a barge-in, words or not
+    backchannel_max_ms: float = 1500.0  # longer speech is never a backchannel, whatever its transcript
+    transcript_wait_ms: float = 500.0  # after short speech ends: wait this long for its transcript
+    backchannel_max_words: int = 2
+
+
+@dataclass
+class Decision:
+    verdict: Verdict
+    t_ms: float
+    onset_ms: float
+    text: str = ""
+
+
+@dataclass
+class InterruptionAnalyzer:
+    """Caller speech and transcripts over bot audio -> pause / barge-in / resume decisions (audio time)."""
+
+    params: InterruptionParams = field(default_factory=InterruptionParams)
+    gate: CallerSpeechGate | None = None
+    bot_speaking: bool = False
+    state: str = "idle"  # idle | candidate (speaking) | ended (waiting for words) | interrupted
+    onset_ms: float = 0.0
+    end_ms: float | None = None
+    text: str = ""
+    finals: list[str] = field(default_factory=list)
+    got_final: bool = False  # the STT has finalized this speech (possibly with no words)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def _decide(self, verdict: Verdict, t_ms: float) -> Decision:
+        d = Decision(verdict, t_ms, self.onset_ms, self.heard_text)
+        self.decisions.append(d)
+        if verdict in (Verdict.BACKCHANNEL, Verdict.NOISE, Verdict.FALSE_INTERRUPTION):
+            self.state = "idle"
+        elif verdict is Verdict.BARGE_IN:
+            self.state = "interrupted"
+        return d
+
+    @property
+    def heard_text(self) -> str:
+        return " ".join([*self.finals, self.text]).strip()
+
+    @property
+    def active(self) -> bool:
+        """A pause or an interruption is being decided: caller transcripts are not a user turn yet."""
+        return self.state in ("candidate", "ended")
+
+    def set_bot_speaking(self, speaking: bool) -> None:
+        self.bot_speaking = speaking
+
+    def speech_start(self, t_ms: float, now_ms: float) -> Decision | None:
+        if self.state == "interrupted" and self.end_ms is not None:
+            self.end_ms = None  # the interrupter goes on talking
+            return None
+        if not self.bot_speaking or self.state != "idle":
+            return None
+        if self.gate is not None and not self.gate.is_caller_speech(t_ms, now_ms):
+            return None
+        self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", t_ms, None, "", []
+        self.got_final = False
+        return self._decide(Verdict.PAUSE, now_ms)
+
+    def speech_end(self, t_ms: float, now_ms: float) -> Decision | None:
+        if self.state == "candidate":
+            self.state, self.end_ms = "ended", t_ms
+        elif self.state == "interrupted":
+            self.end_ms = t_ms
+        return self.tick(now_ms)
+
+    def transcript(self, text: str, final: bool, now_ms: float) -> Decision | None:
+        if self.state == "idle":
+            return None
+        if final:
+            if text.strip():
+                self.finals.append(text.strip())
+            self.text = ""
+            self.got_final = True
+        else:
+            self.text = text.strip()
+        words = self.heard_text
+        if self.state in ("candidate", "ended") and words and takes_floor(words, self.params.backchannel_max_words):
+            return self._decide(Verdict.BARGE_IN, now_ms)
+        return self.tick(now_ms)
+
+    def tick(self, now_ms: float) -> Decision | None:
+        p = self.params
+        words = self.heard_text
+        # a continuer, or one or two words that do not take the floor (likely a misheard continuer)
+        backchannel = bool(words) and not takes_floor(words, p.backchannel_max_words)
+        if self.state == "candidate":
+            limit = p.backchannel_max_ms if backchannel else p.barge_in_min_ms
+            if now_ms - self.onset_ms >= limit:
+                return self._decide(Verdict.BARGE_IN, now_ms)
+        elif self.state == "ended":
+            assert self.end_ms is not None
+            if self.end_ms - self.onset_ms >= p.backchannel_max_ms:
+                return self._decide(Verdict.BARGE_IN, now_ms)
+            if backchannel and self.finals:
+                return self._decide(Verdict.BACKCHANNEL, now_ms)
+            if self.got_final and not words:  # the STT heard no words in it
+                return self._decide(Verdict.NOISE, now_ms)
+            if now_ms - self.end_ms >= p.transcript_wait_ms:
+                return self._decide(Verdict.BACKCHANNEL if backchannel else Verdict.NOISE, now_ms)
+        elif self.state == "interrupted" and self.end_ms is not None:
+            # Short speech with no real words after all: the interruption was false; resume.
+            short = self.end_ms - self.onset_ms < p.backchannel_max_ms
+            if short and now_ms - self.end_ms >= p.transcript_wait_ms and (not words or backchannel):
+                return self._decide(Verdict.FALSE_INTERRUPTION, now_ms)
+        return None
+
+    def turn_taken(self) -> None:
+        """The workflow made the caller's speech a user turn: the interruption is over."""
+        self.state, self.end_ms, self.text, self.finals = "idle", None, "", []
+
+
+class InterruptionProcessor(FrameProcessor):
+    """Feeds VAD, transcripts and the player's state to the analyzer; pushes its decisions downstream.
+
+    Sits after the STT and before the workflow. While a pause is being decided, transcripts are held
+    back (a backchannel never becomes a user turn); a barge-in releases them to the workflow.
+    """
+
+    def __init__(self, analyzer: InterruptionAnalyzer | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.analyzer = analyzer or InterruptionAnalyzer()
+        self._samples = 0
+        self._held: list[Frame] = []
+
+    @property
+    def t_ms(self) -> float:
+        return self._samples / SAMPLES_PER_MS
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        a = self.analyzer
+        decision: Decision | None = None
+        if isinstance(frame, BotPlaybackFrame):
+            a.set_bot_speaking(frame.speaking)
+        elif isinstance(frame, InputAudioRawFrame):
+            self._samples += len(frame.audio) // 2
+            await self.push_frame(frame, direction)
+            decision = a.tick(self.t_ms)
+            if decision:
+                await self._act(decision)
+            return
+        elif isinstance(frame, SpeechStartedFrame):
+            decision = a.speech_start(frame.t_ms, self.t_ms)
+        elif isinstance(frame, SpeechEndedFrame):
+            decision = a.speech_end(frame.t_ms, self.t_ms)
+        elif isinstance(frame, TranscriptionFrame | InterimTranscriptionFrame) and a.state != "idle":
+            decision = a.transcript(frame.text, isinstance(frame, TranscriptionFrame), self.t_ms)
+            if a.active or (decision and decision.verdict is not Verdict.BARGE_IN):
+                if isinstance(frame, TranscriptionFrame):
+                    self._held.append(frame)
+                if decision:
+                    await self._act(decision)
+                return
+        await self.push_frame(frame, direction)
+        if decision:
+            await self._act(decision)
+
+    async def _act(self, d: Decision) -> None:
+        if d.verdict is Verdict.PAUSE:
+            await self.push_frame(BotPauseFrame(t_ms=d.t_ms, onset_ms=d.onset_ms))
+        elif d.verdict is Verdict.BARGE_IN:
+            await self.push_frame(BargeInFrame(t_ms=d.t_ms, onset_ms=d.onset_ms, text=d.text))
+            held, self._held = self._held, []
+            for f in held:  # the interrupting words belong to the caller's turn
+                await self.push_frame(f)
+        else:
+            self._held.clear()  # a backchannel or noise never becomes a user turn
+            await self.push_frame(
+                BotResumeFrame(t_ms=d.t_ms, onset_ms=d.onset_ms, reason=d.verdict.value, text=d.text)
+            )

@@ -1,0 +1,90 @@
+"""Voice-to-voice latency of the agent over a scripted 10-turn conversation, with vendor stand-ins set to
+published median latencies, through the real server and a real WebSocket.
+
+Stand-in latencies (and why):
+- Deepgram: final transcript 150 ms after Finalize (Pipecat sends Finalize when the VAD says the caller
+  stopped; Deepgram documents finalize responses in the ~100-200 ms range for Nova streaming);
+- OpenAI: first token 350 ms (typical time-to-first-token of gpt-4.1-mini / gpt-4o-mini chat completions
+  streaming, as in public TTFT trackers);
+- Cartesia: first audio byte 100 ms (Cartesia's own Sonic figure is ~90-100 ms model latency).
+
+Per turn the server measures (GET /calls/{sid} `latency`): caller speech end -> first bot audio sent to
+Twilio, and -> first bot audio played (the turn-start mark's echo), split into endpointing (the VAD's
+silence hangover), STT final, LLM first token, TTS first byte and the pipeline's own share (the rest).
+The simulator adds the caller's view: end of the caller's line -> bot audio starts playing.
+
+    python scripts/bench_agent_latency.py [--turns 10] [--network-delay-ms 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from agent_harness import agent_server, pct, scripted_call  # noqa: E402
+
+AGENT = """name = "bench"
+system_prompt = "Benchmark agent."
+first_message = "Hi, this is the benchmark agent."
+end_call_phrases = []
+max_call_secs = 600
+"""
+LINES = [
+    "I would like to book a cleaning.", "Next Tuesday if possible.", "In the morning please.",
+    "Nine o'clock is fine.", "Can you also check my insurance?", "It is with Blue Cross.",
+    "My member number is on the card.", "Yes, I have it here.", "Okay, thank you.", "That is everything.",
+]  # fmt: skip
+REPLY = "Sure, I can help with that. Let me check what we have for you."
+PARTS = ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_byte_ms", "pipeline_ms",
+         "first_audio_sent_ms", "first_audio_played_ms")  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> int:
+    from simulator.rest import RestStandIn
+    from simulator.script import parse_script
+    from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
+    from simulator.vendors.openai import Reply
+
+    lines = (LINES * ((args.turns + len(LINES) - 1) // len(LINES)))[: args.turns]
+    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=250, endpoint_ms=800).start()
+    oa = OpenAIStandIn(default=Reply(text=REPLY), first_token_ms=350, token_interval_ms=20).start()
+    ct = CartesiaStandIn(first_audio_ms=100, realtime_factor=4.0).start()
+    dg.say(*lines)
+    script = parse_script(
+        {"voice": "en-us+f2", "tail_ms": 1500, "step": [{"say": line, "gap_ms": 400} for line in lines]}
+    )
+    try:
+        async with RestStandIn() as rest:
+            with agent_server(rest.base_url, AGENT, dg, oa, ct) as base:
+                print(f"{args.turns}-turn conversation through the real server (stand-ins: Deepgram final 150 ms, "
+                      f"OpenAI first token 350 ms, Cartesia first byte 100 ms; WAN {args.network_delay_ms:g} ms) ...",
+                      flush=True)
+                report, record = await scripted_call(base, rest, script, args.network_delay_ms)
+    finally:
+        for v in (dg, oa, ct):
+            v.stop()
+    turns = record.get("latency", [])
+    print(f"\n{len(turns)} turns measured by the server (ms):")
+    print(f"  {'part':<24}{'p50':>8}{'p95':>8}{'max':>8}")
+    for part in PARTS:
+        vals = [t[part] for t in turns if t.get(part) is not None]
+        print(f"  {part:<24}{pct(vals, 50):>8.0f}{pct(vals, 95):>8.0f}{max(vals, default=float('nan')):>8.0f}")
+    lines_ev = report.of("caller_line")
+    starts = [e["t_ms"] for e in report.of("bot_audio_start")]
+    v2v = [min((s for s in starts if s >= ln["end_ms"]), default=None) for ln in lines_ev]
+    v2v = [s - ln["end_ms"] for s, ln in zip(v2v, lines_ev, strict=True) if s is not None]
+    print(f"  {'caller: line end -> bot audio':<24}{pct(v2v, 50):>8.0f}{pct(v2v, 95):>8.0f}{max(v2v, default=0):>8.0f}")
+    share = [t["pipeline_ms"] for t in turns if t.get("pipeline_ms") is not None]
+    print(f"\npipeline's own share of voice-to-voice: p95 {pct(share, 95):.0f} ms (target <= 150 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--turns", type=int, default=10)
+    ap.add_argument("--network-delay-ms", type=float, default=0.0)
+    raise SystemExit(asyncio.run(main(ap.parse_args())))

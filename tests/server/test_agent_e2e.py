@@ -1,0 +1,158 @@
+"""agent end to end: the simulator's scripted caller <-> the real server over a real WebSocket, with the
+Deepgram, OpenAI and Cartesia stand-ins speaking their real wire protocols (the real Pipecat services)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from pipelines.services.chat_server import Reply
+from processors.bot_speech import mark_word
+from simulator.phone import simulate_call
+from simulator.rest import RestStandIn
+from simulator.script import parse_script
+from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
+from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, wait_until
+
+AGENT = """name = "tester"
+system_prompt = "You are a test agent."
+first_message = "Hi, this is the test agent. How can I help?"
+end_call_phrases = ["goodbye"]
+max_call_secs = 120
+"""
+
+
+@pytest.fixture
+def vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
+    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
+    oa = OpenAIStandIn(first_token_ms=100).start()
+    ct = CartesiaStandIn(first_audio_ms=80, realtime_factor=4.0).start()
+    try:
+        yield dg, oa, ct
+    finally:
+        for v in (dg, oa, ct):
+            v.stop()
+
+
+def agent_server(server_factory, tmp_path, rest, vendors, **overrides):
+    dg, oa, ct = vendors
+    return server_factory(
+        twilio_api_base_url=rest.base_url,
+        agents_dir=tmp_path / "agents",
+        deepgram_api_key="dg-test",
+        deepgram_base_url=dg.base_url,
+        openai_api_key="oa-test",
+        openai_base_url=oa.base_url,
+        cartesia_api_key="ct-test",
+        cartesia_url=ct.url,
+        **overrides,
+    )
+
+
+async def test_three_turn_conversation_with_marks_and_transcript(server_factory, tmp_path, vendors):
+    dg, oa, _ = vendors
+    lines = ["I would like to move my appointment.", "Friday would be good.", "Morning please."]
+    dg.say(*lines)
+    oa.script(
+        Reply(text="Sure, I can do that. Which day works for you?"),
+        Reply(text="Friday it is. Morning or afternoon?"),
+        Reply(text="Done, see you Friday morning."),
+    )
+    script = parse_script(
+        {"voice": "en-us+m3", "tail_ms": 1500, "step": [{"say": line, "gap_ms": 500} for line in lines]}
+    )
+    async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+        server = agent_server(server_factory, tmp_path, rest, vendors)
+        report = await simulate_call(
+            np.zeros(0, np.int16),
+            f"{server.base_url}/twiml",
+            auth_token=AUTH_TOKEN,
+            account_sid=ACCOUNT_SID,
+            params={"workflow": "agent", "agent": "tester", "amd": "off"},
+            rest=rest,
+            script=script,
+        )
+    assert report.ok, report.summary
+    assert [ev["text"] for ev in report.of("caller_line")] == lines  # all three turns were said
+    # every bot clause is followed by a mark, and every one of them echoed as played
+    clause_marks = [m for m in report.summary["marks"] if m["name"].startswith("a:c")]
+    assert len(clause_marks) >= 4 and all(m["played"] for m in clause_marks), clause_marks
+    assert not report.of("clear")
+
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    async with httpx.AsyncClient() as client:
+        record = (await client.get(f"{server.base_url}/calls/{sid}")).json()
+    transcript = record["transcript"]
+    roles = [t["role"] for t in transcript]
+    assert roles == ["bot", "caller", "bot", "caller", "bot", "caller", "bot"], transcript
+    assert [t["text"] for t in transcript if t["role"] == "caller"] == lines
+    bots = [t for t in transcript if t["role"] == "bot"]
+    assert bots[0]["heard"] == "Hi, this is the test agent. How can I help?"
+    assert bots[1]["heard"] == "Sure, I can do that. Which day works for you?"
+    assert all(not b["interrupted"] for b in bots)
+    starts = [t["start_ms"] for t in transcript]
+    assert starts == sorted(starts)  # in order, on the call's audio clock
+    assert len(record["latency"]) == 3
+    for turn in record["latency"]:
+        assert turn["first_audio_played_ms"] is not None and turn["first_audio_played_ms"] < 2500, turn
+        assert turn["llm_first_token_ms"] >= 90  # the stand-in's 100 ms, measured
+
+
+async def test_barge_in_backchannel_and_noise_over_a_wan(server_factory, tmp_path, vendors):
+    """150 ms each way: a barge-in clears at once and the context keeps exactly the words played; an
+    "uh-huh" and a throat clear over the next reply pause it without a clear, and it completes."""
+    dg, oa, _ = vendors
+    reply = "Of course, ask me anything you like, I am happy to help with your question today."
+    oa.script(Reply(text=reply))
+    dg.say("Sorry, wait, I have a question.", "uh-huh", "")
+    script = parse_script(
+        {
+            "tail_ms": 1500,
+            "step": [
+                {"say": "Sorry, wait, I have a question.", "voice": "en-us+f2", "after": "bot_audio", "at_ms": 1400},
+                {"say": "uh-huh", "kind": "backchannel", "voice": "en-gb+m1", "after": "bot_audio", "at_ms": 1000},
+                {"say": "ahem", "kind": "noise", "transcript": "", "after": "bot_audio", "at_ms": 1200},
+            ],
+        }
+    )
+    async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+        server = agent_server(server_factory, tmp_path, rest, vendors)
+        report = await simulate_call(
+            np.zeros(0, np.int16),
+            f"{server.base_url}/twiml",
+            auth_token=AUTH_TOKEN,
+            account_sid=ACCOUNT_SID,
+            params={"workflow": "agent", "agent": "tester", "amd": "off"},
+            rest=rest,
+            script=script,
+            network_delay_ms=150,
+        )
+    assert report.ok, report.summary
+    clears = report.of("clear")
+    assert len(clears) == 1, clears  # the barge-in only: no clear for the backchannel or the noise
+    lines = report.of("caller_line")
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    record = server.state.finished[sid]
+    events = record.events
+    barge = next(e for e in events if e["event"] == "barge_in")
+    assert barge["t_ms"] - lines[0]["start_ms"] <= 600  # server audio time, speech start -> clear
+    inter = next(e for e in events if e["event"] == "interruption")
+    # the words the simulator really played before the clear come from the word marks' names
+    assert [mark_word(w) for w in inter["heard_text"].split()] == clears[0]["played_words"]
+    assert clears[0]["played_words"]
+    kinds = [e["event"] for e in events]
+    assert "backchannel" in kinds and "noise_ignored" in kinds, kinds
+    bots = [t for t in record.transcript if t["role"] == "bot"]
+    assert bots[0]["interrupted"] and bots[0]["heard"] == inter["heard_text"]
+    assert not bots[1]["interrupted"] and bots[1]["heard"] == reply  # the reply completed, paused twice
+    # the LLM saw exactly what the caller heard of the greeting
+    request = oa.requests[-1]
+    assistant = [m for m in request["messages"] if m["role"] == "assistant"]
+    assert assistant and assistant[0]["content"] == inter["heard_text"]
