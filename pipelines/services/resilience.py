@@ -22,6 +22,7 @@ record can expose, and logged.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from loguru import logger
 from pipecat.frames.frames import (
     AggregatedTextFrame,
     CancelFrame,
+    DataFrame,
     EndFrame,
     ErrorFrame,
     Frame,
@@ -41,11 +43,15 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
     StartFrame,
     SystemFrame,
+    TextFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
+    TTSStartedFrame,
     TTSStoppedFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -155,7 +161,14 @@ class _Watchdog:
         self.tts_words = 0
         self.tts_audio_secs = 0.0
         self.tts_audio_in_context = False
-        self.pending_text: list[LLMTextFrame | TTSSpeakFrame] = []
+        # TTS: what was sent for synthesis and not voiced yet, so a stand-by can say it again. Streamed LLM
+        # text is kept as text; a TTSSpeakFrame is kept as a group with the data frames that came just
+        # before it (a workflow's clause bookkeeping), matched to the TTS context it opened.
+        self.pending_text: list[LLMTextFrame] = []
+        self.loose: list[Frame] = []
+        self.groups: deque[list[Frame]] = deque()
+        self.assigned: dict[str, list[Frame]] = {}
+        self.voiced: set[str] = set()
         # STT: the caller's current utterance (with a little pre-roll), kept until it is transcribed, so
         # a stand-by that takes over can hear it again instead of the caller having to repeat it.
         self.preroll: deque[InputAudioRawFrame] = deque(maxlen=25)
@@ -180,10 +193,17 @@ class _Watchdog:
                 if not self.heard_since_start and now - self.speech_start >= 0.3:
                     self.deadline = now + self.timeout_secs
         elif self.role == "tts":
-            if isinstance(frame, (LLMTextFrame, TTSSpeakFrame)) and frame.text.strip():
+            if isinstance(frame, LLMTextFrame) and frame.text.strip():
                 self.pending_text.append(frame)
+            elif isinstance(frame, TTSSpeakFrame) and frame.text.strip():
+                self.groups.append([*self.loose, frame])
+                self.loose = []
             elif isinstance(frame, InterruptionFrame):
                 self.tts_deadline, self.tts_words, self.tts_audio_secs, self.pending_text = None, 0, 0.0, []
+                self.loose, self.assigned, self.voiced = [], {}, set()
+                self.groups.clear()
+            elif isinstance(frame, DataFrame) and not isinstance(frame, _NOT_REPLAYED):
+                self.loose = [*self.loose[-19:], frame]
 
     def on_out(self, frame: Frame) -> None:
         now = time.monotonic()
@@ -198,9 +218,13 @@ class _Watchdog:
                 self.tts_words += len(frame.text.split())
                 if self.tts_deadline is None:
                     self.tts_deadline = now + self.timeout_secs
+            elif isinstance(frame, TTSStartedFrame) and frame.context_id and self.groups:
+                self.assigned[frame.context_id] = self.groups.popleft()
             elif isinstance(frame, TTSAudioRawFrame):
                 self.tts_audio_secs += len(frame.audio) / 2 / max(frame.sample_rate, 1)
                 self.tts_audio_in_context = True
+                if frame.context_id:
+                    self.voiced.add(frame.context_id)
                 owed = self.tts_audio_secs < self.tts_words * MIN_SECS_PER_WORD
                 self.tts_deadline = now + self.timeout_secs if owed else None
             elif isinstance(frame, TTSStoppedFrame):
@@ -208,6 +232,22 @@ class _Watchdog:
                 if self.tts_audio_in_context:  # voiced: nothing to say again (an error stop keeps it)
                     self.pending_text = []
                 self.tts_audio_in_context = False
+                if frame.context_id in self.voiced:
+                    self.assigned.pop(frame.context_id, None)
+                    self.voiced.discard(frame.context_id)
+                    if not self.assigned and not self.groups:
+                        self.loose = []
+
+    def take_unvoiced(self) -> tuple[list[str], list[Frame]]:
+        """(contexts the failed TTS left open, the frames to send the stand-by), and forget them."""
+        open_ctx = [cid for cid in self.assigned if cid not in self.voiced]
+        frames = [f for g in self.assigned.values() for f in g] + [f for g in self.groups for f in g] + self.loose
+        llm_text = " ".join(f.text.strip() for f in self.pending_text)
+        if llm_text:
+            frames.insert(0, TTSSpeakFrame(llm_text))
+        self.pending_text, self.loose, self.assigned, self.voiced = [], [], {}, set()
+        self.groups.clear()
+        return open_ctx, frames
 
     def expired(self) -> str | None:
         now = time.monotonic()
@@ -218,6 +258,18 @@ class _Watchdog:
             self.tts_deadline = None
             return f"no audio for {self.timeout_secs:.1f} s while audio was owed for sent text"
         return None
+
+
+# Frames that pass the TTS but are not part of what it was asked to say (never sent twice).
+_NOT_REPLAYED = (TextFrame, LLMContextFrame, OutputAudioRawFrame, OutputTransportMessageFrame)
+
+
+def _copy(frame: Frame) -> Frame:
+    """The same frame with a new id (a frame is never sent twice)."""
+    try:
+        return dataclasses.replace(frame)
+    except (TypeError, ValueError):
+        return frame
 
 
 class _FailoverMixin:
@@ -269,17 +321,16 @@ class _FailoverMixin:
         elif self.role == "llm" and self._last_context is not None:
             await self.count("llm", "rerun_turns", service.name)
             await self.queue_frame(self._last_context)  # type: ignore[attr-defined]
-        elif self.role == "tts" and self._watchdog.pending_text:
-            # Say again what was not voiced: each TTSSpeakFrame as it was (a workflow that speaks clause by
-            # clause keeps its clauses), streamed LLM text as one utterance.
-            pending, self._watchdog.pending_text = self._watchdog.pending_text, []
-            again: list[TTSSpeakFrame] = []
-            llm_text = " ".join(f.text.strip() for f in pending if isinstance(f, LLMTextFrame))
-            if llm_text:
-                again.append(TTSSpeakFrame(llm_text))
-            again += [TTSSpeakFrame(f.text, append_to_context=f.append_to_context)
-                      for f in pending if isinstance(f, TTSSpeakFrame)]
-            await self.count("tts", "respoken", " ".join(f.text for f in again)[:80])
+        elif self.role == "tts":
+            # Close what the dead vendor left open (so a playout that waits for each context moves on),
+            # then say again, on the stand-by, what was not voiced: fresh copies of the same frames.
+            open_ctx, frames = self._watchdog.take_unvoiced()
+            for cid in open_ctx:
+                await self.push_frame(TTSStoppedFrame(context_id=cid))  # type: ignore[attr-defined]
+            again = [_copy(f) for f in frames]
+            text = " ".join(f.text for f in again if isinstance(f, TTSSpeakFrame))
+            if text:
+                await self.count("tts", "respoken", text[:80])
             for f in again:
                 await self.queue_frame(f)  # type: ignore[attr-defined]
 
