@@ -10,7 +10,7 @@
 
 The combined probability p (a weighted mean of the two models, or the one that has spoken) sets how
 much silence ends the turn: `final_min_ms` at p >= `p_high`, the backstop at p <= `p_low`, linear in
-between. Greedy: once p >= `tentative_p` after `tentative_ms` of silence a *tentative* turn end is
+between, and up to `incomplete_ms` when p < `p_unfinished` (clearly unfinished). Greedy: once p >= `tentative_p` after `tentative_ms` of silence a *tentative* turn end is
 emitted at once (the agent starts its LLM, holding the reply); if the caller goes on, `turn_cancelled`
 follows; the *final* end releases the reply. A scrapped reply is never heard.
 
@@ -168,6 +168,7 @@ class EndpointerParams:
     combine_bias: float = 0.0  # c
     p_high: float = 0.8  # at or above: final end after final_min_ms
     p_low: float = 0.2  # at or below: only the backstop ends the turn
+    p_unfinished: float = 0.1  # below: clearly unfinished, wait up to incomplete_ms
     final_min_ms: float = 200.0
     tentative_p: float = 0.6  # greedy: tentative end at this p ...
     tentative_ms: float = 128.0  # ... after this much silence
@@ -297,8 +298,10 @@ class EndpointAnalyzer:
         if p >= self.p.p_low:
             frac = float(np.clip((self.p.p_high - p) / max(self.p.p_high - self.p.p_low, 1e-6), 0.0, 1.0))
             need = self.p.final_min_ms + frac * max(back - self.p.final_min_ms, 0.0)
-        else:  # clearly unfinished: from the backstop up to incomplete_ms as p -> 0
-            frac = (self.p.p_low - p) / max(self.p.p_low, 1e-6)
+        elif p >= self.p.p_unfinished:  # unsure (words the model does not know): the caller's backstop
+            need = back
+        else:  # clearly unfinished ("my number is four one five"): up to incomplete_ms as p -> 0
+            frac = (self.p.p_unfinished - p) / max(self.p.p_unfinished, 1e-6)
             need = back + frac * max(self.p.incomplete_ms - back, 0.0)
         if self._text_model is not None and self._fresh_text() is None:
             need = max(need, min(self.p.text_wait_ms, back))  # the words may still change the verdict

@@ -221,7 +221,7 @@ GATE_SPACE = {
 }
 ENDPOINT_SPACE = {
     "audio_weight": (0.0, 1.5), "text_weight": (0.3, 2.0), "combine_bias": (-2.0, 2.0), "p_high": (0.5, 0.98),
-    "p_low": (0.05, 0.5), "final_min_ms": (150.0, 400.0), "tentative_p": (0.3, 0.9), "backstop_margin_ms": (0.0, 600.0),
+    "p_low": (0.1, 0.5), "p_unfinished": (0.01, 0.1), "final_min_ms": (150.0, 400.0), "tentative_p": (0.3, 0.9), "backstop_margin_ms": (0.0, 600.0),
     "backstop_min_ms": (500.0, 1500.0), "incomplete_ms": (1200.0, 3000.0), "text_wait_ms": (250.0, 900.0),
 }
 

@@ -4,7 +4,8 @@
 
 Examples are generated turns (turn_eval.dataset.turn_script) from the *dev* word pools only: every
 prefix that ends where a caller pauses mid-turn is incomplete (0), the whole turn is complete (1), and
-prefixes cut at random words are incomplete too. Features are processors.endpointer.text_feature_names
+prefixes cut at random words are incomplete too; plus everyday replies (GENERIC), complete, and cut
+after or extended by a function word or filler, incomplete. Features are processors.endpointer.text_feature_names
 hashed into 4096 slots; the model is a logistic regression (sparse gradient descent, L2), exported as
 MatMul + Add + Sigmoid (16 KB). It prints accuracy on turns built from the held-out *test* pools.
 """
@@ -38,6 +39,39 @@ def examples(split: str, n_turns: int, seed: int) -> tuple[list[str], np.ndarray
             texts.append(" ".join(words[: int(rng.integers(1, len(words)))]))
             ys.append(0)
     return texts, np.asarray(ys, dtype=np.float64)
+
+
+# Everyday replies beyond the turn set's templates (none of them in any test), so the model learns the
+# general cue, "a turn that stops on a function word, a filler or mid number is unfinished", rather
+# than the templates' words.
+GENERIC = [
+    "yes please", "no thanks", "that works for me", "sounds good to me", "next week would be better",
+    "in the evening if possible", "around three o'clock", "that is correct", "I am not sure", "maybe later",
+    "can you repeat that", "what time do you close", "how much does it cost", "I already paid it",
+    "it was delivered to the wrong address", "my email is not working", "I want to speak to a manager",
+    "please send me a copy", "the second one", "both of them", "just the one", "as soon as possible",
+    "thank you very much", "okay great", "not really", "I think so", "tomorrow afternoon", "early morning",
+    "the blue one", "at the front desk", "for two people", "on the fifth floor", "with my husband",
+]
+FUNCTION_ENDINGS = ["and", "the", "to", "my", "is", "for", "with", "about", "because", "so", "um", "uh", "a",
+                    "of", "in", "at", "or", "but", "that", "if", "was", "I", "would", "like"]
+
+
+def generic_examples(n: int, seed: int) -> tuple[list[str], list[int]]:
+    rng = np.random.default_rng(seed)
+    texts, ys = [], []
+    for _ in range(n):
+        s = str(rng.choice(GENERIC))
+        texts.append(s)
+        ys.append(1)
+        words = s.split()
+        cut = [i for i, w in enumerate(words[:-1]) if w in FUNCTION_ENDINGS]
+        if cut:
+            texts.append(" ".join(words[: int(rng.choice(cut)) + 1]))
+            ys.append(0)
+        texts.append(s + " " + str(rng.choice(FUNCTION_ENDINGS)))  # "... and", "... um": goes on
+        ys.append(0)
+    return texts, ys
 
 
 def _indices(texts: list[str]) -> list[np.ndarray]:
@@ -87,9 +121,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=TEXT_MODEL_PATH)
     args = ap.parse_args()
     texts, y = examples("dev", args.n, args.seed)
+    gt, gy = generic_examples(args.n // 4, args.seed + 1)
+    texts, y = texts + gt, np.concatenate([y, np.asarray(gy, dtype=np.float64)])
     w = train(texts, y)
     path = export(w, args.out)
     model = TextCompletenessModel(path)
+    for probe in ("morning please", "friday would be good", "my number is four one five", "I need eggs and"):
+        print(f"  p({probe!r}) = {model.probability(probe):.3f}")
     for split in ("dev", "test"):
         tt, yy = examples(split, 2000, args.seed + 100)
         p = np.array([model.probability(t) for t in tt])
