@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     amd_presets_path: Path | None = Field(
         None, description="AMD detector presets (JSON); defaults to pipelines/presets/amd.json."
     )
+    listen_presets_path: Path | None = Field(
+        None, description="Listening presets (gate + endpointer, JSON); defaults to pipelines/presets/listen.json."
+    )
     amd_callback_url: str | None = Field(
         None, description="parallel_dial / power_dial POST each verdict here as JSON, as soon as it is made."
     )

@@ -142,7 +142,7 @@ class AgentWorkflow(Workflow):
         self.player.ledger.lead_ms = s.bot_audio_lead_ms
         # Listening (issue 9): only the caller's speech (the gate, in filter mode) reaches the STT bridge,
         # the barge-in handler and this workflow; the endpointer decides when the caller's turn ended.
-        listen = load_listen_preset("agent")
+        listen = load_listen_preset("agent", s.listen_presets_path)
         self.gate = BackgroundSpeechGate(GateAnalyzer(listen.gate), filter_vad=True)
         self.endpointer = SemanticEndpointer(self.gate.analyzer, EndpointAnalyzer(listen.endpointer))
         self._turn_end_final = False
