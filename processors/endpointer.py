@@ -138,10 +138,10 @@ def shared_text_model() -> TextCompletenessModel:
 class SmartTurnModel:
     """Pipecat's bundled Smart-Turn v3 model (via LocalSmartTurnAnalyzerV3), fed 8 kHz audio directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
-        self._analyzer = LocalSmartTurnAnalyzerV3(sample_rate=SAMPLE_RATE)
+        self._analyzer = LocalSmartTurnAnalyzerV3(sample_rate=SAMPLE_RATE, cpu_count=threads)
         self._analyzer.set_sample_rate(SAMPLE_RATE)
 
     def probability(self, pcm: np.ndarray) -> float:

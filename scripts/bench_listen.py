@@ -7,6 +7,7 @@ Usage: python scripts/bench_listen.py [seconds] [inferences]
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -74,20 +75,23 @@ def bench(secs: float = 60.0, inferences: int = 30) -> None:
         costs.append(time.perf_counter() - t0)
     _stats("text completeness model (ONNX)", costs, (time.process_time() - cpu0) / len(sentences) * 1e3, "inference")
 
-    smart = SmartTurnModel()
     turn = pcm[: 8 * 8000]
-    smart.probability(turn)  # warm-up
-    costs = []
-    cpu0 = time.process_time()
-    for _ in range(inferences):
-        t0 = time.perf_counter()
-        smart.probability(turn)
-        costs.append(time.perf_counter() - t0)
-    cpu = (time.process_time() - cpu0) / inferences * 1e3
-    _stats("Smart-Turn v3 on 8 s of 8 kHz audio (incl. resample + features)", costs, cpu, "inference")
-    c = np.asarray(costs) * 1e3
-    print(f"endpointer decision (Smart-Turn + text model): median wall {np.median(c):.1f} ms "
-          f"({'<' if np.median(c) < 60 else '>='} 60 ms target); gate per window CPU well under 1 ms")
+    for threads in (1, 2):
+        smart = SmartTurnModel(threads=threads)
+        smart.probability(turn)  # warm-up
+        costs = []
+        cpu0 = time.process_time()
+        for _ in range(inferences):
+            t0 = time.perf_counter()
+            smart.probability(turn)
+            text.probability(f"my number is {len(costs)}")
+            costs.append(time.perf_counter() - t0)
+        cpu = (time.process_time() - cpu0) / inferences * 1e3
+        _stats(f"endpointer decision: Smart-Turn v3 on 8 s of 8 kHz audio + text model, {threads} thread(s)",
+               costs, cpu, "decision")
+        c = np.asarray(costs) * 1e3
+        print(f"  median wall {np.median(c):.1f} ms ({'<' if np.median(c) < 60 else '>='} 60 ms target)")
+    print("load average while measuring (2 cores shared):", " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":
