@@ -178,6 +178,7 @@ class AgentWorkflow(Workflow):
         self._hangup_after: int | None = None
         self._cleared_at_ms: float | None = None
         self._answered_before_ms = 0.0
+        self._last_user: tuple[int, str, float | None, dict[str, Any]] | None = None
 
     # --- AMD -------------------------------------------------------------------------------------
 
@@ -221,6 +222,8 @@ class AgentWorkflow(Workflow):
             return  # the interruption analyzer decides what this is
         if not self._user_speaking:
             self._user_speaking = True
+            if self._reply_pending():
+                await self._retract_reply()  # the caller went on talking before the reply was heard
             if self._user_start_ms is None:
                 self._user_start_ms = frame.t_ms
 
@@ -274,8 +277,10 @@ class AgentWorkflow(Workflow):
         if any(p and p in text.lower() for p in ends):
             await self._goodbye()
             return
-        self.context.add_message({"role": "user", "content": text})
+        message = {"role": "user", "content": text}
+        self.context.add_message(message)
         self.turn += 1
+        self._last_user = (self.turn, text, start, message)
         lat = TurnLatency(self.turn, end, self._user_end_wall, self._user_end_lag)
         lat.stt_final_wall = self._final_wall if self._final_wall and self._final_wall > self._user_end_wall else None
         lat.llm_request_wall = time.monotonic()
@@ -295,6 +300,27 @@ class AgentWorkflow(Workflow):
     async def _goodbye(self) -> None:
         self.phase = "ending"
         await self._say(DEFAULT_GOODBYE, hang_up_after=True)
+
+    def _reply_pending(self) -> bool:
+        """The reply to the caller's last turn is on its way, but none of its audio has gone out."""
+        if self._last_user is None or self._last_user[0] != self.turn or self.turn in self._finalized:
+            return False
+        t = self.player.ledger.turns.get(self.turn)
+        return t is None or t.first_release_ms is None
+
+    async def _retract_reply(self) -> None:
+        """Cancel that reply and reopen the caller's turn: what they say next is part of it."""
+        turn, text, start, message = self._last_user  # type: ignore[misc]
+        self._finalized.add(turn)
+        self._pending.pop(turn, None)
+        await self.broadcast_interruption()  # LLM and TTS drop the reply; nothing of it was sent
+        messages = self.context.get_messages()
+        if messages and messages[-1] is message:
+            self.context.set_messages(messages[:-1])
+        if self.transcript and self.transcript[-1].get("role") == "caller" and self.transcript[-1]["text"] == text:
+            self.transcript.pop()
+        self._finals, self._user_start_ms, self._last_user = [text], start, None
+        await self._event("reply_retracted", turn=turn)
 
     async def on_barge_in(self, frame: BargeInFrame) -> None:
         await self.action("barge_in", onset_ms=round(frame.onset_ms), text=frame.text)

@@ -315,6 +315,8 @@ class PlayoutLedger:
             if kind == "audio":
                 if self.play_end_ms - now_ms >= self.lead_ms:
                     break
+                if self.play_end_ms <= now_ms and not self._startable():
+                    break  # (re)starting playout: wait for a lead's worth, so it does not stutter
                 if len(item) > RELEASE_BYTES:  # one 20 ms frame at a time: Twilio never holds more than the lead
                     self.queue[0] = (kind, item[RELEASE_BYTES:])
                     item = item[:RELEASE_BYTES]
@@ -333,6 +335,19 @@ class PlayoutLedger:
         """The round trip in audio time: echo lag of recent played marks. Delays (jitter, a slow
         Twilio start) only ever add to a played echo's lag, so the floor of the recent ones is it."""
         return min(self.lags) if self.lags else None
+
+    def _startable(self) -> bool:
+        """Enough audio queued to start playing without running dry at once: `lead_ms` of it, or the
+        rest of a complete clause (its mark is queued)."""
+        ms = 0.0
+        for kind, item in self.queue:
+            if kind == "audio":
+                ms += len(item) / 2 / SAMPLES_PER_MS
+                if ms >= self.lead_ms:
+                    return True
+            elif item.kind == "c":
+                return True
+        return False
 
     def buffered_ms(self, now_ms: float) -> float:
         """Modelled audio at Twilio not yet played."""

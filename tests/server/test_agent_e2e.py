@@ -156,3 +156,34 @@ async def test_barge_in_backchannel_and_noise_over_a_wan(server_factory, tmp_pat
     request = oa.requests[-1]
     assistant = [m for m in request["messages"] if m["role"] == "assistant"]
     assert assistant and assistant[0]["content"] == inter["heard_text"]
+
+
+async def test_outbound_machine_gets_the_voicemail_message_after_the_beep(server_factory, tmp_path, vendors):
+    """AMD first: a machine hears the voicemail message after the beep (voicemail_drop's own logic), and
+    the call is hung up once the message's mark is echoed as played; the agent never speaks."""
+    from callgate.audio import save_wav, to_int16
+    from callgate.synth import make_voicemail_greeting, speech, telephone_channel
+
+    greeting = make_voicemail_greeting("Hi, you have reached Sam. Leave a message after the tone.", beep_hz=850)
+    (tmp_path / "messages").mkdir(exist_ok=True)
+    save_wav(tmp_path / "messages" / "short.wav", to_int16(telephone_channel(speech("Please call us back."))))
+    async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+        server = agent_server(server_factory, tmp_path, rest, vendors)
+        report = await simulate_call(
+            to_int16(greeting.audio),
+            f"{server.base_url}/twiml",
+            auth_token=AUTH_TOKEN,
+            account_sid=ACCOUNT_SID,
+            params={"workflow": "agent", "agent": "tester", "message": "short.wav"},
+            rest=rest,
+            tail_secs=15,
+        )
+    assert report.ok, report.summary
+    marks = report.of("mark")
+    assert report.of("media_start")[0]["t_ms"] >= greeting.beep_offset_ms
+    assert [m["name"] for m in marks] == ["voicemail_message_end"] and marks[0]["played"]
+    assert report.of("hangup") and report.of("hangup")[0]["t_ms"] >= marks[0]["t_ms"]
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    record = server.state.finished[sid]
+    assert record.outcome == "message_played" and record.transcript == []
