@@ -146,6 +146,7 @@ class AgentWorkflow(Workflow):
         self.gate = BackgroundSpeechGate(GateAnalyzer(listen.gate), filter_vad=True)
         self.endpointer = SemanticEndpointer(self.gate.analyzer, EndpointAnalyzer(listen.endpointer))
         self._turn_end_final = False
+        self._endpointer_ends_turns = s.listen_endpointer_ends_turns
         self.before: list[FrameProcessor] = [
             self.gate, VadFrameBridge(), services.stt, self.endpointer, self.interruption
         ]
@@ -251,7 +252,7 @@ class AgentWorkflow(Workflow):
     async def _maybe_end_user_turn(self, timeout: bool = False) -> None:
         if self._user_speaking or self._user_end_ms is None or self.ended:
             return
-        if not self._turn_end_final:
+        if self._endpointer_ends_turns and not self._turn_end_final:
             return  # the endpointer has not ended the turn: a pause, not an end
         text = " ".join(self._finals)
         if not text and not (timeout and self._interim):

@@ -59,6 +59,9 @@ _WORD = re.compile(r"[a-z0-9']+")
 _DIGIT_WORDS = {w: str(i) for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six",
                                                   "seven", "eight", "nine"))} | {"oh": "0"}
 _DIGITS = {str(d) for d in range(10)}
+_OPEN_ENDINGS = {"and", "the", "to", "my", "is", "for", "with", "about", "because", "so", "um", "uh", "a", "an",
+                 "of", "in", "at", "or", "but", "that", "if", "was", "i", "would", "like", "are", "on", "your",
+                 "hmm", "well", "then", "when", "which", "who", "can", "could", "will", "it's", "i'm", "just"}
 
 
 def text_tokens(text: str) -> list[str]:
@@ -81,6 +84,8 @@ def text_feature_names(text: str) -> list[str]:
     feats = [f"w1={pad[-1]}", f"w2={pad[-2]}", f"w3={pad[-3]}", f"b={pad[-2]}_{pad[-1]}",
              f"t={pad[-3]}_{pad[-2]}_{pad[-1]}", f"f1={w[0]}", f"f2={'_'.join(w[:2])}",
              f"len={min(len(w), 12)}", "bias"]
+    # Generalises to words never seen in training: does the turn stop on a function word or a filler?
+    feats.append(f"endfunc={pad[-1] in _OPEN_ENDINGS}")
     run = 0
     for tok in reversed(w):
         if tok not in _DIGITS:

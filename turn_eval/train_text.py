@@ -83,10 +83,12 @@ def train(texts: list[str], y: np.ndarray, epochs: int = 300, lr: float = 0.5, l
     rows = np.concatenate([np.full(len(ix), i) for i, ix in enumerate(idx)])
     cols = np.concatenate(idx)
     w = np.zeros(TEXT_DIM)
+    pos = max(float(y.mean()), 1e-6)
+    sw = np.where(y == 1, 0.5 / pos, 0.5 / max(1 - pos, 1e-6))
     m, v = np.zeros_like(w), np.zeros_like(w)
     for step in range(1, epochs + 1):
         logit = np.bincount(rows, weights=w[cols], minlength=len(y))
-        err = 1 / (1 + np.exp(-logit)) - y
+        err = (1 / (1 + np.exp(-logit)) - y) * sw  # classes weighted equally
         g = np.bincount(cols, weights=err[rows], minlength=TEXT_DIM) / len(y) + l2 * w
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
@@ -126,7 +128,8 @@ def main() -> None:
     w = train(texts, y)
     path = export(w, args.out)
     model = TextCompletenessModel(path)
-    for probe in ("morning please", "friday would be good", "my number is four one five", "I need eggs and"):
+    for probe in ("morning please", "friday would be good", "my number is four one five", "I need eggs and",
+                  "I wanted to ask about", "so um"):
         print(f"  p({probe!r}) = {model.probability(probe):.3f}")
     for split in ("dev", "test"):
         tt, yy = examples(split, 2000, args.seed + 100)
