@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "replay": "replay",
     "eval": "evaluate",
+    "eval-turns": "eval_turns",
     "tune": "tune",
     "corpus": "corpus",
     "train": "train",

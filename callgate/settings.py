@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     amd_presets_path: Path | None = Field(
         None, description="AMD detector presets (JSON); defaults to pipelines/presets/amd.json."
     )
+    listen_presets_path: Path | None = Field(
+        None, description="Listening presets (gate + endpointer, JSON); defaults to pipelines/presets/listen.json."
+    )
+    listen_endpointer_ends_turns: bool = Field(
+        False,
+        description="agent: a user turn ends only on the semantic endpointer's final turn_end (else at VAD end "
+        "plus the STT final, the endpointer's events being logged only).",
+    )
     amd_callback_url: str | None = Field(
         None, description="parallel_dial / power_dial POST each verdict here as JSON, as soon as it is made."
     )

@@ -50,6 +50,7 @@ from processors.agent_frames import (
 )
 from processors.bot_speech import BotSpeechPlayer, TurnPlayout
 from processors.clauses import ClauseProcessor
+from processors.endpointer import EndpointAnalyzer, SemanticEndpointer, load_listen_preset
 from processors.frames import (
     AmdVerdictFrame,
     BeepEndFrame,
@@ -57,7 +58,11 @@ from processors.frames import (
     MarkResolvedFrame,
     SpeechEndedFrame,
     SpeechStartedFrame,
+    TurnCancelledFrame,
+    TurnEndFrame,
+    UserTurnStartFrame,
 )
+from processors.gate import BackgroundSpeechGate, GateAnalyzer
 from processors.interruption import InterruptionAnalyzer, InterruptionParams, InterruptionProcessor
 from processors.vad_bridge import VadFrameBridge
 
@@ -135,7 +140,16 @@ class AgentWorkflow(Workflow):
         self.clauses = ClauseProcessor()
         self.player = BotSpeechPlayer(call.stream_sid)
         self.player.ledger.lead_ms = s.bot_audio_lead_ms
-        self.before: list[FrameProcessor] = [VadFrameBridge(), services.stt, self.interruption]
+        # Listening (issue 9): only the caller's speech (the gate, in filter mode) reaches the STT bridge,
+        # the barge-in handler and this workflow; the endpointer decides when the caller's turn ended.
+        listen = load_listen_preset("agent", s.listen_presets_path)
+        self.gate = BackgroundSpeechGate(GateAnalyzer(listen.gate), filter_vad=True)
+        self.endpointer = SemanticEndpointer(self.gate.analyzer, EndpointAnalyzer(listen.endpointer))
+        self._turn_end_final = False
+        self._endpointer_ends_turns = s.listen_endpointer_ends_turns
+        self.before: list[FrameProcessor] = [
+            self.gate, VadFrameBridge(), services.stt, self.endpointer, self.interruption
+        ]
         self.after: list[FrameProcessor] = [services.llm, self.clauses, services.tts, self.player]
         self.leaver = VoicemailLeaver(self, resolve_message(call, messages), greeting_end_silence_for(call))
         # the LLM service carries agent.system_prompt as its system instruction
@@ -237,12 +251,15 @@ class AgentWorkflow(Workflow):
     async def _maybe_end_user_turn(self, timeout: bool = False) -> None:
         if self._user_speaking or self._user_end_ms is None or self.ended:
             return
+        if self._endpointer_ends_turns and not self._turn_end_final:
+            return  # the endpointer has not ended the turn: a pause, not an end
         text = " ".join(self._finals)
         if not text and not (timeout and self._interim):
             return
         text = " ".join([text, self._interim]).strip() if timeout else text
         start, end = self._user_start_ms, self._user_end_ms
         self._finals, self._interim, self._user_start_ms, self._user_end_ms = [], "", None, None
+        self._turn_end_final = False
         self.interruption.analyzer.turn_taken()
         self.transcript.append({"role": "caller", "text": text, "start_ms": round(start or end), "end_ms": round(end)})
         await self._event("user_transcript", text=text, final=True, start_ms=round(start or end), end_ms=round(end))
@@ -399,7 +416,12 @@ class AgentWorkflow(Workflow):
             if not self.ended:
                 await self._on_transcript(frame)
             return  # the workflow owns the context; transcripts go no further
-        if isinstance(frame, BotPlaybackFrame):
+        if isinstance(frame, TurnEndFrame | TurnCancelledFrame | UserTurnStartFrame):
+            # the endpointer's verdicts: a final end lets the turn close (with the STT's words)
+            self._turn_end_final = isinstance(frame, TurnEndFrame) and not frame.tentative
+            if self._turn_end_final:
+                await self._maybe_end_user_turn()
+        elif isinstance(frame, BotPlaybackFrame):
             self._bot_speaking = frame.speaking
             if frame.speaking and self.turn in self.player.ledger.turns:
                 await self._event("bot_turn_start", turn=self.turn, text=self.player.ledger.turns[self.turn].text)

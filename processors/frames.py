@@ -187,3 +187,90 @@ class HangupRequestFrame(ControlFrame):
     """A workflow is done with the call: the call controller hangs up once this reaches it."""
 
     reason: str = ""
+
+
+# --- Listening: background-speech gate and endpointer (processors/gate.py, processors/endpointer.py) ---
+
+
+@dataclass
+class CallerSpeechStartedFrame(SystemFrame):
+    """The gate accepted speech as the caller's, from t_ms (dated back to the VAD onset)."""
+
+    t_ms: float = 0.0
+
+
+@dataclass
+class CallerSpeechEndedFrame(SystemFrame):
+    """The caller's speech (as the gate sees it) ended at t_ms: end of the last caller-level window."""
+
+    t_ms: float = 0.0
+
+
+@dataclass
+class BackgroundSpeechFrame(SystemFrame, CallEvent):
+    """Speech the gate rejected as background (TV, another talker): it never starts a turn or a barge-in."""
+
+    start_ms: float = 0.0
+    end_ms: float = 0.0
+    t_ms: float = 0.0
+    event_name = "background_speech"
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "event": "background_speech",
+            "t_ms": round(self.t_ms),
+            "start_ms": round(self.start_ms),
+            "end_ms": round(self.end_ms),
+        }
+
+
+@dataclass
+class UserTurnStartFrame(SystemFrame, CallEvent):
+    """The caller started a turn (gated speech while no turn was open), at audio time t_ms."""
+
+    t_ms: float = 0.0
+    event_name = "user_turn_start"
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "user_turn_start", "t_ms": round(self.t_ms)}
+
+
+@dataclass
+class TurnEndFrame(SystemFrame, CallEvent):
+    """The endpointer thinks the caller's turn ended.
+
+    `tentative=True`: greedy, start the LLM now but hold its audio; a TurnCancelledFrame may follow.
+    `tentative=False`: final, release the reply (starting it first if no tentative end came before).
+    `source` names the deciding signal (smart_turn, text, smart_turn+text, silence); `confidence` is the
+    combined completeness probability (None-less: 0 when no model had spoken). `text` is the transcript.
+    """
+
+    t_ms: float = 0.0
+    source: str = ""
+    confidence: float = 0.0
+    tentative: bool = False
+    silence_ms: float = 0.0
+    text: str = ""
+    event_name = "turn_end"
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "event": "turn_end",
+            "t_ms": round(self.t_ms),
+            "source": self.source,
+            "confidence": round(self.confidence, 3),
+            "tentative": self.tentative,
+            "silence_ms": round(self.silence_ms),
+        }
+
+
+@dataclass
+class TurnCancelledFrame(SystemFrame, CallEvent):
+    """The caller went on after a tentative turn end: drop the greedy reply before any audio of it plays."""
+
+    t_ms: float = 0.0
+    after_ms: float = 0.0  # how long after the tentative end the caller resumed
+    event_name = "turn_cancelled"
+
+    def to_event(self) -> dict[str, Any]:
+        return {"event": "turn_cancelled", "t_ms": round(self.t_ms), "after_ms": round(self.after_ms)}

@@ -1,0 +1,169 @@
+"""The semantic endpointer: transcript completeness, Smart-Turn, adaptive backstop, greedy turn ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pipecat.frames.frames import InputAudioRawFrame, TranscriptionFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.tests.utils import run_test
+
+from callgate import synth
+from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, to_int16
+from processors.endpointer import (
+    EndpointAnalyzer,
+    EndpointerParams,
+    SemanticEndpointer,
+    SmartTurnModel,
+    load_listen_preset,
+    shared_text_model,
+    text_tokens,
+)
+from processors.frames import TurnCancelledFrame, TurnEndFrame, UserTurnStartFrame
+from processors.gate import WIN, WIN_MS, BackgroundSpeechGate, GateAnalyzer
+from processors.speech import SpeechDetector
+
+SPEECH = np.full(WIN, 3000, dtype=np.int16)
+QUIET = np.zeros(WIN, dtype=np.int16)
+
+
+def test_text_model_knows_unfinished_numbers_and_lists() -> None:
+    m = shared_text_model()
+    assert m.probability("My number is four one five") < 0.2
+    assert m.probability("I need eggs, milk,") < 0.2
+    assert m.probability("I was wondering, um,") < 0.2
+    assert m.probability("Yes, that's right.") > 0.7
+    assert m.probability("My number is four one five five five five zero one two three") > 0.5
+
+
+def test_text_tokens_ignore_punctuation_and_split_digits() -> None:
+    assert text_tokens("My number is 415, um...") == ["my", "number", "is", "4", "1", "5", "um"]
+    assert text_tokens("Four oh five!") == ["4", "0", "5"]
+
+
+def _drive(ep: EndpointAnalyzer, speech_windows: int, silence_windows: int, text: str | None = None,
+           p_audio: float | None = None) -> list:
+    events = []
+    for _ in range(speech_windows):
+        events += ep.process_window(SPEECH, True, None)
+    for i in range(silence_windows):
+        if text is not None and i == 3:  # the STT's words arrive ~100 ms into the pause
+            ep.set_transcript(text)
+        req = ep.pending_audio_request
+        if req is not None and p_audio is not None:
+            ep.pending_audio_request = None
+            ep.set_audio_probability(req.pause_id, p_audio)
+        events += ep.process_window(QUIET, False, None)
+    return events
+
+
+def test_complete_turn_ends_fast_with_a_tentative_end_first() -> None:
+    ep = EndpointAnalyzer(EndpointerParams(final_min_ms=200, tentative_ms=128))
+    ev = _drive(ep, 30, 40, text="Yes, that's right.", p_audio=0.9)
+    kinds = [(e.kind, e.tentative) for e in ev]
+    assert kinds[0] == ("user_turn_start", False)
+    ends = [e for e in ev if e.kind == "turn_end"]
+    assert [e.tentative for e in ends] == [True, False]
+    final = ends[1]
+    assert final.silence_ms <= 300
+    assert final.source == "smart_turn+text" and final.confidence > 0.8
+    assert ep.state == "idle"
+
+
+def test_unfinished_transcript_holds_the_turn_through_a_long_pause() -> None:
+    ep = EndpointAnalyzer(EndpointerParams(incomplete_ms=2000, backstop_default_ms=1200))
+    ev = _drive(ep, 30, int(1500 / WIN_MS), text="My number is four one five", p_audio=0.95)
+    assert not [e for e in ev if e.kind == "turn_end" and not e.tentative]
+    # and the caller goes on: no new turn, and a tentative end (if any) is cancelled
+    more = _drive(ep, 10, 0)
+    assert not [e for e in more if e.kind == "user_turn_start"]
+    if any(e.kind == "turn_end" for e in ev):
+        assert [e.kind for e in more] == ["turn_cancelled"]
+
+
+def test_greedy_end_is_cancelled_when_the_caller_goes_on() -> None:
+    ep = EndpointAnalyzer(EndpointerParams(tentative_p=0.5, tentative_ms=96, final_min_ms=600, p_high=0.99))
+    ev = _drive(ep, 20, 8, p_audio=0.9)
+    assert [(e.kind, e.tentative) for e in ev][-1] == ("turn_end", True)
+    more = _drive(ep, 5, 0)
+    assert more[0].kind == "turn_cancelled" and more[0].after_ms > 0
+    assert ep.state == "turn"
+
+
+def test_silence_backstop_follows_the_callers_own_pauses() -> None:
+    p = EndpointerParams(backstop_default_ms=1200, backstop_min_ms=500, backstop_max_ms=2500, backstop_margin_ms=200,
+                         min_pauses=2, incomplete_ms=3000)
+    ep = EndpointAnalyzer(p, use_text=False)
+    assert ep.backstop_ms() == 1200
+    for _ in range(4):  # a caller who pauses ~1.5 s inside turns
+        _drive(ep, 10, int(1500 / WIN_MS))
+    assert 1600 <= ep.backstop_ms() <= 1800
+    brisk = EndpointAnalyzer(p, use_text=False)
+    for _ in range(4):
+        _drive(brisk, 10, int(400 / WIN_MS))
+    assert brisk.backstop_ms() == pytest.approx(max(500, 416 + 200), abs=40)
+    # with no model at all, silence alone ends the turn at the backstop
+    ev = _drive(brisk, 10, int(1500 / WIN_MS))
+    end = [e for e in ev if e.kind == "turn_end"][0]
+    assert end.source == "silence" and end.silence_ms == pytest.approx(brisk.backstop_ms(), abs=WIN_MS + 1)
+
+
+def test_audio_request_carries_the_turn_and_a_stale_answer_is_ignored() -> None:
+    ep = EndpointAnalyzer(use_text=False)
+    _drive(ep, 25, 4)
+    req = ep.pending_audio_request
+    assert req is not None and len(req.pcm) >= 25 * WIN
+    ep.process_window(SPEECH, True, None)  # the caller speaks again before the answer comes back
+    ep.set_audio_probability(req.pause_id, 0.99)
+    assert ep.probability() is None
+
+
+def test_smart_turn_runs_the_bundled_model_on_8khz_audio() -> None:
+    x = synth.speech("Hello, I would like to change my address please.")
+    p = SmartTurnModel().probability(to_int16(synth.telephone_channel(x)))
+    assert 0.0 <= p <= 1.0
+
+
+def test_shipped_listen_preset_loads_and_bad_ones_are_named(tmp_path) -> None:
+    preset = load_listen_preset("agent")
+    assert preset.endpointer.final_min_ms > 0 and preset.gate.fallback_dbfs < 0
+    with pytest.raises(ValueError, match="no listen preset"):
+        load_listen_preset("nope")
+    bad = tmp_path / "l.json"
+    bad.write_text('{"workflows": {"agent": {"endpointer": {"final_min": 1}}}}')
+    with pytest.raises(ValueError, match="unknown endpointer parameter"):
+        load_listen_preset("agent", bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_listen_preset("agent", bad)
+
+
+def _frames(pcm: np.ndarray) -> list:
+    return [
+        InputAudioRawFrame(audio=pcm[i : i + FRAME_SAMPLES].tobytes(), sample_rate=SAMPLE_RATE, num_channels=1)
+        for i in range(0, len(pcm) - FRAME_SAMPLES + 1, FRAME_SAMPLES)
+    ]
+
+
+async def test_processors_end_a_spoken_turn_with_smart_turn_on_a_worker_thread() -> None:
+    said = "Yes, that's right."
+    x = synth.speech(said, voice="en-us+m3")
+    pcm = to_int16(synth.telephone_channel(synth.concat(synth.silence(0.4), x / np.max(np.abs(x)) * 0.3,
+                                                        synth.silence(2.5))))
+    gate = GateAnalyzer()
+    frames = _frames(pcm)
+    # the STT's final transcript arrives mid-way through the trailing silence
+    cut = (len(pcm) - int(2.2 * SAMPLE_RATE)) // FRAME_SAMPLES
+    frames.insert(cut, TranscriptionFrame(text=said, user_id="caller", timestamp="t"))
+
+    endpointer = SemanticEndpointer(gate)
+    pipeline = Pipeline([SpeechDetector(), BackgroundSpeechGate(gate), endpointer])
+    down, _ = await run_test(pipeline, frames_to_send=frames)
+    starts = [f for f in down if isinstance(f, UserTurnStartFrame)]
+    ends = [f for f in down if isinstance(f, TurnEndFrame) and not f.tentative]
+    assert len(starts) == 1 and 300 <= starts[0].t_ms <= 700
+    assert ends, "the turn never ended"
+    speech_end = (0.4 * SAMPLE_RATE + len(x)) / SAMPLE_RATE * 1000
+    assert speech_end - 200 <= ends[0].t_ms <= speech_end + 2500
+    assert ends[0].to_event()["event"] == "turn_end"
+    assert not [f for f in down if isinstance(f, TurnCancelledFrame)]

@@ -1,0 +1,194 @@
+"""The background-speech gate: learns the caller's level, rejects quieter speech, never clips the caller."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.tests.utils import run_test
+
+from callgate import synth
+from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, to_int16
+from processors.frames import BackgroundSpeechFrame, CallerSpeechStartedFrame, SpeechStartedFrame
+from processors.gate import WIN, WIN_MS, BackgroundSpeechGate, GateAnalyzer, GateParams, window_level_db
+from processors.speech import SpeechDetector
+
+
+@lru_cache(maxsize=8)
+def _voice(text: str, voice: str = "en-us+m3") -> np.ndarray:
+    """Offline TTS with the leading/trailing silence cut (a VAD's onset is where the speech starts)."""
+    x = synth.speech(text, voice=voice)
+    k = SAMPLE_RATE // 100
+    p = np.mean(x[: len(x) // k * k].reshape(-1, k) ** 2, axis=1)
+    on = np.flatnonzero(p >= p.max() * 1e-3)
+    return x[on[0] * k : (on[-1] + 1) * k]
+
+
+def _at_level(x: np.ndarray, dbfs: float) -> np.ndarray:
+    return to_int16(x * (10 ** (dbfs / 20) / (synth.active_rms(x) + 1e-12)))
+
+
+class _Feed:
+    """Feeds a GateAnalyzer the way the processor does: windows, then the VAD's edges (oracle here)."""
+
+    def __init__(self, gate: GateAnalyzer) -> None:
+        self.gate, self.events = gate, []
+
+    def silence(self, secs: float) -> None:
+        self.audio(np.zeros(int(secs * SAMPLE_RATE), np.int16), vad=False)
+
+    def audio(self, pcm: np.ndarray, vad: bool = True) -> tuple[float, float]:
+        onset = self.gate._t_ms
+        n = len(pcm) // WIN
+        for i in range(n):
+            self.events += self.gate.process_window(pcm[i * WIN : (i + 1) * WIN])
+            if vad and i == 2:  # a VAD confirms speech after ~96 ms and dates it back to the onset
+                self.events += self.gate.vad_start(onset)
+        end = self.gate._t_ms
+        if vad:
+            self.events += self.gate.vad_end(end)
+        return onset, end
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+def test_caller_accepted_under_static_fallback_then_level_learned() -> None:
+    feed = _Feed(GateAnalyzer())
+    feed.silence(0.5)
+    onset, _end = feed.audio(_at_level(_voice("Hello, this is Maria speaking."), -22))
+    assert feed.events[0].kind == "caller_start"
+    assert feed.events[0].t_ms == pytest.approx(onset)  # dated back to the VAD onset: nothing clipped
+    assert "background_start" not in feed.kinds()
+    assert feed.gate.baseline_db is not None
+    assert -30 < feed.gate.baseline_db < -15
+
+
+def test_quieter_background_speech_is_rejected_and_reported_with_its_span() -> None:
+    gate = GateAnalyzer()
+    feed = _Feed(gate)
+    feed.audio(_at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20))
+    feed.silence(2.0)
+    feed.events.clear()
+    onset, end = feed.audio(_at_level(_voice("And now the weather for the weekend.", "en-gb+f3"), -32))
+    assert "caller_start" not in feed.kinds()
+    assert feed.kinds() == ["background_start", "background_end"]
+    assert feed.events[0].t_ms == pytest.approx(onset)
+    assert feed.events[1].t_ms == pytest.approx(end)
+    assert not gate.is_caller_speech()
+
+
+def test_caller_speech_at_its_own_level_passes_after_background() -> None:
+    feed = _Feed(GateAnalyzer())
+    feed.audio(_at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20))
+    feed.silence(1.0)
+    feed.audio(_at_level(_voice("And now the weather.", "en-gb+f3"), -33))
+    feed.silence(1.0)
+    feed.events.clear()
+    feed.audio(_at_level(_voice("Yes, that's right."), -21))
+    assert feed.kinds()[0] == "caller_start"
+
+
+def _peak_db(pcm: np.ndarray) -> float:
+    return max(window_level_db(pcm[i * WIN : (i + 1) * WIN]) for i in range(len(pcm) // WIN))
+
+
+def _with_peak(x: np.ndarray, peak_db: float) -> np.ndarray:
+    pcm = _at_level(x, -30)
+    return to_int16(pcm.astype(np.float32) / 32768 * 10 ** ((peak_db - _peak_db(pcm)) / 20))
+
+
+def test_grace_lets_a_soft_next_word_through_only_right_after_the_caller() -> None:
+    params = GateParams(open_offset_db=5.0, grace_db=4.0, grace_ms=500.0)
+    opener = _at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20)
+
+    def soft_after(pause_s: float) -> list[str]:
+        feed = _Feed(GateAnalyzer(params))
+        feed.audio(opener)
+        base = feed.gate.baseline_db
+        assert base is not None
+        feed.silence(pause_s)
+        feed.events.clear()
+        feed.audio(_with_peak(_voice("um, okay"), base - 7))  # 7 dB under: outside the 5 dB open offset
+        return feed.kinds()
+
+    assert soft_after(0.2)[0] == "caller_start"  # within the grace period
+    assert "caller_start" not in soft_after(2.0)
+
+
+def test_media_mode_switches_on_with_continuous_background_speech() -> None:
+    gate = GateAnalyzer()
+    feed = _Feed(gate)
+    feed.audio(_at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20))
+    thr_normal = gate.open_threshold_db(gate._t_ms + 5000)
+    tv = _at_level(_voice("Scattered showers are expected tonight and the home team scored twice.", "en-gb+f3"), -34)
+    for _ in range(3):
+        feed.audio(tv)
+    assert gate.media_mode
+    assert gate.open_threshold_db(gate._t_ms + 5000) > thr_normal
+
+
+def test_caller_level_is_forgotten_after_the_rolling_window() -> None:
+    gate = GateAnalyzer(GateParams(window_s=5.0))
+    feed = _Feed(gate)
+    feed.audio(_at_level(_voice("Hello, this is Maria speaking."), -20))
+    assert gate.baseline_db is not None
+    feed.silence(6.0)
+    assert gate.baseline_db is None  # back to the static fallback
+    assert gate.open_threshold_db() == pytest.approx(max(-35.0, gate.floor_db + 12.0))
+
+
+def test_window_is_caller_flags_match_the_caller_speech() -> None:
+    gate = GateAnalyzer()
+    feed = _Feed(gate)
+    feed.silence(0.3)
+    onset, end = feed.audio(_at_level(_voice("Hello there."), -20))
+    mid = onset + (end - onset) / 2
+    assert gate.window_is_caller(round(mid / WIN_MS) * WIN_MS)
+    assert not gate.window_is_caller(0.0)
+
+
+def test_params_from_dict_rejects_unknown_names() -> None:
+    assert GateParams.from_dict({"open_offset_db": 4}).open_offset_db == 4.0
+    with pytest.raises(ValueError, match="unknown gate parameter"):
+        GateParams.from_dict({"open_ofset_db": 4})
+
+
+def _frames(pcm: np.ndarray) -> list[InputAudioRawFrame]:
+    return [
+        InputAudioRawFrame(audio=pcm[i : i + FRAME_SAMPLES].tobytes(), sample_rate=SAMPLE_RATE, num_channels=1)
+        for i in range(0, len(pcm) - FRAME_SAMPLES + 1, FRAME_SAMPLES)
+    ]
+
+
+async def test_processor_after_the_real_vad_starts_the_caller_and_logs_the_tv() -> None:
+    caller = _at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20)
+    tv = _at_level(_voice("And now the weather for the weekend.", "en-gb+f3"), -34)
+    gap = np.zeros(SAMPLE_RATE, np.int16)
+    pcm = np.concatenate([gap[:2000], caller, gap, tv, gap])
+    down, _ = await run_test(Pipeline([SpeechDetector(), BackgroundSpeechGate()]), frames_to_send=_frames(pcm))
+    starts = [f for f in down if isinstance(f, CallerSpeechStartedFrame)]
+    vad_starts = [f for f in down if isinstance(f, SpeechStartedFrame)]
+    bg = [f for f in down if isinstance(f, BackgroundSpeechFrame)]
+    assert len(vad_starts) >= 2
+    assert len(starts) == 1 and starts[0].t_ms == pytest.approx(vad_starts[0].t_ms)
+    tv_on = (2000 + len(caller) + SAMPLE_RATE) / 8
+    assert bg and all(b.start_ms >= tv_on - 100 for b in bg)
+    assert bg[0].to_event()["event"] == "background_speech"
+
+
+async def test_filter_mode_passes_the_vad_frames_of_the_caller_only() -> None:
+    caller = _at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20)
+    tv = _at_level(_voice("And now the weather for the weekend.", "en-gb+f3"), -34)
+    gap = np.zeros(SAMPLE_RATE, np.int16)
+    pcm = np.concatenate([gap[:2000], caller, gap, tv, gap])
+    gate = BackgroundSpeechGate(filter_vad=True)
+    down, _ = await run_test(Pipeline([SpeechDetector(), gate]), frames_to_send=_frames(pcm))
+    vad_starts = [f for f in down if isinstance(f, SpeechStartedFrame)]
+    caller_starts = [f for f in down if isinstance(f, CallerSpeechStartedFrame)]
+    assert len(vad_starts) == len(caller_starts) == 1  # the TV's VAD start was swallowed
+    assert vad_starts[0].t_ms == caller_starts[0].t_ms
+    assert [f for f in down if isinstance(f, BackgroundSpeechFrame)]

@@ -1,0 +1,144 @@
+"""Train the transcript-completeness model and export it to ONNX (processors/data/turn_text.onnx).
+
+    python -m turn_eval.train_text [--n 20000] [--seed 3]
+
+Examples are generated turns (turn_eval.dataset.turn_script) from the *dev* word pools only: every
+prefix that ends where a caller pauses mid-turn is incomplete (0), the whole turn is complete (1), and
+prefixes cut at random words are incomplete too; plus everyday replies (GENERIC), complete, and cut
+after or extended by a function word or filler, incomplete. Features are processors.endpointer.text_feature_names
+hashed into 4096 slots; the model is a logistic regression (sparse gradient descent, L2), exported as
+MatMul + Add + Sigmoid (16 KB). It prints accuracy on turns built from the held-out *test* pools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from processors.endpointer import TEXT_DIM, TEXT_MODEL_PATH, TextCompletenessModel, text_feature_names
+from turn_eval.dataset import KINDS, LEX, turn_script
+
+
+def examples(split: str, n_turns: int, seed: int) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    kinds = [k for k, _ in KINDS]
+    texts, ys = [], []
+    for _ in range(n_turns):
+        segs = turn_script(str(rng.choice(kinds)), rng, LEX[split])
+        for i in range(1, len(segs)):
+            texts.append(" ".join(segs[:i]))
+            ys.append(0)
+        full = " ".join(segs)
+        texts.append(full)
+        ys.append(1)
+        words = full.split()
+        if len(words) > 2 and rng.random() < 0.5:
+            texts.append(" ".join(words[: int(rng.integers(1, len(words)))]))
+            ys.append(0)
+    return texts, np.asarray(ys, dtype=np.float64)
+
+
+# Everyday replies beyond the turn set's templates (none of them in any test), so the model learns the
+# general cue, "a turn that stops on a function word, a filler or mid number is unfinished", rather
+# than the templates' words.
+GENERIC = [
+    "yes please", "no thanks", "that works for me", "sounds good to me", "next week would be better",
+    "in the evening if possible", "around three o'clock", "that is correct", "I am not sure", "maybe later",
+    "can you repeat that", "what time do you close", "how much does it cost", "I already paid it",
+    "it was delivered to the wrong address", "my email is not working", "I want to speak to a manager",
+    "please send me a copy", "the second one", "both of them", "just the one", "as soon as possible",
+    "thank you very much", "okay great", "not really", "I think so", "tomorrow afternoon", "early morning",
+    "the blue one", "at the front desk", "for two people", "on the fifth floor", "with my husband",
+]
+FUNCTION_ENDINGS = ["and", "the", "to", "my", "is", "for", "with", "about", "because", "so", "um", "uh", "a",
+                    "of", "in", "at", "or", "but", "that", "if", "was", "I", "would", "like"]
+
+
+def generic_examples(n: int, seed: int) -> tuple[list[str], list[int]]:
+    rng = np.random.default_rng(seed)
+    texts, ys = [], []
+    for _ in range(n):
+        s = str(rng.choice(GENERIC))
+        texts.append(s)
+        ys.append(1)
+        words = s.split()
+        cut = [i for i, w in enumerate(words[:-1]) if w in FUNCTION_ENDINGS]
+        if cut:
+            texts.append(" ".join(words[: int(rng.choice(cut)) + 1]))
+            ys.append(0)
+        texts.append(s + " " + str(rng.choice(FUNCTION_ENDINGS)))  # "... and", "... um": goes on
+        ys.append(0)
+    return texts, ys
+
+
+def _indices(texts: list[str]) -> list[np.ndarray]:
+    return [np.array([zlib.crc32(f.encode()) % TEXT_DIM for f in text_feature_names(t)]) for t in texts]
+
+
+def train(texts: list[str], y: np.ndarray, epochs: int = 300, lr: float = 0.5, l2: float = 1e-4) -> np.ndarray:
+    idx = _indices(texts)
+    rows = np.concatenate([np.full(len(ix), i) for i, ix in enumerate(idx)])
+    cols = np.concatenate(idx)
+    w = np.zeros(TEXT_DIM)
+    pos = max(float(y.mean()), 1e-6)
+    sw = np.where(y == 1, 0.5 / pos, 0.5 / max(1 - pos, 1e-6))
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for step in range(1, epochs + 1):
+        logit = np.bincount(rows, weights=w[cols], minlength=len(y))
+        err = (1 / (1 + np.exp(-logit)) - y) * sw  # classes weighted equally
+        g = np.bincount(cols, weights=err[rows], minlength=TEXT_DIM) / len(y) + l2 * w
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        w -= lr * 0.1 * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+    return w
+
+
+def export(w: np.ndarray, path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    W = numpy_helper.from_array(w.astype(np.float32).reshape(TEXT_DIM, 1), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "W"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["p"])],
+        "turn_text",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, TEXT_DIM])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 1])],
+        [W],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="callgate")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20000, help="generated turns (dev word pools)")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=TEXT_MODEL_PATH)
+    args = ap.parse_args()
+    texts, y = examples("dev", args.n, args.seed)
+    gt, gy = generic_examples(args.n // 4, args.seed + 1)
+    texts, y = texts + gt, np.concatenate([y, np.asarray(gy, dtype=np.float64)])
+    w = train(texts, y)
+    path = export(w, args.out)
+    model = TextCompletenessModel(path)
+    for probe in ("morning please", "friday would be good", "my number is four one five", "I need eggs and",
+                  "I wanted to ask about", "so um"):
+        print(f"  p({probe!r}) = {model.probability(probe):.3f}")
+    for split in ("dev", "test"):
+        tt, yy = examples(split, 2000, args.seed + 100)
+        p = np.array([model.probability(t) for t in tt])
+        acc = float(np.mean((p >= 0.5) == (yy == 1)))
+        print(f"{split}: {len(tt)} prefixes, accuracy {acc:.3f}, complete recall {np.mean(p[yy == 1] >= 0.5):.3f}, "
+              f"incomplete recall {np.mean(p[yy == 0] < 0.5):.3f}")
+    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB) from {len(texts)} examples")
+
+
+if __name__ == "__main__":
+    main()
