@@ -24,7 +24,6 @@ from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
 from tests.server.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, FAST_STREAM
 from tests.server.processes import REPO
-from tests.store.pg import shared_pg_server
 
 N_CONTACTS = 200
 RATE = 10.0
@@ -120,15 +119,6 @@ def runner(server, db_url: str, contacts_path, window: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}"
-    server = shared_pg_server()
-    if server is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed: run scripts/system_deps.sh")
-    return await server.create_database()
 
 
 @pytest.mark.timeout(240)

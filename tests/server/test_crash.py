@@ -14,7 +14,6 @@ import signal
 import time
 
 import httpx
-import pytest
 
 from callgate.audio import save_wav, to_int16
 from callgate.store import CallStore
@@ -23,22 +22,12 @@ from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
 from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN
 from tests.server.processes import ServerProcess
-from tests.store.pg import shared_pg_server
 
 N_CALLS = 10
 STAGGER_SECS = 0.5
 KILL_WHEN_HEARD = 4  # kill once this many calls heard their message more than 1.3 s ago
 SLACK_SECS = 0.1  # the phone hears the message a moment after the server recorded it; no more is allowed
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}"
-    server = shared_pg_server()
-    if server is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed: run scripts/system_deps.sh")
-    return await server.create_database()
 
 
 async def test_sigkill_mid_calls_loses_at_most_the_last_second(tmp_path, database_url):

@@ -9,26 +9,15 @@ import signal
 import xml.etree.ElementTree as ET
 
 import httpx
-import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
 from simulator.phone import new_sid
 from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN
 from tests.server.processes import ServerProcess
-from tests.store.pg import shared_pg_server
 
 VALIDATOR = RequestValidator(AUTH_TOKEN)
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'callgate.db'}"
-    server = shared_pg_server()
-    if server is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed: run scripts/system_deps.sh")
-    return await server.create_database()
 
 
 def webhook_token(server: ServerProcess, call_sid: str) -> tuple[str, dict[str, str]]:
