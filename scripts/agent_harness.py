@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 AUTH_TOKEN = "bench-auth-token-not-a-secret"
+API_KEY = "bench-control-api-key-not-a-secret"  # the server refuses GET /calls without a key
 ACCOUNT_SID = "AC" + "b" * 32
 
 
@@ -63,6 +64,7 @@ def agent_server(rest_url: str, agent_toml: str, dg: Any, oa: Any, ct: Any, **ov
             cartesia_api_key="ct-bench",
             cartesia_url=ct.url,
             call_timeout_secs=600,
+            api_keys=API_KEY,
             log_level="ERROR",
             **overrides,
         )
@@ -88,6 +90,7 @@ def agent_server(rest_url: str, agent_toml: str, dg: Any, oa: Any, ct: Any, **ov
 
 async def scripted_call(base: str, rest: Any, script: Any, delay_ms: float = 0.0) -> tuple[Any, dict[str, Any]]:
     """One scripted call into the agent; returns the simulator's report and the server's call record."""
+    from simulator.control import wait_for_record
     from simulator.phone import simulate_call
 
     report = await simulate_call(
@@ -100,15 +103,7 @@ async def scripted_call(base: str, rest: Any, script: Any, delay_ms: float = 0.0
         script=script,
         network_delay_ms=delay_ms,
     )
-    record: dict[str, Any] = {}
-    async with httpx.AsyncClient() as client:
-        for _ in range(100):
-            r = await client.get(f"{base}/calls/{report.summary['call_sid']}")
-            if r.status_code == 200 and r.json()["status"] == "completed":
-                record = r.json()
-                break
-            await asyncio.sleep(0.1)
-    return report, record
+    return report, await wait_for_record(base, report.summary["call_sid"], API_KEY)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -169,8 +169,8 @@ def _start_server(port: int, rest_url: str, workdir: Path) -> subprocess.Popen:
 
 async def _run_conversations(convs: list[Conversation], port: int, rest) -> list[tuple]:
     """The conversation rows, two at a time (each runs in real time: its services answer on the wall clock)."""
-    import httpx
 
+    from simulator.control import wait_for_record
     from simulator.phone import simulate_call
     from simulator.script import parse_script
 
@@ -183,15 +183,7 @@ async def _run_conversations(convs: list[Conversation], port: int, rest) -> list
         else:
             report = await simulate_call(np.zeros(0, np.int16), f"{base}/twiml", script=parse_script(c.script),
                                          **kwargs)
-        record: dict = {}
-        async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                r = await client.get(f"{base}/calls/{report.summary['call_sid']}")
-                if r.status_code == 200 and r.json()["status"] == "completed":
-                    record = r.json()
-                    break
-                await asyncio.sleep(0.1)
-        return c, report, record
+        return c, report, await wait_for_record(base, report.summary["call_sid"], API_KEY)
 
     out = []
     for i in range(0, len(convs), 2):
