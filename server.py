@@ -58,6 +58,7 @@ from callgate.metrics import Metrics, monitor_loop
 from callgate.recording import CallRecording
 from callgate.settings import Settings, get_settings
 from callgate.store import CallStore, DbTokenStore, FallbackTokenStore
+from pipelines.actions import CallGoneError
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
 from pipelines.message import MessageCache
@@ -74,6 +75,7 @@ START_TIMEOUT_SECS = 10.0
 MAX_MESSAGES_BEFORE_START = 50  # Twilio sends `connected` then `start`; more than this is a flood
 DRAIN_AFTER_STOP_SECS = 10.0
 POLICY_VIOLATION = 1008
+CALL_NOT_IN_PROGRESS = 21220  # Twilio REST error: "Call is not in-progress. Cannot redirect."
 # Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
 PASSTHROUGH_PARAMS = ("message", "agent", "amd", *TWILIO_AMD_PARAMS)
 CAMPAIGN_ID = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -488,6 +490,9 @@ class TwilioCallControl:
             )
             return True
         except TwilioRestException as e:
+            if e.code == CALL_NOT_IN_PROGRESS:
+                logger.info(f"{self.call_sid}: the call ended before the update reached Twilio")
+                raise CallGoneError(e.msg) from e
             logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
             self._on_error()
             return False

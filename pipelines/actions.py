@@ -14,11 +14,16 @@ from callgate.settings import Settings
 from twiml.responses import dial, say_and_hangup
 
 
+class CallGoneError(Exception):
+    """Twilio says the call is no longer in progress (the caller hung up before the action reached it)."""
+
+
 class CallControl(Protocol):
     """The handle a workflow uses to act on its call outside the media stream."""
 
     async def redirect(self, twiml: str) -> bool:
-        """Replace the call's TwiML (Twilio then ends the stream). True when Twilio took it."""
+        """Replace the call's TwiML (Twilio then ends the stream). True when Twilio took it; raises
+        CallGoneError when the call had already ended."""
         ...
 
 

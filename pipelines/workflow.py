@@ -19,7 +19,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
-from pipelines.actions import human_twiml
+from pipelines.actions import CallGoneError, human_twiml
 from pipelines.call import CallConfig
 from processors.frames import (
     AmdVerdictFrame,
@@ -138,7 +138,13 @@ class Workflow(FrameProcessor):
         if self.ended:
             return
         self.ended = True
-        ok = await self.call.control.redirect(twiml) if self.call.control else False
+        try:
+            ok = await self.call.control.redirect(twiml) if self.call.control else False
+        except CallGoneError:  # the caller hung up while the hand-off was on its way: their hang-up ends it
+            self.outcome = self.outcome or "remote_hangup"
+            await self.action("remote_hangup", during=action)
+            await self.push_frame(EndWorkerFrame(reason="remote_hangup"))
+            return
         self.outcome = self.outcome or (action if ok else f"{action}_failed")
         await self.action(action, ok=ok)
         await self.push_frame(EndWorkerFrame(reason=action))
