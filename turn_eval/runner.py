@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from callgate.audio import FRAME_SAMPLES, load_audio
+from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, load_audio
 from processors.endpointer import EndpointAnalyzer, EndpointerParams, SmartTurnModel, TextCompletenessModel
 from processors.gate import WIN, WIN_MS, GateAnalyzer, GateParams
-from processors.speech import SpeechAnalyzer
+from processors.speech import SpeechAnalyzer, SpeechEvent
 
 SYSTEMS = ("callgate", "timer_800ms", "pipecat_default", "vad_only")
 
@@ -63,21 +63,6 @@ class CachedSmartTurn:
             self.cache[k] = self._model.probability(pcm[max(0, a) : b])
             self.calls += 1
         return self.cache[k]
-
-
-class _ReplayConfidences:
-    """Stands in for SpeechAnalyzer's Silero: the confidence computed once for the window being scored.
-
-    SpeechAnalyzer skips Silero on quiet windows, so the window is found from the analyzer's own
-    sample count (incremented just before it asks), not by counting calls.
-    """
-
-    def __init__(self, conf: np.ndarray, analyzer: SpeechAnalyzer) -> None:
-        self._conf, self._sa = conf, analyzer
-
-    def voice_confidence(self, _buf: bytes) -> float:
-        i = self._sa._consumed // WIN - 1
-        return float(self._conf[i]) if 0 <= i < len(self._conf) else 0.0
 
 
 @dataclass
@@ -288,18 +273,33 @@ def oracle_words(labels: dict[str, Any], lag_ms: float) -> list[tuple[float, flo
     return out
 
 
+class _ReplayedSpeechAnalyzer(SpeechAnalyzer):
+    """The production SpeechAnalyzer state machine (its windowing and start/stop hangover) fed the
+    confidences Silero gave this file once, so a parameter sweep never runs the model again."""
+
+    def __init__(self, conf: np.ndarray, params: dict[str, float]) -> None:  # no model: cached scores
+        self._conf = conf
+        self._window = WIN
+        self.threshold = params.get("threshold", 0.6)
+        self.start_ms = params.get("start_ms", 96.0)
+        self.stop_ms = params.get("stop_ms", 200.0)
+        self._min_rms = 32768.0 * 10 ** (params.get("min_dbfs", -50.0) / 20)
+        self._buf = np.zeros(0, dtype=np.int16)
+        self._consumed = 0
+        self.speaking = False
+        self._candidate_ms = None
+        self._last_voiced_end_ms = 0.0
+
+    def process(self, pcm: bytes | np.ndarray) -> list[SpeechEvent]:
+        windows = self._take_windows(pcm)
+        scores = []
+        for w in windows:
+            if w.pcm is not None:
+                i = int(round(w.t0 * SAMPLE_RATE / 1000)) // WIN
+                scores.append(float(self._conf[i]) if i < len(self._conf) else 0.0)
+        return self._decide(windows, scores)
+
+
 def _speech_analyzer(conf: np.ndarray, params: dict[str, float]) -> SpeechAnalyzer:
     """A SpeechAnalyzer (the production state machine) whose Silero is replaced by cached confidences."""
-    sa = SpeechAnalyzer.__new__(SpeechAnalyzer)
-    sa._vad = _ReplayConfidences(conf, sa)  # type: ignore[assignment]
-    sa._window = WIN
-    sa.threshold = params.get("threshold", 0.6)
-    sa.start_ms = params.get("start_ms", 96.0)
-    sa.stop_ms = params.get("stop_ms", 200.0)
-    sa._min_rms = 32768.0 * 10 ** (params.get("min_dbfs", -50.0) / 20)
-    sa._buf = np.zeros(0, dtype=np.int16)
-    sa._consumed = 0
-    sa.speaking = False
-    sa._candidate_ms = None
-    sa._last_voiced_end_ms = 0.0
-    return sa
+    return _ReplayedSpeechAnalyzer(conf, params)
