@@ -54,6 +54,23 @@ def agent_server(server_factory, tmp_path, rest, vendors, **overrides):
     )
 
 
+async def scripted_agent_call(server_factory, tmp_path, vendors, script, network_delay_ms: float = 0.0):
+    """One scripted caller into the agent (AMD off) on a fresh server; returns (server, report)."""
+    async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+        server = agent_server(server_factory, tmp_path, rest, vendors)
+        report = await simulate_call(
+            np.zeros(0, np.int16),
+            f"{server.base_url}/twiml",
+            auth_token=AUTH_TOKEN,
+            account_sid=ACCOUNT_SID,
+            params={"workflow": "agent", "agent": "tester", "amd": "off"},
+            rest=rest,
+            script=script,
+            network_delay_ms=network_delay_ms,
+        )
+    return server, report
+
+
 async def test_three_turn_conversation_with_marks_and_transcript(server_factory, tmp_path, vendors):
     dg, oa, _ = vendors
     lines = ["I would like to move my appointment.", "Friday would be good.", "Morning please."]
@@ -66,17 +83,7 @@ async def test_three_turn_conversation_with_marks_and_transcript(server_factory,
     script = parse_script(
         {"voice": "en-us+m3", "tail_ms": 1500, "step": [{"say": line, "gap_ms": 500} for line in lines]}
     )
-    async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = agent_server(server_factory, tmp_path, rest, vendors)
-        report = await simulate_call(
-            np.zeros(0, np.int16),
-            f"{server.base_url}/twiml",
-            auth_token=AUTH_TOKEN,
-            account_sid=ACCOUNT_SID,
-            params={"workflow": "agent", "agent": "tester", "amd": "off"},
-            rest=rest,
-            script=script,
-        )
+    server, report = await scripted_agent_call(server_factory, tmp_path, vendors, script)
     assert report.ok, report.summary
     assert [ev["text"] for ev in report.of("caller_line")] == lines  # all three turns were said
     # every bot clause is followed by a mark, and every one of them echoed as played
@@ -123,18 +130,7 @@ async def test_barge_in_backchannel_and_noise_over_a_wan(server_factory, tmp_pat
             ],
         }
     )
-    async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = agent_server(server_factory, tmp_path, rest, vendors)
-        report = await simulate_call(
-            np.zeros(0, np.int16),
-            f"{server.base_url}/twiml",
-            auth_token=AUTH_TOKEN,
-            account_sid=ACCOUNT_SID,
-            params={"workflow": "agent", "agent": "tester", "amd": "off"},
-            rest=rest,
-            script=script,
-            network_delay_ms=150,
-        )
+    server, report = await scripted_agent_call(server_factory, tmp_path, vendors, script, network_delay_ms=150)
     assert report.ok, report.summary
     clears = report.of("clear")
     assert len(clears) == 1, clears  # the barge-in only: no clear for the backchannel or the noise
