@@ -43,6 +43,7 @@ from processors.agent_frames import (
     AgentEventFrame,
     BargeInFrame,
     BotPlaybackFrame,
+    BotResumeFrame,
     BotSayFrame,
     BotTurnStartFrame,
     LlmFirstTokenFrame,
@@ -176,7 +177,10 @@ class AgentWorkflow(Workflow):
         self._finalized: set[int] = set()
         self._spoke: set[int] = set()  # LLM turns whose reply has text
         self._hangup_after: int | None = None
+        # end_call / transfer_to_human: act once the reply that called the tool has played (turn, tool)
+        self._after_reply: tuple[int, str] | None = None
         self._cleared_at_ms: float | None = None
+        self._reopened: tuple[int, float] | None = None  # (turn, when): resumed after a false interruption
         self._answered_before_ms = 0.0
         self._last_user: tuple[int, str, float | None, dict[str, Any]] | None = None
 
@@ -325,6 +329,7 @@ class AgentWorkflow(Workflow):
     async def on_barge_in(self, frame: BargeInFrame) -> None:
         await self.action("barge_in", onset_ms=round(frame.onset_ms), text=frame.text)
         self._cleared_at_ms = self.t_ms
+        self._reopened = None
         self._user_speaking, self._user_start_ms = True, frame.onset_ms
         await self.broadcast_interruption()  # LLM and TTS cancel; the player drops its queue; Twilio `clear`
 
@@ -352,11 +357,37 @@ class AgentWorkflow(Workflow):
         for n, t in list(self.player.ledger.turns.items()):
             if n in self._finalized:
                 continue
+            if self._reopened and self._reopened[0] == n and t.interrupted_at_ms is not None:
+                if self.t_ms - self._reopened[1] < MARK_RESOLVE_WAIT_MS:
+                    continue  # the player has not queued the rest of the turn again yet
             late = self._cleared_at_ms is not None and self.t_ms - self._cleared_at_ms >= MARK_RESOLVE_WAIT_MS
             if t.interrupted_at_ms is not None and (t.resolved or late):
                 await self._finish_turn(t, interrupted=True)
             elif t.complete:
                 await self._finish_turn(t, interrupted=False)
+
+    async def _reopen_turn(self) -> None:
+        """A false interruption: the player says again the words of the interrupted turn that the caller
+        did not hear. If that turn was already closed as interrupted (its marks resolved before the
+        verdict), reopen it: its partial assistant message and transcript entry are taken back, and it
+        is closed again once it has played out, with all it said."""
+        n = self.player.current_turn
+        t = self.player.ledger.turns.get(n)
+        if t is None or not any(m.kind == "w" and not m.played for m in t.marks):
+            return  # nothing the caller missed: the turn stands as it is
+        self._reopened = (n, self.t_ms)
+        if n not in self._finalized:
+            return
+        self._finalized.discard(n)
+        for i in range(len(self.transcript) - 1, -1, -1):
+            entry = self.transcript[i]
+            if entry.get("role") == "bot" and entry.get("turn") == n:
+                del self.transcript[i]
+                messages = self.context.get_messages()
+                heard = entry.get("heard")
+                if heard and messages and messages[-1] == {"role": "assistant", "content": heard}:
+                    self.context.set_messages(messages[:-1])
+                break
 
     async def _finish_turn(self, t: TurnPlayout, *, interrupted: bool) -> None:
         self._finalized.add(t.turn)
@@ -391,6 +422,8 @@ class AgentWorkflow(Workflow):
             await self._event("latency", **report)
         if self._hangup_after == t.turn:
             await self.hang_up("end_call")
+        elif self._after_reply is not None and self._after_reply[0] == t.turn:
+            await self._tool_after_reply(self._after_reply[1], said=bool(t.text.strip()))
 
     # --- tools -----------------------------------------------------------------------------------
 
@@ -398,16 +431,27 @@ class AgentWorkflow(Workflow):
         name = params.function_name
         await self.action("tool_call", tool=name)
         await params.result_callback({"ok": True}, properties=FunctionCallResultProperties(run_llm=False))
-        if name == "end_call":
-            if self.turn in self._spoke:  # the reply already says goodbye: hang up once it has played
-                self.phase, self._hangup_after = "ending", self.turn
+        if name in ("end_call", "transfer_to_human"):
+            # The reply that called the tool may say something first ("Of course, let me connect you"):
+            # the caller hears it before the hang-up or the hand-off (which ends the stream). Whether it
+            # has words is known only once it has played out (its text may still be on its way to the TTS).
+            self.phase = "ending"
+            if self.turn in self._finalized:  # (already played out)
+                await self._tool_after_reply(name, said=self.turn in self._spoke)
             else:
-                await self._goodbye()
-        elif name == "transfer_to_human":
-            await self.human_action()
+                self._after_reply = (self.turn, name)
         elif name == "leave_voicemail":
             self.phase = "voicemail"
             await self.leaver.play(trigger="agent")
+
+    async def _tool_after_reply(self, name: str, *, said: bool) -> None:
+        self._after_reply = None
+        if name == "transfer_to_human":
+            await self.human_action()
+        elif said:  # end_call: the reply said goodbye
+            await self.hang_up("end_call")
+        else:
+            await self._goodbye()
 
     # --- frames ----------------------------------------------------------------------------------
 
@@ -430,6 +474,8 @@ class AgentWorkflow(Workflow):
             if frame.turn in self._pending:
                 lat = self._pending[frame.turn]
                 lat.llm_first_token_wall = lat.llm_first_token_wall or frame.wall
+        elif isinstance(frame, BotResumeFrame) and frame.reason == "false_interruption" and not self.ended:
+            await self._reopen_turn()
         elif isinstance(frame, TtsRequestFrame) and frame.turn in self._pending:
             self._pending[frame.turn].tts_request_wall = self._pending[frame.turn].tts_request_wall or frame.wall
         elif isinstance(frame, BargeInFrame) and not self.ended:

@@ -96,6 +96,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
         self.control_messages: list[str] = []
         self.results: list[dict[str, Any]] = []
         self.audio_bytes = 0
+        self.sessions: list[dict[str, Any]] = []  # per accepted connection: its fault, audio, and finals sent
 
     @property
     def base_url(self) -> str:
@@ -135,6 +136,9 @@ class DeepgramStandIn(ThreadedWebSocketServer):
         rate = int(query.get("sample_rate", "16000"))
         interim = query.get("interim_results", "false") == "true"
         request_id = str(uuid.uuid4())
+        session: dict[str, Any] = {"n": len(self.sessions) + 1, "fault": fault, "audio_secs": 0.0, "finals": [],
+                                   "closed_by": None}
+        self.sessions.append(session)
         audio_secs = 0.0
         utt: _Utterance | None = None
         frame_bytes = rate // 50 * 2
@@ -188,6 +192,8 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                 try:
                     await ws.send(json.dumps(msg))
                     self.results.append(msg)
+                    if msg.get("is_final"):
+                        session["finals"].append(msg["channel"]["alternatives"][0]["transcript"])
                 except ConnectionClosed:
                     return
 
@@ -233,6 +239,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                                 partial = " ".join(utt.text.split()[: utt.interims_sent])
                                 delay = self.first_result_ms if utt.interims_sent == 1 else 0.0
                                 schedule(results(utt, partial, final=False), delay)
+                    session["audio_secs"] = round(audio_secs, 2)
                     if fault == "close" and audio_secs >= self.close_after_secs:
                         ws.close_timeout = 0.2  # a drop, not a polite close: do not wait for the client
                         await ws.close(code=1011, reason="stand-in dropped the stream")
@@ -252,6 +259,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                         empty = _Utterance(audio_secs, "")
                         schedule(results(empty, "", final=True, from_finalize=True), self.final_ms)
                 elif kind == "CloseStream":
+                    session["closed_by"] = "CloseStream"
                     if utt is not None:
                         done, utt = utt, None
                         await finish(done, from_finalize=False)
@@ -266,7 +274,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                     await ws.close()
                     return
         except ConnectionClosed:
-            pass
+            session["closed_by"] = session["closed_by"] or "client"
         finally:
             for t in list(sends):
                 t.cancel()

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
 
 from pipelines.services.chat_server import Reply
 from processors.bot_speech import mark_word
 from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
-from simulator.script import parse_script
+from simulator.script import call_agent, parse_script
 from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
 from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN, wait_until
 
@@ -54,19 +53,16 @@ def agent_server(server_factory, tmp_path, rest, vendors, **overrides):
     )
 
 
-async def scripted_agent_call(server_factory, tmp_path, vendors, script, network_delay_ms: float = 0.0):
-    """One scripted caller into the agent (AMD off) on a fresh server; returns (server, report)."""
+async def scripted_agent_call(
+    server_factory, tmp_path, vendors, script, network_delay_ms: float = 0.0, params: dict | None = None, **overrides
+):
+    """One scripted caller into the agent (AMD off) on a fresh server with settings `overrides`; `params`:
+    more webhook parameters. Returns (server, report)."""
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = agent_server(server_factory, tmp_path, rest, vendors)
-        report = await simulate_call(
-            np.zeros(0, np.int16),
-            f"{server.base_url}/twiml",
-            auth_token=AUTH_TOKEN,
-            account_sid=ACCOUNT_SID,
-            params={"workflow": "agent", "agent": "tester", "amd": "off"},
-            rest=rest,
-            script=script,
-            network_delay_ms=network_delay_ms,
+        server = agent_server(server_factory, tmp_path, rest, vendors, **overrides)
+        report = await call_agent(
+            server.base_url, script, agent="tester", rest=rest, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID,
+            network_delay_ms=network_delay_ms, **(params or {}),
         )
     return server, report
 

@@ -13,16 +13,12 @@ import asyncio
 import os
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
-from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
+from simulator.script import call_agent, parse_script
 from simulator.vendors import Reply, VendorSuite, vendor_stand_ins
 from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, wait_until
-
-pytest.importorskip("pipelines.agent", reason="the agent workflow (issue 8 item 1) is not in this tree")
-parse_script = pytest.importorskip("simulator.script").parse_script
 
 AGENT = """name = "tester"
 system_prompt = "You are a test agent."
@@ -62,9 +58,8 @@ def suite_factory() -> Iterator:
 
 
 async def call(server, rest) -> dict:
-    report = await simulate_call(
-        np.zeros(0, np.int16), f"{server.base_url}/twiml", auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID,
-        params={"workflow": "agent", "agent": "tester", "amd": "off"}, rest=rest, script=script(),
+    report = await call_agent(
+        server.base_url, script(), agent="tester", rest=rest, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID
     )
     assert report.ok, report.summary
     sid = report.summary["call_sid"]
@@ -85,6 +80,24 @@ def bot_heard(res: dict) -> str:
 
 def caller_said(res: dict) -> list[str]:
     return [t["text"] for t in res["transcript"] if t["role"] == "caller"]
+
+
+def what_happened(res: dict, suite: VendorSuite) -> str:
+    """A failure message: what the simulated caller said and heard, what the record holds, what Deepgram did."""
+    report = res["report"]
+    lines = [
+        f"caller said (simulator): {[e.get('text') for e in report.of('caller_line')]}",
+        f"bot audio the simulator got: {len(report.of('bot_audio_start'))} starts, "
+        f"{report.summary['received_ms']} ms; the call lasted {report.summary['duration_ms']} ms, ended by "
+        f"{report.summary['ended_by']}",
+        f"caller transcript (record): {caller_said(res)}; bot heard: {bot_heard(res)!r}",
+        "record events: " + ", ".join(
+            f"{e['event']}@{e.get('t_ms')}" + (f"({e.get('reason') or e.get('kind') or e.get('text') or ''})")
+            for e in res["events"]
+        ),
+        f"Deepgram stand-in sessions: {suite.deepgram.sessions}; scripted lines left: {list(suite.deepgram.transcripts)}",
+    ]
+    return "\n".join(lines)
 
 
 def server_for(server_factory, agents, rest, suite: VendorSuite):
@@ -149,4 +162,7 @@ async def test_a_failing_call_leaves_the_call_beside_it_alone(server_factory, ag
     assert faults(first["events"], "stt").get("stt_fallbacks") == 1
     assert not [e for e in second["events"] if e["event"] == "vendor_fault"]
     said = caller_said(second)
-    assert said and all(t in LINES for t in said)  # Deepgram's own (scripted) transcripts, not the stand-by's
+    # Deepgram's own (scripted) transcripts, not the stand-by's
+    assert said and all(t in LINES for t in said), "the second call's caller transcript is wrong:\n" + what_happened(
+        second, suite
+    )
