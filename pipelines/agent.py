@@ -64,7 +64,13 @@ from processors.frames import (
     UserTurnStartFrame,
 )
 from processors.gate import BackgroundSpeechGate, GateAnalyzer
-from processors.interruption import InterruptionAnalyzer, InterruptionParams, InterruptionProcessor
+from processors.interruption import (
+    InterruptionAnalyzer,
+    InterruptionParams,
+    InterruptionProcessor,
+    Verdict,
+    takes_floor,
+)
 from processors.vad_bridge import VadFrameBridge
 
 STT_FINAL_WAIT_MS = 1200.0  # after VAD end: use the interim text if no final comes by then
@@ -180,7 +186,8 @@ class AgentWorkflow(Workflow):
         # end_call / transfer_to_human: act once the reply that called the tool has played (turn, tool)
         self._after_reply: tuple[int, str] | None = None
         self._cleared_at_ms: float | None = None
-        self._reopened: tuple[int, float] | None = None  # (turn, when): resumed after a false interruption
+        self._reopened: tuple[int, float] | None = None
+        self._late_from: Any = None  # the misjudged backchannel/noise decision a late turn was made of  # (turn, when): resumed after a false interruption
         self._answered_before_ms = 0.0
         self._last_user: tuple[int, str, float | None, dict[str, Any]] | None = None
 
@@ -243,6 +250,30 @@ class AgentWorkflow(Workflow):
         await self._maybe_end_user_turn()
 
     async def _on_transcript(self, frame: TranscriptionFrame | InterimTranscriptionFrame) -> None:
+        if not self._user_speaking and self._user_end_ms is None:
+            # No caller turn is open: this is the STT's late word on speech that was not made a turn
+            # (over the bot, judged a backchannel or noise before its final came; or a turn already
+            # closed on its interim). Kept, it would be taken for the start of the caller's *next*
+            # turn, and every later turn would answer the line before it.
+            text = frame.text.strip()
+            decisions = self.interruption.analyzer.decisions
+            last = decisions[-1] if decisions else None
+            misjudged = (
+                isinstance(frame, TranscriptionFrame) and takes_floor(text) and self.phase == "conversation"
+                and last is not None and last.verdict in (Verdict.BACKCHANNEL, Verdict.NOISE)
+                and last is not self._late_from
+            )
+            if not misjudged:
+                return
+            # ... unless it is the final of speech over the bot that was judged a backchannel or noise
+            # on too few words, and its words take the floor ("yes I can talk now", judged on "yes I"):
+            # the caller did speak to the bot, so it is their turn, now.
+            self._late_from = last
+            onset = last.onset_ms
+            await self._event("late_turn", text=text, onset_ms=round(onset))
+            self._user_start_ms, self._user_end_ms = onset, self.t_ms
+            self._user_end_wall, self._user_end_lag = time.monotonic(), 0.0
+            self._turn_end_final = True
         if isinstance(frame, TranscriptionFrame):
             if frame.text.strip():
                 self._finals.append(frame.text.strip())

@@ -181,3 +181,35 @@ async def test_outbound_machine_gets_the_voicemail_message_after_the_beep(server
     await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
     record = server.state.finished[sid]
     assert record.outcome == "message_played" and record.transcript == []
+
+
+async def test_a_line_said_into_a_pause_of_the_greeting_is_heard_once_as_the_callers_turn(
+    server_factory, tmp_path, vendors
+):
+    """A slow TTS leaves pauses between the greeting's clauses; the caller answers into one. Judged on
+    its first interim ("yes") it looks like a backchannel and the bot resumes, but its final ("yes I can
+    talk now", later than the verdict) takes the floor: it becomes the caller's turn at once. It must
+    never be left over for the caller's next turn (which then answered the line before it, and a call
+    whose caller waits for the bot while the bot waits for the caller ran into the safety timeout with
+    no caller transcript at all: the quarantined test_a_failing_call_leaves_the_call_beside_it_alone)."""
+    dg, oa, ct = vendors
+    ct.first_audio_ms = 900  # each clause of the greeting starts 0.9 s after the one before ends
+    dg.interim_every_ms, dg.final_ms = 1000.0, 900.0  # one interim word before the speech ends; a late final
+    lines = ["yes I can talk now", "tomorrow morning please"]
+    dg.say(*lines)
+    oa.script(Reply(text="Great. Which day?"), Reply(text="Done, see you then."))
+    script = parse_script(
+        {"voice": "flite:kal", "tail_ms": 3000, "step": [{"say": line, "gap_ms": 600} for line in lines]}
+    )
+    # (a barge-in needs 2 s of speech without floor-taking words here: the line is judged on its words)
+    server, report = await scripted_agent_call(server_factory, tmp_path, vendors, script, barge_in_min_ms=2000)
+    assert report.ok, report.summary
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    record = server.state.finished[sid]
+    said = [t["text"] for t in record.transcript if t["role"] == "caller"]
+    kinds = [(e["event"], e.get("text")) for e in record.events if e["event"] in ("backchannel", "late_turn", "barge_in")]
+    assert said == lines, f"caller turns {said} for lines {lines}; decisions over the bot: {kinds}"
+    # each line was answered by its own reply: the LLM saw the lines one by one, in order
+    users = [[m["content"] for m in r["messages"] if m["role"] == "user"] for r in oa.requests]
+    assert users == [lines[:1], lines], users

@@ -24,14 +24,18 @@ async def record_of(server, report):
     return server.state.finished[sid]
 
 
-def story(report) -> str:
-    """The simulated phone's side of the call, compactly (for failure messages)."""
+def story(report, record=None) -> str:
+    """The simulated phone's side of the call and the server's record, compactly (for failure messages)."""
     s = report.summary
+    server = "" if record is None else (
+        f"\nserver: outcome {record.outcome}, counters {record.counters}; events: "
+        + ", ".join(f"{e['event']}@{e.get('t_ms')}" for e in record.events)
+    )
     evs = ", ".join(
         f"{e['event']}@{e['t_ms']}" + (f"({e.get('name') or e.get('text') or e.get('played_text') or ''})")
         for e in report.events if e["event"] not in ("media_start", "media_end")
     )
-    return f"ended by {s['ended_by']} at {s['t_ms']} ms, updates {s['updates']}; events: {evs}"
+    return f"ended by {s['ended_by']} at {s['t_ms']} ms, updates {s['updates']}; events: {evs}{server}"
 
 
 def word_of(mark_name: str) -> str:
@@ -54,18 +58,18 @@ async def test_transfer_to_human_hands_the_call_to_the_dial_after_the_caller_hea
     script = parse_script({"voice": "en-us+m3", "tail_ms": 3000, "step": [{"say": ask, "gap_ms": 500}]})
     server, report = await scripted_agent_call(server_factory, tmp_path, vendors, script, connect_number=REP)
     assert report.ok, report.summary
+    record = await record_of(server, report)
 
     # The Twilio REST stand-in got the hand-off: new TwiML that dials the rep; Twilio then ended the stream.
     updates = report.summary["updates"]
-    assert len(updates) == 1 and report.summary["ended_by"] == "update", story(report)
+    assert len(updates) == 1 and report.summary["ended_by"] == "update", story(report, record)
     assert "<Dial>" in updates[0]["twiml"] and f"<Number>{REP}</Number>" in updates[0]["twiml"], updates
     # ... once the handover line had played: every one of its word marks echoed as played, nothing left unplayed
     update = report.of("update")[0]
     assert update["unplayed_ms"] == 0, update
     heard = [m["name"] for m in report.summary["marks"] if m["name"].startswith("a:w2.") and m["played"]]
-    assert [word_of(n) for n in heard] == [mark_word(w) for w in handover.split()], report.summary["marks"]
+    assert [word_of(n) for n in heard] == [mark_word(w) for w in handover.split()], story(report, record)
 
-    record = await record_of(server, report)
     assert record.outcome == "connect", record.outcome
     assert [e["tool"] for e in actions(record, "tool_call")] == ["transfer_to_human"]
     assert actions(record, "connect") and actions(record, "connect")[0]["ok"] is True
@@ -93,13 +97,13 @@ async def test_leave_voicemail_plays_the_message_and_hangs_up_once_it_has_played
         server_factory, tmp_path, vendors, script, params={"message": "short.wav"}
     )
     assert report.ok, report.summary
+    record = await record_of(server, report)
 
     marks = [m for m in report.summary["marks"] if m["name"] == "voicemail_message_end"]
-    assert len(marks) == 1 and marks[0]["played"], story(report)
+    assert len(marks) == 1 and marks[0]["played"], story(report, record)
     hangups = report.of("hangup")
     assert hangups and hangups[0]["t_ms"] >= marks[0]["t_ms"], (hangups, marks)  # not before the message ended
     assert report.summary["ended_by"] == "hangup" and hangups[0]["unplayed_ms"] == 0
-    record = await record_of(server, report)
     assert record.outcome == "message_played", record.outcome
     assert [e["tool"] for e in actions(record, "tool_call")] == ["leave_voicemail"]
     play = actions(record, "play_message")
@@ -129,10 +133,10 @@ async def test_a_false_interruption_after_a_clear_resumes_from_the_first_word_th
         server_factory, tmp_path, vendors, script, barge_in_min_ms=400, backchannel_max_ms=1500
     )
     assert report.ok, report.summary
-    clears = report.of("clear")
-    assert len(clears) == 1, clears
-    before = clears[0]["played_words"]
     record = await record_of(server, report)
+    clears = report.of("clear")
+    assert len(clears) == 1, story(report, record)
+    before = clears[0]["played_words"]
     kinds = [e["event"] for e in record.events]
     assert "barge_in" in kinds and "false_interruption_resumed" in kinds, kinds
 

@@ -10,7 +10,6 @@ counters.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -26,8 +25,11 @@ first_message = "Hi, this is the test agent. Do you have a minute?"
 max_call_secs = 120
 """
 LINES = ["yes I can talk now", "tomorrow morning please", "no thank you goodbye"]
+# call_timeout_secs: the production default (60 s), not the 30 s of tests/server/conftest.py: these
+# 3-line conversations with a fallback take 22-32 s of call time on a loaded 2-core machine, and the
+# safety timeout used to cut the polite goodbye that the tests check (a full-suite run, Dec 1).
 FAST = dict(llm_timeout_secs=1.5, llm_max_retries=1, stt_timeout_secs=1.5, tts_timeout_secs=1.5,
-            vendor_connect_timeout_secs=1.0)
+            vendor_connect_timeout_secs=1.0, call_timeout_secs=60.0)
 
 
 def script():
@@ -143,14 +145,13 @@ async def test_cartesia_hanging_falls_back_to_the_offline_voice(server_factory, 
     assert any(e["event"] == "hangup" for e in res["events"])
 
 
-@pytest.mark.skipif(
-    os.environ.get("CI") == "true",
-    reason="known order-dependent failure: passes alone and with the agent e2e tests, but the second call got "
-    "no caller transcript in two full-suite runs; quarantined in CI until its cause is found (closing note)",
-)
 async def test_a_failing_call_leaves_the_call_beside_it_alone(server_factory, agents, suite_factory):
     """Two calls at once on one server; Deepgram refuses the first call's handshakes (it falls back), the
-    second call, placed once the first has fallen back, gets a healthy Deepgram and no vendor trouble."""
+    second call, placed once the first has fallen back, gets a healthy Deepgram and no vendor trouble.
+
+    (Once quarantined: on a loaded machine the second call's caller could answer into a pause of the
+    greeting, be judged a backchannel on its first interim, and its late final was then left over for a
+    turn that never came; see test_agent_e2e's test_a_line_said_into_a_pause_of_the_greeting_...)"""
     suite = suite_factory(deepgram={"faults": ["500", "500"]})
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
         server = server_for(server_factory, agents, rest, suite)
@@ -159,8 +160,12 @@ async def test_a_failing_call_leaves_the_call_beside_it_alone(server_factory, ag
         await asyncio.sleep(0.5)
         second = await call(server, rest)
         first = await first
-    assert faults(first["events"], "stt").get("stt_fallbacks") == 1
-    assert not [e for e in second["events"] if e["event"] == "vendor_fault"]
+    assert faults(first["events"], "stt").get("stt_fallbacks") == 1, "the first call did not fall back:\n" + (
+        what_happened(first, suite)
+    )
+    assert not [e for e in second["events"] if e["event"] == "vendor_fault"], (
+        "the second call had vendor trouble:\n" + what_happened(second, suite)
+    )
     said = caller_said(second)
     # Deepgram's own (scripted) transcripts, not the stand-by's
     assert said and all(t in LINES for t in said), "the second call's caller transcript is wrong:\n" + what_happened(
