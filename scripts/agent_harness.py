@@ -40,6 +40,7 @@ def agent_server(rest_url: str, agent_toml: str, dg: Any, oa: Any, ct: Any, **ov
 
     import server
     from callgate.settings import Settings
+    from simulator.vendors import vendor_settings
 
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
@@ -57,12 +58,7 @@ def agent_server(rest_url: str, agent_toml: str, dg: Any, oa: Any, ct: Any, **ov
             twilio_api_base_url=rest_url,
             message_cache_dir=Path(tmp) / "cache",
             agents_dir=agents,
-            deepgram_api_key="dg-bench",
-            deepgram_base_url=dg.base_url,
-            openai_api_key="oa-bench",
-            openai_base_url=oa.base_url,
-            cartesia_api_key="ct-bench",
-            cartesia_url=ct.url,
+            **vendor_settings(dg, oa, ct),
             call_timeout_secs=600,
             api_keys=API_KEY,
             log_level="ERROR",

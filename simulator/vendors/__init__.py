@@ -7,7 +7,7 @@ WebSocket), each with configurable latency and faults, so tests exercise Pipecat
 from simulator.vendors.cartesia import CartesiaStandIn
 from simulator.vendors.deepgram import DeepgramStandIn
 from simulator.vendors.openai import OpenAIStandIn, Reply, ToolCall
-from simulator.vendors.suite import PUBLISHED_MEDIANS, VendorSuite, vendor_stand_ins
+from simulator.vendors.suite import PUBLISHED_MEDIANS, VendorSuite, vendor_settings, vendor_stand_ins
 
 __all__ = [
     "PUBLISHED_MEDIANS",
@@ -17,5 +17,6 @@ __all__ = [
     "Reply",
     "ToolCall",
     "VendorSuite",
+    "vendor_settings",
     "vendor_stand_ins",
 ]

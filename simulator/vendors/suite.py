@@ -29,6 +29,15 @@ PUBLISHED_MEDIANS: dict[str, float] = {
 }
 
 
+def vendor_settings(deepgram: DeepgramStandIn, openai: OpenAIStandIn, cartesia: CartesiaStandIn) -> dict[str, Any]:
+    """The Settings fields that make a server use these stand-ins: the three vendors' keys and URLs."""
+    return {
+        "deepgram_api_key": "stand-in", "deepgram_base_url": deepgram.base_url,
+        "openai_api_key": "stand-in", "openai_base_url": openai.base_url,
+        "cartesia_api_key": "stand-in", "cartesia_url": cartesia.url,
+    }
+
+
 @dataclass
 class VendorSuite:
     """The running stand-ins."""
@@ -39,12 +48,7 @@ class VendorSuite:
 
     def settings(self, base: Settings | None = None, **overrides: Any) -> Settings:
         """`base` (or a fresh Settings) with the three vendors' keys and URLs pointing at the stand-ins."""
-        values = {
-            "deepgram_api_key": "stand-in", "deepgram_base_url": self.deepgram.base_url,
-            "openai_api_key": "stand-in", "openai_base_url": self.openai.base_url,
-            "cartesia_api_key": "stand-in", "cartesia_url": self.cartesia.url,
-            **overrides,
-        }
+        values = {**vendor_settings(self.deepgram, self.openai, self.cartesia), **overrides}
         return base.model_copy(update=values) if base is not None else Settings(_env_file=None, **values)
 
 

@@ -13,7 +13,7 @@ from processors.bot_speech import mark_word
 from simulator.phone import simulate_call
 from simulator.rest import RestStandIn
 from simulator.script import call_agent, parse_script
-from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
+from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn, vendor_settings
 from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN, wait_until
 
 AGENT = """name = "tester"
@@ -39,17 +39,8 @@ def vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, Cartesia
 
 
 def agent_server(server_factory, tmp_path, rest, vendors, **overrides):
-    dg, oa, ct = vendors
     return server_factory(
-        twilio_api_base_url=rest.base_url,
-        agents_dir=tmp_path / "agents",
-        deepgram_api_key="dg-test",
-        deepgram_base_url=dg.base_url,
-        openai_api_key="oa-test",
-        openai_base_url=oa.base_url,
-        cartesia_api_key="ct-test",
-        cartesia_url=ct.url,
-        **overrides,
+        twilio_api_base_url=rest.base_url, agents_dir=tmp_path / "agents", **vendor_settings(*vendors), **overrides
     )
 
 

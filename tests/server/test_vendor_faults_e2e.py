@@ -16,7 +16,7 @@ import pytest
 
 from simulator.rest import RestStandIn
 from simulator.script import call_agent, parse_script
-from simulator.vendors import Reply, VendorSuite, vendor_stand_ins
+from simulator.vendors import Reply, VendorSuite, vendor_settings, vendor_stand_ins
 from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, wait_until
 
 AGENT = """name = "tester"
@@ -105,9 +105,7 @@ def what_happened(res: dict, suite: VendorSuite) -> str:
 def server_for(server_factory, agents, rest, suite: VendorSuite):
     return server_factory(
         twilio_api_base_url=rest.base_url, agents_dir=agents,
-        deepgram_api_key="dg-test", deepgram_base_url=suite.deepgram.base_url,
-        openai_api_key="oa-test", openai_base_url=suite.openai.base_url,
-        cartesia_api_key="ct-test", cartesia_url=suite.cartesia.url, **FAST,
+        **vendor_settings(suite.deepgram, suite.openai, suite.cartesia), **FAST,
     )
 
 
