@@ -203,8 +203,8 @@ class InterruptionParams:
     backchannel_max_ms: float = 1500.0  # longer speech is never a backchannel, whatever its transcript
     transcript_wait_ms: float = 500.0  # after short speech ends: wait this long for its transcript
     backchannel_max_words: int = 2
-    early_threshold: float = 0.7  # early cue probability that clears at once (> 1: early cue off)
-    early_onset_dbfs: float = -40.0  # a frame this loud starts the early cue (or the floor + margin if higher)
+    early_threshold: float = 0.8  # early cue probability that clears at once (> 1: early cue off)
+    early_onset_dbfs: float = -50.0  # a frame this loud starts the early cue (or the floor + margin if higher)
     early_floor_margin_db: float = 12.0  # ... and it must reach the gate's caller level within its frames
     early_false_ms: float = 600.0  # an early barge-in with no VAD speech by then was a noise: resume
     early_rearm_ms: float = 300.0  # quiet needed after one early look before the next

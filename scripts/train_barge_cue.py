@@ -3,7 +3,7 @@
 Data: lines said through the simulator's telephone channel and a µ-law round trip, like a scripted
 caller's: floor-taking interruptions (positives) against continuers ("uh-huh", "yeah", "right",
 "mm-hmm", "okay", ...) and noises (cough, door, "ahem", "hm", "ha") (negatives). Each is cut at its
-energy onset (the first 20 ms frame >= -40 dBFS, what the analyzer does live) and described by the
+energy onset (the first 20 ms frame >= -50 dBFS, what the analyzer does live) and described by the
 first `--frames` frames (processors.interruption.cue_features, the serving code's own features).
 
 Split: training voices (espeak-ng variants, flite kal/awb, three speaking rates) and phrases are
@@ -29,10 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from callgate import synth  # noqa: E402
 from callgate.audio import pcm_to_ulaw, to_int16, ulaw_to_pcm  # noqa: E402
-from processors.interruption import CUE_FRAME, CUE_PATH, cue_features, frame_level_db, frame_logmel  # noqa: E402
+from processors.interruption import (  # noqa: E402
+    CUE_FRAME,
+    CUE_PATH,
+    InterruptionParams,
+    cue_features,
+    frame_level_db,
+    frame_logmel,
+)
 from simulator.script import NOISES, _trim  # noqa: E402
 
-ONSET_DBFS = -40.0
+ONSET_DBFS = InterruptionParams().early_onset_dbfs  # where the analyzer's look starts live
 INTERRUPT_TRAIN = [
     "wait", "stop", "hold on a second", "excuse me", "sorry to interrupt", "no, that's wrong", "can I ask something",
     "I need to go now", "what did you say", "hey, listen", "actually I already have one", "but what about the price",
@@ -167,6 +174,10 @@ def main() -> int:
         print(f"{split}: interruptions cleared early {np.mean(p[pos] >= th):.3f} (n={pos.sum()}), "
               f"continuers cleared {np.mean(p[bc] >= th):.3f} (n={bc.sum()}), noises cleared {np.mean(p[nz] >= th):.3f} "
               f"(n={nz.sum()})  [threshold {th}]")  # fmt: skip
+    pos, bc, nz = group == "test", group == "test_bc", group == "test_noise"
+    for t in (0.5, 0.6, 0.7, 0.8, 0.9):
+        print(f"  test at threshold {t}: interruptions {np.mean(p[pos] >= t):.3f}, continuers {np.mean(p[bc] >= t):.3f}, "
+              f"noises {np.mean(p[nz] >= t):.3f}")
     cont = group == "test_cont"
     print(f"test, continuer-led interruptions ('yeah, but ...'): cleared early {np.mean(p[cont] >= th):.3f} (n={cont.sum()})")
     voices = np.array([r[4] for r in rows])
