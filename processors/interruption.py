@@ -207,6 +207,7 @@ class InterruptionParams:
     early_onset_dbfs: float = -50.0  # a frame this loud starts the early cue (or the floor + margin if higher)
     early_floor_margin_db: float = 12.0  # ... and it must reach the gate's caller level within its frames
     early_false_ms: float = 600.0  # an early barge-in with no VAD speech by then was a noise: resume
+    early_novad_ms: float = 450.0  # an early pause the cue did not confirm and the VAD never did: resume
     early_rearm_ms: float = 300.0  # quiet needed after one early look before the next
 
 
@@ -284,6 +285,12 @@ class InterruptionAnalyzer:
             self._cue_onset, self._cue_levels, self._cue_mels = t0_ms, [], []
         self._cue_levels.append(level)
         self._cue_mels.append(frame_logmel(pcm))
+        end_ms = t0_ms + len(pcm) / SAMPLES_PER_MS
+        caller = self.level_gate is None or level >= self.level_gate.open_threshold_db(t0_ms)
+        if self.state == "idle" and caller:  # pause now: when the clear comes, Twilio's buffer has drained
+            self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", self._cue_onset, None, "", []
+            self.got_final, self.early, self.vad_seen = False, False, False
+            return self._decide(Verdict.PAUSE, end_ms)
         if len(self._cue_levels) < self.cue.frames:
             return None
         p = self.cue.probability(np.array(self._cue_levels), np.stack(self._cue_mels))
@@ -296,7 +303,7 @@ class InterruptionAnalyzer:
             self.onset_ms, self.end_ms, self.text, self.finals, self.got_final = onset, None, "", [], False
             self.vad_seen = False
         self.early = True
-        return self._decide(Verdict.BARGE_IN, t0_ms + len(pcm) / SAMPLES_PER_MS)
+        return self._decide(Verdict.BARGE_IN, end_ms)
 
     def speech_start(self, t_ms: float, now_ms: float) -> Decision | None:
         if self.state == "interrupted":
@@ -304,6 +311,8 @@ class InterruptionAnalyzer:
             if self.end_ms is not None:
                 self.end_ms = None  # the interrupter goes on talking
             return None
+        if self.state == "candidate":
+            self.vad_seen = True  # the early cue paused the bot already
         if not self.bot_speaking or self.state != "idle":
             return None
         if self.gate is not None and not self.gate.is_caller_speech(t_ms, now_ms):
@@ -339,7 +348,10 @@ class InterruptionAnalyzer:
         words = self.heard_text
         # a continuer, or one or two words that do not take the floor (likely a misheard continuer)
         backchannel = bool(words) and not takes_floor(words, p.backchannel_max_words)
-        if self.state == "candidate":
+        if self.state == "candidate" and not self.vad_seen and self._cue_onset is None:
+            if now_ms - self.onset_ms >= p.early_novad_ms:  # the cue said no and the VAD hears no speech
+                return self._decide(Verdict.NOISE, now_ms)
+        elif self.state == "candidate":
             limit = p.backchannel_max_ms if backchannel else p.barge_in_min_ms
             if now_ms - self.onset_ms >= limit:
                 return self._decide(Verdict.BARGE_IN, now_ms)

@@ -154,7 +154,8 @@ def test_a_confident_early_cue_clears_before_any_words_at_the_sounds_onset():
     a = analyzer(early_threshold=0.7)
     a.cue = FixedCue(0.9, frames=3)
     quiet, loud = np.zeros(160, np.int16), tone(-20)
-    (d,) = feed(a, [quiet, quiet, loud, loud, loud, loud])
+    pause, d = feed(a, [quiet, quiet, loud, loud, loud, loud])
+    assert pause.verdict is Verdict.PAUSE and pause.t_ms == 1060  # the bot falls silent at the first frame
     assert d.verdict is Verdict.BARGE_IN and a.early
     assert d.onset_ms == 1040 and d.t_ms == 1100  # onset at the first loud frame, decided 3 frames later
     levels, mels = a.cue.seen[0]
@@ -165,9 +166,9 @@ def test_a_confident_early_cue_clears_before_any_words_at_the_sounds_onset():
 def test_an_unsure_early_cue_leaves_the_decision_to_words():
     a = analyzer(early_threshold=0.7)
     a.cue = FixedCue(0.4, frames=3)
-    assert feed(a, [tone(-20)] * 5) == []
-    d = a.speech_start(1000, 1100)
-    assert d and d.verdict is Verdict.PAUSE
+    assert [d.verdict for d in feed(a, [tone(-20)] * 5)] == [Verdict.PAUSE]
+    assert a.speech_start(1000, 1100) is None and a.vad_seen  # paused already
+    assert run_ticks(a, 1100, 1900) is None  # the VAD hears speech: the pause holds while words are awaited
     d = a.transcript("wait", False, 1300)
     assert d and d.verdict is Verdict.BARGE_IN and not a.early
 
@@ -186,7 +187,7 @@ def test_a_continuer_the_early_cue_passes_still_resumes_without_a_clear():
 def test_an_early_barge_in_on_a_sound_the_vad_never_heard_resumes_the_bot():
     a = analyzer(early_threshold=0.7, early_false_ms=600)
     a.cue = FixedCue(0.9, frames=3)
-    (d,) = feed(a, [tone(-20)] * 3 + [np.zeros(160, np.int16)] * 5)
+    _, d = feed(a, [tone(-20)] * 3 + [np.zeros(160, np.int16)] * 5)
     assert d.verdict is Verdict.BARGE_IN
     assert run_ticks(a, 1100, 1580) is None
     d = run_ticks(a, 1600, 1700)
@@ -213,8 +214,19 @@ def test_one_sound_gets_one_early_look_until_the_line_is_quiet_again():
     a.cue = FixedCue(0.3, frames=3)
     feed(a, [tone(-20)] * 10)
     assert len(a.cue.seen) == 1
-    feed(a, [np.zeros(160, np.int16)] * 5 + [tone(-20)] * 3, start_ms=1200)
+    assert run_ticks(a, 1200, 1500).verdict is Verdict.NOISE  # never VAD speech: the bot resumes
+    feed(a, [np.zeros(160, np.int16)] * 5 + [tone(-20)] * 3, start_ms=1500)
     assert len(a.cue.seen) == 2
+
+
+def test_an_early_pause_the_cue_and_the_vad_never_confirm_resumes_as_noise():
+    a = analyzer(early_threshold=0.7, early_novad_ms=450)
+    a.cue = FixedCue(0.3, frames=3)
+    (pause,) = feed(a, [tone(-20)] * 2 + [np.zeros(160, np.int16)] * 3)  # a click, a door
+    assert pause.verdict is Verdict.PAUSE
+    assert run_ticks(a, 1100, 1440) is None
+    d = run_ticks(a, 1450, 1600)
+    assert d and d.verdict is Verdict.NOISE and d.t_ms == 1450
 
 
 def test_the_shipped_cue_scores_200_ms_of_audio_in_the_unit_interval():
