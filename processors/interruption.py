@@ -391,6 +391,7 @@ class InterruptionProcessor(FrameProcessor):
         super().__init__(**kwargs)
         self.analyzer = analyzer or InterruptionAnalyzer()
         self._samples = 0
+        self._pcm = np.zeros(0, np.int16)
         self._held: list[Frame] = []
 
     @property
@@ -404,10 +405,18 @@ class InterruptionProcessor(FrameProcessor):
         if isinstance(frame, BotPlaybackFrame):
             a.set_bot_speaking(frame.speaking)
         elif isinstance(frame, InputAudioRawFrame):
-            t0 = self.t_ms
             self._samples += len(frame.audio) // 2
             await self.push_frame(frame, direction)
-            decision = a.audio(np.frombuffer(frame.audio, dtype=np.int16), t0) or a.tick(self.t_ms)
+            # the cue looks at 20 ms frames, whatever size the transport's frames are (a replay's are larger)
+            self._pcm = np.concatenate([self._pcm, np.frombuffer(frame.audio, dtype=np.int16)])
+            n = len(self._pcm) // CUE_FRAME * CUE_FRAME
+            t0 = (self._samples - len(self._pcm)) / SAMPLES_PER_MS
+            for i in range(0, n, CUE_FRAME):
+                decision = a.audio(self._pcm[i : i + CUE_FRAME], t0 + i / SAMPLES_PER_MS)
+                if decision:
+                    await self._act(decision)
+            self._pcm = self._pcm[n:]
+            decision = a.tick(self.t_ms)
             if decision:
                 await self._act(decision)
             return
