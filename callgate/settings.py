@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     backchannel_transcript_wait_ms: float = Field(
         500.0, description="agent: after short speech over the bot, wait this long for its transcript."
     )
+    barge_in_early_threshold: float = Field(
+        0.8,
+        description="agent: the early audio cue (processors/interruption.py BargeCue, 200 ms after the caller's "
+        "onset) clears at once above this probability; lower = faster barge-in, more backchannels cleared; "
+        "above 1 turns it off (words or duration then confirm every barge-in).",
+    )
     bot_audio_lead_ms: float = Field(
         60.0, description="agent: bot audio sent ahead of playout; Twilio never buffers more than this."
     )

@@ -69,6 +69,7 @@ from processors.interruption import (
     InterruptionParams,
     InterruptionProcessor,
     Verdict,
+    shipped_cue,
     takes_floor,
 )
 from processors.vad_bridge import VadFrameBridge
@@ -142,6 +143,7 @@ class AgentWorkflow(Workflow):
             barge_in_min_ms=s.barge_in_min_ms,
             backchannel_max_ms=s.backchannel_max_ms,
             transcript_wait_ms=s.backchannel_transcript_wait_ms,
+            early_threshold=s.barge_in_early_threshold,
         )
         self.interruption = InterruptionProcessor(InterruptionAnalyzer(params))
         self.clauses = ClauseProcessor()
@@ -151,6 +153,8 @@ class AgentWorkflow(Workflow):
         # the barge-in handler and this workflow; the endpointer decides when the caller's turn ended.
         listen = load_listen_preset("agent", s.listen_presets_path)
         self.gate = BackgroundSpeechGate(GateAnalyzer(listen.gate), filter_vad=True)
+        if params.early_threshold <= 1:  # the early cue starts on caller-level frames only
+            self.interruption.analyzer.cue, self.interruption.analyzer.level_gate = shipped_cue(), self.gate.analyzer
         self.endpointer = SemanticEndpointer(self.gate.analyzer, EndpointAnalyzer(listen.endpointer))
         self._turn_end_final = False
         self._endpointer_ends_turns = s.listen_endpointer_ends_turns
@@ -358,7 +362,7 @@ class AgentWorkflow(Workflow):
         await self._event("reply_retracted", turn=turn)
 
     async def on_barge_in(self, frame: BargeInFrame) -> None:
-        await self.action("barge_in", onset_ms=round(frame.onset_ms), text=frame.text)
+        await self.action("barge_in", onset_ms=round(frame.onset_ms), text=frame.text, early=frame.early)
         self._cleared_at_ms = self.t_ms
         self._reopened = None
         self._user_speaking, self._user_start_ms = True, frame.onset_ms
@@ -506,6 +510,8 @@ class AgentWorkflow(Workflow):
                 lat = self._pending[frame.turn]
                 lat.llm_first_token_wall = lat.llm_first_token_wall or frame.wall
         elif isinstance(frame, BotResumeFrame) and frame.reason == "false_interruption" and not self.ended:
+            if self._user_end_ms is None:
+                self._user_speaking, self._user_start_ms = False, None  # an early barge-in on a noise the VAD never heard
             await self._reopen_turn()
         elif isinstance(frame, TtsRequestFrame) and frame.turn in self._pending:
             self._pending[frame.turn].tts_request_wall = self._pending[frame.turn].tts_request_wall or frame.wall

@@ -53,6 +53,7 @@ class BargeInFrame(SystemFrame):
     t_ms: float = 0.0
     onset_ms: float = 0.0
     text: str = ""
+    early: bool = False  # decided by the early audio cue (before any words)
 
 
 @dataclass

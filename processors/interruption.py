@@ -15,6 +15,14 @@ that buffer's length and no `clear` is needed yet). Then the analyzer decides:
 A confirmed barge-in that afterwards turns out to be a backchannel or noise (short, no real words)
 resumes the bot's turn from the first word the caller did not hear (false-interruption recovery).
 
+Early cue (two-stage): the 20 ms frames from the caller's energy onset (a frame at the gate's open
+threshold, not Silero's start, which comes 100-400 ms into a line) go through a small audio-only
+classifier (`BargeCue`: log-mel shape and level contour of the first 200 ms -> a one-hidden-layer MLP,
+trained offline on synthetic voices by scripts/train_barge_cue.py, weights in processors/data). A
+confident "this takes the floor" clears at once, ~200 ms into the speech; anything else (a continuer,
+a cough, an unsure score) waits for words or duration as above. An early barge-in that never becomes
+VAD speech (a noise after all) resumes the bot (false-interruption recovery).
+
 Speech is the caller's only if the background-speech gate says so: any object with
 `is_caller_speech(onset_ms, now_ms) -> bool` plugs in (`CallerSpeechGate`); without one, all speech
 counts. `InterruptionAnalyzer` is plain logic on audio-time events; `InterruptionProcessor` adapts it
@@ -23,11 +31,15 @@ to frames.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
@@ -41,6 +53,8 @@ from processors.agent_frames import BargeInFrame, BotPauseFrame, BotPlaybackFram
 from processors.frames import SpeechEndedFrame, SpeechStartedFrame
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
+CUE_FRAME = 160  # 20 ms
+CUE_PATH = Path(__file__).parent / "data" / "barge_cue.json"
 
 BACKCHANNELS = frozenset(
     {
@@ -97,6 +111,84 @@ def is_backchannel(text: str, max_words: int = 2) -> bool:
     return True
 
 
+def _mel_bank(n_fft: int = 256, bands: int = 12, lo_hz: float = 100.0, hi_hz: float = 3800.0) -> np.ndarray:
+    freq = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
+    mel = np.linspace(2595 * np.log10(1 + lo_hz / 700), 2595 * np.log10(1 + hi_hz / 700), bands + 2)
+    hz = 700 * (10 ** (mel / 2595) - 1)
+    fb = np.zeros((bands, len(freq)), np.float32)
+    for i in range(bands):
+        lo, c, hi = hz[i], hz[i + 1], hz[i + 2]
+        fb[i] = np.clip(np.minimum((freq - lo) / (c - lo), (hi - freq) / (hi - c)), 0, None)
+    return fb
+
+
+_MEL = _mel_bank()
+_HANN = np.hanning(CUE_FRAME).astype(np.float32)
+
+
+def frame_level_db(x: np.ndarray) -> float:
+    """RMS level of one int16 frame, dBFS."""
+    xf = x.astype(np.float32) * (1 / 32768)
+    return float(10 * np.log10(float(xf @ xf) / len(xf) + 1e-10))
+
+
+def frame_logmel(x: np.ndarray) -> np.ndarray:
+    """12 log-mel band energies (dB) of one 20 ms int16 frame (~20 µs)."""
+    xf = x.astype(np.float32) * (1 / 32768)
+    s = np.abs(np.fft.rfft(xf * _HANN, 256)) ** 2 + 1e-10
+    return 10 * np.log10(_MEL @ s + 1e-8)
+
+
+def cue_features(levels: np.ndarray, mels: np.ndarray) -> np.ndarray:
+    """The early cue's input from the first K frames after the onset: the spectral shape (each frame's
+    log-mel less its mean) and the level contour (less its peak) pooled over five stretches of time, and
+    how fast the spectrum moves (consonant-vowel transitions vs a steady "mmm")."""
+    k = len(levels)
+    shape = mels - mels.mean(1, keepdims=True)
+    parts = np.array_split(np.arange(k), 5)
+    pooled = np.stack([shape[i].mean(0) for i in parts])
+    contour = np.array([levels[i].mean() for i in parts]) - levels.max()
+    flux = np.abs(np.diff(shape, axis=0)).mean(1)
+    return np.concatenate([pooled.ravel(), contour, [flux.mean(), flux.max(), levels.std()]])
+
+
+class BargeCue:
+    """p(the sound that just began over the bot takes the floor) from its first `frames` 20 ms frames.
+
+    A one-hidden-layer MLP (68 -> 16 -> 1, numpy; microseconds) built by scripts/train_barge_cue.py
+    from synthetic voices; its held-out figures are printed there and in README."""
+
+    def __init__(self, weights: dict) -> None:
+        self.frames = int(weights["frames"])
+        self.mu, self.sd = np.asarray(weights["mu"]), np.asarray(weights["sd"])
+        self.w1, self.b1 = np.asarray(weights["W1"]), np.asarray(weights["b1"])
+        self.w2, self.b2 = np.asarray(weights["w2"]), float(weights["b2"])
+
+    @classmethod
+    def load(cls, path: Path | str = CUE_PATH) -> BargeCue:
+        return cls(json.loads(Path(path).read_text()))
+
+    def probability(self, levels: np.ndarray, mels: np.ndarray) -> float:
+        z = (cue_features(levels, mels) - self.mu) / self.sd
+        h = np.tanh(z @ self.w1 + self.b1)
+        return float(1 / (1 + np.exp(-(h @ self.w2 + self.b2))))
+
+
+@cache
+def shipped_cue() -> BargeCue:
+    return BargeCue.load()
+
+
+class LevelGate(Protocol):
+    """The background-speech gate's levels (dBFS): the line's noise floor, and the level that may be the
+    caller (quieter speech is a TV or a colleague behind them)."""
+
+    @property
+    def floor_db(self) -> float: ...
+
+    def open_threshold_db(self, t_ms: float | None = None) -> float: ...
+
+
 class Verdict(Enum):
     PAUSE = "pause"  # caller speech over the bot: stop feeding audio, decide next
     BARGE_IN = "barge_in"  # confirmed: clear, cancel the reply
@@ -111,6 +203,12 @@ class InterruptionParams:
     backchannel_max_ms: float = 1500.0  # longer speech is never a backchannel, whatever its transcript
     transcript_wait_ms: float = 500.0  # after short speech ends: wait this long for its transcript
     backchannel_max_words: int = 2
+    early_threshold: float = 0.8  # early cue probability that clears at once (> 1: early cue off)
+    early_onset_dbfs: float = -50.0  # a frame this loud starts the early cue (or the floor + margin if higher)
+    early_floor_margin_db: float = 12.0  # ... and it must reach the gate's caller level within its frames
+    early_false_ms: float = 600.0  # an early barge-in with no VAD speech by then was a noise: resume
+    early_novad_ms: float = 450.0  # an early pause the cue did not confirm and the VAD never did: resume
+    early_rearm_ms: float = 300.0  # quiet needed after one early look before the next
 
 
 @dataclass
@@ -135,6 +233,16 @@ class InterruptionAnalyzer:
     finals: list[str] = field(default_factory=list)
     got_final: bool = False  # the STT has finalized this speech (possibly with no words)
     decisions: list[Decision] = field(default_factory=list)
+    cue: BargeCue | None = None
+    level_gate: LevelGate | None = None
+    early: bool = False  # the current interruption was decided by the early cue
+    vad_seen: bool = False  # the VAD reported speech since the current onset
+    _cue_onset: float | None = None
+    _cue_levels: list[float] = field(default_factory=list)
+    _cue_mels: list[np.ndarray] = field(default_factory=list)
+    _cue_done: bool = False  # looked at this sound already; re-armed after `early_rearm_ms` of quiet
+    _quiet_ms: float = 0.0
+    last_probability: float | None = None
 
     def _decide(self, verdict: Verdict, t_ms: float) -> Decision:
         d = Decision(verdict, t_ms, self.onset_ms, self.heard_text)
@@ -157,16 +265,60 @@ class InterruptionAnalyzer:
     def set_bot_speaking(self, speaking: bool) -> None:
         self.bot_speaking = speaking
 
-    def speech_start(self, t_ms: float, now_ms: float) -> Decision | None:
-        if self.state == "interrupted" and self.end_ms is not None:
-            self.end_ms = None  # the interrupter goes on talking
+    def audio(self, pcm: np.ndarray, t0_ms: float) -> Decision | None:
+        """One 20 ms frame of caller audio starting at t0_ms: the early cue's onset and look."""
+        if not self.bot_speaking or self.cue is None or self.params.early_threshold > 1:
+            self._cue_onset = None
             return None
+        level = frame_level_db(pcm)
+        threshold = self.params.early_onset_dbfs  # the onset as the cue was trained: the sound's first frame
+        if self.level_gate is not None:
+            threshold = max(threshold, self.level_gate.floor_db + self.params.early_floor_margin_db)
+        if self._cue_done:
+            self._quiet_ms = 0.0 if level >= threshold else self._quiet_ms + len(pcm) / SAMPLES_PER_MS
+            if self._quiet_ms >= self.params.early_rearm_ms and self.state == "idle":
+                self._cue_done = False
+            return None
+        if self._cue_onset is None:
+            if level < threshold or self.state not in ("idle", "candidate"):
+                return None
+            self._cue_onset, self._cue_levels, self._cue_mels = t0_ms, [], []
+        self._cue_levels.append(level)
+        self._cue_mels.append(frame_logmel(pcm))
+        end_ms = t0_ms + len(pcm) / SAMPLES_PER_MS
+        caller = self.level_gate is None or level >= self.level_gate.open_threshold_db(t0_ms)
+        if self.state == "idle" and caller:  # pause now: when the clear comes, Twilio's buffer has drained
+            self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", self._cue_onset, None, "", []
+            self.got_final, self.early, self.vad_seen = False, False, False
+            return self._decide(Verdict.PAUSE, end_ms)
+        if len(self._cue_levels) < self.cue.frames:
+            return None
+        p = self.cue.probability(np.array(self._cue_levels), np.stack(self._cue_mels))
+        onset, self._cue_onset, self._cue_done, self._quiet_ms = self._cue_onset, None, True, 0.0
+        self.last_probability = p
+        caller_level = self.level_gate is None or max(self._cue_levels) >= self.level_gate.open_threshold_db(t0_ms)
+        if p < self.params.early_threshold or not caller_level or self.state not in ("idle", "candidate"):
+            return None
+        if self.state == "idle":
+            self.onset_ms, self.end_ms, self.text, self.finals, self.got_final = onset, None, "", [], False
+            self.vad_seen = False
+        self.early = True
+        return self._decide(Verdict.BARGE_IN, end_ms)
+
+    def speech_start(self, t_ms: float, now_ms: float) -> Decision | None:
+        if self.state == "interrupted":
+            self.vad_seen = True
+            if self.end_ms is not None:
+                self.end_ms = None  # the interrupter goes on talking
+            return None
+        if self.state == "candidate":
+            self.vad_seen = True  # the early cue paused the bot already
         if not self.bot_speaking or self.state != "idle":
             return None
         if self.gate is not None and not self.gate.is_caller_speech(t_ms, now_ms):
             return None
         self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", t_ms, None, "", []
-        self.got_final = False
+        self.got_final, self.early, self.vad_seen = False, False, True
         return self._decide(Verdict.PAUSE, now_ms)
 
     def speech_end(self, t_ms: float, now_ms: float) -> Decision | None:
@@ -196,7 +348,10 @@ class InterruptionAnalyzer:
         words = self.heard_text
         # a continuer, or one or two words that do not take the floor (likely a misheard continuer)
         backchannel = bool(words) and not takes_floor(words, p.backchannel_max_words)
-        if self.state == "candidate":
+        if self.state == "candidate" and not self.vad_seen and self._cue_onset is None:
+            if now_ms - self.onset_ms >= p.early_novad_ms:  # the cue said no and the VAD hears no speech
+                return self._decide(Verdict.NOISE, now_ms)
+        elif self.state == "candidate":
             limit = p.backchannel_max_ms if backchannel else p.barge_in_min_ms
             if now_ms - self.onset_ms >= limit:
                 return self._decide(Verdict.BARGE_IN, now_ms)
@@ -210,6 +365,9 @@ class InterruptionAnalyzer:
                 return self._decide(Verdict.NOISE, now_ms)
             if now_ms - self.end_ms >= p.transcript_wait_ms:
                 return self._decide(Verdict.BACKCHANNEL if backchannel else Verdict.NOISE, now_ms)
+        elif self.state == "interrupted" and self.early and not self.vad_seen:
+            if now_ms - self.onset_ms >= p.early_false_ms:  # the early cue's sound never became speech
+                return self._decide(Verdict.FALSE_INTERRUPTION, now_ms)
         elif self.state == "interrupted" and self.end_ms is not None:
             # Short speech with no real words after all: the interruption was false; resume.
             short = self.end_ms - self.onset_ms < p.backchannel_max_ms
@@ -233,6 +391,7 @@ class InterruptionProcessor(FrameProcessor):
         super().__init__(**kwargs)
         self.analyzer = analyzer or InterruptionAnalyzer()
         self._samples = 0
+        self._pcm = np.zeros(0, np.int16)
         self._held: list[Frame] = []
 
     @property
@@ -248,6 +407,15 @@ class InterruptionProcessor(FrameProcessor):
         elif isinstance(frame, InputAudioRawFrame):
             self._samples += len(frame.audio) // 2
             await self.push_frame(frame, direction)
+            # the cue looks at 20 ms frames, whatever size the transport's frames are (a replay's are larger)
+            self._pcm = np.concatenate([self._pcm, np.frombuffer(frame.audio, dtype=np.int16)])
+            n = len(self._pcm) // CUE_FRAME * CUE_FRAME
+            t0 = (self._samples - len(self._pcm)) / SAMPLES_PER_MS
+            for i in range(0, n, CUE_FRAME):
+                decision = a.audio(self._pcm[i : i + CUE_FRAME], t0 + i / SAMPLES_PER_MS)
+                if decision:
+                    await self._act(decision)
+            self._pcm = self._pcm[n:]
             decision = a.tick(self.t_ms)
             if decision:
                 await self._act(decision)
@@ -272,7 +440,7 @@ class InterruptionProcessor(FrameProcessor):
         if d.verdict is Verdict.PAUSE:
             await self.push_frame(BotPauseFrame(t_ms=d.t_ms, onset_ms=d.onset_ms))
         elif d.verdict is Verdict.BARGE_IN:
-            await self.push_frame(BargeInFrame(t_ms=d.t_ms, onset_ms=d.onset_ms, text=d.text))
+            await self.push_frame(BargeInFrame(t_ms=d.t_ms, onset_ms=d.onset_ms, text=d.text, early=self.analyzer.early))
             held, self._held = self._held, []
             for f in held:  # the interrupting words belong to the caller's turn
                 await self.push_frame(f)

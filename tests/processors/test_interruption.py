@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from processors.interruption import InterruptionAnalyzer, InterruptionParams, Verdict, is_backchannel
+from processors.interruption import (
+    InterruptionAnalyzer,
+    InterruptionParams,
+    Verdict,
+    frame_level_db,
+    frame_logmel,
+    is_backchannel,
+    shipped_cue,
+)
 
 
 def analyzer(**kw) -> InterruptionAnalyzer:
@@ -114,3 +123,116 @@ def test_one_unsure_word_is_a_continuer_but_a_floor_word_interrupts():
     b.speech_start(1000, 1100)
     d = b.transcript("wait", False, 1350)
     assert d and d.verdict is Verdict.BARGE_IN
+
+
+class FixedCue:
+    """Stands in for the trained cue: a fixed probability after `frames` frames (records what it saw)."""
+
+    def __init__(self, p: float, frames: int = 3) -> None:
+        self.p, self.frames, self.seen = p, frames, []
+
+    def probability(self, levels, mels) -> float:
+        self.seen.append((levels, mels))
+        return self.p
+
+
+def tone(dbfs: float, n: int = 160, hz: float = 300.0) -> np.ndarray:
+    amp = 32768 * 10 ** (dbfs / 20) * np.sqrt(2)
+    return (amp * np.sin(2 * np.pi * hz * np.arange(n) / 8000)).astype(np.int16)
+
+
+def feed(a: InterruptionAnalyzer, frames: list[np.ndarray], start_ms: float = 1000.0):
+    out = []
+    for i, f in enumerate(frames):
+        d = a.audio(f, start_ms + 20 * i)
+        if d:
+            out.append(d)
+    return out
+
+
+def test_a_confident_early_cue_clears_before_any_words_at_the_sounds_onset():
+    a = analyzer(early_threshold=0.7)
+    a.cue = FixedCue(0.9, frames=3)
+    quiet, loud = np.zeros(160, np.int16), tone(-20)
+    pause, d = feed(a, [quiet, quiet, loud, loud, loud, loud])
+    assert pause.verdict is Verdict.PAUSE and pause.t_ms == 1060  # the bot falls silent at the first frame
+    assert d.verdict is Verdict.BARGE_IN and a.early
+    assert d.onset_ms == 1040 and d.t_ms == 1100  # onset at the first loud frame, decided 3 frames later
+    levels, mels = a.cue.seen[0]
+    assert len(levels) == 3 and mels.shape == (3, 12)
+    assert a.speech_start(1040, 1140) is None and a.vad_seen  # the VAD catching up changes nothing
+
+
+def test_an_unsure_early_cue_leaves_the_decision_to_words():
+    a = analyzer(early_threshold=0.7)
+    a.cue = FixedCue(0.4, frames=3)
+    assert [d.verdict for d in feed(a, [tone(-20)] * 5)] == [Verdict.PAUSE]
+    assert a.speech_start(1000, 1100) is None and a.vad_seen  # paused already
+    assert run_ticks(a, 1100, 1900) is None  # the VAD hears speech: the pause holds while words are awaited
+    d = a.transcript("wait", False, 1300)
+    assert d and d.verdict is Verdict.BARGE_IN and not a.early
+
+
+def test_a_continuer_the_early_cue_passes_still_resumes_without_a_clear():
+    a = analyzer(early_threshold=0.7)
+    a.cue = FixedCue(0.2, frames=3)
+    feed(a, [tone(-20)] * 4)
+    a.speech_start(1000, 1100)
+    a.speech_end(1300, 1500)
+    d = a.transcript("uh-huh", True, 1600)
+    assert d and d.verdict is Verdict.BACKCHANNEL
+    assert not any(x.verdict is Verdict.BARGE_IN for x in a.decisions)
+
+
+def test_an_early_barge_in_on_a_sound_the_vad_never_heard_resumes_the_bot():
+    a = analyzer(early_threshold=0.7, early_false_ms=600)
+    a.cue = FixedCue(0.9, frames=3)
+    _, d = feed(a, [tone(-20)] * 3 + [np.zeros(160, np.int16)] * 5)
+    assert d.verdict is Verdict.BARGE_IN
+    assert run_ticks(a, 1100, 1580) is None
+    d = run_ticks(a, 1600, 1700)
+    assert d and d.verdict is Verdict.FALSE_INTERRUPTION and a.state == "idle"
+
+
+def test_frames_below_the_callers_level_or_without_bot_speech_never_start_the_cue():
+    class Gate:
+        floor_db = -70.0
+
+        def open_threshold_db(self, t_ms=None) -> float:
+            return -20.0
+
+    a = analyzer(early_threshold=0.7)
+    a.cue, a.level_gate = FixedCue(0.9, frames=3), Gate()
+    assert feed(a, [tone(-30)] * 6) == []  # a TV across the room: below the gate's threshold
+    b = InterruptionAnalyzer(InterruptionParams(early_threshold=0.7))
+    b.cue = FixedCue(0.9, frames=3)
+    assert feed(b, [tone(-20)] * 6) == []  # the bot is silent: an ordinary turn, not a barge-in
+
+
+def test_one_sound_gets_one_early_look_until_the_line_is_quiet_again():
+    a = analyzer(early_threshold=0.7, early_rearm_ms=100)
+    a.cue = FixedCue(0.3, frames=3)
+    feed(a, [tone(-20)] * 10)
+    assert len(a.cue.seen) == 1
+    assert run_ticks(a, 1200, 1500).verdict is Verdict.NOISE  # never VAD speech: the bot resumes
+    feed(a, [np.zeros(160, np.int16)] * 5 + [tone(-20)] * 3, start_ms=1500)
+    assert len(a.cue.seen) == 2
+
+
+def test_an_early_pause_the_cue_and_the_vad_never_confirm_resumes_as_noise():
+    a = analyzer(early_threshold=0.7, early_novad_ms=450)
+    a.cue = FixedCue(0.3, frames=3)
+    (pause,) = feed(a, [tone(-20)] * 2 + [np.zeros(160, np.int16)] * 3)  # a click, a door
+    assert pause.verdict is Verdict.PAUSE
+    assert run_ticks(a, 1100, 1440) is None
+    d = run_ticks(a, 1450, 1600)
+    assert d and d.verdict is Verdict.NOISE and d.t_ms == 1450
+
+
+def test_the_shipped_cue_scores_200_ms_of_audio_in_the_unit_interval():
+    cue = shipped_cue()
+    assert cue.frames == 10
+    x = tone(-15, 1600)
+    frames = [x[i : i + 160] for i in range(0, 1600, 160)]
+    p = cue.probability(np.array([frame_level_db(f) for f in frames]), np.stack([frame_logmel(f) for f in frames]))
+    assert 0.0 <= p <= 1.0
