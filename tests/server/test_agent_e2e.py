@@ -54,10 +54,10 @@ def agent_server(server_factory, tmp_path, rest, vendors, **overrides):
     )
 
 
-async def scripted_agent_call(server_factory, tmp_path, vendors, script, network_delay_ms: float = 0.0):
+async def scripted_agent_call(server_factory, tmp_path, vendors, script, network_delay_ms: float = 0.0, **overrides):
     """One scripted caller into the agent (AMD off) on a fresh server; returns (server, report)."""
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = agent_server(server_factory, tmp_path, rest, vendors)
+        server = agent_server(server_factory, tmp_path, rest, vendors, **overrides)
         report = await simulate_call(
             np.zeros(0, np.int16),
             f"{server.base_url}/twiml",
