@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         None, description="Listening presets (gate + endpointer, JSON); defaults to pipelines/presets/listen.json."
     )
     listen_endpointer_ends_turns: bool = Field(
-        True,
+        False,
         description="agent: a user turn ends only on the semantic endpointer's final turn_end (off: at VAD end "
         "plus the STT final, the endpointer's events being logged only).",
     )

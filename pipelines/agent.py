@@ -136,7 +136,10 @@ class TurnLatency:
             "turn_closed_ms": ms(speech_end_wall, self.turn_end_wall),
             "greedy": self.greedy,
         }
-        known = [out[k] for k in ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_byte_ms")]
+        # the critical path: the turn closing (endpointer + STT final; else VAD end + STT final), then the
+        # LLM and the TTS; a greedy reply overlaps them, so it has no such sum
+        closing = ["turn_closed_ms"] if out["turn_closed_ms"] is not None else ["endpointing_ms", "stt_final_ms"]
+        known = [out[k] for k in (*closing, "llm_first_token_ms", "tts_first_byte_ms")]
         if sent is not None and all(v is not None for v in known) and not self.greedy:
             out["pipeline_ms"] = round(sent - sum(known), 1)
         return out

@@ -87,7 +87,8 @@ async def test_a_paused_turn_scraps_its_greedy_reply_unheard_and_the_whole_turn_
         }
     )
     server, report = await scripted_agent_call(
-        server_factory, tmp_path, vendors, script, listen_presets_path=greedy_preset(tmp_path)
+        server_factory, tmp_path, vendors, script, listen_presets_path=greedy_preset(tmp_path),
+        listen_endpointer_ends_turns=True, listen_greedy_replies=True
     )
     assert report.ok, report.summary
     sid = report.summary["call_sid"]
