@@ -66,8 +66,13 @@ class Settings(BaseSettings):
     )
     listen_endpointer_ends_turns: bool = Field(
         False,
-        description="agent: a user turn ends only on the semantic endpointer's final turn_end (else at VAD end "
+        description="agent: a user turn ends only on the semantic endpointer's final turn_end (off: at VAD end "
         "plus the STT final, the endpointer's events being logged only).",
+    )
+    listen_greedy_replies: bool = Field(
+        True,
+        description="agent (with LISTEN_ENDPOINTER_ENDS_TURNS): ask the LLM on the endpointer's tentative turn "
+        "end and hold the reply's audio until the final end (scrapped unheard if the caller goes on).",
     )
     amd_callback_url: str | None = Field(
         None, description="parallel_dial / power_dial POST each verdict here as JSON, as soon as it is made."

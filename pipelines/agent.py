@@ -8,8 +8,13 @@ voicemail_drop logic, VoicemailLeaver); an IVR or intercept is hung up on. Inbou
     input -> VAD -> beep -> AMD -> decision -> STT -> InterruptionProcessor -> AgentWorkflow
           -> LLM -> ClauseProcessor -> TTS -> BotSpeechPlayer -> MarkTracker -> EventLog -> output
 
-The workflow owns the LLM context and the call's transcript: a user turn ends at VAD end plus the STT's
-final transcript; the reply's assistant message is what the caller heard (BotSpeechPlayer's marks), so
+The workflow owns the LLM context and the call's transcript: a user turn ends on the semantic endpointer's
+final turn end (processors/endpointer.py; with LISTEN_ENDPOINTER_ENDS_TURNS off, at VAD end) plus the
+STT's final transcript. Greedy replies (LISTEN_GREEDY_REPLIES): on the endpointer's *tentative* end the
+LLM is asked at once with the words so far and its reply is synthesized but held at the player
+(BotHoldFrame); the final end releases it if the words did not change since, else (the caller went on,
+or the STT's final differs) it is scrapped (ReplyCancelFrame: no audio of it was sent, and its user
+message leaves the context) and, on a changed text, asked again. The reply's assistant message is what the caller heard (BotSpeechPlayer's marks), so
 after a barge-in the context holds exactly the words played before the `clear`. The LLM's tools:
 transfer_to_human (the <Dial> hand-off), end_call (goodbye, then hang up once its last mark is
 played), leave_voicemail (the voicemail message now).
@@ -42,11 +47,13 @@ from pipelines.workflow import Workflow
 from processors.agent_frames import (
     AgentEventFrame,
     BargeInFrame,
+    BotHoldFrame,
     BotPlaybackFrame,
     BotResumeFrame,
     BotSayFrame,
     BotTurnStartFrame,
     LlmFirstTokenFrame,
+    ReplyCancelFrame,
     TtsRequestFrame,
 )
 from processors.bot_speech import BotSpeechPlayer, TurnPlayout
@@ -90,6 +97,18 @@ TOOLS = [
 
 
 @dataclass
+class GreedyReply:
+    """A reply asked on a tentative turn end, held at the player until the final end confirms it."""
+
+    turn: int
+    text: str
+    message: dict[str, Any]
+    start: float | None
+    latency: TurnLatency
+    tools: list[str] = field(default_factory=list)  # tool calls it made: run only once confirmed
+
+
+@dataclass
 class TurnLatency:
     """One bot reply's voice-to-voice latency and its parts (ms)."""
 
@@ -97,6 +116,8 @@ class TurnLatency:
     speech_end_ms: float  # audio time the caller stopped speaking
     vad_end_wall: float  # when the VAD reported it (wall clock)
     vad_end_lag_ms: float  # audio time between the speech end and the VAD's report (endpointing)
+    greedy: bool = False  # asked on a tentative turn end, held until the final one
+    turn_end_wall: float | None = None  # when the turn was closed (endpointer's final end + STT final)
     stt_final_wall: float | None = None
     llm_request_wall: float | None = None
     llm_first_token_wall: float | None = None
@@ -120,9 +141,14 @@ class TurnLatency:
             "first_audio_played_ms": (
                 None if turn.start_echo_ms is None else round(turn.start_echo_ms - self.speech_end_ms, 1)
             ),
+            "turn_closed_ms": ms(speech_end_wall, self.turn_end_wall),
+            "greedy": self.greedy,
         }
-        known = [out[k] for k in ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_byte_ms")]
-        if sent is not None and all(v is not None for v in known):
+        # the critical path: the turn closing (endpointer + STT final; else VAD end + STT final), then the
+        # LLM and the TTS; a greedy reply overlaps them, so it has no such sum
+        closing = ["turn_closed_ms"] if out["turn_closed_ms"] is not None else ["endpointing_ms", "stt_final_ms"]
+        known = [out[k] for k in (*closing, "llm_first_token_ms", "tts_first_byte_ms")]
+        if sent is not None and all(v is not None for v in known) and not self.greedy:
             out["pipeline_ms"] = round(sent - sum(known), 1)
         return out
 
@@ -157,7 +183,10 @@ class AgentWorkflow(Workflow):
             self.interruption.analyzer.cue, self.interruption.analyzer.level_gate = shipped_cue(), self.gate.analyzer
         self.endpointer = SemanticEndpointer(self.gate.analyzer, EndpointAnalyzer(listen.endpointer))
         self._turn_end_final = False
+        self._tentative = False
         self._endpointer_ends_turns = s.listen_endpointer_ends_turns
+        self._greedy_on = s.listen_endpointer_ends_turns and s.listen_greedy_replies
+        self._greedy: GreedyReply | None = None
         self.before: list[FrameProcessor] = [
             self.gate, VadFrameBridge(), services.stt, self.endpointer, self.interruption
         ]
@@ -237,6 +266,8 @@ class AgentWorkflow(Workflow):
             return  # the interruption analyzer decides what this is
         if not self._user_speaking:
             self._user_speaking = True
+            if self._greedy is not None:
+                await self._scrap_greedy("caller_resumed")
             if self._reply_pending():
                 await self._retract_reply()  # the caller went on talking before the reply was heard
             if self._user_start_ms is None:
@@ -252,6 +283,7 @@ class AgentWorkflow(Workflow):
         self._user_end_wall = time.monotonic()
         self._user_end_lag = self.t_ms - frame.t_ms
         await self._maybe_end_user_turn()
+        await self._maybe_greedy()
 
     async def _on_transcript(self, frame: TranscriptionFrame | InterimTranscriptionFrame) -> None:
         if not self._user_speaking and self._user_end_ms is None:
@@ -286,6 +318,7 @@ class AgentWorkflow(Workflow):
             await self._maybe_end_user_turn()
         else:
             self._interim = frame.text.strip()
+        await self._maybe_greedy()
 
     async def _maybe_end_user_turn(self, timeout: bool = False) -> None:
         if self._user_speaking or self._user_end_ms is None or self.ended:
@@ -302,6 +335,8 @@ class AgentWorkflow(Workflow):
         self.interruption.analyzer.turn_taken()
         self.transcript.append({"role": "caller", "text": text, "start_ms": round(start or end), "end_ms": round(end)})
         await self._event("user_transcript", text=text, final=True, start_ms=round(start or end), end_ms=round(end))
+        if self._greedy is not None and (self.phase != "conversation" or not self._started or self.ended):
+            await self._scrap_greedy("conversation_over")
         if self.phase == "amd":
             return  # "Hello?" before the verdict: answered when the conversation starts
         if self.phase != "conversation":
@@ -312,21 +347,86 @@ class AgentWorkflow(Workflow):
         if start is not None and start < self._answered_before_ms:
             self.context.add_message({"role": "user", "content": text})  # heard; the greeting answers it
             return
+        g, self._greedy = self._greedy, None
+        if g is not None and g.text == text and g.start == start:
+            await self._confirm_greedy(g)
+            return
+        if g is not None:
+            self._greedy = g
+            await self._scrap_greedy("text_changed")
         ends = self.agent.end_call_phrases
         if any(p and p in text.lower() for p in ends):
             await self._goodbye()
             return
+        message, lat = await self._ask(text, end)
+        lat.turn_end_wall = time.monotonic()
+        self._last_user = (self.turn, text, start, message)
+
+    async def _ask(self, text: str, end: float | None, *, hold: bool = False) -> tuple[dict[str, Any], TurnLatency]:
+        """The caller's words go into the context and the LLM is asked for bot turn `self.turn + 1`."""
         message = {"role": "user", "content": text}
         self.context.add_message(message)
         self.turn += 1
-        self._last_user = (self.turn, text, start, message)
-        lat = TurnLatency(self.turn, end, self._user_end_wall, self._user_end_lag)
+        lat = TurnLatency(self.turn, end if end is not None else self.t_ms, self._user_end_wall, self._user_end_lag)
         lat.stt_final_wall = self._final_wall if self._final_wall and self._final_wall > self._user_end_wall else None
         lat.llm_request_wall = time.monotonic()
+        lat.greedy = hold
         self._pending[self.turn] = lat
-        self._final_wall = None
+        if not hold:
+            self._final_wall = None
+        if hold:  # before any of its frames: system frames overtake the LLM request
+            await self.push_frame(BotHoldFrame(turn=self.turn, hold=True))
         await self.push_frame(BotTurnStartFrame(turn=self.turn))
         await self.push_frame(LLMContextFrame(context=self.context))
+        return message, lat
+
+    # --- greedy replies ----------------------------------------------------------------------------
+
+    def _words_so_far(self) -> str:
+        return " ".join([*self._finals, self._interim]).strip()
+
+    async def _maybe_greedy(self) -> None:
+        """On a tentative turn end (caller silent, words known): ask the LLM now, hold the reply."""
+        if not (self._greedy_on and self._tentative) or self._user_speaking or self._user_end_ms is None:
+            return
+        if self.ended or self.phase != "conversation" or not self._started:
+            return
+        text = self._words_so_far()
+        start = self._user_start_ms
+        if not text or (start is not None and start < self._answered_before_ms):
+            return
+        if any(p and p in text.lower() for p in self.agent.end_call_phrases):
+            return  # a goodbye is said when the turn really ends
+        if self._greedy is not None:
+            if self._greedy.text == text:
+                return
+            await self._scrap_greedy("text_changed")  # the STT's words changed: ask again
+        message, lat = await self._ask(text, self._user_end_ms, hold=True)
+        self._greedy = GreedyReply(self.turn, text, message, start, lat)
+        await self._event("greedy_reply", turn=self.turn, text=text)
+
+    async def _scrap_greedy(self, reason: str) -> None:
+        """The held reply will not be played: stop it, drop its audio, take its words out of the context."""
+        g, self._greedy = self._greedy, None
+        if g is None:
+            return
+        self._finalized.add(g.turn)
+        self._pending.pop(g.turn, None)
+        await self.push_frame(ReplyCancelFrame(turn=g.turn))
+        messages = self.context.get_messages()
+        if any(m is g.message for m in messages):
+            self.context.set_messages([m for m in messages if m is not g.message])
+        await self._event("greedy_cancelled", turn=g.turn, reason=reason)
+
+    async def _confirm_greedy(self, g: GreedyReply) -> None:
+        """The final turn end kept the words: the held reply plays now (much of it may be ready)."""
+        self._last_user = (g.turn, g.text, g.start, g.message)
+        g.latency.turn_end_wall = time.monotonic()
+        self._final_wall = None
+        await self.push_frame(BotHoldFrame(turn=g.turn, hold=False))
+        await self._event("greedy_confirmed", turn=g.turn)
+        for tool in g.tools:
+            await self._run_tool(tool)
 
     # --- bot turns -------------------------------------------------------------------------------
 
@@ -464,8 +564,14 @@ class AgentWorkflow(Workflow):
 
     async def _tool(self, params: Any) -> None:
         name = params.function_name
-        await self.action("tool_call", tool=name)
         await params.result_callback({"ok": True}, properties=FunctionCallResultProperties(run_llm=False))
+        if self._greedy is not None and self._greedy.turn == self.turn:
+            self._greedy.tools.append(name)  # a held reply acts only once the turn has really ended
+            return
+        await self._run_tool(name)
+
+    async def _run_tool(self, name: str) -> None:
+        await self.action("tool_call", tool=name)
         if name in ("end_call", "transfer_to_human"):
             # The reply that called the tool may say something first ("Of course, let me connect you"):
             # the caller hears it before the hang-up or the hand-off (which ends the stream). Whether it
@@ -496,10 +602,16 @@ class AgentWorkflow(Workflow):
                 await self._on_transcript(frame)
             return  # the workflow owns the context; transcripts go no further
         if isinstance(frame, TurnEndFrame | TurnCancelledFrame | UserTurnStartFrame):
-            # the endpointer's verdicts: a final end lets the turn close (with the STT's words)
+            # the endpointer's verdicts: a final end lets the turn close (with the STT's words); a
+            # tentative one asks the LLM (greedy); the caller going on scraps that reply
             self._turn_end_final = isinstance(frame, TurnEndFrame) and not frame.tentative
+            self._tentative = isinstance(frame, TurnEndFrame) and frame.tentative
+            if isinstance(frame, TurnCancelledFrame) and self._greedy is not None:
+                await self._scrap_greedy("turn_cancelled")
             if self._turn_end_final:
                 await self._maybe_end_user_turn()
+            elif self._tentative:
+                await self._maybe_greedy()
         elif isinstance(frame, BotPlaybackFrame):
             self._bot_speaking = frame.speaking
             if frame.speaking and self.turn in self.player.ledger.turns:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipecat.frames.frames import DataFrame, SystemFrame
+from pipecat.frames.frames import DataFrame, InterruptionFrame, SystemFrame
 
 from processors.frames import CallEvent
 
@@ -54,6 +54,26 @@ class BargeInFrame(SystemFrame):
     onset_ms: float = 0.0
     text: str = ""
     early: bool = False  # decided by the early audio cue (before any words)
+
+
+@dataclass
+class BotHoldFrame(SystemFrame):
+    """Greedy replies: hold (`hold=True`) or release the audio of bot turn `turn` at the player.
+
+    A held turn is synthesized and queued but none of its audio goes to Twilio until it is released.
+    """
+
+    turn: int = 0
+    hold: bool = True
+
+
+@dataclass
+class ReplyCancelFrame(InterruptionFrame):
+    """Scrap the held (never played) reply of bot turn `turn`: the LLM and the TTS stop as on an
+    interruption, the player drops that turn's queued audio and stops the frame, so Twilio gets no
+    `clear` and nothing played is touched."""
+
+    turn: int = 0
 
 
 @dataclass

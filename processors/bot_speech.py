@@ -44,10 +44,12 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE
 from processors.agent_frames import (
     BotClauseFrame,
+    BotHoldFrame,
     BotPauseFrame,
     BotPlaybackFrame,
     BotReplyEndFrame,
     BotResumeFrame,
+    ReplyCancelFrame,
 )
 from processors.frames import MarkResolvedFrame, TwilioMarkFrame
 
@@ -210,6 +212,7 @@ class PlayoutLedger:
     start_rtt_ms: float | None = None  # the same for turn-start marks (echoed on arrival, not after audio)
     turns: dict[int, TurnPlayout] = field(default_factory=dict)
     marks: dict[str, Mark] = field(default_factory=dict)
+    held: set[int] = field(default_factory=set)  # greedy turns whose audio waits for the turn end
     _pipecat_end_ms: float = 0.0
 
     def turn(self, turn: int) -> TurnPlayout:
@@ -312,6 +315,8 @@ class PlayoutLedger:
         out: list[tuple[str, Any]] = []
         while self.queue and not self.paused:
             kind, item = self.queue[0]
+            if kind == "mark" and item.kind == "s" and item.turn in self.held:
+                break  # a greedy reply: everything from its start mark on waits for its release
             if kind == "audio":
                 if self.play_end_ms - now_ms >= self.lead_ms:
                     break
@@ -409,6 +414,26 @@ class PlayoutLedger:
         self.resume()
         return dropped_twilio + dropped_here
 
+    def drop_turn(self, turn: int) -> int:
+        """Scrap a held turn: its queued items (all after its start mark, none ever released) go, and
+        the turn is forgotten. Returns the bytes of audio dropped; other turns are untouched."""
+        self.held.discard(turn)
+        kept: deque[tuple[str, Any]] = deque()
+        dropping, dropped = False, 0
+        for kind, item in self.queue:
+            if kind == "mark" and item.kind == "s" and item.turn == turn:
+                dropping = True
+            if not dropping:
+                kept.append((kind, item))
+            elif kind == "audio":
+                dropped += len(item)
+            else:
+                item.played = False
+                self.marks.pop(item.name, None)
+        self.queue = kept
+        self.turns.pop(turn, None)
+        return dropped
+
     def resume_tail(self, turn: TurnPlayout) -> int:
         """False interruption: queue again, with fresh marks, every word of `turn` the caller did not
         hear (from the first unheard one). Returns the number of words queued again."""
@@ -448,6 +473,9 @@ class BotSpeechPlayer(FrameProcessor):
         self._order: deque[str] = deque()
         self._speaking = False
         self.current_turn = 0
+        self._scrapped: set[str] = set()  # TTS contexts of scrapped greedy replies: late audio goes nowhere
+        self.released: dict[int, int] = {}  # bytes of audio sent to Twilio, per bot turn
+        self._out_turn = 0  # the turn whose audio is going out (that of the last mark released)
 
     @property
     def t_ms(self) -> float:
@@ -468,6 +496,20 @@ class BotSpeechPlayer(FrameProcessor):
         if isinstance(frame, BotReplyEndFrame):
             led.turn(frame.turn).reply_done = True
             await self._update_speaking()
+            return
+        if isinstance(frame, BotHoldFrame):
+            if frame.hold:
+                led.held.add(frame.turn)
+            elif frame.turn in led.held:
+                led.held.discard(frame.turn)
+                await self._release()
+            return
+        if isinstance(frame, ReplyCancelFrame) and direction == FrameDirection.DOWNSTREAM:
+            self._drop_turn(frame.turn)
+            return  # nothing of it was sent: Twilio needs no `clear`
+        if getattr(frame, "context_id", None) in self._scrapped and isinstance(
+            frame, TTSAudioRawFrame | TTSTextFrame | TTSStoppedFrame
+        ):
             return
         if isinstance(frame, TTSStartedFrame):
             text = self._texts.popleft() if self._texts else BotClauseFrame(text="", turn=self.current_turn)
@@ -511,6 +553,15 @@ class BotSpeechPlayer(FrameProcessor):
             return
         await self.push_frame(frame, direction)
 
+    def _drop_turn(self, turn: int) -> None:
+        """A greedy reply was scrapped: forget its clauses (late TTS audio of them is swallowed)."""
+        self._texts = deque(t for t in self._texts if t.turn != turn)
+        for cid in [cid for cid, c in self._clauses.items() if c.turn == turn]:
+            self._clauses.pop(cid)
+            self._scrapped.add(cid)
+        self._order = deque(cid for cid in self._order if cid in self._clauses)
+        self.ledger.drop_turn(turn)
+
     async def _stream_clause(self, context_id: str) -> None:
         """The oldest open clause may queue the words it already has (later ones wait their turn)."""
         if self._order and self._order[0] == context_id:
@@ -532,11 +583,13 @@ class BotSpeechPlayer(FrameProcessor):
         led = self.ledger
         for kind, item in led.release(self.t_ms):
             if kind == "audio":
-                t = led.turn(self.current_turn)
+                t = led.turn(self._out_turn)  # audio belongs to the turn of the mark released before it
+                self.released[t.turn] = self.released.get(t.turn, 0) + len(item)
                 if t.first_release_wall is None:
                     t.first_release_wall, t.first_release_ms = time.monotonic(), self.t_ms
                 await self.push_frame(OutputAudioRawFrame(audio=item, sample_rate=SAMPLE_RATE, num_channels=1))
             else:
+                self._out_turn = item.turn
                 msg = {"event": "mark", "streamSid": self._stream_sid, "mark": {"name": item.name}}
                 await self.push_frame(OutputTransportMessageFrame(message=msg))
         await self._update_speaking()

@@ -141,18 +141,54 @@ def shared_text_model() -> TextCompletenessModel:
 
 
 class SmartTurnModel:
-    """Pipecat's bundled Smart-Turn v3 model (via LocalSmartTurnAnalyzerV3), fed 8 kHz audio directly."""
+    """Pipecat's bundled Smart-Turn v3 model (the session LocalSmartTurnAnalyzerV3 builds), fed 8 kHz audio.
+
+    Same inputs as LocalSmartTurnAnalyzerV3._predict_endpoint (16 kHz HQ resample, left-padded to 8 s,
+    Whisper log-mel), but the spectrogram frames that lie wholly in the zero padding (identical after
+    normalisation) are computed once: a 2 s turn costs a quarter of the STFT work (features equal to
+    Pipecat's to float rounding; tests/processors/test_endpointer.py checks it).
+    """
 
     def __init__(self, threads: int = 1) -> None:
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
         self._analyzer = LocalSmartTurnAnalyzerV3(sample_rate=SAMPLE_RATE, cpu_count=threads)
         self._analyzer.set_sample_rate(SAMPLE_RATE)
+        self._session = self._analyzer._session
 
     def probability(self, pcm: np.ndarray) -> float:
         """P(complete) for int16 8 kHz audio of the turn so far (the model keeps the last 8 s)."""
-        audio = pcm.astype(np.float32) / 32768.0
-        return float(self._analyzer._predict_endpoint(audio)["probability"])
+        feats = smart_turn_features(np.asarray(pcm, dtype=np.float32) / 32768.0)
+        out = self._session.run(None, {"input_features": feats[None]})[0]
+        return float(np.ravel(out)[0])
+
+
+ST_RATE, ST_SAMPLES, ST_FFT, ST_HOP = 16000, 16000 * 8, 400, 160
+
+
+def smart_turn_features(audio_8k: np.ndarray) -> np.ndarray:
+    """Smart-Turn v3's input [80, 800] for float 8 kHz audio: Pipecat's resample, padding and log-mel."""
+    import soxr
+    from numpy.lib.stride_tricks import sliding_window_view
+    from pipecat.audio.turn.smart_turn import _whisper_features as wf
+
+    x = soxr.resample(audio_8k, SAMPLE_RATE, ST_RATE, quality="HQ") if len(audio_8k) else np.zeros(0, np.float32)
+    x = np.asarray(x[-ST_SAMPLES:], dtype=np.float32)
+    lead = ST_SAMPLES - len(x)
+    x = np.pad(x, (lead, 0))
+    x = (x - x.mean()) / np.sqrt(x.var() + wf._NORM_VARIANCE_EPS)
+    pad = ST_FFT // 2
+    padded = np.pad(x.astype(np.float64), (pad, pad), mode="reflect")
+    frames = sliding_window_view(padded, ST_FFT)[::ST_HOP]  # 801 frames; frame k: padded[k*hop : k*hop+fft]
+    # frames inside padded[: lead + pad] see only the (normalised) zero padding, reflected or not: all alike
+    n_const = (lead - pad) // ST_HOP + 1 if lead > pad + ST_FFT else 0
+    first = max(n_const - 1, 0)
+    spec = np.abs(np.fft.rfft(frames[first:-1] * wf._HANN_WINDOW, axis=-1)) ** 2  # the last frame is dropped
+    log_spec = np.log10(np.maximum(wf._MEL_FLOOR, wf._MEL_FILTERS.T @ spec.T))
+    if n_const > 1:
+        log_spec = np.concatenate([np.repeat(log_spec[:, :1], n_const - 1, axis=1), log_spec], axis=1)
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
 
 # --- the decision ----------------------------------------------------------------------------------

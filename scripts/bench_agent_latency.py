@@ -13,7 +13,13 @@ Twilio, and -> first bot audio played (the turn-start mark's echo), split into e
 silence hangover), STT final, LLM first token, TTS first byte and the pipeline's own share (the rest).
 The simulator adds the caller's view: end of the caller's line -> bot audio starts playing.
 
-    python scripts/bench_agent_latency.py [--turns 10] [--network-delay-ms 0]
+Modes (`--modes`, each a fresh server and the same conversation): `greedy` (the default: the semantic
+endpointer ends turns, the LLM is asked on its tentative end and the reply held until the final one),
+`non_greedy` (the same endpointer, the LLM asked only on the final end) and `vad` (no endpointer: VAD end
+plus the STT final, the agent's behaviour before issue 9). Voice-to-voice of complete turns is printed
+for each, then the drop of greedy versus non-greedy.
+
+    python scripts/bench_agent_latency.py [--turns 10] [--network-delay-ms 0] [--modes greedy,non_greedy]
 """
 
 from __future__ import annotations
@@ -39,17 +45,24 @@ LINES = [
     "My member number is on the card.", "Yes, I have it here.", "Okay, thank you.", "That is everything.",
 ]  # fmt: skip
 REPLY = "Sure, I can help with that. Let me check what we have for you."
-PARTS = ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_byte_ms", "pipeline_ms",
-         "first_audio_sent_ms", "first_audio_played_ms")  # fmt: skip
+PARTS = ("endpointing_ms", "stt_final_ms", "turn_closed_ms", "llm_first_token_ms", "tts_first_byte_ms",
+         "pipeline_ms", "first_audio_sent_ms", "first_audio_played_ms")  # fmt: skip
 
 
-async def main(args: argparse.Namespace) -> int:
+MODES = {
+    "greedy": {"listen_endpointer_ends_turns": True, "listen_greedy_replies": True},
+    "non_greedy": {"listen_endpointer_ends_turns": True, "listen_greedy_replies": False},
+    "vad": {"listen_endpointer_ends_turns": False, "listen_greedy_replies": False},
+}
+
+
+async def run_mode(mode: str, args: argparse.Namespace, lines: list[str]) -> dict[str, list[float]]:
+    """One conversation on a fresh server in `mode`; prints its table, returns the per-turn figures."""
     from simulator.rest import RestStandIn
     from simulator.script import parse_script
     from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
     from simulator.vendors.openai import Reply
 
-    lines = (LINES * ((args.turns + len(LINES) - 1) // len(LINES)))[: args.turns]
     dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=250, endpoint_ms=800).start()
     oa = OpenAIStandIn(default=Reply(text=REPLY), first_token_ms=350, token_interval_ms=20).start()
     ct = CartesiaStandIn(first_audio_ms=100, realtime_factor=4.0).start()
@@ -59,27 +72,55 @@ async def main(args: argparse.Namespace) -> int:
     )
     try:
         async with RestStandIn() as rest:
-            with agent_server(rest.base_url, AGENT, dg, oa, ct) as base:
-                print(f"{args.turns}-turn conversation through the real server (stand-ins: Deepgram final 150 ms, "
-                      f"OpenAI first token 350 ms, Cartesia first byte 100 ms; WAN {args.network_delay_ms:g} ms) ...",
-                      flush=True)
+            with agent_server(rest.base_url, AGENT, dg, oa, ct, **MODES[mode]) as base:
                 report, record = await scripted_call(base, rest, script, args.network_delay_ms)
     finally:
         for v in (dg, oa, ct):
             v.stop()
     turns = record.get("latency", [])
-    print(f"\n{len(turns)} turns measured by the server (ms):")
-    print(f"  {'part':<24}{'p50':>8}{'p95':>8}{'max':>8}")
+    events = [e.get("event") for e in record.get("events", [])]
+    print(f"\n[{mode}] {len(turns)} turns measured by the server (ms); LLM requests {len(oa.requests)}, "
+          f"greedy replies {events.count('greedy_reply')}, confirmed {events.count('greedy_confirmed')}, "
+          f"scrapped {events.count('greedy_cancelled')}")
+    print(f"  {'part':<32}{'p50':>8}{'p95':>8}{'max':>8}")
+    out: dict[str, list[float]] = {}
     for part in PARTS:
         vals = [t[part] for t in turns if t.get(part) is not None]
-        print(f"  {part:<24}{pct(vals, 50):>8.0f}{pct(vals, 95):>8.0f}{max(vals, default=float('nan')):>8.0f}")
+        out[part] = vals
+        if vals:
+            print(f"  {part:<32}{pct(vals, 50):>8.0f}{pct(vals, 95):>8.0f}{max(vals):>8.0f}")
     lines_ev = report.of("caller_line")
     starts = [e["t_ms"] for e in report.of("bot_audio_start")]
     v2v = [min((s for s in starts if s >= ln["end_ms"]), default=None) for ln in lines_ev]
     v2v = [s - ln["end_ms"] for s, ln in zip(v2v, lines_ev, strict=True) if s is not None]
-    print(f"  {'caller: line end -> bot audio':<24}{pct(v2v, 50):>8.0f}{pct(v2v, 95):>8.0f}{max(v2v, default=0):>8.0f}")
+    out["caller_v2v"] = v2v
+    print(f"  {'caller: line end -> bot audio':<32}{pct(v2v, 50):>8.0f}{pct(v2v, 95):>8.0f}{max(v2v, default=0):>8.0f}")
     share = [t["pipeline_ms"] for t in turns if t.get("pipeline_ms") is not None]
-    print(f"\npipeline's own share of voice-to-voice: p95 {pct(share, 95):.0f} ms (target <= 150 ms)")
+    if share:
+        print(f"  pipeline's own share of voice-to-voice: p95 {pct(share, 95):.0f} ms (target <= 150 ms)")
+    return out
+
+
+async def main(args: argparse.Namespace) -> int:
+    lines = (LINES * ((args.turns + len(LINES) - 1) // len(LINES)))[: args.turns]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        print(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}", file=sys.stderr)
+        return 2
+    print(f"{args.turns}-turn conversation of complete turns through the real server, per mode (stand-ins: "
+          f"Deepgram final 150 ms, OpenAI first token 350 ms, Cartesia first byte 100 ms; "
+          f"WAN {args.network_delay_ms:g} ms) ...", flush=True)
+    results = {m: await run_mode(m, args, lines) for m in modes}
+    print("\nvoice-to-voice on complete turns, p50 (ms): caller's speech end -> first bot audio sent | played")
+    for m, r in results.items():
+        print(f"  {m:<12}{pct(r['first_audio_sent_ms'], 50):>8.0f} |{pct(r['first_audio_played_ms'], 50):>8.0f}"
+              f"   (caller's view, line end -> bot audio: {pct(r['caller_v2v'], 50):.0f})")
+    if "greedy" in results and "non_greedy" in results:
+        g, n = results["greedy"], results["non_greedy"]
+        d = pct(n["first_audio_sent_ms"], 50) - pct(g["first_audio_sent_ms"], 50)
+        dc = pct(n["caller_v2v"], 50) - pct(g["caller_v2v"], 50)
+        print(f"greedy vs non-greedy: voice-to-voice p50 drops by {d:.0f} ms (server) / {dc:.0f} ms (caller's view)")
     return 0
 
 
@@ -87,4 +128,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--network-delay-ms", type=float, default=0.0)
+    ap.add_argument("--modes", default="greedy,non_greedy", help=f"comma-separated, of: {', '.join(MODES)}")
     raise SystemExit(asyncio.run(main(ap.parse_args())))

@@ -17,6 +17,7 @@ from processors.endpointer import (
     SmartTurnModel,
     load_listen_preset,
     shared_text_model,
+    smart_turn_features,
     text_tokens,
 )
 from processors.frames import TurnCancelledFrame, TurnEndFrame, UserTurnStartFrame
@@ -120,8 +121,28 @@ def test_audio_request_carries_the_turn_and_a_stale_answer_is_ignored() -> None:
 
 def test_smart_turn_runs_the_bundled_model_on_8khz_audio() -> None:
     x = synth.speech("Hello, I would like to change my address please.")
-    p = SmartTurnModel().probability(to_int16(synth.telephone_channel(x)))
+    pcm = to_int16(synth.telephone_channel(x))
+    p = SmartTurnModel().probability(pcm)
     assert 0.0 <= p <= 1.0
+    from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+    pipecat = LocalSmartTurnAnalyzerV3(sample_rate=SAMPLE_RATE)
+    pipecat.set_sample_rate(SAMPLE_RATE)
+    assert p == pytest.approx(pipecat._predict_endpoint(pcm.astype(np.float32) / 32768.0)["probability"], abs=1e-4)
+
+
+@pytest.mark.parametrize("secs", [0.3, 2.5, 7.95, 9.0])
+def test_smart_turn_features_equal_pipecats_with_the_padding_frames_computed_once(secs: float) -> None:
+    import soxr
+    from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
+
+    audio = np.random.default_rng(3).standard_normal(int(secs * SAMPLE_RATE)).astype(np.float32) * 0.1
+    x = soxr.resample(audio, SAMPLE_RATE, 16000, quality="HQ")
+    x = x[-128000:] if len(x) > 128000 else np.pad(x, (128000 - len(x), 0))  # Pipecat's truncate / left pad
+    ref = compute_whisper_log_mel_features(x, do_normalize=True)
+    ours = smart_turn_features(audio)
+    assert ours.shape == ref.shape == (80, 800)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
 def test_shipped_listen_preset_loads_and_bad_ones_are_named(tmp_path) -> None:
