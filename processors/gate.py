@@ -82,6 +82,7 @@ class GateParams:
     # Only windows at least this close to the caller level teach it (background that got through, or
     # a soft tail, must not drag the caller level down and let more background in). 0 = every held window.
     learn_offset_db: float = 0.0
+    quiet_open_db: float = 0.0  # while no background speech level is known, the open threshold is this much lower
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
@@ -180,6 +181,8 @@ class GateAnalyzer:
         if self.p.bg_mid_frac and self._baseline is not None and self._bg_level is not None:
             mid = self._bg_level + self.p.bg_mid_frac * (self._baseline - self._bg_level)
             thr = max(thr, min(mid, self._baseline - self.p.min_open_offset_db))
+        elif self._baseline is not None and self._bg_level is None:
+            thr -= self.p.quiet_open_db
         if t - self._last_caller_ms <= self.p.grace_ms:
             thr -= self.p.grace_db
         return max(thr, self._floor + self.p.floor_margin_db)

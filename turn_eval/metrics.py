@@ -16,10 +16,12 @@ the next turn's start):
 * turn-start delay: emission time of the first turn start in [start - 300, end] minus the labelled
   start.
 * gate delay (callgate): emission of the gate's first caller-speech start in [start - 300, end] minus
-  when plain VAD would have reported the caller: its first start in that span, but never before
+  when plain VAD would have reported the caller: its first start during the turn's first spoken
+  segment (or up to 300 ms before it), but never before
   start + 128 ms (its 96 ms confirmation, one window late at most; a VAD start in the 300 ms before
   the caller speaks is background, and a VAD already active on background has no start to compare).
-  A turn during which the gate never opened (and was not already open) is a gate-missed turn.
+  A gate already open at that moment adds nothing (0). A turn during which the gate never opened (and
+  was not already open) is a gate-missed turn.
 """
 
 from __future__ import annotations
@@ -112,12 +114,15 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         else:
             tally.missed_starts += 1
         if run.vad_starts:  # callgate: what the gate adds to the moment the caller is heard
-            opened = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
-            vad = [v for v in run.vad_starts if s - 300 <= v <= e]
+            seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
+            vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
             ref = max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
-            if opened:
-                tally.gate_delays.append(opened[0] - ref)
-            elif not _open_at(run, s - 300):
+            opened = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
+            if _open_at(run, ref):
+                tally.gate_delays.append(0.0)  # open (on background just before, or on the caller) already
+            elif opened:
+                tally.gate_delays.append(max(0.0, opened[0] - ref))
+            else:
                 tally.gate_missed += 1
         for seg in turn["segments"]:
             a, b = float(seg["start_ms"]), float(seg["end_ms"])
