@@ -3,7 +3,9 @@
     python scripts/make_turn_set.py --out turn_eval/data --dev 60 --test 40 --seed 9
 
 writes OUT/dev/*.wav + labels.json and OUT/test/*.wav + labels.json (git-ignored). Needs espeak-ng,
-flite and the Asterisk sounds/hold music (scripts/system_deps.sh installs them).
+flite and the Asterisk sounds/hold music (scripts/system_deps.sh installs them). With
+--real-background ../shared/data/dev_greetings half of the background talkers are real recorded people
+(read at build time; the recordings never enter the repository).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ def main() -> int:
     p.add_argument("--test", type=int, default=40, help="calls in the held-out test split")
     p.add_argument("--seed", type=int, default=9)
     p.add_argument("--workers", type=int, default=default_workers())
+    p.add_argument("--real-background", type=Path, default=None, metavar="DIR",
+                   help="also use real recorded voices from DIR (the development greetings) as background talkers")
     args = p.parse_args()
     for split, n in (("dev", args.dev), ("test", args.test)):
         if n <= 0:
             continue
         t0 = time.time()
-        path = build_set(args.out / split, split, n, seed=args.seed, workers=args.workers)
+        path = build_set(args.out / split, split, n, seed=args.seed, workers=args.workers,
+                         real_dir=args.real_background)
         print(f"{split}: {n} calls -> {path} ({time.time() - t0:.0f} s)")
     return 0
 

@@ -78,6 +78,19 @@ BACKGROUND_VOICES: dict[str, list[tuple[str, str]]] = {
     "dev": [("espeak-ng", "en-us+m5"), ("flite", "kal16"), ("allison", "")],
     "test": [("espeak-ng", "en-gb+f3"), ("flite", "kal16"), ("allison", "")],
 }
+# Voices that are one speaker under two names: a background talker is never the caller's own voice.
+SAME_SPEAKER = {("flite", "kal"): ("flite", "kal16")}
+# Real recordings as background talkers (`--real-background DIR`: the development greetings, read at
+# build time and never copied into the repository). Split by speaker: dev and test hear different
+# people; files of one speaker (Niva x2, the two ElevenLabs "Hope" prompts, the consent pair) stay together.
+REAL_SPEAKERS: dict[str, list[str]] = {
+    "dev": ["Ameer_VM", "Bianca_VM", "David_Voicemail", "Erin_Voicemail", "Kristine_Voicemail", "Lisa_Voicemail",
+            "Nicholas_Voicemail", "Niva_Revised", "Niva_Voicemail", "Richard_Voicemail", "Sandra_Voicemail",
+            "Stephanie_Voicemail", "AdminLine", "BusinessHours"],
+    "test": ["Ari_Voicemail", "Elizabeth_Voicemail", "Eric_Sommer_VM", "Kimberly_Voicemail", "Lindsey_VM",
+             "Maddie_VM", "Samantha_Voicemail", "Sheldon_VM", "Sidoti_VM", "Finance_VM", "CallConsent",
+             "RevisedConsent", "ScheduledCallGreeting"],
+}
 CONDITIONS = (("none", 0.2), ("second_speaker", 0.25), ("tv", 0.25), ("music", 0.15), ("cafe", 0.15))
 TV_LINES = [
     "And now the weather for the weekend.", "Scattered showers are expected tonight.",
@@ -185,6 +198,27 @@ def _say(text: str, engine: str, voice: str, rng: np.random.Generator) -> np.nda
     return _trim(speech(text, voice=voice, engine=engine, rate=rate, pitch=pitch))
 
 
+def _real_excerpt(folder: Path, split: str, rng: np.random.Generator) -> np.ndarray:
+    """2-5 s of a real recorded voice (a development greeting of this split's speakers), cut at quiet frames."""
+    from callgate.audio import load_audio
+
+    names = [n for n in REAL_SPEAKERS[split] if (folder / f"{n}.wav").is_file()]
+    if not names:
+        raise ValueError(f"{folder}: none of the {split} split's real recordings is there")
+    x = load_audio(folder / f"{rng.choice(names)}.wav").astype(np.float32) / 32768.0
+    k = SR // 100
+    p = np.mean(np.square(x[: len(x) // k * k].reshape(-1, k)), axis=1)
+    loud = p >= p.max() * 10 ** (-30 / 10)
+    starts = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1  # speech onsets (10 ms frames)
+    if len(starts) == 0:
+        return _trim(x)
+    a = int(rng.choice(starts))
+    want = int(rng.uniform(2.0, 5.0) * 100)
+    quiet_after = np.flatnonzero(~loud[a + want // 2 :])
+    b = a + want // 2 + (int(quiet_after[0]) if len(quiet_after) else want)
+    return _trim(x[a * k : min(b, a + 2 * want) * k])
+
+
 def _room(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rt60 = float(rng.uniform(0.25, 0.6))
     n = int(rt60 * SR)
@@ -211,8 +245,11 @@ def _ms(n: int) -> float:
     return round(n * 1000 / SR, 1)
 
 
-def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """One call: PCM16 audio and its labels (deterministic in split, index and seed)."""
+def build_call(split: str, index: int, seed: int, real_dir: str | Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One call: PCM16 audio and its labels (deterministic in split, index, seed and real_dir).
+
+    With real_dir (the development greetings), a second speaker or a TV is a real recorded person half
+    of the time (`bg_voice` in the span's label says which)."""
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     lex = LEX[split]
     engine, voice = VOICES[split][int(rng.integers(len(VOICES[split])))]
@@ -222,6 +259,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
     rel_db = float(rng.uniform(-20, -6))
     caller = _Track(np.zeros(int(rng.uniform(0.6, 1.5) * SR), np.float32))
     turns: list[dict[str, Any]] = []
+    caller_speakers = {(engine, voice), SAME_SPEAKER.get((engine, voice), (engine, voice))}
     pos = len(caller.audio)
     n_turns = int(rng.integers(4, 7))
     kinds = [k for k, _ in KINDS]
@@ -237,6 +275,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
         for s in segs:
             if use_allison and all(w in DIGIT_WORDS for w in s.rstrip(".").split()):
                 a = _say(s, "allison", "", rng)
+                caller_speakers.add(("allison", ""))
             else:
                 a = _say(s, engine, voice, rng)
             audio_segs.append(a)
@@ -263,18 +302,21 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
     spans: list[dict[str, Any]] = []
     bg_rms = caller_rms * 10 ** (rel_db / 20)
     if cond in ("second_speaker", "tv"):
-        bvoices = BACKGROUND_VOICES[split]
+        bvoices = [v for v in BACKGROUND_VOICES[split] if v not in caller_speakers]
+        if real_dir is not None:
+            bvoices = bvoices + [("real", "")] * len(bvoices)
         t = int(rng.uniform(0.0, 2.0) * SR)
         while t < total - SR:
             be, bv = bvoices[int(rng.integers(len(bvoices)))]
             text = str(rng.choice(TV_LINES)) if cond == "tv" else turn_script(
                 str(rng.choice(["short", "question"])), rng, lex)[-1]
-            a = _say(text, be, bv, rng)
+            a = _real_excerpt(Path(real_dir), split, rng) if be == "real" else _say(text, be, bv, rng)
             a = _room(a, rng)
             a *= bg_rms / (speech_level(a) + 1e-12)
             a = a[: total - t]
             bg[t : t + len(a)] += a
-            spans.append({"kind": cond, "start_ms": _ms(t), "end_ms": _ms(t + len(a)), "rel_db": round(rel_db, 1)})
+            spans.append({"kind": cond, "start_ms": _ms(t), "end_ms": _ms(t + len(a)), "rel_db": round(rel_db, 1),
+                          "bg_voice": f"{be}:{bv}"})
             gap = rng.uniform(0.3, 1.2) if cond == "tv" else rng.uniform(2.0, 6.0)
             t += len(a) + int(gap * SR)
     elif cond == "music":
@@ -283,7 +325,7 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
         spans.append({"kind": "music", "start_ms": 0.0, "end_ms": _ms(total), "rel_db": round(rel_db, 1)})
     elif cond == "cafe":
         babble = np.zeros(total, np.float32)
-        bvoices = BACKGROUND_VOICES[split]
+        bvoices = [v for v in BACKGROUND_VOICES[split] if v not in caller_speakers]
         for _ in range(4):
             t = int(rng.uniform(0, 1.0) * SR)
             while t < total:
@@ -305,27 +347,32 @@ def build_call(split: str, index: int, seed: int) -> tuple[np.ndarray, dict[str,
     return to_int16(x), labels
 
 
-def _build_one(args: tuple[str, int, int, str]) -> tuple[str, dict[str, Any]]:
-    split, i, seed, out = args
-    audio, labels = build_call(split, i, seed)
+def _build_one(args: tuple[str, int, int, str, str | None]) -> tuple[str, dict[str, Any]]:
+    split, i, seed, out, real_dir = args
+    audio, labels = build_call(split, i, seed, real_dir)
     name = f"{split}_{i:04d}.wav"
     save_wav(Path(out) / name, audio)
     return name, labels
 
 
-def build_set(out_dir: str | Path, split: str, n_calls: int, seed: int = 9, workers: int = 1) -> Path:
+def build_set(
+    out_dir: str | Path, split: str, n_calls: int, seed: int = 9, workers: int = 1, real_dir: str | Path | None = None
+) -> Path:
     """Write n_calls WAVs and labels.json for one split into out_dir; returns the labels path."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
+    if real_dir is not None and not Path(real_dir).is_dir():
+        raise ValueError(f"{real_dir}: not a directory of recordings")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(split, i, seed, str(out)) for i in range(n_calls)]
+    jobs = [(split, i, seed, str(out), None if real_dir is None else str(real_dir)) for i in range(n_calls)]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as ex:
             results = list(ex.map(_build_one, jobs))
     else:
         results = [_build_one(j) for j in jobs]
-    labels = {"version": 1, "seed": seed, "split": split, "files": dict(results)}
+    labels = {"version": 1, "seed": seed, "split": split, "real_background": real_dir is not None,
+              "files": dict(results)}
     path = out / LABELS_FILE
     path.write_text(json.dumps(labels, indent=1))
     return path

@@ -9,11 +9,19 @@ the next turn's start):
 * reply-start delay (greedy): when the LLM starts for the turn that really ended: the tentative end
   that the final end confirmed (no cancel in between), else the final end.
 * background segment started a turn: a background-speech span (TV, second speaker) at least 500 ms
-  before any caller turn and 1.5 s after it during which the system emitted a turn start / barge-in.
+  before any caller turn and 1.5 s after it during which (or up to 400 ms after) the system emitted a
+  turn start or, for callgate, the gate opened for caller speech (which is what a barge-in acts on).
 * caller speech lost: labelled caller speech (spoken segments) outside every user turn the system
   opened (its claimed start to its final end), as a share of all caller speech: words no turn holds.
 * turn-start delay: emission time of the first turn start in [start - 300, end] minus the labelled
-  start; for callgate also minus the emission of the ungated VAD start (what the gate adds).
+  start.
+* gate delay (callgate): emission of the gate's first caller-speech start in [start - 300, end] minus
+  when plain VAD would have reported the caller: its first start during the turn's first spoken
+  segment (or up to 300 ms before it), but never before
+  start + 128 ms (its 96 ms confirmation, one window late at most; a VAD start in the 300 ms before
+  the caller speaks is background, and a VAD already active on background has no start to compare).
+  A gate already open at that moment adds nothing (0). A turn during which the gate never opened (and
+  was not already open) is a gate-missed turn.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import numpy as np
 from turn_eval.runner import SystemRun
 
 BG_SPEECH = ("tv", "second_speaker")
+VAD_CONFIRM_MS = 128.0  # the VAD reports speech this long after it begins at the latest (96 ms + a window)
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Tally:
     lost_ms: float = 0.0
     start_delays: list[float] = field(default_factory=list)
     gate_delays: list[float] = field(default_factory=list)
+    gate_missed: int = 0
     missed_starts: int = 0
     false_starts: int = 0
     quiet_minutes: float = 0.0
@@ -63,6 +73,12 @@ def _level_bucket(rel_db: float) -> str:
 
 def _covered(a: float, b: float, intervals: list[tuple[float, float]]) -> float:
     return sum(max(0.0, min(b, y) - max(a, x)) for x, y in intervals)
+
+
+def _open_at(run: SystemRun, t: float) -> bool:
+    """Was the gate open for (what it took for) caller speech at t?"""
+    before = [em for em, _c in run.gate_starts if em <= t]
+    return bool(before) and not any(before[-1] <= x <= t for x in run.gate_ends)
 
 
 def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
@@ -95,11 +111,19 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         started = [em for em, _c in run.starts if s - 300 <= em <= e]
         if started:
             tally.start_delays.append(started[0] - s)
-            vad = [v for v in run.vad_starts if s - 300 <= v <= e]
-            if vad:
-                tally.gate_delays.append(started[0] - vad[0])
         else:
             tally.missed_starts += 1
+        if run.vad_starts:  # callgate: what the gate adds to the moment the caller is heard
+            seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
+            vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
+            ref = max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
+            opened = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
+            if _open_at(run, ref):
+                tally.gate_delays.append(0.0)  # open (on background just before, or on the caller) already
+            elif opened:
+                tally.gate_delays.append(max(0.0, opened[0] - ref))
+            else:
+                tally.gate_missed += 1
         for seg in turn["segments"]:
             a, b = float(seg["start_ms"]), float(seg["end_ms"])
             tally.caller_ms += b - a
@@ -112,7 +136,7 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         if any(min(b, y) > max(a, x) for x, y in busy):
             continue
         tally.bg_segments += 1
-        hit = any(a <= em <= b + 400 for em, _c in run.starts)
+        hit = any(a <= em <= b + 400 for em, _c in run.starts + run.gate_starts)
         tally.bg_started += hit
         bucket = tally.bg_by_level.setdefault(_level_bucket(float(bg["rel_db"])), [0, 0])
         bucket[0] += 1
@@ -148,6 +172,7 @@ class Summary:
     missed_starts: int
     gate_delay_max_ms: float | None
     gate_delayed_starts: int  # turn starts the gate delayed by more than 100 ms
+    gate_missed_turns: int  # turns during which the gate never opened
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,6 +203,7 @@ def summarize(system: str, t: Tally) -> Summary:
         missed_starts=t.missed_starts,
         gate_delay_max_ms=float(np.max(t.gate_delays)) if t.gate_delays else None,
         gate_delayed_starts=int(sum(d > 100 for d in t.gate_delays)),
+        gate_missed_turns=t.gate_missed,
     )
 
 

@@ -45,6 +45,10 @@ class SystemRun:
     cancels: list[float] = field(default_factory=list)
     speech: list[tuple[float, float]] = field(default_factory=list)  # user turns (claimed start, end)
     vad_starts: list[float] = field(default_factory=list)  # callgate: ungated VAD start emissions
+    # callgate: the gate's caller-speech starts (emitted at, claimed start): each one is what the
+    # interruption handler barges in on, whether or not the endpointer opens a new turn for it.
+    gate_starts: list[tuple[float, float]] = field(default_factory=list)
+    gate_ends: list[float] = field(default_factory=list)  # callgate: the gate's caller-speech ends
 
 
 class CachedSmartTurn:
@@ -216,6 +220,9 @@ def run_callgate(
         for e in gev:
             if e.kind == "caller_start":
                 caller_start = e.t_ms
+                run.gate_starts.append((t1, e.t_ms))
+            elif e.kind == "caller_end":
+                run.gate_ends.append(e.t_ms)
         for _ready, pid, p in [x for x in pending if x[0] <= t0]:
             ep.set_audio_probability(pid, p)
         pending = [x for x in pending if x[0] > t0]

@@ -123,10 +123,17 @@ def run(args: argparse.Namespace) -> int:
           "\nfalse/min = turn starts away from caller speech per minute; lost % = caller speech outside caller"
           "\nspeech intervals; start = turn-start emission after the true start (p50, max).")
     for r in results.values():
-        extra = (f", gate adds at most {r.gate_delay_max_ms:.0f} ms to a turn start ({r.gate_delayed_starts} starts "
-                 f"delayed > 100 ms)" if r.gate_delay_max_ms is not None else "")
         print(f"  {r.system}: background started by level {r.bg_by_level}; missed starts {r.missed_starts}; "
-              f"tentative/turn {r.tentative_per_turn:.2f}, cancelled/turn {r.cancels_per_turn:.2f}{extra}")
+              f"tentative/turn {r.tentative_per_turn:.2f}, cancelled/turn {r.cancels_per_turn:.2f}")
+    print("\nbackground-speech gate (background 6-20 dB below the caller; a barge-in is the gate opening):")
+    for r in results.values():
+        line = (f"  {r.system:16s} background segments that started a turn or a barge-in "
+                f"{100 * r.bg_started:5.1f} % ({round(r.bg_started * r.bg_segments)}/{r.bg_segments}); "
+                f"caller speech lost {r.caller_lost_pct:.2f} %")
+        if r.gate_delay_max_ms is not None:
+            line += (f"; turn starts the gate delayed > 100 ms: {r.gate_delayed_starts} (max delay "
+                     f"{r.gate_delay_max_ms:.0f} ms); turns the gate never opened on: {r.gate_missed_turns}")
+        print(line)
     if args.plot:
         print(f"\ntrade-off curve saved to {out['plot']}")
     return 0

@@ -151,6 +151,69 @@ def test_window_is_caller_flags_match_the_caller_speech() -> None:
     assert not gate.window_is_caller(0.0)
 
 
+_TV_LINES = ("And now the weather for the weekend.", "Scattered showers are expected tonight.",
+             "Stay tuned for more after the break.", "Traffic is heavy on the north side.")
+
+
+def _caller_then_tv(params: GateParams, tv_dbfs: float) -> tuple[GateAnalyzer, _Feed, list[bool], float]:
+    """The caller speaks at -20 dBFS, then eight TV lines play quieter; returns which TV lines opened the gate
+    and the caller level learned from the caller alone."""
+    gate = GateAnalyzer(params)
+    feed = _Feed(gate)
+    feed.audio(_at_level(_voice("Hello, this is Maria speaking, I am calling about my bill."), -20))
+    learned = gate.baseline_db
+    assert learned is not None
+    feed.silence(1.0)
+    opened = []
+    for line in _TV_LINES * 2:
+        feed.events.clear()
+        feed.audio(_at_level(_voice(line, "en-gb+f3"), tv_dbfs))
+        feed.silence(0.5)
+        opened.append("caller_start" in feed.kinds())
+    return gate, feed, opened, learned
+
+
+def test_background_that_gets_through_does_not_drag_the_caller_level_down() -> None:
+    plain, _f, opened, learned = _caller_then_tv(GateParams(open_offset_db=8.0), -29)
+    assert all(opened)  # 9 dB under the caller's active level is within this gate's 8 dB offset
+    assert plain.baseline_db < learned - 2.0  # TV windows taught as the caller's: the door opens wider
+    kept, _f, _opened, learned = _caller_then_tv(GateParams(open_offset_db=8.0, learn_offset_db=6.0), -29)
+    assert abs(kept.baseline_db - learned) < 1.0
+
+
+def test_learned_background_level_raises_the_open_threshold_and_the_caller_still_opens_at_once() -> None:
+    params = GateParams(open_offset_db=8.0, learn_offset_db=6.0, bg_mid_frac=0.5)
+    gate, feed, opened, _learned = _caller_then_tv(params, -29)
+    assert opened[0]  # before any background was heard, the TV passes as a soft caller
+    assert not any(opened[4:])  # once its level is learned, it no longer does
+    assert gate.background_db is not None and gate.background_db < gate.baseline_db - 6.0
+    without = GateAnalyzer(GateParams(open_offset_db=8.0, learn_offset_db=6.0))
+    without._baseline = gate.baseline_db
+    assert gate.open_threshold_db(gate._t_ms + 5000) > without.open_threshold_db(gate._t_ms + 5000) + 2.0
+    assert gate.state()["background_db"] == pytest.approx(gate.background_db, abs=0.05)
+    feed.silence(1.0)
+    feed.events.clear()
+    onset, _end = feed.audio(_at_level(_voice("Yes, that is right, it was on Monday."), -20))
+    assert feed.events[0].kind == "caller_start"
+    assert feed.events[0].t_ms == pytest.approx(onset)  # the caller is not delayed or clipped
+
+
+def test_background_level_is_forgotten_with_the_rolling_window() -> None:
+    params = GateParams(open_offset_db=8.0, learn_offset_db=6.0, bg_mid_frac=0.5)
+    gate, feed, _opened, _learned = _caller_then_tv(params, -29)
+    assert gate.background_db is not None
+    feed.silence(31.0)  # the TV went off: its level no longer raises the threshold
+    assert gate.background_db is None
+
+
+def test_is_caller_speech_takes_the_interruption_handlers_hook_arguments() -> None:
+    gate = GateAnalyzer()
+    feed = _Feed(gate)
+    onset, end = feed.audio(_at_level(_voice("Hello there, this is Maria."), -20), vad=True)
+    assert gate.is_caller_speech(onset + 200, end)
+    assert not gate.is_caller_speech(onset - 100, end)
+
+
 def test_params_from_dict_rejects_unknown_names() -> None:
     assert GateParams.from_dict({"open_offset_db": 4}).open_offset_db == 4.0
     with pytest.raises(ValueError, match="unknown gate parameter"):

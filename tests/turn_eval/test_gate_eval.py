@@ -1,0 +1,91 @@
+"""The gate's evaluation: what counts as background starting a barge-in, a delayed caller start, and the set's voices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from callgate import synth
+from callgate.audio import save_wav, to_int16
+from processors.gate import GateParams
+from turn_eval.dataset import REAL_SPEAKERS, build_call, build_set, load_labels
+from turn_eval.gate_eval import evaluate_gate, format_report
+from turn_eval.metrics import Tally, score_call, summarize
+from turn_eval.runner import SystemRun, load_call
+
+
+def _labels() -> dict:
+    return {
+        "duration_ms": 20000, "condition": "tv",
+        "turns": [
+            {"start_ms": 1000, "end_ms": 2000, "pauses": [],
+             "segments": [{"text": "yes", "start_ms": 1000, "end_ms": 2000}]},
+            {"start_ms": 9000, "end_ms": 10000, "pauses": [],
+             "segments": [{"text": "okay", "start_ms": 9000, "end_ms": 10000}]},
+            {"start_ms": 16000, "end_ms": 17000, "pauses": [],
+             "segments": [{"text": "fine", "start_ms": 16000, "end_ms": 17000}]},
+        ],
+        "background": [{"kind": "tv", "start_ms": 5000, "end_ms": 6000, "rel_db": -8.0},
+                       {"kind": "tv", "start_ms": 12000, "end_ms": 13000, "rel_db": -16.0}],
+    }
+
+
+def test_the_gate_opening_on_background_counts_as_a_barge_in_without_a_new_turn() -> None:
+    # The endpointer opened no turn in either background span, but the gate opened in the first one:
+    # the interruption handler would have barged in on the TV.
+    run = SystemRun(starts=[(1100, 1000), (9100, 9000), (16100, 16000)], vad_starts=[1096, 9096, 16096],
+                    gate_starts=[(1100, 1000), (5300, 5000), (9100, 9000), (16100, 16000)],
+                    gate_ends=[1900, 5800, 9900, 16900])
+    t = Tally()
+    score_call(_labels(), run, t)
+    assert (t.bg_segments, t.bg_started) == (2, 1)
+    assert t.bg_by_level == {"-6..-10 dB": [1, 1], "-15..-20 dB": [1, 0]}
+
+
+def test_gate_delay_is_measured_against_plain_vad_and_an_open_gate_adds_nothing() -> None:
+    run = SystemRun(
+        vad_starts=[1096, 9096],  # the third turn: the VAD was already on (background) when the caller began
+        gate_starts=[(1128, 1000), (9400, 9000), (15800, 15700)],  # turn 2: 272 ms late; turn 3: open already
+        gate_ends=[1900],
+    )
+    t = Tally()
+    score_call(_labels(), run, t)
+    s = summarize("gate", t)
+    # turn 1: plain VAD reports at 1096 but never before start + 128 ms = 1128 -> 0; turn 2: 9400 - 9128
+    assert t.gate_delays == [0.0, pytest.approx(272.0), 0.0]
+    assert s.gate_delayed_starts == 1 and s.gate_delay_max_ms == pytest.approx(272.0)
+    never = SystemRun(vad_starts=[1096], gate_starts=[], gate_ends=[])
+    t2 = Tally()
+    score_call(_labels(), never, t2)
+    assert t2.gate_missed == 3
+
+
+def test_a_background_talker_is_never_the_callers_own_voice() -> None:
+    _audio, labels = build_call("test", 26, seed=9)  # a flite 'kal' caller behind a TV
+    assert labels["voice"] == "flite:kal" and labels["condition"] == "tv"
+    voices = {b["bg_voice"] for b in labels["background"]}
+    assert voices and "flite:kal16" not in voices and "flite:kal" not in voices
+
+
+def test_real_recordings_become_background_talkers(tmp_path) -> None:
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    voice = synth.speech("Hi, you have reached Ari, please leave a message after the tone.", voice="en-us+f2")
+    pcm = to_int16(np.concatenate([np.zeros(4000, np.float32), voice * (0.1 / (synth.active_rms(voice) + 1e-9))]))
+    save_wav(rec / f"{REAL_SPEAKERS['test'][0]}.wav", pcm)
+    _audio, labels = build_call("test", 26, seed=9, real_dir=rec)
+    assert "real:" in {b["bg_voice"] for b in labels["background"]}
+    with pytest.raises(ValueError, match="not a directory"):
+        build_set(tmp_path / "out", "test", 1, real_dir=tmp_path / "missing")
+
+
+def test_gate_eval_runs_the_gate_beside_plain_vad(tmp_path) -> None:
+    build_set(tmp_path, "test", 1, seed=9)  # call 0: a café behind the caller
+    data = load_labels(tmp_path)
+    calls = [load_call(tmp_path, n, lab) for n, lab in data["files"].items()]
+    report = evaluate_gate(calls, GateParams(), {})
+    assert set(report.summaries) == {"plain_vad", "gate"}
+    assert report.summaries["gate"].turns == len(data["files"]["test_0000.wav"]["turns"])
+    assert report.summaries["gate"].gate_missed_turns == 0
+    text = format_report(report)
+    assert "plain_vad" in text and "gate" in text
