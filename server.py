@@ -207,6 +207,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The inference thread (processors/batching.py) hands the GIL back and forth with the loop on
+        # every ONNX run and numpy call; at the default 5 ms switch interval each handoff can wait
+        # 5 ms for a busy loop, so a 6 ms batch took 30-46 ms of wall time (scripts/load.py).
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         if settings.dev_mode:
             banner = "=" * 72
             logger.warning(

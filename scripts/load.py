@@ -145,7 +145,7 @@ def _client(k: int, jobs: list[dict], url: str, rest_port: int, out: multiproces
                                         call_sid=f"CA{k:02x}{i:030x}")
 
             calls = await asyncio.gather(*(one(i, j) for i, j in enumerate(jobs)))
-            return {"results": summarize(calls, jobs[0]["anchor_ms"]), "late_ticks": phone.late_ticks,
+            return {"results": summarize(calls, jobs[0]["anchor_ms"], jobs[0]["must_hang_up"]), "late_ticks": phone.late_ticks,
                     "max_tick_lag_ms": phone.max_tick_lag_ms, "cpu_s": cpu() - cpu0}
 
     out.put(asyncio.run(main()))
@@ -190,7 +190,8 @@ def run_step(n: int, args, server_url: str, workload: dict, client_ports: list[i
     """Start n calls at args.cps calls a second (a dialer's ramp) and wait for all of them."""
     spacing = (args.ramp / max(n, 1)) if args.ramp is not None else 1.0 / args.cps
     jobs = [{"delay": spacing * i, "audio": workload["audio"], "anchor_ms": workload["anchor_ms"],
-             "params": workload["params"], "tail_secs": workload["tail_secs"]} for i in range(n)]
+             "params": workload["params"], "tail_secs": workload["tail_secs"],
+             "must_hang_up": workload["must_hang_up"]} for i in range(n)]
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     clients = len(client_ports)
@@ -293,8 +294,11 @@ def make_workload(workflow: str, work: Path, agent: str | None) -> dict:
         params = {"workflow": "agent", **({"agent": agent} if agent else {})}
     path = work / f"{workflow}.npy"
     np.save(path, audio)
-    # Twilio streams until the call is hung up: a long tail, so a slow server shows as slow, not failed.
-    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params, "tail_secs": 20.0,
+    # voicemail_drop hangs up after the message: Twilio streams until then (a long tail, so a slow server
+    # shows as slow, not failed). The agent keeps talking to a silent caller: its call ends with the audio.
+    vm = workflow == "voicemail_drop"
+    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params, "tail_secs": 20.0 if vm else 2.0,
+            "must_hang_up": vm,
             "audio_s": len(audio) / 8000}
 
 
@@ -402,6 +406,10 @@ class Run:
     def search(self, workflow: str, steps: list[int], workload: dict) -> dict:
         """Run the steps up to the first that breaks a bar, then halve the interval down to --resolution."""
         last_ok, first_break = 0, None
+        # Each worker loads the workflow's models on its first calls: a warm-up step, not counted.
+        warm = self.args.workers * 2
+        print(f"{workflow}: warm-up, {warm} calls (not counted)", flush=True)
+        run_step(warm, self.args, self.base, workload, self.client_ports)
         for n in steps:
             if time.monotonic() > self.deadline:
                 print("stopping: --max-secs reached")
@@ -466,10 +474,22 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOST": "127.0.0.1", "PORT": str(port), "PUBLIC_BASE_URL": base,
            "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-           "TWILIO_API_BASE_URL": rest_url, "MESSAGES_DIR": str(work / "messages"),
+           "TWILIO_API_BASE_URL": rest_url, "MESSAGES_DIR": str(work / "messages"), "AGENTS_DIR": str(REPO / "agents"),
            "MESSAGE_CACHE_DIR": str(work / "cache"), "DATABASE_URL": f"sqlite+aiosqlite:///{work / 'load.db'}",
            "LOG_LEVEL": "WARNING", "CALL_TIMEOUT_SECS": "40", "CALLGATE_API_KEYS": API_KEY}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    vendors = None
+    if "agent" in workloads:
+        # The agent's vendors: the Deepgram, OpenAI and Cartesia stand-ins (their wire protocols over
+        # real sockets, in threads of this process) with no added latency, so the reaction is the server's.
+        from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
+
+        dg = DeepgramStandIn(transcriber=lambda _pcm, _rate: "Yes, this is Dana. Who is calling?").start()
+        oa = OpenAIStandIn().start()
+        ct = CartesiaStandIn().start()
+        vendors = (dg, oa, ct)
+        env.update(DEEPGRAM_API_KEY="stand-in", DEEPGRAM_BASE_URL=dg.base_url, OPENAI_API_KEY="stand-in",
+                   OPENAI_BASE_URL=oa.base_url, CARTESIA_API_KEY="stand-in", CARTESIA_URL=ct.url)
     server = subprocess.Popen([sys.executable, "-m", "callgate.cli", "serve", "--workers", str(args.workers)],
                               env=env, cwd=work, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
     try:
@@ -512,6 +532,8 @@ def main() -> int:
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
+        for v in vendors or ():
+            v.stop()
 
 
 if __name__ == "__main__":

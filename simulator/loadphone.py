@@ -425,15 +425,17 @@ class LoadPhone:
             await asyncio.sleep(max(0.0, nxt - loop.time()))
 
 
-def summarize(calls: Sequence[LoadCall], anchor_ms: float) -> list[dict[str, Any]]:
-    """Per call: ok (hung up by the server after audio came), reaction (first audio - anchor), underruns."""
+def summarize(calls: Sequence[LoadCall], anchor_ms: float, must_hang_up: bool = True) -> list[dict[str, Any]]:
+    """Per call: ok (audio came, and the server hung up, or with `must_hang_up` False the caller's audio
+    ran out with the stream still up), reaction (first audio - anchor), underruns."""
+    ends = ("hangup",) if must_hang_up else ("hangup", "audio_end")
     out = []
     for c in calls:
         starts = c.media_starts
         out.append({
-            "ok": c.ended_by == "hangup" and bool(c.media_starts),
+            "ok": c.ended_by in ends and bool(c.media_starts),
             "error": c.error or (None if c.media_starts else "no audio from the server")
-            or (None if c.ended_by == "hangup" else f"not hung up by the server (ended by {c.ended_by})"),
+            or (None if c.ended_by in ends else f"ended by {c.ended_by} (server close code {c.close_code})"),
             "reaction_ms": starts[0] - anchor_ms if starts else None,
             "underruns": max(0, len(c.media_starts) - 1),
             "call_ms": c.t_ms,
