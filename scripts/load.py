@@ -526,7 +526,7 @@ def main() -> int:
         print(f"\nsummary (bars: 0 failures, reaction p99 <= {args.bar_ms:g} ms, event-loop lag p99 <= "
               f"{args.lag_bar_ms:g} ms):")
         for f in found:
-            print(f"  {f['workflow']:>14}: largest N meeting every bar: {f['largest_ok'] or 'none tested'};"
+            print(f"  {f['workflow']:>14}: largest N meeting every bar: {f['largest_ok'] or 'none of the steps run'};"
                   f" first N that breaks one: {f['first_break'] or 'none of the steps run'}")
         for wf, _ in plan:
             rows = [r for r in run.rows if r["workflow"] == wf and r["metrics"]]
