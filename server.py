@@ -64,6 +64,7 @@ from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_proces
 from pipelines.message import MessageCache
 from pipelines.twilio_amd import TWILIO_AMD_PARAMS, TwilioAmdFields
 from processors.amd import get_shared_model
+from processors.beep import BeepDetector
 from processors.frames import TwilioStartFrame
 from processors.twilio_ingest import StreamLimits, TwilioIngestSerializer, decode_message, parse_start
 from twiml.responses import connect_stream, redirect, say_and_hangup
@@ -206,6 +207,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The inference thread (processors/batching.py) hands the GIL back and forth with the loop on
+        # every ONNX run and numpy call; at the default 5 ms switch interval each handoff can wait
+        # 5 ms for a busy loop, so a 6 ms batch took 30-46 ms of wall time (scripts/load.py).
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         if settings.dev_mode:
             banner = "=" * 72
             logger.warning(
@@ -709,15 +714,31 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
             audio_out_auto_silence=False,
             add_wav_header=False,
             serializer=serializer,
+            # A workflow that takes coarse input chunks plays recorded audio: it goes out in chunks
+            # as coarse (fewer messages; Pipecat sends them at twice real time, so Twilio buffers).
+            audio_out_10ms_chunks=max(4, parts.workflow.audio_chunk_ms // 10),
         ),
     )
+    beep = next((p for p in parts.processors if isinstance(p, BeepDetector)), None)
+    if parts.workflow.audio_chunk_ms and beep is not None:
+        # Coarse frames from the socket on (BeepDetector would chunk them anyway); every packet
+        # goes through at once while it follows a tone.
+        serializer.coalesce(
+            parts.workflow.audio_chunk_ms, transport.input().push_audio_frame, lambda: beep.analyzer.tracking
+        )
     pipeline = Pipeline([transport.input(), *parts.processors, transport.output()])
+    # No Pipecat idle timeout: its observer sees every frame every processor pushes (a queue and a
+    # task hop each). The workflow ends the call at CALL_TIMEOUT_SECS of audio; this wall-clock
+    # backstop ends one whose audio stopped coming.
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE, audio_out_sample_rate=SAMPLE_RATE),
         enable_rtvi=False,
         enable_turn_tracking=False,
-        idle_timeout_secs=settings.call_timeout_secs + 30,
+        idle_timeout_secs=None,
+    )
+    backstop = asyncio.get_running_loop().call_later(
+        settings.call_timeout_secs + 30, lambda: asyncio.ensure_future(worker.cancel())
     )
 
     drain_task: asyncio.Task | None = None
@@ -749,6 +770,7 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
         logger.exception(f"{start.call_sid}: pipeline failed: {e}")
         record.outcome = "error"
     finally:
+        backstop.cancel()
         if drain_task:
             drain_task.cancel()
         record.status = "completed"

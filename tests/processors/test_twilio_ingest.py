@@ -300,3 +300,28 @@ async def test_a_backlog_after_a_network_stall_is_accepted_whole():
     clock.t += 4.0
     assert await feed(s, [(c, (c - 1) * 20) for c in range(51, 251)], clock, step=0.0005) == [160] * 200
     assert "rate_limited" not in s.counters and "media_ahead" not in s.counters
+
+
+async def test_coalesced_audio_leaves_on_chunk_boundaries_and_before_any_other_event():
+    s = TwilioIngestSerializer("MZ1", "CA1", limits=UNBOUNDED)
+    sunk: list[int] = []
+    tone = {"on": False}
+
+    async def sink(frame: InputAudioRawFrame) -> None:
+        sunk.append(len(frame.audio) // 2)
+
+    s.coalesce(100, sink, lambda: tone["on"])
+    # 20 ms packets, a 40 ms gap after the 7th: frames leave when audio crosses a multiple of 100 ms.
+    sizes = await feed(s, [(k, (k - 1) * 20) for k in range(1, 8)] + [(10, 180), (11, 200), (12, 220)])
+    assert sizes == [None, None, None, None, 800, None, None, 800, None, None]
+    tone["on"] = True  # the beep detector follows a tone: every packet leaves at once
+    assert await feed(s, [(13, 240)]) == [480]  # with the two held before it
+    tone["on"] = False
+    assert await feed(s, [(14, 260)]) == [None]
+    mark = await s.deserialize(json.dumps({"event": "mark", "mark": {"name": "n"}}))
+    assert isinstance(mark, TwilioMarkFrame) and sunk == [160]  # the held packet went first
+    assert await feed(s, [(15, 280), (16, 300)]) == [160, None]  # 15 ends on the 2400-sample boundary
+    stop = await s.deserialize(json.dumps({"event": "stop", "stop": {"callSid": "CA1"}}))
+    assert isinstance(stop, TwilioStopFrame) and sunk == [160, 160] and stop.audio_ms == 320
+    assert s.audio_ms == 320 and s.counters["media_frames"] == 14
+    assert await feed(s, [(17, 320)]) == [160]  # after `stop` nothing is held
