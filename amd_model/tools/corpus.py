@@ -480,15 +480,28 @@ def _dev_greetings() -> tuple[list[Path], list[Path]]:
     return dev_greetings_split(list(DEV_GREETINGS.glob("*.wav")) if DEV_GREETINGS.is_dir() else [])
 
 
+REAL_POOLS = ("split", "all")
+
+
 def build_call(
-    index: int, seed: int, tools: dict[str, bool], tmp: Path, attempt: int = 0
+    index: int, seed: int, tools: dict[str, bool], tmp: Path, attempt: int = 0, real_pool: str = "split"
 ) -> tuple[np.ndarray, dict]:
-    """Synthesize call `index` of corpus `seed` -> (int16 audio, meta). Deterministic."""
+    """Synthesize call `index` of corpus `seed` -> (int16 audio, meta). Deterministic.
+
+    real_pool "split": train calls mix in the fixed training half of the real greetings, test calls
+    the held-out half (the shipped model's corpus). "all": train and test calls draw from all of them,
+    for cross-validation corpora whose folds drop calls by the greeting file (meta voice "real:FILE").
+    Both pools consume the same random draws, so every other call is identical.
+    """
+    if real_pool not in REAL_POOLS:
+        raise ValueError(f"real_pool must be one of {REAL_POOLS}")
     rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
     split = "train" if (u := rng.random()) < 0.8 else ("val" if u < 0.9 else "test")
     dur = float(rng.uniform(6.0, 12.0))
     r = rng.random()
     dev_train, dev_test = _dev_greetings()
+    if real_pool == "all":
+        dev_train = dev_test = sorted(dev_train + dev_test)
     voice = pick_voice(rng, tools)
     say: Callable[[str], np.ndarray] = lambda text: tts(text, voice, tmp)  # noqa: E731
     lead = float(rng.uniform(0.2, 2.0))
@@ -682,8 +695,8 @@ def build_call(
 # ---------------------------------------------------------------- driver
 
 
-def _worker(args: tuple[int, int, str, dict[str, bool]]) -> tuple[int, dict, str]:
-    index, seed, out_dir, tools = args
+def _worker(args: tuple[int, int, str, dict[str, bool], str]) -> tuple[int, dict, str]:
+    index, seed, out_dir, tools, real_pool = args
     name = f"calls/{index:06d}.wav"
     done = Path(out_dir) / f"calls/{index:06d}.json"
     if done.exists() and (Path(out_dir) / name).exists():  # resume an interrupted build
@@ -692,7 +705,7 @@ def _worker(args: tuple[int, int, str, dict[str, bool]]) -> tuple[int, dict, str
     for attempt in range(3):  # a generator bug must not kill a 40-minute build; retry is deterministic too
         try:
             with tempfile.TemporaryDirectory(prefix="cg_corpus_") as td:
-                pcm, meta = build_call(index, seed, tools, Path(td), attempt)
+                pcm, meta = build_call(index, seed, tools, Path(td), attempt, real_pool)
             break
         except Exception as e:  # noqa: BLE001
             err = e
@@ -706,15 +719,21 @@ def _worker(args: tuple[int, int, str, dict[str, bool]]) -> tuple[int, dict, str
     return index, meta, name
 
 
-def build(out: Path, n: int, seed: int, workers: int = 2, progress: bool = True) -> list[dict]:
-    """Build `n` calls into `out` (labels.csv, meta.jsonl, calls/, eval/). Returns metas in index order."""
+def build(
+    out: Path, n: int, seed: int, workers: int = 2, progress: bool = True, real_pool: str = "split"
+) -> list[dict]:
+    """Build `n` calls into `out` (labels.csv, meta.jsonl, calls/, eval/). Returns metas in index order.
+
+    `real_pool` as in build_call; with "all" no real greeting is held out, so eval/ gets none."""
+    if real_pool not in REAL_POOLS:
+        raise ValueError(f"real_pool must be one of {REAL_POOLS}")
     tools = ensure_tools()
     for need in ("espeak-ng", "flite", "sox"):
         if not tools.get(need):
             raise RuntimeError(f"{need} is required (apt-get install -y {' '.join(APT_PACKAGES)})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "calls").mkdir(exist_ok=True)
-    jobs = [(i, seed, str(out), tools) for i in range(n)]
+    jobs = [(i, seed, str(out), tools, real_pool) for i in range(n)]
     metas: list[dict | None] = [None] * n
     try:
         from tqdm import tqdm
@@ -736,11 +755,11 @@ def build(out: Path, n: int, seed: int, workers: int = 2, progress: bool = True)
     if bar:
         bar.close()
     done = [m for m in metas if m is not None]
-    _write_index(out, done, seed)
+    _write_index(out, done, seed, real_pool)
     return done
 
 
-def _write_index(out: Path, metas: list[dict], seed: int) -> None:
+def _write_index(out: Path, metas: list[dict], seed: int, real_pool: str = "split") -> None:
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "beep_onset_ms", "split", "subtype"])
@@ -774,7 +793,7 @@ def _write_index(out: Path, metas: list[dict], seed: int) -> None:
             )
             fm.write(json.dumps({**m, "file": name}) + "\n")
         _, held = _dev_greetings()
-        for f in held:
+        for f in held if real_pool == "split" else []:
             name = f"dev_{f.name}"
             shutil.copyfile(f, ev / name)
             rows.append([name, "machine", "", "dev_greeting"])
@@ -798,5 +817,5 @@ def _write_index(out: Path, metas: list[dict], seed: int) -> None:
         w = csv.writer(f)
         w.writerow(["file", "label", "beep_onset_ms", "subtype"])
         w.writerows(rows)
-    summary = {"seed": seed, "n": len(metas), "crc": zlib.crc32("".join(m["sha1"] for m in metas).encode())}
+    summary = {"seed": seed, "n": len(metas), "real_pool": real_pool, "crc": zlib.crc32("".join(m["sha1"] for m in metas).encode())}
     (out / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
