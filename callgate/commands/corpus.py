@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="real greetings in calls: 'split' = fixed training/held-out halves (default); 'all' = any, "
         "for `callgate eval-folds` corpora, whose folds drop calls by greeting file",
     )
+    b.add_argument(
+        "--channel",
+        choices=("v1", "v2"),
+        default="v1",
+        help="v2 adds room reverb, level ramps, handset AGC, clipping and AMR-NB round trips to v1's channel",
+    )
     b.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
 
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             real_pool=args.real_pool,
+            channel=args.channel,
         )
     except RuntimeError as e:
         raise CliError(str(e)) from e
