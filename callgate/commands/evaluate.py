@@ -67,6 +67,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only", action="append", default=None, metavar="FOLD", help="run only this fold (repeatable)"
     )
+    parser.add_argument(
+        "--test-corpus",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--folds: test on this corpus's calls (same seed and size, e.g. the v1 channel of a v2 corpus)",
+    )
+    parser.add_argument(
+        "--max-test", type=int, default=400, help="--folds: at most N test calls per voice family (fixed sample)"
+    )
     parser.add_argument("--report", type=Path, default=None, help="also write the printed table here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -148,6 +158,8 @@ def _run_folds(args: argparse.Namespace, real_dir: Path | None) -> int:
             ref_model_path=args.model,
             only=args.only,
             progress=not args.no_progress,
+            test_corpus=args.test_corpus,
+            max_test=args.max_test,
         )
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise CliError(str(e).strip("'\"")) from e
