@@ -455,7 +455,7 @@ def format_folds(rep: dict[str, Any]) -> str:
         ),
         f"fold model: {rep['budget_text']}; trained on the fold's training calls only.",
         f"{ver}: the shipped model on the same test calls. It saw EVERY family in training (and 19 of the 38",
-        "real greetings), so its figure is NOT held out; it also had ~20x the training budget (3 x 40 min).",
+        "real greetings), so its figure is NOT held out; it also had ~30x the training time (3 x 40 min) on ~5x the calls.",
         "acc = share of correct verdicts (real greetings: called machine); mach / hum = median machine",
         "verdict after speech onset / human verdict after the first utterance ends (ms); biz = business",
         "pickups called human. Decision layer: the shipped preset, replayed over the live VAD's events.",
