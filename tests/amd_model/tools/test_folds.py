@@ -81,3 +81,42 @@ def test_run_folds_refuses_a_corpus_whose_real_greetings_are_split(tmp_path):
     (tmp_path / "corpus.json").write_text('{"seed": 1, "n": 1, "real_pool": "split"}')
     with pytest.raises(ValueError, match="real-pool all"):
         folds.run_folds(tmp_path, tmp_path, [], budget=folds.Budget(minutes=0.1, max_epochs=1), progress=False)
+
+
+def test_eval_folds_trains_and_tests_every_fold_end_to_end(tmp_path, monkeypatch, capsys):
+    """A tiny real corpus, one short epoch per fold: the command runs every fold through the decision
+    layer, prints the table beside the shipped model and the acceptance lines, and refuses a corpus
+    whose real greetings are split."""
+    import shutil
+
+    pytest.importorskip("torch")
+    if not (shutil.which("espeak-ng") and shutil.which("flite") and shutil.which("sox")):
+        pytest.skip("needs espeak-ng, flite and sox (apt)")
+    from amd_model.tools import corpus
+    from callgate.audio import load_audio, save_wav
+    from callgate.cli import main
+    from tests.amd_model.tools.test_evaluation import MESSAGE
+
+    real = tmp_path / "real"
+    real.mkdir()
+    speech = load_audio(MESSAGE)
+    rng = np.random.default_rng(3)
+    for k in range(4):
+        quiet = rng.normal(0, 5, 4800).astype(np.int16)
+        save_wav(real / f"g{k}.wav", np.concatenate([quiet, speech[: 24000 + 4000 * k], quiet]))
+    files = sorted(real.glob("*.wav"))
+    monkeypatch.setattr(corpus, "_piper_model", lambda: None)
+    monkeypatch.setattr(corpus, "_dev_greetings", lambda: corpus.dev_greetings_split(files))
+    corpus.build(tmp_path / "c", 24, seed=3, workers=1, progress=False, real_pool="all")
+    args = ["eval", str(tmp_path / "c"), "--folds", "--real", str(real), "--cv", "2"]
+    args += ["--fold-minutes", "0.05", "--fold-epochs", "1", "--no-progress", "--report", str(tmp_path / "r.txt")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "synthetic split" in out and "real cv 1/2" in out and "real cv, all folds" in out
+    assert "NOT held out" in out and "acceptance (issue 11)" in out
+    assert out.strip().endswith((tmp_path / "r.txt").read_text().strip())  # epoch lines come first
+    assert len(list((tmp_path / "c" / "folds").glob("*.pt"))) >= 4  # one net per fold, kept for reruns
+
+    corpus.build(tmp_path / "s", 2, seed=3, workers=1, progress=False)  # real_pool "split"
+    assert main(["eval", str(tmp_path / "s"), "--folds", "--real", str(real)]) == 2
+    assert "real-pool all" in capsys.readouterr().err
