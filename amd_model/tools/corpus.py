@@ -153,6 +153,62 @@ def gsm_roundtrip(x: np.ndarray, tmp: Path) -> np.ndarray:
     return y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
 
 
+def amr_roundtrip(x: np.ndarray, tmp: Path, mode: int) -> np.ndarray:
+    """AMR-NB codec round trip through sox (mode 0..7 = 4.75..12.2 kbit/s; mobile networks)."""
+    src, amr, out = tmp / "a_in.wav", tmp / "a.amr-nb", tmp / "a_out.wav"
+    write_wav(src, np.clip(x, -1, 1))
+    r1 = subprocess.run(["sox", "-D", str(src), "-C", str(mode), str(amr)], capture_output=True)
+    r2 = subprocess.run(["sox", "-D", str(amr), "-e", "signed", "-b", "16", str(out)], capture_output=True)
+    if r1.returncode or r2.returncode:
+        return x
+    y = read_wav(out)
+    return y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
+
+
+def room_reverb(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A room (or a speakerphone across it): convolve with an exponentially decaying noise tail,
+    RT60 0.15-0.8 s, direct-to-reverberant ratio 0-12 dB."""
+    rt60 = float(rng.uniform(0.15, 0.8))
+    drr = float(rng.uniform(0.0, 12.0))
+    n = int(rt60 * SR)
+    t = np.arange(n) / SR
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    tail[: int(0.002 * SR)] = 0.0
+    tail *= 10 ** (-drr / 20) / (np.sqrt(np.sum(tail**2)) + 1e-9)
+    ir = tail.astype(np.float64)
+    ir[0] = 1.0
+    m = x.size + n
+    nfft = 1 << (m - 1).bit_length()
+    y = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(ir, nfft), nfft)[: x.size]
+    y = y * (np.abs(x).max() / (np.abs(y).max() + 1e-9))
+    return y.astype(np.float32), f"reverb rt60 {rt60:.2f} drr {drr:.0f}"
+
+
+def phone_agc(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A handset's automatic gain control: per-10 ms gain toward a target level, fast attack and slow
+    release, up to 6-20 dB of boost, so pauses and line noise come up between words."""
+    f = 80
+    nfr = x.size // f
+    if nfr < 2:
+        return x, "agc"
+    env = np.sqrt(np.mean(x[: nfr * f].reshape(nfr, f) ** 2, axis=1) + 1e-10)
+    target = float(np.percentile(env, 90))
+    max_gain = 10 ** (float(rng.uniform(6, 20)) / 20)
+    release = float(rng.uniform(0.2, 1.5))  # s for the gain to rise
+    up = 1 - np.exp(-0.01 / release)
+    want = np.clip(target / env, 0.25, max_gain)
+    g = np.empty(nfr)
+    cur = 1.0
+    for k in range(nfr):
+        cur = want[k] if want[k] < cur else cur + (want[k] - cur) * up
+        g[k] = cur
+    gain = np.interp(np.arange(x.size), np.arange(nfr) * f + f / 2, g)
+    y = x * gain
+    return (y * (np.abs(x).max() / (np.abs(y).max() + 1e-9))).astype(np.float32), (
+        f"agc +{20 * np.log10(max_gain):.0f}dB rel {release:.1f}s"
+    )
+
+
 # ---------------------------------------------------------------- TTS
 
 ESPEAK_LANGS = [
@@ -480,15 +536,41 @@ def _dev_greetings() -> tuple[list[Path], list[Path]]:
     return dev_greetings_split(list(DEV_GREETINGS.glob("*.wav")) if DEV_GREETINGS.is_dir() else [])
 
 
+REAL_POOLS = ("split", "all")
+CHANNELS = ("v1", "v2")
+
+
 def build_call(
-    index: int, seed: int, tools: dict[str, bool], tmp: Path, attempt: int = 0
+    index: int,
+    seed: int,
+    tools: dict[str, bool],
+    tmp: Path,
+    attempt: int = 0,
+    real_pool: str = "split",
+    channel: str = "v1",
 ) -> tuple[np.ndarray, dict]:
-    """Synthesize call `index` of corpus `seed` -> (int16 audio, meta). Deterministic."""
+    """Synthesize call `index` of corpus `seed` -> (int16 audio, meta). Deterministic.
+
+    real_pool "split": train calls mix in the fixed training half of the real greetings, test calls
+    the held-out half (the shipped model's corpus). "all": train and test calls draw from all of them,
+    for cross-validation corpora whose folds drop calls by the greeting file (meta voice "real:FILE").
+    Both pools consume the same random draws, so every other call is identical.
+
+    channel "v2" adds, from a random stream of its own (so the calls are otherwise the same as v1):
+    room reverb on speech (35 %), a level ramp (15 %), handset AGC (30 %), clipping (7 %) and an
+    AMR-NB round trip (30 % of calls without GSM); meta `channel_fx` lists what a call got.
+    """
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {CHANNELS}")
+    if real_pool not in REAL_POOLS:
+        raise ValueError(f"real_pool must be one of {REAL_POOLS}")
     rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
     split = "train" if (u := rng.random()) < 0.8 else ("val" if u < 0.9 else "test")
     dur = float(rng.uniform(6.0, 12.0))
     r = rng.random()
     dev_train, dev_test = _dev_greetings()
+    if real_pool == "all":
+        dev_train = dev_test = sorted(dev_train + dev_test)
     voice = pick_voice(rng, tools)
     say: Callable[[str], np.ndarray] = lambda text: tts(text, voice, tmp)  # noqa: E731
     lead = float(rng.uniform(0.2, 2.0))
@@ -631,6 +713,21 @@ def build_call(
         s["end_ms"] = min(s["end_ms"], total * 1000 // SR)
 
     # ---------------- channel: level, background noise, band-limit, codec, packet loss
+    fx: list[str] = []
+    rng2 = np.random.default_rng([seed, index, 2, attempt])  # channel v2 only: v1 calls stay identical
+    if channel == "v2":
+        spoken = np.zeros(x.size, dtype=bool)
+        for seg in c.segments:
+            if seg["kind"] in ("speech", "greeting"):
+                spoken[seg["start_ms"] * SR // 1000 : seg["end_ms"] * SR // 1000] = True
+        if spoken.any() and rng2.random() < 0.35:
+            wet, what = room_reverb(np.where(spoken, x, 0.0), rng2)
+            x = np.where(spoken, 0.0, x) + wet
+            fx.append(what)
+        if rng2.random() < 0.15:
+            a, b = rng2.uniform(-10, 6, 2)
+            x = x * (10 ** (np.linspace(a, b, x.size) / 20)).astype(np.float32)
+            fx.append(f"ramp {a:+.0f}..{b:+.0f}dB")
     x = x * float(10 ** (rng.uniform(-14, 0) / 20))
     active = x[np.abs(x) > 1e-4]
     level = rms(active) if active.size else 0.01
@@ -643,10 +740,22 @@ def build_call(
     if c.label == "human" and rng.random() < 0.15:  # TV / music in the room, quieter than the caller
         bg = _moh(rng, x.size / SR + 0.1, n=x.size)
         x = x + bg * level / (rms(bg) + 1e-9) * float(10 ** (-rng.uniform(12, 25) / 20))
+    if channel == "v2" and rng2.random() < 0.3:
+        x, what = phone_agc(x, rng2)
+        fx.append(what)
+    if channel == "v2" and rng2.random() < 0.07:
+        peak = float(np.abs(x).max()) + 1e-9
+        k = float(rng2.uniform(0.3, 0.7))
+        x = np.clip(x, -k * peak, k * peak) / k
+        fx.append(f"clip {k:.2f}")
     codec = "ulaw"
     if rng.random() < 0.25:
         x = gsm_roundtrip(np.clip(x, -1.0, 1.0), tmp)
         codec = "gsm+ulaw"
+    elif channel == "v2" and rng2.random() < 0.3:
+        mode = int(rng2.integers(0, 8))
+        x = amr_roundtrip(np.clip(x, -1.0, 1.0), tmp, mode)
+        codec = f"amr-nb{mode}+ulaw"
     x = synth.telephone_channel(
         np.clip(x, -1.0, 1.0), float(rng.uniform(250, 350)), float(rng.uniform(3200, 3500))
     )
@@ -675,6 +784,7 @@ def build_call(
         "packet_loss": loss,
         "split": "test" if c.subtype == "vm_real" and split == "test" else split,
         "segments": c.segments,
+        **({"channel_fx": fx} if channel != "v1" else {}),
     }
     return pcm, meta
 
@@ -682,8 +792,8 @@ def build_call(
 # ---------------------------------------------------------------- driver
 
 
-def _worker(args: tuple[int, int, str, dict[str, bool]]) -> tuple[int, dict, str]:
-    index, seed, out_dir, tools = args
+def _worker(args: tuple[int, int, str, dict[str, bool], str, str]) -> tuple[int, dict, str]:
+    index, seed, out_dir, tools, real_pool, channel = args
     name = f"calls/{index:06d}.wav"
     done = Path(out_dir) / f"calls/{index:06d}.json"
     if done.exists() and (Path(out_dir) / name).exists():  # resume an interrupted build
@@ -692,7 +802,7 @@ def _worker(args: tuple[int, int, str, dict[str, bool]]) -> tuple[int, dict, str
     for attempt in range(3):  # a generator bug must not kill a 40-minute build; retry is deterministic too
         try:
             with tempfile.TemporaryDirectory(prefix="cg_corpus_") as td:
-                pcm, meta = build_call(index, seed, tools, Path(td), attempt)
+                pcm, meta = build_call(index, seed, tools, Path(td), attempt, real_pool, channel)
             break
         except Exception as e:  # noqa: BLE001
             err = e
@@ -706,15 +816,29 @@ def _worker(args: tuple[int, int, str, dict[str, bool]]) -> tuple[int, dict, str
     return index, meta, name
 
 
-def build(out: Path, n: int, seed: int, workers: int = 2, progress: bool = True) -> list[dict]:
-    """Build `n` calls into `out` (labels.csv, meta.jsonl, calls/, eval/). Returns metas in index order."""
+def build(
+    out: Path,
+    n: int,
+    seed: int,
+    workers: int = 2,
+    progress: bool = True,
+    real_pool: str = "split",
+    channel: str = "v1",
+) -> list[dict]:
+    """Build `n` calls into `out` (labels.csv, meta.jsonl, calls/, eval/). Returns metas in index order.
+
+    `real_pool` as in build_call; with "all" no real greeting is held out, so eval/ gets none."""
+    if real_pool not in REAL_POOLS:
+        raise ValueError(f"real_pool must be one of {REAL_POOLS}")
     tools = ensure_tools()
     for need in ("espeak-ng", "flite", "sox"):
         if not tools.get(need):
             raise RuntimeError(f"{need} is required (apt-get install -y {' '.join(APT_PACKAGES)})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "calls").mkdir(exist_ok=True)
-    jobs = [(i, seed, str(out), tools) for i in range(n)]
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {CHANNELS}")
+    jobs = [(i, seed, str(out), tools, real_pool, channel) for i in range(n)]
     metas: list[dict | None] = [None] * n
     try:
         from tqdm import tqdm
@@ -736,11 +860,13 @@ def build(out: Path, n: int, seed: int, workers: int = 2, progress: bool = True)
     if bar:
         bar.close()
     done = [m for m in metas if m is not None]
-    _write_index(out, done, seed)
+    _write_index(out, done, seed, real_pool, channel)
     return done
 
 
-def _write_index(out: Path, metas: list[dict], seed: int) -> None:
+def _write_index(
+    out: Path, metas: list[dict], seed: int, real_pool: str = "split", channel: str = "v1"
+) -> None:
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "beep_onset_ms", "split", "subtype"])
@@ -774,7 +900,7 @@ def _write_index(out: Path, metas: list[dict], seed: int) -> None:
             )
             fm.write(json.dumps({**m, "file": name}) + "\n")
         _, held = _dev_greetings()
-        for f in held:
+        for f in held if real_pool == "split" else []:
             name = f"dev_{f.name}"
             shutil.copyfile(f, ev / name)
             rows.append([name, "machine", "", "dev_greeting"])
@@ -798,5 +924,5 @@ def _write_index(out: Path, metas: list[dict], seed: int) -> None:
         w = csv.writer(f)
         w.writerow(["file", "label", "beep_onset_ms", "subtype"])
         w.writerows(rows)
-    summary = {"seed": seed, "n": len(metas), "crc": zlib.crc32("".join(m["sha1"] for m in metas).encode())}
+    summary = {"seed": seed, "n": len(metas), "real_pool": real_pool, "channel": channel, "crc": zlib.crc32("".join(m["sha1"] for m in metas).encode())}
     (out / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -217,10 +217,15 @@ def train_member(
     seed: int,
     threads: int,
     max_minutes: float,
+    train_ids: list[int] | None = None,
+    val_ids: list[int] | None = None,
+    tag: str | None = None,
 ) -> dict:
     """Train one net on the train split, keep the epoch that scores best on val, save it to `ckpt`.
 
-    No defaults here: `train()` owns the hyper-parameters and passes every one."""
+    No defaults here: `train()` owns the hyper-parameters and passes every one. `train_ids` /
+    `val_ids` (indices into meta.jsonl) replace the corpus splits: the cross-validation folds of
+    `amd_model.tools.folds` train on everything but the held-out family or files."""
     import torch
 
     from amd_model.tools.net import AmdNet
@@ -231,10 +236,10 @@ def train_member(
     t0 = time.time()
     metas = load_meta(corpus)
     feats = load_features(corpus, metas)
-    tag = f"[member seed {seed}] "
+    tag = f"[{tag or f'member seed {seed}'}] "
     print(f"{tag}features: {len(feats)} calls in {time.time() - t0:.0f}s", flush=True)
     targets = [step_targets(m, f.shape[0]) for m, f in zip(metas, feats, strict=True)]
-    tr = [i for i, m in enumerate(metas) if m["split"] == "train"]
+    tr = train_ids if train_ids is not None else [i for i, m in enumerate(metas) if m["split"] == "train"]
     # Per-step loss weights: business pickups upweighted (balance within human), and the first
     # EARLY_STEPS steps after evidence onset upweighted so the early posterior gets more capacity.
     stepw = []
@@ -246,7 +251,7 @@ def train_member(
         if m.get("subtype") == "human_business":
             wv *= BIZ_W
         stepw.append(wv)
-    va = [i for i, m in enumerate(metas) if m["split"] == "val"]
+    va = val_ids if val_ids is not None else [i for i, m in enumerate(metas) if m["split"] == "val"]
 
     allf = np.concatenate([feats[i].reshape(-1, features.N_MELS).astype(np.float32) for i in tr[:800]])
     net = AmdNet(len(CLASSES), hidden=hidden)
@@ -374,6 +379,7 @@ def train_member(
     torch.save(best[1], ckpt)
     return {
         "train_minutes": round((time.time() - t0) / 60, 1),
+        "epochs": len(history),
         "history": history,
         "n_train": len(tr),
         "n_val": len(va),

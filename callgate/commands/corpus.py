@@ -24,6 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--n", type=int, default=4000, help="number of calls (default 4000)")
     b.add_argument("--seed", type=int, default=1, help="corpus seed: same seed => same calls")
     b.add_argument("--workers", type=int, default=2, help="process pool size (default 2)")
+    b.add_argument(
+        "--real-pool",
+        choices=("split", "all"),
+        default="split",
+        help="real greetings in calls: 'split' = fixed training/held-out halves (default); 'all' = any, "
+        "for `callgate eval-folds` corpora, whose folds drop calls by greeting file",
+    )
+    b.add_argument(
+        "--channel",
+        choices=("v1", "v2"),
+        default="v1",
+        help="v2 adds room reverb, level ramps, handset AGC, clipping and AMR-NB round trips to v1's channel",
+    )
     b.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
 
@@ -36,7 +49,15 @@ def run(args: argparse.Namespace) -> int:
     if args.workers <= 0:
         raise CliError("--workers must be positive")
     try:
-        metas = corpus.build(args.out, args.n, args.seed, workers=args.workers, progress=not args.no_progress)
+        metas = corpus.build(
+            args.out,
+            args.n,
+            args.seed,
+            workers=args.workers,
+            progress=not args.no_progress,
+            real_pool=args.real_pool,
+            channel=args.channel,
+        )
     except RuntimeError as e:
         raise CliError(str(e)) from e
     by = collections.Counter((m["label"], m["subtype"]) for m in metas)

@@ -12,6 +12,12 @@ greetings, `--real DIR`, default CALLGATE_DEV_GREETINGS or ../shared/data/dev_gr
 called machine and the median machine verdict after the greeting's onset, split into the greetings held
 out from training and those mixed into training calls. The synthetic split's figures hold for that
 corpus only; these are the ones a user's real calls resemble.
+
+`--folds` (DIR = a corpus built with `callgate corpus build --real-pool all`) measures generalization
+instead: leave-one-voice-family-out folds and k-fold cross-validation over the real greetings, a net
+trained per fold under a declared budget (--fold-minutes, --fold-epochs), the shipped model's figures
+on the same test calls beside each fold (it saw every family in training: not held out). Trained
+folds are kept in DIR/folds/ and reused when rerun with the same budget.
 """
 
 from __future__ import annotations
@@ -50,6 +56,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--real", type=Path, default=None, metavar="DIR", help="real greetings (default: the dev greetings)"
     )
     parser.add_argument("--no-real", action="store_true", help="skip the real-recordings report")
+    parser.add_argument(
+        "--folds",
+        action="store_true",
+        help="generalization folds on the corpus DIR (leave-one-voice-family-out + real-greeting CV)",
+    )
+    parser.add_argument("--fold-minutes", type=float, default=5.0, help="training wall-clock budget per fold")
+    parser.add_argument("--fold-epochs", type=int, default=12, help="at most this many epochs per fold")
+    parser.add_argument("--cv", type=int, default=5, help="real-greeting cross-validation folds (default 5)")
+    parser.add_argument(
+        "--only", action="append", default=None, metavar="FOLD", help="run only this fold (repeatable)"
+    )
+    parser.add_argument(
+        "--test-corpus",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--folds: test on this corpus's calls (same seed and size, e.g. the v1 channel of a v2 corpus)",
+    )
+    parser.add_argument(
+        "--max-test", type=int, default=400, help="--folds: at most N test calls per voice family (fixed sample)"
+    )
+    parser.add_argument("--report", type=Path, default=None, help="also write the printed table here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -76,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     real_dir = None if args.no_real else (args.real or DEV_GREETINGS)
     if args.real is not None and not args.real.is_dir():
         raise CliError(f"{args.real}: not a directory")
+    if args.folds:
+        return _run_folds(args, real_dir)
     real = None
     try:
         read_labels(args.dir, args.labels, args.meta, args.split)  # bad input fails before the long part
@@ -103,4 +133,38 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"real_recordings": real, **rep} if real else rep, indent=2))
     else:
         print(format_report(rep))
+    return 0
+
+
+def _run_folds(args: argparse.Namespace, real_dir: Path | None) -> int:
+    """`callgate eval DIR --folds`: the generalization table (training per fold; needs the train extra)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise CliError("--folds trains a net per fold and needs torch: pip install 'callgate[train]'") from e
+    from amd_model.tools.folds import Budget, format_folds, run_folds
+    from processors.amd_decision import load_presets
+
+    if args.fold_minutes <= 0 or args.fold_epochs < 1 or args.cv < 2:
+        raise CliError("--fold-minutes must be > 0, --fold-epochs >= 1, --cv >= 2")
+    try:
+        detectors = load_presets(args.presets)[args.workflow]
+        rep = run_folds(
+            args.dir,
+            real_dir or Path("/nonexistent"),
+            detectors,
+            budget=Budget(minutes=args.fold_minutes, max_epochs=args.fold_epochs),
+            cv=args.cv,
+            ref_model_path=args.model,
+            only=args.only,
+            progress=not args.no_progress,
+            test_corpus=args.test_corpus,
+            max_test=args.max_test,
+        )
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise CliError(str(e).strip("'\"")) from e
+    text = json.dumps(rep, indent=2, default=str) if args.json else format_folds(rep)
+    print(text)
+    if args.report:
+        args.report.write_text(format_folds(rep) + "\n")
     return 0
