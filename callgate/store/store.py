@@ -232,15 +232,25 @@ class CallStore:
                 events.append(item)
             else:
                 texts.append(item)
+        # One upsert statement per set of columns, executed for all its calls at once: the transaction
+        # (and SQLite's file lock, which other workers' token claims wait for) spans a few round trips
+        # to the driver, not one per call, however busy the event loop is.
         insert_for = postgresql.insert if self.backend == "postgresql" else sqlite.insert
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for sid, (first, last, fields) in merged.items():
+            row = {"call_sid": sid, "created_at": first, "updated_at": last, **fields}
+            groups.setdefault(tuple(sorted(fields)), []).append(row)
+        upserts = []
+        for columns, rows in groups.items():
+            stmt = insert_for(calls)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[calls.c.call_sid],
+                set_={name: stmt.excluded[name] for name in (*columns, "updated_at")},
+            )
+            upserts.append((stmt, rows))
         async with self.engine.begin() as conn:
-            for sid, (first, last, fields) in merged.items():
-                stmt = insert_for(calls).values(call_sid=sid, created_at=first, updated_at=last, **fields)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[calls.c.call_sid],
-                    set_={name: stmt.excluded[name] for name in (*fields, "updated_at")},
-                )
-                await conn.execute(stmt)
+            for stmt, rows in upserts:
+                await conn.execute(stmt, rows)
             if events:
                 await conn.execute(insert(call_events), events)
             if texts:
