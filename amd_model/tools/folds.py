@@ -314,6 +314,15 @@ def run_folds(
     `test_corpus`: take the test calls from this corpus instead (same seed and size: the same calls,
     e.g. with the v1 channel), so a data change is measured on exactly the calls of the figures it is
     compared with."""
+    # The corpus is checked before the training stack (torch, the `train` extra) is imported: a wrong
+    # corpus is a clear error on any install.
+    if not (corpus / "meta.jsonl").is_file():
+        raise FileNotFoundError(f"{corpus}: no meta.jsonl (build one: callgate corpus build --real-pool all)")
+    summary = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else {}
+    if summary.get("real_pool") != "all":
+        raise ValueError(
+            f"{corpus}: built without --real-pool all, so its real greetings cannot be cross-validated"
+        )
     import torch
     from tqdm import tqdm
 
@@ -322,13 +331,6 @@ def run_folds(
     from amd_model.tools.train import CLASSES, load_features, load_meta
 
     torch.set_num_threads(budget.threads)
-    if not (corpus / "meta.jsonl").is_file():
-        raise FileNotFoundError(f"{corpus}: no meta.jsonl (build one: callgate corpus build --real-pool all)")
-    summary = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").is_file() else {}
-    if summary.get("real_pool") != "all":
-        raise ValueError(
-            f"{corpus}: built without --real-pool all, so its real greetings cannot be cross-validated"
-        )
     metas = load_meta(corpus)
     test_corpus = test_corpus or corpus
     test_metas = load_meta(test_corpus) if test_corpus != corpus else metas
