@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.gate import WIN, WIN_MS, GateAnalyzer, GateParams
-from turn_eval.metrics import BG_SPEECH, Summary, Tally, score_call, summarize
+from turn_eval.metrics import Summary, Tally, background_hits, score_call, summarize
 from turn_eval.runner import CallInputs, SystemRun, _speech_analyzer
 
 
@@ -94,20 +94,6 @@ class GateReport:
         return {"systems": {k: v.to_dict() for k, v in self.summaries.items()}, "breakdown": self.breakdown}
 
 
-def _bg_hits(labels: dict[str, Any], run: SystemRun) -> list[tuple[dict[str, Any], bool]]:
-    """Each scored background segment and whether a start fired in it (the rule of turn_eval.metrics)."""
-    busy = [(float(t["start_ms"]) - 500, float(t["end_ms"]) + 1500) for t in labels["turns"]]
-    out = []
-    for bg in labels.get("background", []):
-        if bg["kind"] not in BG_SPEECH:
-            continue
-        a, b = float(bg["start_ms"]), float(bg["end_ms"])
-        if any(min(b, y) > max(a, x) for x, y in busy):
-            continue
-        out.append((bg, any(a <= em <= b + 400 for em, _c in run.starts + run.gate_starts)))
-    return out
-
-
 def _bucket_level(rel: float) -> str:
     return "-6..-8 dB" if rel > -8 else "-8..-10 dB" if rel > -10 else "-10..-15 dB" if rel > -15 else "-15..-20 dB"
 
@@ -123,7 +109,7 @@ def evaluate_gate(
         for system in tallies:
             run = run_plain_vad(c, vad_params) if system == "plain_vad" else run_gate(c, gate_params, vad_params)
             score_call(c.labels, run, tallies[system])
-            for bg, hit in _bg_hits(c.labels, run):
+            for bg, hit in background_hits(c.labels, run):
                 voice = str(bg.get("bg_voice", "tts:")).split(":")[0]
                 for axis, key in (("level", _bucket_level(float(bg["rel_db"]))), ("kind", bg["kind"]),
                                   ("voice", "real recording" if voice == "real" else "synthetic")):

@@ -128,15 +128,8 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
             a, b = float(seg["start_ms"]), float(seg["end_ms"])
             tally.caller_ms += b - a
             tally.lost_ms += (b - a) - min(b - a, _covered(a, b, run.speech))
-    busy = [(float(t["start_ms"]) - 500, float(t["end_ms"]) + 1500) for t in turns]
-    for bg in labels.get("background", []):
-        if bg["kind"] not in BG_SPEECH:
-            continue
-        a, b = float(bg["start_ms"]), float(bg["end_ms"])
-        if any(min(b, y) > max(a, x) for x, y in busy):
-            continue
+    for bg, hit in background_hits(labels, run):
         tally.bg_segments += 1
-        hit = any(a <= em <= b + 400 for em, _c in run.starts + run.gate_starts)
         tally.bg_started += hit
         bucket = tally.bg_by_level.setdefault(_level_bucket(float(bg["rel_db"])), [0, 0])
         bucket[0] += 1
@@ -147,6 +140,21 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         quiet = dur - sum(y - x for x, y in near)
         tally.quiet_minutes += max(0.0, quiet) / 60000
 
+
+
+def background_hits(labels: dict[str, Any], run: SystemRun) -> list[tuple[dict[str, Any], bool]]:
+    """Each scored background segment (speech kinds, clear of the caller's turns) and whether a turn
+    start or a gate opening fired in it."""
+    busy = [(float(t["start_ms"]) - 500, float(t["end_ms"]) + 1500) for t in labels["turns"]]
+    out = []
+    for bg in labels.get("background", []):
+        if bg["kind"] not in BG_SPEECH:
+            continue
+        a, b = float(bg["start_ms"]), float(bg["end_ms"])
+        if any(min(b, y) > max(a, x) for x, y in busy):
+            continue
+        out.append((bg, any(a <= em <= b + 400 for em, _c in run.starts + run.gate_starts)))
+    return out
 
 @dataclass
 class Summary:
