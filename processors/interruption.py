@@ -432,6 +432,10 @@ class InterruptionProcessor(FrameProcessor):
                 if decision:
                     await self._act(decision)
                 return
+            if decision:  # these words make it a barge-in: the caller's turn opens before its words arrive
+                await self._act(decision)
+                await self.push_frame(frame, direction)
+                return
         await self.push_frame(frame, direction)
         if decision:
             await self._act(decision)

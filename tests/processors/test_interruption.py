@@ -236,3 +236,25 @@ def test_the_shipped_cue_scores_200_ms_of_audio_in_the_unit_interval():
     frames = [x[i : i + 160] for i in range(0, 1600, 160)]
     p = cue.probability(np.array([frame_level_db(f) for f in frames]), np.stack([frame_logmel(f) for f in frames]))
     assert 0.0 <= p <= 1.0
+
+
+async def test_words_that_make_a_barge_in_follow_the_barge_in_frame_downstream():
+    """The workflow opens the caller's turn on BargeInFrame: the final that decided it must come after
+    it, or the workflow sees words with no caller turn open and drops them (the call then waits forever)."""
+    from pipecat.frames.frames import InputAudioRawFrame, TranscriptionFrame
+    from pipecat.tests.utils import run_test
+
+    from processors.agent_frames import BargeInFrame, BotPlaybackFrame
+    from processors.frames import SpeechEndedFrame, SpeechStartedFrame
+    from processors.interruption import InterruptionProcessor
+
+    quiet = np.zeros(160, np.int16).tobytes()  # 20 ms below any caller level: the early cue stays out
+
+    def audio(n: int) -> list:
+        return [InputAudioRawFrame(audio=quiet, sample_rate=8000, num_channels=1) for _ in range(n)]
+
+    frames = [BotPlaybackFrame(speaking=True, t_ms=0.0), *audio(5), SpeechStartedFrame(t_ms=100.0), *audio(10)]
+    frames += [SpeechEndedFrame(t_ms=300.0), TranscriptionFrame("yes I can talk now", "caller", "t")]
+    down, _ = await run_test(InterruptionProcessor(), frames_to_send=frames)
+    kinds = [type(f) for f in down if isinstance(f, BargeInFrame | TranscriptionFrame)]
+    assert kinds == [BargeInFrame, TranscriptionFrame], kinds
