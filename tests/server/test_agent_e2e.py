@@ -4,6 +4,7 @@ Deepgram, OpenAI and Cartesia stand-ins speaking their real wire protocols (the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,18 +25,24 @@ max_call_secs = 120
 """
 
 
-@pytest.fixture
-def vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
+def agent_vendors(tmp_path, **openai: Any) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
+    """The `tester` agent file and the three stand-ins at these tests' latencies (`openai`: more
+    arguments for the OpenAI stand-in, e.g. its scripted `default` reply)."""
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "tester.toml").write_text(AGENT)
     dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
-    oa = OpenAIStandIn(first_token_ms=100).start()
+    oa = OpenAIStandIn(first_token_ms=100, **openai).start()
     ct = CartesiaStandIn(first_audio_ms=80, realtime_factor=4.0).start()
     try:
         yield dg, oa, ct
     finally:
         for v in (dg, oa, ct):
             v.stop()
+
+
+@pytest.fixture
+def vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
+    yield from agent_vendors(tmp_path)
 
 
 def agent_server(server_factory, tmp_path, rest, vendors, **overrides):

@@ -16,7 +16,7 @@ from pipelines.services.chat_server import Reply, last_user_text
 from simulator.script import Step, parse_script, render
 from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
 from tests.server.conftest import wait_until
-from tests.server.test_agent_e2e import AGENT, scripted_agent_call
+from tests.server.test_agent_e2e import agent_vendors, scripted_agent_call
 
 VOICE = "en-us+m3"
 FIRST, REST = "I would like to book a table.", "For four people tomorrow evening."
@@ -36,16 +36,7 @@ def answer(request) -> Reply:
 
 @pytest.fixture
 def vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
-    (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
-    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
-    oa = OpenAIStandIn(default=answer, first_token_ms=100).start()
-    ct = CartesiaStandIn(first_audio_ms=80, realtime_factor=4.0).start()
-    try:
-        yield dg, oa, ct
-    finally:
-        for v in (dg, oa, ct):
-            v.stop()
+    yield from agent_vendors(tmp_path, default=answer)
 
 
 def paused_turn_wav(path, first: str, rest: str, pause_ms: float):
