@@ -40,7 +40,11 @@ def signed_webhook(base_url: str, params: dict[str, str]) -> httpx.Response:
 async def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_after_the_last(tmp_path, greeting_and_message):
     greeting, message = greeting_and_message
     async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
-        server = ServerProcess(tmp_path, TWILIO_API_BASE_URL=rest.base_url, DRAIN_TIMEOUT_SECS="60")
+        # The test polls /stats while ten calls come up; on a loaded CI machine that can pass the default
+        # 120/minute control-API limit, and a 429 is not what this test is about.
+        server = ServerProcess(
+            tmp_path, TWILIO_API_BASE_URL=rest.base_url, DRAIN_TIMEOUT_SECS="60", API_RATE_LIMIT="100/second"
+        )
         await asyncio.to_thread(server.start)
         try:
             ended_at: list[float] = []
@@ -55,8 +59,14 @@ async def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_after_the_la
 
             calls = [asyncio.create_task(one_call()) for _ in range(N_CALLS)]
             async with httpx.AsyncClient() as client:
+
+                async def live_calls() -> int:
+                    response = await client.get(f"{server.base_url}/stats", headers=AUTH)
+                    assert response.status_code == 200, response.text
+                    return response.json()["live_calls"]
+
                 for _ in range(200):  # wait until all ten streams are live
-                    if (await client.get(f"{server.base_url}/stats", headers=AUTH)).json()["live_calls"] == N_CALLS:
+                    if await live_calls() == N_CALLS:
                         break
                     await asyncio.sleep(0.05)
                 else:
@@ -66,7 +76,7 @@ async def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_after_the_la
                 t_term = time.monotonic()
                 ready = await client.get(f"{server.base_url}/readyz")
                 readyz_after = time.monotonic() - t_term
-                live_at_term = (await client.get(f"{server.base_url}/stats", headers=AUTH)).json()["live_calls"]
+                live_at_term = await live_calls()
                 refused = await asyncio.to_thread(
                     signed_webhook, server.base_url, {"CallSid": new_sid("CA"), "AccountSid": ACCOUNT_SID}
                 )
