@@ -204,7 +204,6 @@ class AgentWorkflow(Workflow):
         self.turn = 0
         self._started = False
         self._user_speaking = False
-        self._vad_end_ms: float | None = None  # the VAD's last speech end, while it has not restarted
         self._user_start_ms: float | None = None
         self._user_end_ms: float | None = None
         self._user_end_wall = 0.0
@@ -261,7 +260,6 @@ class AgentWorkflow(Workflow):
     # --- caller speech ---------------------------------------------------------------------------
 
     async def on_speech_start(self, frame: SpeechStartedFrame) -> None:
-        self._vad_end_ms = None
         if self.phase in ("amd", "voicemail"):
             self.leaver.speech_start(frame)
         if self._bot_speaking and self.interruption.analyzer.state != "interrupted":
@@ -276,7 +274,6 @@ class AgentWorkflow(Workflow):
                 self._user_start_ms = frame.t_ms
 
     async def on_speech_end(self, frame: SpeechEndedFrame) -> None:
-        self._vad_end_ms = frame.t_ms
         if self.phase in ("amd", "voicemail"):
             self.leaver.speech_end(frame)
         if not self._user_speaking:
@@ -469,10 +466,10 @@ class AgentWorkflow(Workflow):
         self._cleared_at_ms = self.t_ms
         self._reopened = None
         self._user_speaking, self._user_start_ms = True, frame.onset_ms
-        if self._vad_end_ms is not None and self._vad_end_ms >= frame.onset_ms:
+        if frame.speech_end_ms is not None:
             # decided on words that came after the speech had ended: the caller's turn is already over
-            self._user_speaking, self._user_end_ms = False, self._vad_end_ms
-            self._user_end_wall, self._user_end_lag = time.monotonic(), self.t_ms - self._vad_end_ms
+            self._user_speaking, self._user_end_ms = False, frame.speech_end_ms
+            self._user_end_wall, self._user_end_lag = time.monotonic(), self.t_ms - frame.speech_end_ms
         await self.broadcast_interruption()  # LLM and TTS cancel; the player drops its queue; Twilio `clear`
 
     async def on_audio(self) -> None:

@@ -54,6 +54,7 @@ class BargeInFrame(SystemFrame):
     onset_ms: float = 0.0
     text: str = ""
     early: bool = False  # decided by the early audio cue (before any words)
+    speech_end_ms: float | None = None  # set when the words that decided it came after the caller stopped
 
 
 @dataclass

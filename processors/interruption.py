@@ -217,6 +217,7 @@ class Decision:
     t_ms: float
     onset_ms: float
     text: str = ""
+    speech_end_ms: float | None = None  # the caller had stopped by then (a barge-in decided on late words)
 
 
 @dataclass
@@ -245,7 +246,7 @@ class InterruptionAnalyzer:
     last_probability: float | None = None
 
     def _decide(self, verdict: Verdict, t_ms: float) -> Decision:
-        d = Decision(verdict, t_ms, self.onset_ms, self.heard_text)
+        d = Decision(verdict, t_ms, self.onset_ms, self.heard_text, self.end_ms)
         self.decisions.append(d)
         if verdict in (Verdict.BACKCHANNEL, Verdict.NOISE, Verdict.FALSE_INTERRUPTION):
             self.state = "idle"
@@ -444,7 +445,9 @@ class InterruptionProcessor(FrameProcessor):
         if d.verdict is Verdict.PAUSE:
             await self.push_frame(BotPauseFrame(t_ms=d.t_ms, onset_ms=d.onset_ms))
         elif d.verdict is Verdict.BARGE_IN:
-            await self.push_frame(BargeInFrame(t_ms=d.t_ms, onset_ms=d.onset_ms, text=d.text, early=self.analyzer.early))
+            await self.push_frame(BargeInFrame(
+                t_ms=d.t_ms, onset_ms=d.onset_ms, text=d.text, early=self.analyzer.early, speech_end_ms=d.speech_end_ms
+            ))
             held, self._held = self._held, []
             for f in held:  # the interrupting words belong to the caller's turn
                 await self.push_frame(f)
