@@ -176,7 +176,10 @@ async def noises(base: str, rest: Any, dg: Any, delay: float) -> list[dict]:
     for noise, step in sounds.items():
         dg.transcripts.clear()
         dg.say("")
-        script = parse_script({"step": [{**step, "after": "bot_audio", "at_ms": 1500}], "tail_ms": 800})
+        # The caller stays on for 2.5 s of silence on both sides: a worded noise ("ahem") holds the bot's
+        # pause for the VAD's stop time + the transcript wait (500 ms) + the network both ways, and with
+        # 800 ms the simulated caller hung up inside that pause, before the bot resumed (a bench artefact).
+        script = parse_script({"step": [{**step, "after": "bot_audio", "at_ms": 1500}], "tail_ms": 2500})
         report, record = await record_of(base, rest, script, delay)
         events = record.get("events", [])
         bots = [t for t in record.get("transcript", []) if t["role"] == "bot"]
