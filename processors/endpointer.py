@@ -64,6 +64,33 @@ _OPEN_ENDINGS = {"and", "the", "to", "my", "is", "for", "with", "about", "becaus
                  "hmm", "well", "then", "when", "which", "who", "can", "could", "will", "it's", "i'm", "just"}
 
 
+_CLASSES: dict[str, str] = {}
+for _cls, _words in (
+    ("det", "the a an my your our their his her this these those some any every each no another"),
+    ("prep", "to for with about of in on at from by into onto over under after before between through during "
+             "without than like until per via"),
+    ("conj", "and or but because if so then although though while since unless whether"),
+    ("wh", "what when where why how who which whose"),
+    ("aux", "is are was were be been am do does did have has had will would can could should shall may might "
+            "must it's i'm i'd i'll we're you're they're that's there's what's he's she's isn't wasn't don't "
+            "doesn't didn't can't won't haven't"),
+    ("pron", "i you we they he she it me him them us"),
+    ("fill", "um uh er hmm well"),
+    ("yesno", "yes no yeah yep nope okay ok sure right correct please thanks thank"),
+):
+    for _w in _words.split():
+        _CLASSES.setdefault(_w, _cls)
+
+
+def word_class(tok: str) -> str:
+    """A coarse class for a token: closed-class words by list, digits, and "w" for any other word."""
+    if tok == "<s>":
+        return "s"
+    if tok.isdigit():
+        return "num"
+    return _CLASSES.get(tok, "w")
+
+
 def text_tokens(text: str) -> list[str]:
     """Lower-case words without punctuation (an STT's punctuation is not trusted); digits one per token."""
     out: list[str] = []
@@ -86,6 +113,10 @@ def text_feature_names(text: str) -> list[str]:
              f"len={min(len(w), 12)}", "bias"]
     # Generalises to words never seen in training: does the turn stop on a function word or a filler?
     feats.append(f"endfunc={pad[-1] in _OPEN_ENDINGS}")
+    # Word classes generalise further: "<aux> <content>" ("is fine") ends turns, "<prep> <det>" never does.
+    c = [word_class(t) for t in pad[-3:]]
+    feats += [f"c1={c[-1]}", f"c2={c[-2]}_{c[-1]}", f"c3={c[-3]}_{c[-2]}_{c[-1]}", f"c1w={c[-1]}_{min(len(w), 6)}",
+              f"fc={word_class(w[0])}_{c[-1]}"]
     run = 0
     for tok in reversed(w):
         if tok not in _DIGITS:
@@ -124,12 +155,14 @@ class TextCompletenessModel:
 
     def probability(self, text: str) -> float:
         key = " ".join(text_tokens(text))
-        if key not in self._cache:
+        p = self._cache.get(key)
+        if p is None:
             out = self._session.run(None, {"features": text_features([text])})[0]
-            self._cache[key] = float(np.ravel(out)[0])
-            if len(self._cache) > 4096:
+            p = float(np.ravel(out)[0])
+            if len(self._cache) >= 4096:  # bounded: a long call's transcripts never grow it without end
                 self._cache.clear()
-        return self._cache[key]
+            self._cache[key] = p
+        return p
 
 
 @lru_cache(maxsize=1)
