@@ -77,6 +77,7 @@ TEMPLATES: list[str] = [
     "it's me", "please do", "okay thank you", "okay great", "that would be great", "that's perfect",
     "sure thing", "not yet", "all set", "I'm good", "I'm fine thanks", "that's okay", "no problem",
     "[yes/yeah] that's [right/correct/fine]", "one moment please", "hold on a second", "wait",
+    "[uh-huh/uh huh/mm-hmm/mhm/uh-huh yes/mm-hmm okay]", "[oh/oh okay/ah okay/oh I see]",
     # times and dates
     "{hour} is fine", "{hour} o'clock is fine", "{hour} o'clock works", "{hour} works for me",
     "[how about/what about] {hour} [o'clock/thirty/fifteen]", "{hour} thirty please",
