@@ -79,6 +79,7 @@ for _cls, _words in (
             "doesn't didn't can't won't haven't"),
     ("pron", "i you we they he she it me him them us"),
     ("fill", "um uh er hmm well"),
+    ("adv", "here there now today tonight tomorrow yesterday already too again yet anymore soon later instead"),
     ("yesno", "yes no yeah yep nope okay ok sure right correct please thanks thank"),
 ):
     for _w in _words.split():

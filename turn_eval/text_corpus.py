@@ -78,6 +78,12 @@ TEMPLATES: list[str] = [
     "sure thing", "not yet", "all set", "I'm good", "I'm fine thanks", "that's okay", "no problem",
     "[yes/yeah] that's [right/correct/fine]", "one moment please", "hold on a second", "wait",
     "[uh-huh/uh huh/mm-hmm/mhm/uh-huh yes/mm-hmm okay]", "[oh/oh okay/ah okay/oh I see]",
+    "I'm [here/there] [now/already]", "[he's/she's/it's] not [here/there]", "I'm not there [yet/anymore]",
+    "can you do it [now/today]", "I need it [today/now/soon/by {weekday}]", "I'll wait", "I already did",
+    "I did that already", "not right now", "I'm at [home/work] right now", "it's [done/fixed/working] now",
+    "I got it [now/already/yesterday]", "I'll call back later", "I'll try again [later/tomorrow]",
+    "[yes/yeah] I [got/have/found] [the/my] {thing}", "I [got/have] the {thing} [right here/with me]",
+    "[yes/yeah] [we/they] [did/are/were]", "[it's/that's] [over/there/here] [too/now]",
     # times and dates
     "{hour} is fine", "{hour} o'clock is fine", "{hour} o'clock works", "{hour} works for me",
     "[how about/what about] {hour} [o'clock/thirty/fifteen]", "{hour} thirty please",
