@@ -1,13 +1,18 @@
 """Train the transcript-completeness model and export it to ONNX (processors/data/turn_text.onnx).
 
-    python -m turn_eval.train_text [--n 20000] [--seed 3]
+    python -m turn_eval.train_text [--n 20000] [--sentences 30000] [--seed 3]
 
-Examples are generated turns (turn_eval.dataset.turn_script) from the *dev* word pools only: every
-prefix that ends where a caller pauses mid-turn is incomplete (0), the whole turn is complete (1), and
-prefixes cut at random words are incomplete too; plus everyday replies (GENERIC), complete, and cut
-after or extended by a function word or filler, incomplete. Features are processors.endpointer.text_feature_names
-hashed into 4096 slots; the model is a logistic regression (sparse gradient descent, L2), exported as
-MatMul + Add + Sigmoid (16 KB). It prints accuracy on turns built from the held-out *test* pools.
+Examples, all generated from the seed: turns (turn_eval.dataset.turn_script) from the *dev* word pools
+only (every prefix that ends where a caller pauses mid-turn is incomplete (0), the whole turn complete
+(1), prefixes cut at random words incomplete too); everyday replies (GENERIC), complete, and cut after
+or extended by a function word or filler, incomplete; and everyday caller sentences from the training
+templates of turn_eval.text_corpus (short replies, times and dates, requests, names, numbers, addresses,
+problems, questions, lists, hesitations), cut at their pause points and after words no sentence ends on.
+No example holds a word of the test pools or a line of scripts/bench_agent_latency.py (checked).
+Features are processors.endpointer.text_feature_names hashed into 4096 slots; the model is a logistic
+regression (full-batch Adam, L2, classes weighted equally), exported as MatMul + Sigmoid (16 KB; the
+bias is a feature). It prints accuracy on turns of the held-out *test* pools, on sentences from the
+held-out templates, and on the latency bench's lines and their cut-offs. ~20 s on this CPU.
 """
 
 from __future__ import annotations
