@@ -137,5 +137,8 @@ def run(args: argparse.Namespace) -> int:
                      f"{r.gate_delay_max_ms:.0f} ms); turns the gate never opened on: {r.gate_missed_turns}")
         print(line)
     if args.plot:
-        print(f"\ntrade-off curve saved to {out['plot']}")
+        print("\ntrade-off curve (setting: median delay ms, premature ends on paused turns):")
+        for name, pts in out["curves"].items():
+            print(f"  {name}: " + "; ".join(f"{k:g}: {d:.0f} ms, {100 * pm:.1f} %" for k, d, pm in pts))
+        print(f"trade-off curve saved to {out['plot']}")
     return 0
