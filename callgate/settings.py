@@ -65,9 +65,10 @@ class Settings(BaseSettings):
         None, description="Listening presets (gate + endpointer, JSON); defaults to pipelines/presets/listen.json."
     )
     listen_endpointer_ends_turns: bool = Field(
-        False,
-        description="agent: a user turn ends only on the semantic endpointer's final turn_end (off: at VAD end "
-        "plus the STT final, the endpointer's events being logged only).",
+        True,
+        description="agent: a user turn ends only on the semantic endpointer's final turn_end, plus the STT "
+        "final (off: at VAD end plus the STT final, the endpointer's events being logged only, and no greedy "
+        "replies).",
     )
     listen_greedy_replies: bool = Field(
         True,

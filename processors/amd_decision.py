@@ -38,6 +38,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from processors.frames import AmdProbabilityFrame, AmdVerdictFrame, SpeechEndedFrame, SpeechStartedFrame
+from processors.json_file import read_json
 
 STEP_MS = 100
 NO_EVIDENCE_CLASS = "none"  # the model's "nobody/nothing yet" class (amd.json no_evidence_class; presets name it too)
@@ -233,14 +234,7 @@ def parse_presets(data: Mapping[str, Any]) -> dict[str, list[DetectorConfig]]:
 
 def load_presets(path: str | Path | None = None) -> dict[str, list[DetectorConfig]]:
     """Workflow name -> detectors, from a presets JSON file (default: the shipped presets)."""
-    path = Path(path) if path is not None else DEFAULT_PRESETS_PATH
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"AMD presets file not found: {path}") from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return parse_presets(data)
+    return parse_presets(read_json(path if path is not None else DEFAULT_PRESETS_PATH, "AMD presets file"))
 
 
 def preset_to_json(detectors: Iterable[DetectorConfig]) -> list[dict[str, Any]]:

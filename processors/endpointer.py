@@ -1,10 +1,11 @@
 """Semantic endpointer: when has the caller finished their turn? Three signals, one greedy decision.
 
 1. Audio: Pipecat's bundled Smart-Turn v3 ONNX model (LocalSmartTurnAnalyzerV3's model), run once per
-   pause on the turn's last 8 s, off the event loop.
-2. Text: a transcript-completeness model (hashed word n-grams -> logistic regression, 16 KB ONNX,
-   trained by turn_eval/train_text.py on generated turns). It knows that "my number is four one five"
-   is not finished, which Smart-Turn, hearing a falling 8 kHz intonation, often thinks it is.
+   pause on the turn's last 8 s, off the event loop; one session per process, one thread per inference.
+2. Text: a transcript-completeness model (hashed word n-grams and word classes -> logistic regression,
+   16 KB ONNX, trained by turn_eval/train_text.py on generated turns and everyday caller sentences). It
+   knows that "my number is four one five" is not finished, which Smart-Turn, hearing a falling 8 kHz
+   intonation, often thinks it is, and that "nine o'clock is fine" is.
 3. Silence backstop that adapts to the caller: the 90th percentile of the pauses this caller made
    and then went on from, plus a margin, kept between `backstop_min_ms` and `backstop_max_ms`.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +48,7 @@ from processors.frames import (
     UserTurnStartFrame,
 )
 from processors.gate import WIN, WIN_MS, GateAnalyzer
+from processors.json_file import read_json
 
 TEXT_MODEL_PATH = Path(__file__).parent / "data" / "turn_text.onnx"
 TEXT_DIM = 4096
@@ -62,6 +65,34 @@ _DIGITS = {str(d) for d in range(10)}
 _OPEN_ENDINGS = {"and", "the", "to", "my", "is", "for", "with", "about", "because", "so", "um", "uh", "a", "an",
                  "of", "in", "at", "or", "but", "that", "if", "was", "i", "would", "like", "are", "on", "your",
                  "hmm", "well", "then", "when", "which", "who", "can", "could", "will", "it's", "i'm", "just"}
+
+
+_CLASSES: dict[str, str] = {}
+for _cls, _words in (
+    ("det", "the a an my your our their his her this these those some any every each no another"),
+    ("prep", "to for with about of in on at from by into onto over under after before between through during "
+             "without than like until per via"),
+    ("conj", "and or but because if so then although though while since unless whether"),
+    ("wh", "what when where why how who which whose"),
+    ("aux", "is are was were be been am do does did have has had will would can could should shall may might "
+            "must it's i'm i'd i'll we're you're they're that's there's what's he's she's isn't wasn't don't "
+            "doesn't didn't can't won't haven't"),
+    ("pron", "i you we they he she it me him them us"),
+    ("fill", "um uh er hmm well"),
+    ("adv", "here there now today tonight tomorrow yesterday already too again yet anymore soon later instead"),
+    ("yesno", "yes no yeah yep nope okay ok sure right correct please thanks thank"),
+):
+    for _w in _words.split():
+        _CLASSES.setdefault(_w, _cls)
+
+
+def word_class(tok: str) -> str:
+    """A coarse class for a token: closed-class words by list, digits, and "w" for any other word."""
+    if tok == "<s>":
+        return "s"
+    if tok.isdigit():
+        return "num"
+    return _CLASSES.get(tok, "w")
 
 
 def text_tokens(text: str) -> list[str]:
@@ -86,6 +117,10 @@ def text_feature_names(text: str) -> list[str]:
              f"len={min(len(w), 12)}", "bias"]
     # Generalises to words never seen in training: does the turn stop on a function word or a filler?
     feats.append(f"endfunc={pad[-1] in _OPEN_ENDINGS}")
+    # Word classes generalise further: "<aux> <content>" ("is fine") ends turns, "<prep> <det>" never does.
+    c = [word_class(t) for t in pad[-3:]]
+    feats += [f"c1={c[-1]}", f"c2={c[-2]}_{c[-1]}", f"c3={c[-3]}_{c[-2]}_{c[-1]}", f"c1w={c[-1]}_{min(len(w), 6)}",
+              f"fc={word_class(w[0])}_{c[-1]}"]
     run = 0
     for tok in reversed(w):
         if tok not in _DIGITS:
@@ -124,12 +159,14 @@ class TextCompletenessModel:
 
     def probability(self, text: str) -> float:
         key = " ".join(text_tokens(text))
-        if key not in self._cache:
+        p = self._cache.get(key)
+        if p is None:
             out = self._session.run(None, {"features": text_features([text])})[0]
-            self._cache[key] = float(np.ravel(out)[0])
-            if len(self._cache) > 4096:
+            p = float(np.ravel(out)[0])
+            if len(self._cache) >= 4096:  # bounded: a long call's transcripts never grow it without end
                 self._cache.clear()
-        return self._cache[key]
+            self._cache[key] = p
+        return p
 
 
 @lru_cache(maxsize=1)
@@ -161,6 +198,32 @@ class SmartTurnModel:
         feats = smart_turn_features(np.asarray(pcm, dtype=np.float32) / 32768.0)
         out = self._session.run(None, {"input_features": feats[None]})[0]
         return float(np.ravel(out)[0])
+
+
+_SMART_TURN: SmartTurnModel | None = None
+_SMART_TURN_LOCK = threading.Lock()
+
+
+def shared_smart_turn() -> SmartTurnModel:
+    """The process's one Smart-Turn session (ONNX Runtime sessions are thread-safe), loaded on first use.
+
+    Call it off the event loop (loading takes ~0.3 s). It also pins BLAS to one thread for the process:
+    the log-mel product is the only BLAS call on this path, and an unpinned OpenBLAS spreads that 80x201
+    by 201x800 product over every core, 1.6 -> 14.7 ms wall here, and worse with many calls at once; a
+    server runs its calls side by side, so one thread per call is what scales.
+    """
+    global _SMART_TURN
+    with _SMART_TURN_LOCK:
+        if _SMART_TURN is None:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1, user_api="blas")
+            _SMART_TURN = SmartTurnModel(threads=1)
+        return _SMART_TURN
+
+
+def _smart_turn_probability(pcm: np.ndarray) -> float:
+    return shared_smart_turn().probability(pcm)
 
 
 ST_RATE, ST_SAMPLES, ST_FFT, ST_HOP = 16000, 16000 * 8, 400, 160
@@ -465,10 +528,10 @@ class SemanticEndpointer(FrameProcessor):
         self._pending = self._pending[n * WIN :]
 
     def _start_inference(self, req: AudioRequest) -> None:
-        if self._smart_turn is None:
-            self._smart_turn = SmartTurnModel()
+        # the shared model loads on the worker thread, never on the event loop
+        infer = self._smart_turn.probability if self._smart_turn is not None else _smart_turn_probability
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, self._smart_turn.probability, req.pcm)
+        fut = loop.run_in_executor(self._executor, infer, req.pcm)
         fut.add_done_callback(lambda f, pid=req.pause_id: self._on_inference(pid, f))
 
     def _on_inference(self, pause_id: int, fut: asyncio.Future) -> None:
@@ -516,17 +579,10 @@ class ListenPreset:
 
 def load_listen_preset(workflow: str = "agent", path: str | Path | None = None) -> ListenPreset:
     """The workflow's preset from pipelines/presets/listen.json (or `path`); ValueError names the problem."""
-    import json
-
     from processors.gate import GateParams
 
     path = Path(path) if path is not None else LISTEN_PRESETS_PATH
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"listen presets file not found: {path}") from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    doc = read_json(path, "listen presets file")
     workflows = doc.get("workflows", {}) if isinstance(doc, dict) else {}
     if workflow not in workflows:
         raise ValueError(f"{path}: no listen preset for workflow {workflow!r} (have: {', '.join(workflows) or 'none'})")

@@ -13,13 +13,14 @@ Twilio, and -> first bot audio played (the turn-start mark's echo), split into e
 silence hangover), STT final, LLM first token, TTS first byte and the pipeline's own share (the rest).
 The simulator adds the caller's view: end of the caller's line -> bot audio starts playing.
 
-Modes (`--modes`, each a fresh server and the same conversation): `greedy` (the default: the semantic
-endpointer ends turns, the LLM is asked on its tentative end and the reply held until the final one),
-`non_greedy` (the same endpointer, the LLM asked only on the final end) and `vad` (no endpointer: VAD end
-plus the STT final, the agent's behaviour before issue 9). Voice-to-voice of complete turns is printed
-for each, then the drop of greedy versus non-greedy.
+Modes (`--modes`, each a fresh server and the same conversation): `greedy` (the default settings: the
+semantic endpointer ends turns, the LLM is asked on its tentative end and the reply held until the final
+one), `non_greedy` (the same endpointer, the LLM asked only on the final end) and `vad`
+(LISTEN_ENDPOINTER_ENDS_TURNS=false: VAD end plus the STT final, the agent's behaviour before issue 9).
+Voice-to-voice of complete turns is printed for each, then the drop of greedy versus the others, and
+whether each line was answered as one whole caller turn (a premature end splits a line).
 
-    python scripts/bench_agent_latency.py [--turns 10] [--network-delay-ms 0] [--modes greedy,non_greedy]
+    python scripts/bench_agent_latency.py [--turns 10] [--network-delay-ms 0] [--modes greedy,non_greedy,vad]
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ async def run_mode(mode: str, args: argparse.Namespace, lines: list[str]) -> dic
     v2v = [s - ln["end_ms"] for s, ln in zip(v2v, lines_ev, strict=True) if s is not None]
     out["caller_v2v"] = v2v
     print(f"  {'caller: line end -> bot audio':<32}{pct(v2v, 50):>8.0f}{pct(v2v, 95):>8.0f}{max(v2v, default=0):>8.0f}")
+    # Premature ends show as a line split into two caller turns (and late ones as two lines merged): the
+    # server's transcript must hold each line once, whole, in order.
+    callers = [t["text"] for t in record.get("transcript", []) if t.get("role") == "caller"]
+    whole = sum(a.strip() == b for a, b in zip(callers, lines, strict=False))
+    out["turns_whole"] = [float(whole), float(len(callers))]
+    print(f"  caller turns recorded {len(callers)} for {len(lines)} lines; each one whole line: {whole}/{len(lines)}"
+          + ("" if callers == lines else f"  (recorded: {callers})"))
     share = [t["pipeline_ms"] for t in turns if t.get("pipeline_ms") is not None]
     if share:
         print(f"  pipeline's own share of voice-to-voice: p95 {pct(share, 95):.0f} ms (target <= 150 ms)")
@@ -114,8 +122,14 @@ async def main(args: argparse.Namespace) -> int:
     results = {m: await run_mode(m, args, lines) for m in modes}
     print("\nvoice-to-voice on complete turns, p50 (ms): caller's speech end -> first bot audio sent | played")
     for m, r in results.items():
+        whole, n = r["turns_whole"]
         print(f"  {m:<12}{pct(r['first_audio_sent_ms'], 50):>8.0f} |{pct(r['first_audio_played_ms'], 50):>8.0f}"
-              f"   (caller's view, line end -> bot audio: {pct(r['caller_v2v'], 50):.0f})")
+              f"   (caller's view, line end -> bot audio: {pct(r['caller_v2v'], 50):.0f}; lines answered whole "
+              f"{whole:.0f}/{len(lines)}, caller turns {n:.0f})")
+    for other in ("vad",):
+        if "greedy" in results and other in results:
+            d = pct(results[other]["first_audio_sent_ms"], 50) - pct(results["greedy"]["first_audio_sent_ms"], 50)
+            print(f"default (greedy) vs {other}: voice-to-voice p50 {'drops' if d >= 0 else 'rises'} by {abs(d):.0f} ms")
     if "greedy" in results and "non_greedy" in results:
         g, n = results["greedy"], results["non_greedy"]
         d = pct(n["first_audio_sent_ms"], 50) - pct(g["first_audio_sent_ms"], 50)
@@ -128,5 +142,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--network-delay-ms", type=float, default=0.0)
-    ap.add_argument("--modes", default="greedy,non_greedy", help=f"comma-separated, of: {', '.join(MODES)}")
+    ap.add_argument("--modes", default="greedy,non_greedy,vad", help=f"comma-separated, of: {', '.join(MODES)}")
     raise SystemExit(asyncio.run(main(ap.parse_args())))

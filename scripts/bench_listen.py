@@ -1,7 +1,8 @@
 """Print the listening stack's CPU cost: the gate per 32 ms window, the endpointer per decision.
 
 Why: the gate runs inline in Pipecat's input task (must stay far below 1 ms per window); each endpointer
-decision runs Smart-Turn (on a worker thread) and the text model, and must stay under 60 ms.
+decision runs Smart-Turn (on a worker thread) and the text model, and must stay under 60 ms; it is
+measured with BLAS threads as the environment leaves them and as the server runs it (BLAS pinned).
 Usage: python scripts/bench_listen.py [seconds] [inferences] [--gate-only] [--set DIR]
 With --set DIR (a labelled turn set, e.g. turn_eval/data/real/test) it also prints the gate's figures
 beside plain VAD on it (turn_eval.gate_eval): background segments that started a turn or a barge-in,
@@ -27,6 +28,7 @@ from processors.endpointer import (  # noqa: E402
     SmartTurnModel,
     TextCompletenessModel,
     load_listen_preset,
+    shared_smart_turn,
 )
 from processors.gate import WIN, GateAnalyzer  # noqa: E402
 
@@ -107,10 +109,13 @@ def bench(secs: float = 60.0, inferences: int = 30, gate_only: bool = False) -> 
     # A whole decision as it runs live (SmartTurnModel.probability: resample, log-mel, the ONNX session, then
     # the text model), on a typical 2.5 s turn (+0.5 s before it) and on a full 8 s one. CPU = this
     # process's CPU time per decision (what a decision costs on this CPU whatever the load); wall as measured.
-    for secs in (3.0, 8.0):
-        turn = pcm[: int(secs * 8000)]
-        for threads in (1, 2):
-            smart = SmartTurnModel(threads=threads)
+    # First with BLAS threads as the environment leaves them (OPENBLAS_NUM_THREADS unset: all cores), then
+    # as the server runs it: shared_smart_turn(), one session per process, BLAS pinned to one thread.
+    configs = [("env BLAS", lambda: SmartTurnModel(threads=1)), ("server", shared_smart_turn)]
+    for label, make in configs:
+        smart = make()
+        for secs in (3.0, 8.0):
+            turn = pcm[: int(secs * 8000)]
             smart.probability(turn)  # warm-up
             wall, cpu = [], []
             for _ in range(inferences):
@@ -122,7 +127,7 @@ def bench(secs: float = 60.0, inferences: int = 30, gate_only: bool = False) -> 
                 cpu.append((time.process_time() - c0) * 1e3)
             w, c = np.asarray(wall), np.asarray(cpu)
             verdict = "<" if np.median(w) < 60 else ">="
-            print(f"endpointer decision (Smart-Turn v3 + text model), {secs:g} s of turn audio, {threads} thread(s): "
+            print(f"endpointer decision (Smart-Turn v3 + text model, {label}), {secs:g} s of turn audio: "
                   f"wall median {np.median(w):.1f} ms, p95 {np.percentile(w, 95):.1f} ms ({verdict} 60 ms); "
                   f"CPU median {np.median(c):.1f} ms, p95 {np.percentile(c, 95):.1f} ms over {inferences}")
     print("load average while measuring (2 cores shared):", " ".join(f"{v:.2f}" for v in os.getloadavg()))

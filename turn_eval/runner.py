@@ -223,11 +223,14 @@ def run_callgate(
                 run.gate_starts.append((t1, e.t_ms))
             elif e.kind == "caller_end":
                 run.gate_ends.append(e.t_ms)
-        for _ready, pid, p in [x for x in pending if x[0] <= t0]:
+        # What arrived before this window is complete (t1) is known to its decision, as live: a window is
+        # processed when its last audio arrives, after any transcript or Smart-Turn answer that came first
+        # (the Pipecat baseline above applies its inference the same way).
+        for _ready, pid, p in [x for x in pending if x[0] <= t1]:
             ep.set_audio_probability(pid, p)
-        pending = [x for x in pending if x[0] > t0]
+        pending = [x for x in pending if x[0] > t1]
         if text_model is not None and ep.state != "idle":
-            text = " ".join(w for ready, st, w in words if ready <= t0 and st >= turn_start - 300)
+            text = " ".join(w for ready, st, w in words if ready <= t1 and st >= turn_start - 300)
             if text != last_text:
                 ep.set_transcript(text)
                 last_text = text

@@ -1,13 +1,18 @@
 """Train the transcript-completeness model and export it to ONNX (processors/data/turn_text.onnx).
 
-    python -m turn_eval.train_text [--n 20000] [--seed 3]
+    python -m turn_eval.train_text [--n 20000] [--sentences 30000] [--seed 3]
 
-Examples are generated turns (turn_eval.dataset.turn_script) from the *dev* word pools only: every
-prefix that ends where a caller pauses mid-turn is incomplete (0), the whole turn is complete (1), and
-prefixes cut at random words are incomplete too; plus everyday replies (GENERIC), complete, and cut
-after or extended by a function word or filler, incomplete. Features are processors.endpointer.text_feature_names
-hashed into 4096 slots; the model is a logistic regression (sparse gradient descent, L2), exported as
-MatMul + Add + Sigmoid (16 KB). It prints accuracy on turns built from the held-out *test* pools.
+Examples, all generated from the seed: turns (turn_eval.dataset.turn_script) from the *dev* word pools
+only (every prefix that ends where a caller pauses mid-turn is incomplete (0), the whole turn complete
+(1), prefixes cut at random words incomplete too); everyday replies (GENERIC), complete, and cut after
+or extended by a function word or filler, incomplete; and everyday caller sentences from the training
+templates of turn_eval.text_corpus (short replies, times and dates, requests, names, numbers, addresses,
+problems, questions, lists, hesitations), cut at their pause points and after words no sentence ends on.
+No example holds a word of the test pools or a line of scripts/bench_agent_latency.py (checked).
+Features are processors.endpointer.text_feature_names hashed into 4096 slots; the model is a logistic
+regression (full-batch Adam, L2, classes weighted equally), exported as MatMul + Sigmoid (16 KB; the
+bias is a feature). It prints accuracy on turns of the held-out *test* pools, on sentences from the
+held-out templates, and on the latency bench's lines and their cut-offs. ~20 s on this CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 
 from processors.endpointer import TEXT_DIM, TEXT_MODEL_PATH, TextCompletenessModel, text_feature_names
 from turn_eval.dataset import KINDS, LEX, turn_script
+from turn_eval.text_corpus import BENCH_LINES, is_excluded, sentences
 
 
 def examples(split: str, n_turns: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -116,28 +122,52 @@ def export(w: np.ndarray, path: Path) -> Path:
     return path
 
 
+def corpus_examples(n: int, seed: int, split: str) -> tuple[list[str], np.ndarray]:
+    pairs = sentences(n, seed, split)
+    return [t for t, _ in pairs], np.asarray([y for _, y in pairs], dtype=np.float64)
+
+
+def report(model: TextCompletenessModel, name: str, texts: list[str], y: np.ndarray) -> dict[str, float]:
+    p = np.array([model.probability(t) for t in texts])
+    r = {"n": len(texts), "accuracy": float(np.mean((p >= 0.5) == (y == 1))),
+         "complete_recall": float(np.mean(p[y == 1] >= 0.5)), "incomplete_recall": float(np.mean(p[y == 0] < 0.5))}
+    print(f"  {name:<44}{r['n']:>7}{r['accuracy']:>9.3f}{r['complete_recall']:>10.3f}{r['incomplete_recall']:>12.3f}")
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000, help="generated turns (dev word pools)")
+    ap.add_argument("--sentences", type=int, default=30000, help="generated everyday sentences (training templates)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", type=Path, default=TEXT_MODEL_PATH)
     args = ap.parse_args()
     texts, y = examples("dev", args.n, args.seed)
     gt, gy = generic_examples(args.n // 4, args.seed + 1)
-    texts, y = texts + gt, np.concatenate([y, np.asarray(gy, dtype=np.float64)])
+    ct, cy = corpus_examples(args.sentences, args.seed + 2, "train")
+    texts, y = texts + gt + ct, np.concatenate([y, np.asarray(gy, dtype=np.float64), cy])
+    leaked = [t for t in texts if is_excluded(t)]
+    if leaked:
+        raise SystemExit(f"{len(leaked)} training examples hold test-pool words or bench lines, e.g. {leaked[0]!r}")
     w = train(texts, y)
     path = export(w, args.out)
     model = TextCompletenessModel(path)
-    for probe in ("morning please", "friday would be good", "my number is four one five", "I need eggs and",
-                  "I wanted to ask about", "so um"):
-        print(f"  p({probe!r}) = {model.probability(probe):.3f}")
-    for split in ("dev", "test"):
-        tt, yy = examples(split, 2000, args.seed + 100)
-        p = np.array([model.probability(t) for t in tt])
-        acc = float(np.mean((p >= 0.5) == (yy == 1)))
-        print(f"{split}: {len(tt)} prefixes, accuracy {acc:.3f}, complete recall {np.mean(p[yy == 1] >= 0.5):.3f}, "
-              f"incomplete recall {np.mean(p[yy == 0] < 0.5):.3f}")
-    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB) from {len(texts)} examples")
+    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB) from {len(texts)} examples "
+          f"({int(y.sum())} complete); none holds a test-pool word or a bench line")
+    print(f"  {'held-out evaluation':<44}{'n':>7}{'accuracy':>9}{'complete':>10}{'incomplete':>12}")
+    tt, yy = examples("test", 2000, args.seed + 100)
+    report(model, "turn-set turns, test word pools", tt, yy)
+    ht, hy = corpus_examples(3000, args.seed + 101, "held_out")
+    report(model, "everyday sentences, held-out templates", ht, hy)
+    bench_full = [(s, 1.0) for s in BENCH_LINES]
+    bench_cut = [(c, 0.0) for c in ("I would like to", "I would like to book a", "Next Tuesday if", "In the",
+                                    "Can you also check my", "It is with", "My member number is",
+                                    "My member number is on the", "Yes, I have", "Okay, thank")]
+    bt = [t for t, _ in bench_full + bench_cut]
+    report(model, "bench lines (10 complete, 10 cut at a pause)", bt, np.asarray([v for _, v in bench_full + bench_cut]))
+    for s in BENCH_LINES + ["my number is", "I'd like to", "on the", "yes", "nine is fine", "I need eggs and",
+                            "My number is four one five", "so um"]:
+        print(f"    p({s!r}) = {model.probability(s):.3f}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG", help="save the trade-off curve here")
     parser.add_argument("--tune", type=int, default=0, metavar="TRIALS", help="tune the preset on DIR first")
     parser.add_argument("--tune-what", choices=("both", "gate", "endpointer"), default="both")
+    parser.add_argument("--tune-delay-ms", type=float, default=300.0,
+                        help="with --tune: median delay the search aims under (300; lower leaves a margin)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write-preset", action="store_true", help="with --tune: write the tuned preset")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.tune:
             preset, s, _hist = tune(calls, preset, smart, text_model, cfg, trials=args.tune, seed=args.seed,
-                                    what=args.tune_what)
+                                    what=args.tune_what, delay_target_ms=args.tune_delay_ms)
             smart.save()
             print(f"tuned on {len(calls)} calls: premature {100 * s.premature_paused:.1f} % (paused turns), "
                   f"median delay {s.delay_p50_ms:.0f} ms, background started {100 * s.bg_started:.1f} %, "
@@ -135,5 +137,8 @@ def run(args: argparse.Namespace) -> int:
                      f"{r.gate_delay_max_ms:.0f} ms); turns the gate never opened on: {r.gate_missed_turns}")
         print(line)
     if args.plot:
-        print(f"\ntrade-off curve saved to {out['plot']}")
+        print("\ntrade-off curve (setting: median delay ms, premature ends on paused turns):")
+        for name, pts in out["curves"].items():
+            print(f"  {name}: " + "; ".join(f"{k:g}: {d:.0f} ms, {100 * pm:.1f} %" for k, d, pm in pts))
+        print(f"trade-off curve saved to {out['plot']}")
     return 0

@@ -37,6 +37,26 @@ def test_text_model_knows_unfinished_numbers_and_lists() -> None:
     assert m.probability("My number is four one five five five five zero one two three") > 0.5
 
 
+def test_text_model_knows_everyday_complete_replies_and_cut_offs() -> None:
+    """Sentences of scripts/bench_agent_latency.py, never in its training text: complete ones score high,
+    the same words cut where callers pause score low."""
+    m = shared_text_model()
+    for s in ("Nine o'clock is fine.", "In the morning please.", "It is with Blue Cross.", "Okay, thank you."):
+        assert m.probability(s) > 0.8, s
+    for s in ("I would like to", "My member number is on the", "Can you also check my", "It is with"):
+        assert m.probability(s) < 0.1, s
+
+
+def test_smart_turn_is_one_session_per_process_with_blas_on_one_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    from processors.endpointer import shared_smart_turn
+
+    assert shared_smart_turn() is shared_smart_turn()
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
 def test_text_tokens_ignore_punctuation_and_split_digits() -> None:
     assert text_tokens("My number is 415, um...") == ["my", "number", "is", "4", "1", "5", "um"]
     assert text_tokens("Four oh five!") == ["4", "0", "5"]
