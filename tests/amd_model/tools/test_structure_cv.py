@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amd_model.tools.structure_cv import Candidate, grid, main, merged
+from amd_model.tools.structure_cv import Candidate, cv_folds, grid, main, merged
 from amd_model.traces import SpeechEvent, Trace, replay_trace, save_trace
 from processors.amd_decision import load_presets
 
@@ -27,9 +27,10 @@ def trace(call_id: str, p_machine: list[float], speech: list[tuple[str, float]],
     return Trace(call_id=call_id, classes=CLASSES, steps=steps, speech=events, **kw)
 
 
-def greeting(call_id: str, level: float) -> Trace:
+def greeting(call_id: str, level: float, extra_steps: int = 0) -> Trace:
     """A greeting: talks from 300 ms for 6 s; p(machine) sits at `level` (below the preset's 0.95)."""
-    return trace(call_id, [-1] * 3 + [level] * 80, [("start", 300.0), ("end", 6300.0)], label="machine")
+    pm = [-1] * 3 + [level] * (80 + extra_steps)
+    return trace(call_id, pm, [("start", 300.0), ("end", 6300.0)], label="machine")
 
 
 def pickup(call_id: str, level: float, split: str) -> Trace:
@@ -60,7 +61,7 @@ def test_cv_run_respects_the_caps_and_reports(tmp_path: Path, capsys: pytest.Cap
     # greetings at p(machine) 0.70-0.79: below the preset's machine_fast (0.8), so they wait for the
     # late detectors unless the new one fires
     for n, level in enumerate(np.linspace(0.7, 0.79, 10)):
-        save_trace(greeting(f"greet{n}", float(level)), real)
+        save_trace(greeting(f"greet{n}", float(level), extra_steps=n), real)
     # tuning humans that sound like a greeting while their 600 ms "Hello?" lasts (p(machine) 0.78):
     # a candidate whose window fits inside that "Hello?" at T <= 0.75 calls them machine, so the zero
     # caps leave only the 800 ms window or 1000 ms of talk (or thresholds these greetings never reach)
@@ -84,3 +85,10 @@ def test_cv_run_respects_the_caps_and_reports(tmp_path: Path, capsys: pytest.Cap
     assert "-> 5-fold CV 800 ms" in out
     assert "5-fold CV" in out and "test split (4 calls), + detector: accuracy 100.0 %" in out
     assert len(grid()) == 60
+
+
+def test_identical_recordings_share_a_fold() -> None:
+    real = [greeting(f"g{n}", 0.8, extra_steps=n) for n in range(8)] + [greeting("twin_of_g3", 0.8, extra_steps=3)]
+    folds = cv_folds(real, 5)
+    assert sorted(n for f in folds for n in f) == sorted(t.call_id for t in real)
+    assert any({"g3", "twin_of_g3"} <= set(f) for f in folds)
