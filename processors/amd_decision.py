@@ -19,6 +19,12 @@ Detector semantics (one step = 100 ms of audio, `t_ms` = end of the step in audi
 - `min_delay_ms` <= t_ms - anchor < `max_wait_ms` (max_wait None = no limit);
 - `requires_silence_ms`: the caller is not speaking and has been silent for at least this long
   (since the last speech end, or since call start if nobody spoke yet);
+- speech-structure conditions (all optional, from the VAD's events; they let a detector use what the
+  model's last second does not see: a human says "hello?" and waits, a greeting keeps going):
+  `min_talk_ms` = the caller is speaking now and has been for at least this long without a pause the
+  VAD ends on; `min_speech_ms` = total speech heard since onset; `min_utterances` / `max_utterances`
+  = speech starts so far (2 = resumed after a pause; max 1 = still in the first utterance); `max_pause_ms` = every pause between utterances so far was
+  shorter than this (a caller who waits for an answer breaks it);
 - first wins: detectors are checked in list order at each step, so list order breaks ties.
 
 `AmdDecisionProcessor` adapts the plain `DecisionLayer` to Pipecat frames.
@@ -61,6 +67,11 @@ class DetectorConfig(BaseModel):
     max_wait_ms: int | None = Field(None, gt=0)
     from_speech: bool = False
     requires_silence_ms: int | None = Field(None, ge=0)
+    min_talk_ms: int | None = Field(None, ge=0, description="speaking now, for at least this long")
+    min_speech_ms: int | None = Field(None, ge=0, description="total speech since onset")
+    min_utterances: int | None = Field(None, ge=1, description="speech starts so far, at least")
+    max_utterances: int | None = Field(None, ge=1, description="speech starts so far, at most")
+    max_pause_ms: int | None = Field(None, gt=0, description="every pause so far shorter than this")
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -105,19 +116,32 @@ class SpeechState:
     first_end_ms: float | None = None  # end of the first utterance
     last_end_ms: float | None = None
     speaking: bool = False
+    talk_start_ms: float | None = None  # start of the current utterance (while speaking)
+    utterances: int = 0  # speech starts so far
+    closed_speech_ms: float = 0.0  # summed length of the finished utterances
+    longest_pause_ms: float = 0.0  # longest pause between two utterances so far
 
     def started(self, t_ms: float) -> None:
         if self.onset_ms is None:
             self.onset_ms = t_ms
+        if self.speaking:  # a repeated start (no end between): the utterance goes on
+            return
+        if self.last_end_ms is not None:
+            self.longest_pause_ms = max(self.longest_pause_ms, t_ms - self.last_end_ms)
         self.speaking = True
+        self.talk_start_ms = t_ms
+        self.utterances += 1
 
     def ended(self, t_ms: float) -> None:
         if self.onset_ms is None:  # an end without a start (VAD started before we did): treat as both
             self.onset_ms = t_ms
         if self.first_end_ms is None:
             self.first_end_ms = t_ms
+        if self.speaking and self.talk_start_ms is not None:
+            self.closed_speech_ms += max(0.0, t_ms - self.talk_start_ms)
         self.last_end_ms = t_ms
         self.speaking = False
+        self.talk_start_ms = None
 
     @property
     def anchor_ms(self) -> float | None:
@@ -131,6 +155,16 @@ class SpeechState:
         if self.speaking:
             return 0.0
         return t_ms - (self.last_end_ms if self.last_end_ms is not None else 0.0)
+
+    def talk_ms(self, t_ms: float) -> float:
+        """How long the current utterance has lasted at t_ms (0 when the caller is quiet)."""
+        if not self.speaking or self.talk_start_ms is None:
+            return 0.0
+        return max(0.0, t_ms - self.talk_start_ms)
+
+    def speech_ms(self, t_ms: float) -> float:
+        """Total speech heard since onset, the current utterance included."""
+        return self.closed_speech_ms + self.talk_ms(t_ms)
 
 
 class _Detector:
@@ -162,12 +196,27 @@ class _Detector:
             return None
         if cfg.requires_silence_ms is not None and speech.silence_ms(t_ms) < cfg.requires_silence_ms:
             return None
+        if not _structure_ok(cfg, t_ms, speech):
+            return None
         if cfg.mode == "min":
             score = min(self._scores)
         else:
             score = sum(self._scores) / len(self._scores)
         # tolerance: float rounding (0.95 + 0.95 + 0.5) / 3 < 0.8; a score equal to the threshold fires
         return score if score >= cfg.threshold - 1e-9 else None
+
+
+def _structure_ok(cfg: DetectorConfig, t_ms: float, speech: SpeechState) -> bool:
+    """The detector's speech-structure conditions (none set: always true)."""
+    if cfg.min_talk_ms is not None and (not speech.speaking or speech.talk_ms(t_ms) < cfg.min_talk_ms):
+        return False
+    if cfg.min_speech_ms is not None and speech.speech_ms(t_ms) < cfg.min_speech_ms:
+        return False
+    if cfg.min_utterances is not None and speech.utterances < cfg.min_utterances:
+        return False
+    if cfg.max_utterances is not None and speech.utterances > cfg.max_utterances:
+        return False
+    return cfg.max_pause_ms is None or speech.longest_pause_ms < cfg.max_pause_ms
 
 
 class DecisionLayer:

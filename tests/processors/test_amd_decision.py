@@ -150,6 +150,63 @@ def test_speech_state() -> None:
     assert (s.onset_ms, s.first_end_ms, s.last_end_ms, s.silence_ms(2000)) == (600, 1000, 1800, 200)
 
 
+
+def test_speech_state_tracks_utterances_talk_and_pauses() -> None:
+    s = SpeechState()
+    assert (s.utterances, s.talk_ms(300), s.speech_ms(300), s.longest_pause_ms) == (0, 0, 0, 0)
+    s.started(600)
+    s.started(650)  # a repeated start without an end: the same utterance
+    assert (s.utterances, s.talk_ms(1000), s.speech_ms(1000)) == (1, 400, 400)
+    s.ended(1400)
+    assert (s.talk_ms(1500), s.speech_ms(1500)) == (0, 800)
+    s.started(1700)
+    s.ended(2000)
+    s.started(3000)
+    assert (s.utterances, s.longest_pause_ms, s.speech_ms(3200)) == (3, 1000, 1300)
+
+
+def m(p: float) -> dict[str, float]:
+    return {"human": 1 - p, "machine": p}
+
+
+def machine_det(**kw) -> DetectorConfig:
+    return det(label="machine", classes=["machine"], threshold=0.7, from_speech=True, **kw)
+
+
+def test_min_talk_fires_only_while_the_caller_keeps_talking() -> None:
+    # a greeting: one utterance from 100 ms on; p(machine) 0.75 throughout
+    v = stream(DecisionLayer([machine_det(min_talk_ms=1000)]), [m(0.75)] * 20, {0: ("start", 100.0)})
+    assert v is not None and v.t_ms == 1100.0  # talking 1000 ms at t = 1100
+    # a pickup: "Hello?" of 500 ms, then silence: the same probabilities never fire
+    v = stream(
+        DecisionLayer([machine_det(min_talk_ms=1000)]), [m(0.75)] * 20, {0: ("start", 100.0), 6: ("end", 600.0)}
+    )
+    assert v is None
+
+
+def test_utterance_count_and_pause_conditions() -> None:
+    events = {0: ("start", 100.0), 10: ("end", 1000.0), 13: ("start", 1300.0)}  # resumed after 300 ms
+    resumed = machine_det(min_utterances=2, max_pause_ms=500, min_speech_ms=1000)
+    v = stream(DecisionLayer([resumed]), [m(0.75)] * 20, events)
+    assert v is not None and v.t_ms == 1400.0  # 900 ms + 100 ms of speech at t = 1400
+    waited = {0: ("start", 100.0), 5: ("end", 500.0), 15: ("start", 1500.0)}  # "Hello?" ... "Hello?"
+    assert stream(DecisionLayer([resumed]), [m(0.75)] * 25, waited) is None
+    first_only = machine_det(min_talk_ms=100, max_utterances=1)
+    assert stream(DecisionLayer([first_only]), [m(0.2)] * 14 + [m(0.9)] * 6, events) is None
+    v = stream(DecisionLayer([first_only]), [m(0.2)] * 5 + [m(0.9)] * 6, events)
+    assert v is not None and v.t_ms == 600.0
+
+
+def test_shipped_default_calls_a_confident_long_first_utterance_machine_before_machine_fast() -> None:
+    """machine_talking (p(machine) >= 0.75 at every step of 500 ms, still in the first utterance)
+    decides a greeting the 0.8 / 900 ms machine_fast detector misses; a pickup that stopped talking
+    with the same probabilities is left to the later detectors."""
+    dets = load_presets()["default"]
+    v = stream(DecisionLayer(dets), [m(0.1)] * 3 + [m(0.78)] * 30, {3: ("start", 300.0)})
+    assert v is not None and (v.label, v.detector, v.t_ms) == ("machine", "machine_talking", 800.0)
+    v = stream(DecisionLayer(dets), [m(0.1)] * 3 + [m(0.78)] * 30, {3: ("start", 300.0), 5: ("end", 500.0)})
+    assert v is None or v.detector != "machine_talking"
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError):
         DetectorConfig(name="x", label="human", classes=["human"], window_ms=150)
