@@ -13,7 +13,15 @@ from pipecat.tests.utils import run_test
 from callgate import synth
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, to_int16
 from processors.frames import BackgroundSpeechFrame, CallerSpeechStartedFrame, SpeechStartedFrame
-from processors.gate import WIN, WIN_MS, BackgroundSpeechGate, GateAnalyzer, GateParams, window_level_db
+from processors.gate import (
+    WIN,
+    WIN_MS,
+    BackgroundSpeechGate,
+    GateAnalyzer,
+    GateParams,
+    window_level_db,
+    window_pitch_hz,
+)
 from processors.speech import SpeechDetector
 
 
@@ -204,6 +212,53 @@ def test_background_level_is_forgotten_with_the_rolling_window() -> None:
     assert gate.background_db is not None
     feed.silence(31.0)  # the TV went off: its level no longer raises the threshold
     assert gate.background_db is None
+
+
+def test_pitch_estimate_finds_the_fundamental_not_a_subharmonic_and_none_in_noise() -> None:
+    t = np.arange(WIN) / SAMPLE_RATE
+    vowel = sum(a * np.sin(2 * np.pi * 150.0 * k * t) for k, a in ((1, 0.5), (2, 0.3), (3, 0.2)))
+    assert window_pitch_hz(to_int16(vowel)) == pytest.approx(150.0, rel=0.03)
+    buzz = np.sign(np.sin(2 * np.pi * 110.0 * t)) * 0.3  # strong peaks at 2 and 3 periods too
+    assert window_pitch_hz(to_int16(buzz)) == pytest.approx(110.0, rel=0.03)
+    noise = np.random.default_rng(0).standard_normal(WIN) * 0.1
+    assert np.isnan(window_pitch_hz(to_int16(noise)))
+
+
+_CALLER_LINE = "Hello, this is Maria speaking, I am calling about my bill."
+_PITCH = dict(open_offset_db=8.0, learn_offset_db=6.0, pitch_weight=1.0, pitch_free_st=2.0, pitch_clip_db=4.0)
+
+
+def _opens_after_caller(params: GateParams, text: str, voice: str, dbfs: float) -> bool:
+    """A low-pitched caller (espeak m3) speaks at -20 dBFS; does the next line, `dbfs`, open the gate?"""
+    feed = _Feed(GateAnalyzer(params))
+    feed.audio(_at_level(_voice(_CALLER_LINE), -20))
+    feed.silence(1.0)
+    feed.events.clear()
+    feed.audio(_at_level(_voice(text, voice), dbfs))
+    return "caller_start" in feed.kinds()
+
+
+def test_a_background_voice_at_another_pitch_is_rejected_where_level_alone_lets_it_in() -> None:
+    tv = ("And now the weather for the weekend.", "en-us+f4", -27.0)  # a high voice 7 dB under the caller
+    assert _opens_after_caller(GateParams(open_offset_db=8.0, learn_offset_db=6.0), *tv)
+    assert not _opens_after_caller(GateParams(**_PITCH), *tv)
+    # the caller's own voice equally soft still opens at once with the pitch cue on
+    assert _opens_after_caller(GateParams(**_PITCH), "Yes, and it was on Monday.", "en-us+m3", -27.0)
+
+
+def test_the_callers_own_soft_speech_does_not_teach_the_background_level() -> None:
+    params = GateParams(**_PITCH, bg_mid_frac=0.5, bg_learn_min_st=3.0, floor_margin_db=9.0)
+
+    def background_after(voice: str) -> float | None:
+        feed = _Feed(GateAnalyzer(params))
+        feed.audio(_at_level(_voice(_CALLER_LINE), -20))
+        for line in _TV_LINES:
+            feed.silence(1.0)
+            feed.audio(_at_level(_voice(line, voice), -36))
+        return feed.gate.background_db
+
+    assert background_after("en-us+m3") is None  # mumbling to themselves: still the caller's pitch
+    assert background_after("en-us+f4") is not None  # another person: learned as background
 
 
 def test_is_caller_speech_takes_the_interruption_handlers_hook_arguments() -> None:

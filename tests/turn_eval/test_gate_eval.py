@@ -89,3 +89,22 @@ def test_gate_eval_runs_the_gate_beside_plain_vad(tmp_path) -> None:
     assert report.summaries["gate"].gate_missed_turns == 0
     text = format_report(report)
     assert "plain_vad" in text and "gate" in text
+
+
+def test_gate_cues_are_recorded_at_closed_gate_decisions_and_labelled_from_the_call(tmp_path) -> None:
+    from turn_eval.gate_cues import fit_logistic, record
+
+    build_set(tmp_path, "test", 1, seed=9)
+    data = load_labels(tmp_path)
+    calls = [load_call(tmp_path, n, lab) for n, lab in data["files"].items()]
+    rows = record(calls, GateParams(pitch_weight=0.5), {})
+    assert rows and {r["y"] for r in rows} <= {1, -1}
+    assert all(r["since_onset_ms"] >= 0 for r in rows)
+    caller = [r for r in rows if r["y"] == 1]
+    assert caller and all(any(s["start_ms"] - 64 <= r["t0"] + 16 < s["end_ms"] for t in data["files"]["test_0000.wav"]["turns"]
+                              for s in t["segments"]) for r in caller)
+    # the fitter finds the sign of a cue that separates the classes
+    x = np.r_[np.linspace(-5, -1, 50), np.linspace(1, 5, 50)][:, None]
+    y = np.r_[np.zeros(50), np.ones(50)]
+    w = fit_logistic(x, y)
+    assert w[0] > 0
