@@ -724,7 +724,10 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
         # Coarse frames from the socket on (BeepDetector would chunk them anyway); every packet
         # goes through at once while it follows a tone.
         serializer.coalesce(
-            parts.workflow.audio_chunk_ms, transport.input().push_audio_frame, lambda: beep.analyzer.tracking
+            parts.workflow.audio_chunk_ms,
+            transport.input().push_audio_frame,
+            lambda: beep.passes_packets,
+            current_chunk_ms=lambda: beep.chunk_ms,
         )
     pipeline = Pipeline([transport.input(), *parts.processors, transport.output()])
     # No Pipecat idle timeout: its observer sees every frame every processor pushes (a queue and a

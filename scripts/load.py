@@ -285,7 +285,7 @@ def pct(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def make_workload(workflow: str, work: Path, agent: str | None) -> dict:
+def make_workload(workflow: str, work: Path, agent: str | None, message_secs: float = 0.0) -> dict:
     """The audio every call of a workflow plays, the anchor its reaction is timed from, its parameters."""
     import numpy as np
 
@@ -304,7 +304,8 @@ def make_workload(workflow: str, work: Path, agent: str | None) -> dict:
     # voicemail_drop hangs up after the message: Twilio streams until then (a long tail, so a slow server
     # shows as slow, not failed). The agent keeps talking to a silent caller: its call ends with the audio.
     vm = workflow == "voicemail_drop"
-    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params, "tail_secs": 20.0 if vm else 2.0,
+    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params,
+            "tail_secs": 20.0 + message_secs if vm else 2.0,
             "must_hang_up": vm,
             "audio_s": len(audio) / 8000}
 
@@ -403,8 +404,8 @@ class Run:
               f"  failed {row['failed']:3d}  reaction p50/p95/p99 {fmt(row['reaction_p50_ms'])}/"
               f"{fmt(row['reaction_p95_ms'])}/{fmt(row['reaction_p99_ms'])} ms  underruns/call "
               f"{row['underruns_per_call']:.1f}  loop lag p99 <= {fmt(row['loop_lag_p99_ms'])} ms  "
-              f"handshake p99 {fmt(row['handshake_p99_ms'])} ms  server CPU {row['server_cpu_ms_per_call_s']:.1f} "
-              f"ms/call-s ({row['server_cpu_cores']:.2f} cores)  generator CPU {row['client_cpu_ms_per_call_s']:.1f}"
+              f"handshake p99 {fmt(row['handshake_p99_ms'])} ms  peak live {fmt(row['max_live_calls_scraped'])}  "
+              f"server CPU {row['server_cpu_s_per_call']:.2f} s/call {row['server_cpu_ms_per_call_s']:.1f} ms/call-s ({row['server_cpu_cores']:.2f} cores)  generator CPU {row['client_cpu_ms_per_call_s']:.1f}"
               f" ms/call-s  RSS {row['server_rss_mb']:.0f} MB ({row['rss_mb_per_call']:.1f} MB/call)  "
               f"load avg {row['load_average']:.1f}  {'OK' if row['meets_bars'] else 'BREAKS'}", flush=True)
         for e in row["errors"]:
@@ -457,6 +458,9 @@ def main() -> int:
     ap.add_argument("--lag-bar-ms", type=float, default=50.0, help="event-loop lag p99 bar")
     ap.add_argument("--token-file", action="store_true",
                     help="Stream-token claims in their own SQLite file (TOKEN_STORE_PATH), not the record database")
+    ap.add_argument("--message-secs", type=float, default=20.0,
+                    help="voicemail_drop's message length: longer than a step's ramp, so all of its calls are live "
+                    "at once (0: one short sentence)")
     ap.add_argument("--json", action="store_true", help="one JSON object per step")
     ap.add_argument("--metrics-out", type=Path, help="save a /metrics scrape taken while each step's calls are live "
                     "(FILE gets -N, or -agent-N, appended before its suffix)")
@@ -475,10 +479,16 @@ def main() -> int:
         ap.error("--cps must be > 0 and --ramp >= 0")
     deadline = time.monotonic() + args.max_secs
 
+    import numpy as np
+
     work = Path(tempfile.mkdtemp(prefix="callgate-load-"))
     (work / "messages").mkdir()
-    save_wav(work / "messages" / "m.wav", to_int16(telephone_channel(speech("Please call us back. Goodbye."))))
-    workloads = {wf: make_workload(wf, work, args.agent) for wf, _ in plan}
+    # A voicemail drop's message is tens of seconds long: each call lasts longer than a step's ramp, so
+    # every one of its N calls is live at once (a 2 s message at 10 calls/s kept at most ~95 of 150 live).
+    words = speech("Hi, this is Sam from the clinic, please call us back about your appointment. Goodbye.")
+    message = np.tile(words, max(1, int(np.ceil(args.message_secs * 8000 / len(words))))) if args.message_secs else words
+    save_wav(work / "messages" / "m.wav", to_int16(telephone_channel(message)))
+    workloads = {wf: make_workload(wf, work, args.agent, len(message) / 8000) for wf, _ in plan}
 
     client_ports = [free_port() for _ in range(max(1, args.clients))]
     rest_url = f"http://127.0.0.1:{client_ports[0]}" if len(client_ports) == 1 else start_router(client_ports)
@@ -488,7 +498,7 @@ def main() -> int:
            "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
            "TWILIO_API_BASE_URL": rest_url, "MESSAGES_DIR": str(work / "messages"), "AGENTS_DIR": str(REPO / "agents"),
            "MESSAGE_CACHE_DIR": str(work / "cache"), "DATABASE_URL": f"sqlite+aiosqlite:///{work / 'load.db'}",
-           "LOG_LEVEL": "WARNING", "CALL_TIMEOUT_SECS": "40", "CALLGATE_API_KEYS": API_KEY}
+           "LOG_LEVEL": "WARNING", "CALL_TIMEOUT_SECS": "90", "CALLGATE_API_KEYS": API_KEY}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.pop("TOKEN_STORE_PATH", None)
     if args.token_file:

@@ -434,7 +434,7 @@ def summarize(calls: Sequence[LoadCall], anchor_ms: float, must_hang_up: bool = 
         starts = c.media_starts
         out.append({
             "ok": c.ended_by in ends and bool(c.media_starts),
-            "error": c.error or (None if c.media_starts else "no audio from the server")
+            "error": c.error or (None if c.media_starts else f"no audio from the server (ended by {c.ended_by})")
             or (None if c.ended_by in ends else f"ended by {c.ended_by} (server close code {c.close_code})"),
             "reaction_ms": starts[0] - anchor_ms if starts else None,
             "underruns": max(0, len(c.media_starts) - 1),
