@@ -716,7 +716,7 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
             serializer=serializer,
             # A workflow that takes coarse input chunks plays recorded audio: it goes out in chunks
             # as coarse (fewer messages; Pipecat sends them at twice real time, so Twilio buffers).
-            audio_out_10ms_chunks=max(4, parts.workflow.audio_chunk_ms // 10),
+            audio_out_10ms_chunks=max(4, (parts.workflow.audio_out_chunk_ms or parts.workflow.audio_chunk_ms) // 10),
         ),
     )
     beep = next((p for p in parts.processors if isinstance(p, BeepDetector)), None)

@@ -39,6 +39,7 @@ from pipelines.actions import RecordingCallControl
 from pipelines.call import CallConfig
 from pipelines.factory import build_call_processors
 from pipelines.message import MessageCache
+from processors.beep import BeepDetector
 from processors.frames import TwilioMarkFrame, TwilioStopFrame
 from simulator.playback import PlaybackBuffer
 
@@ -182,7 +183,9 @@ async def replay_pcm(
     if speed is None and call.workflow in REALTIME_WORKFLOWS:
         speed = 1.0
     parts = build_call_processors(call, messages, on_event=on_event)
-    held = parts.workflow.audio_chunk_ms * SAMPLES_PER_MS
+    # the source keeps as much audio in flight as BeepDetector may hold back (it coarsens once detection stops)
+    beep = next((p for p in parts.processors if isinstance(p, BeepDetector)), None)
+    held = (beep.max_chunk_ms if beep is not None else parts.workflow.audio_chunk_ms) * SAMPLES_PER_MS
     source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed, frame_samples=frame_samples, held_samples=held)
     playback = ReplayPlayback(source)
     pipeline = Pipeline([source, *parts.processors, playback])

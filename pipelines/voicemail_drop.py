@@ -163,6 +163,7 @@ class VoicemailDrop(Workflow):
 
     name = "voicemail_drop"
     audio_chunk_ms = 100  # beeps are forwarded at once; AMD and the greeting-end silence run on 100 ms
+    audio_out_chunk_ms = 500  # the message goes out in 500 ms media messages (Pipecat paces them at 2x)
 
     def __init__(self, call: CallConfig, messages: MessageCache, **kwargs: Any) -> None:
         super().__init__(call, **kwargs)

@@ -564,6 +564,11 @@ class BeepDetector(FrameProcessor):
         return self._chunk * 1000 // SAMPLE_RATE
 
     @property
+    def max_chunk_ms(self) -> int:
+        """The most audio it may hold back at once, now or after detection stops (0: none)."""
+        return max(self.chunk_ms, STOPPED_CHUNK_MS) if self._chunk > 0 else 0
+
+    @property
     def passes_packets(self) -> bool:
         """Every packet goes on at once now (a tone is being followed)."""
         return self.analyzer.tracking and not self.stopped

@@ -5,7 +5,9 @@ the steps (--calls / --agent-calls) until one breaks a bar, halves the interval 
 calls, and (voicemail_drop) always runs the largest step. Calls start at --cps a second (a dialer's ramp), all from one
 lean generator process (simulator/loadphone.py, its CPU printed). Each step prints: completed /
 failed, the server's reaction time on the call clock (voicemail_drop: beep end -> first message audio;
-agent: end of the caller's turn -> first bot audio) p50/p95/p99, playback underruns, the server's
+agent: end of the caller's turn, after the greeting of an amd=off call -> first audio of the reply)
+p50/p95/p99 against the workflow's bar (--bar-ms 100; --agent-bar-ms 800, the seeds' voice-to-voice
+budget), playback underruns, the server's
 event-loop lag p99 (from its own /metrics histogram), handshake p99, the server's CPU per call-second
 (and the generator's) and memory per call. It starts the server itself (`--workers`, a throw-away SQLite database, a Twilio REST
 stand-in in this process), so nothing leaves the machine. Bounded: at most 400 calls per step and
@@ -46,6 +48,8 @@ AUTH_TOKEN = "load-test-auth-token-0123456789ab"
 API_KEY = "load-test-api-key-0123456789abcdef"
 ACCOUNT_SID = "AC" + "1" * 32
 MAX_CALLS = 400
+AGENT_TURN = "Yes, I would like to move my appointment to Friday, please."
+AGENT_TURN_AT_SECS = 10.0  # the agent's greeting (the example agent's first_message) is over by then
 LAG_BUCKETS_NAME = "callgate_event_loop_lag_seconds_bucket"
 
 
@@ -152,7 +156,8 @@ def _client(k: int, jobs: list[dict], url: str, rest_port: int, out: multiproces
                                         call_sid=f"CA{k:02x}{i:030x}")
 
             calls = await asyncio.gather(*(one(i, j) for i, j in enumerate(jobs)))
-            return {"results": summarize(calls, jobs[0]["anchor_ms"], jobs[0]["must_hang_up"]), "late_ticks": phone.late_ticks,
+            results = summarize(calls, jobs[0]["anchor_ms"], jobs[0]["must_hang_up"], jobs[0]["reply_after_anchor"])
+            return {"results": results, "late_ticks": phone.late_ticks,
                     "max_tick_lag_ms": phone.max_tick_lag_ms, "cpu_s": cpu() - cpu0}
 
     out.put(asyncio.run(main()))
@@ -198,7 +203,8 @@ def run_step(n: int, args, server_url: str, workload: dict, client_ports: list[i
     spacing = (args.ramp / max(n, 1)) if args.ramp is not None else 1.0 / args.cps
     jobs = [{"delay": spacing * i, "audio": workload["audio"], "anchor_ms": workload["anchor_ms"],
              "params": workload["params"], "tail_secs": workload["tail_secs"],
-             "must_hang_up": workload["must_hang_up"]} for i in range(n)]
+             "must_hang_up": workload["must_hang_up"], "reply_after_anchor": workload["reply_after_anchor"]}
+            for i in range(n)]
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     clients = len(client_ports)
@@ -285,6 +291,11 @@ def pct(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
+def bar_ms(args, workflow: str) -> float:
+    """The reaction p99 bar: the beep bar for voicemail_drop, the voice-to-voice budget for the agent."""
+    return args.bar_ms if workflow == "voicemail_drop" else args.agent_bar_ms
+
+
 def make_workload(workflow: str, work: Path, agent: str | None, message_secs: float = 0.0) -> dict:
     """The audio every call of a workflow plays, the anchor its reaction is timed from, its parameters."""
     import numpy as np
@@ -295,16 +306,20 @@ def make_workload(workflow: str, work: Path, agent: str | None, message_secs: fl
         audio, anchor_ms = to_int16(greeting.audio), greeting.beep_offset_ms
         params = {"message": "m.wav"}
     else:
-        turn = speech("Hello? Yes, this is Dana. Who is calling?")
-        audio = to_int16(telephone_channel(concat(silence(0.3), turn, silence(8.0))))
-        anchor_ms = (0.3 + len(turn) / 8000) * 1000
-        params = {"workflow": "agent", **({"agent": agent} if agent else {})}
+        # Voice-to-voice, as the seeds' budget counts it: the end of a caller's turn -> the agent's
+        # first audio. The call skips AMD (amd=off, an inbound call; AMD's own latency is the
+        # amd_decision_seconds histogram), so the agent greets at once (~7.5 s from the TTS stand-in);
+        # the caller answers after the greeting, and the reply to that turn is what is timed.
+        turn = speech(AGENT_TURN)
+        audio = to_int16(telephone_channel(concat(silence(AGENT_TURN_AT_SECS), turn, silence(6.0))))
+        anchor_ms = (AGENT_TURN_AT_SECS + len(turn) / 8000) * 1000
+        params = {"workflow": "agent", "amd": "off", **({"agent": agent} if agent else {})}
     path = work / f"{workflow}.npy"
     np.save(path, audio)
     # voicemail_drop hangs up after the message: Twilio streams until then (a long tail, so a slow server
     # shows as slow, not failed). The agent keeps talking to a silent caller: its call ends with the audio.
     vm = workflow == "voicemail_drop"
-    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params,
+    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params, "reply_after_anchor": not vm,
             "tail_secs": 20.0 + message_secs if vm else 2.0,
             "must_hang_up": vm,
             "audio_s": len(audio) / 8000}
@@ -384,7 +399,8 @@ class Run:
             "errors": sorted({r["error"] for r in results if r.get("error")})[:3],
             "load_average": os.getloadavg()[0],
         }
-        row["meets_bars"] = (row["failed"] == 0 and (row["reaction_p99_ms"] or 1e9) <= args.bar_ms
+        row["reaction_bar_ms"] = bar_ms(args, workflow)
+        row["meets_bars"] = (row["failed"] == 0 and (row["reaction_p99_ms"] or 1e9) <= row["reaction_bar_ms"]
                              and (row["loop_lag_p99_ms"] or 1e9) <= args.lag_bar_ms)
         row["metrics"] = live.get("text", "")
         if args.metrics_out and row["metrics"]:
@@ -455,6 +471,9 @@ def main() -> int:
                     help="after the first step that breaks a bar, halve the interval down to this many calls")
     ap.add_argument("--max-secs", type=float, default=1800.0, help="bound on the whole run")
     ap.add_argument("--bar-ms", type=float, default=100.0, help="reaction p99 bar")
+    ap.add_argument("--agent-bar-ms", type=float, default=800.0,
+                    help="agent: reaction (caller turn end -> first bot audio) p99 bar; 800 ms is the seeds' "
+                    "voice-to-voice budget (<500 natural, >800 delayed)")
     ap.add_argument("--lag-bar-ms", type=float, default=50.0, help="event-loop lag p99 bar")
     ap.add_argument("--token-file", action="store_true",
                     help="Stream-token claims in their own SQLite file (TOKEN_STORE_PATH), not the record database")
@@ -509,7 +528,7 @@ def main() -> int:
         # real sockets, in threads of this process) with no added latency, so the reaction is the server's.
         from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
 
-        dg = DeepgramStandIn(transcriber=lambda _pcm, _rate: "Yes, this is Dana. Who is calling?").start()
+        dg = DeepgramStandIn(transcriber=lambda _pcm, _rate: AGENT_TURN).start()
         oa = OpenAIStandIn().start()
         ct = CartesiaStandIn().start()
         vendors = (dg, oa, ct)
@@ -529,14 +548,15 @@ def main() -> int:
             return 1
         pace = f"ramp {args.ramp:g} s per step" if args.ramp is not None else f"{args.cps:g} calls/s"
         print(f"callgate serve --workers {args.workers} on {base}; load generator: {args.clients} process(es), "
-              f"{pace}; token claims in {'their own file' if args.token_file else 'the record database'}; bars: 0 failures, reaction p99 <= {args.bar_ms:g} ms, loop lag p99 <= "
-              f"{args.lag_bar_ms:g} ms; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
+              f"{pace}; token claims in {'their own file' if args.token_file else 'the record database'}; bars: 0 failures, reaction p99 <= {args.bar_ms:g} ms (agent: "
+              f"{args.agent_bar_ms:g} ms voice-to-voice), loop lag p99 <= {args.lag_bar_ms:g} ms; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
         run = Run(args, server, base, client_ports, deadline)
         found = [run.search(wf, steps, workloads[wf]) for wf, steps in plan]
-        print(f"\nsummary (bars: 0 failures, reaction p99 <= {args.bar_ms:g} ms, event-loop lag p99 <= "
+        print(f"\nsummary (bars: 0 failures, reaction p99 <= the workflow's bar, event-loop lag p99 <= "
               f"{args.lag_bar_ms:g} ms):")
         for f in found:
-            print(f"  {f['workflow']:>14}: largest N meeting every bar: {f['largest_ok'] or 'none of the steps run'};"
+            print(f"  {f['workflow']:>14} (reaction p99 <= {bar_ms(args, f['workflow']):g} ms): largest N meeting every"
+                  f" bar: {f['largest_ok'] or 'none of the steps run'};"
                   f" first N that breaks one: {f['first_break'] or 'none of the steps run'}")
         for wf, _ in plan:
             rows = [r for r in run.rows if r["workflow"] == wf and r["metrics"]]

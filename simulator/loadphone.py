@@ -425,19 +425,26 @@ class LoadPhone:
             await asyncio.sleep(max(0.0, nxt - loop.time()))
 
 
-def summarize(calls: Sequence[LoadCall], anchor_ms: float, must_hang_up: bool = True) -> list[dict[str, Any]]:
+def summarize(
+    calls: Sequence[LoadCall], anchor_ms: float, must_hang_up: bool = True, reply_after_anchor: bool = False
+) -> list[dict[str, Any]]:
     """Per call: ok (audio came, and the server hung up, or with `must_hang_up` False the caller's audio
-    ran out with the stream still up), reaction (first audio - anchor), underruns."""
+    ran out with the stream still up), reaction (first audio - anchor), underruns (playback starts
+    beyond the expected ones). `reply_after_anchor`: the server spoke before the anchor (an agent's
+    greeting); the reaction is that of the first playback that starts after it, and is missing (a
+    failed call) when none does."""
     ends = ("hangup",) if must_hang_up else ("hangup", "audio_end")
     out = []
     for c in calls:
-        starts = c.media_starts
+        starts = [t for t in c.media_starts if t > anchor_ms] if reply_after_anchor else c.media_starts
+        expected = 1 + (len(starts) < len(c.media_starts)) if reply_after_anchor else 1
         out.append({
-            "ok": c.ended_by in ends and bool(c.media_starts),
-            "error": c.error or (None if c.media_starts else f"no audio from the server (ended by {c.ended_by})")
+            "ok": c.ended_by in ends and bool(starts),
+            "error": c.error or (None if starts else f"no audio from the server{' after the anchor' * reply_after_anchor}"
+                                 f" (ended by {c.ended_by})")
             or (None if c.ended_by in ends else f"ended by {c.ended_by} (server close code {c.close_code})"),
             "reaction_ms": starts[0] - anchor_ms if starts else None,
-            "underruns": max(0, len(c.media_starts) - 1),
+            "underruns": max(0, len(c.media_starts) - expected),
             "call_ms": c.t_ms,
             **c.timings,
         })
