@@ -183,9 +183,12 @@ async def replay_pcm(
     if speed is None and call.workflow in REALTIME_WORKFLOWS:
         speed = 1.0
     parts = build_call_processors(call, messages, on_event=on_event)
-    # the source keeps as much audio in flight as BeepDetector may hold back (it coarsens once detection stops)
+    # The playback model's clock moves with the audio reaching it: audio keeps its chunks once detection
+    # stops (a live call's would grow to 1 s), so replayed mark and hang-up times stay on the 100 ms grid.
     beep = next((p for p in parts.processors if isinstance(p, BeepDetector)), None)
-    held = (beep.max_chunk_ms if beep is not None else parts.workflow.audio_chunk_ms) * SAMPLES_PER_MS
+    if beep is not None:
+        beep.stopped_chunk_ms = beep.chunk_ms
+    held = parts.workflow.audio_chunk_ms * SAMPLES_PER_MS
     source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed, frame_samples=frame_samples, held_samples=held)
     playback = ReplayPlayback(source)
     pipeline = Pipeline([source, *parts.processors, playback])

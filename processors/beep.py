@@ -557,6 +557,7 @@ class BeepDetector(FrameProcessor):
         self._held_samples = 0
         self._samples_out = 0  # samples forwarded downstream so far
         self.stopped = False  # a StopDetectorsFrame came: no more analysis
+        self.stopped_chunk_ms = STOPPED_CHUNK_MS  # the chunks after that (a replay keeps chunk_ms)
 
     @property
     def chunk_ms(self) -> int:
@@ -566,7 +567,7 @@ class BeepDetector(FrameProcessor):
     @property
     def max_chunk_ms(self) -> int:
         """The most audio it may hold back at once, now or after detection stops (0: none)."""
-        return max(self.chunk_ms, STOPPED_CHUNK_MS) if self._chunk > 0 else 0
+        return max(self.chunk_ms, self.stopped_chunk_ms) if self._chunk > 0 else 0
 
     @property
     def passes_packets(self) -> bool:
@@ -580,7 +581,7 @@ class BeepDetector(FrameProcessor):
             if not frame.amd_only and not self.stopped:
                 self.stopped = True
                 if self._chunk > 0:
-                    self._chunk = max(self._chunk, STOPPED_CHUNK_MS * SAMPLE_RATE // 1000)
+                    self._chunk = max(self._chunk, self.stopped_chunk_ms * SAMPLE_RATE // 1000)
             return
         if not isinstance(frame, InputAudioRawFrame):
             if self._held and direction == FrameDirection.DOWNSTREAM and not isinstance(frame, CancelFrame):
