@@ -336,6 +336,6 @@ async def test_coalesced_chunks_follow_a_growing_chunk_size():
     sizes = await feed(s, [(k, (k - 1) * 20) for k in range(1, 11)])
     assert sizes == [None, None, None, None, 800] * 2
     chunk["ms"] = 1000
-    sizes = await feed(s, [(k, (k - 1) * 20) for k in range(11, 61)])
+    sizes = await feed(s, [(k, (k - 1) * 20) for k in range(11, 111)])  # 200 ms -> 2200 ms
     assert [x for x in sizes if x] == [8000 - 1600, 8000]  # up to the 1 s boundary, then a whole second
-    assert s.audio_ms == 1200
+    assert s.audio_ms == 2200
