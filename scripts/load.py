@@ -430,8 +430,9 @@ class Run:
     def search(self, workflow: str, steps: list[int], workload: dict) -> dict:
         """Run the steps up to the first that breaks a bar, then halve the interval down to --resolution."""
         last_ok, first_break = 0, None
-        # Each worker loads the workflow's models on its first calls: a warm-up step, not counted.
-        warm = self.args.workers * 2
+        # Each worker loads the workflow's models on its first calls: a warm-up step, not counted (4 per
+        # worker: the kernel, not load.py, picks the worker of each call, and a cold one stalls seconds).
+        warm = self.args.workers * 4
         print(f"{workflow}: warm-up, {warm} calls (not counted)", flush=True)
         run_step(warm, self.args, self.base, workload, self.client_ports)
         for n in steps:
