@@ -153,7 +153,7 @@ def _client(k: int, jobs: list[dict], url: str, rest_port: int, out: multiproces
                 await asyncio.sleep(max(0.0, t0 + job["delay"] - loop.time()))
                 # the router reads the client process from the CallSid
                 return await phone.call(audio, params=job["params"], tail_secs=job["tail_secs"],
-                                        call_sid=f"CA{k:02x}{i:030x}")
+                                        call_sid=f"CA{k:02x}{i:030x}", anchor_ms=job["anchor_ms"])
 
             calls = await asyncio.gather(*(one(i, j) for i, j in enumerate(jobs)))
             results = summarize(calls, jobs[0]["anchor_ms"], jobs[0]["must_hang_up"], jobs[0]["reply_after_anchor"])
@@ -379,6 +379,7 @@ class Run:
         results = gen["results"]
         ok = [r for r in results if r["ok"]]
         reactions = [r["reaction_ms"] for r in results if r.get("reaction_ms") is not None]
+        walls = [r["wall_reaction_ms"] for r in results if r.get("wall_reaction_ms") is not None]
         call_s = sum(r.get("call_ms", 0) for r in results) / 1000 or 1.0
         lag_p99 = quantile_from_buckets(lag0, lag1, 0.99)
         row = {
@@ -386,6 +387,7 @@ class Run:
             "ramp_s": gen["ramp_s"], "cps": (n - 1) / gen["ramp_s"] if gen["ramp_s"] else None,
             "reaction_p50_ms": pct(reactions, 0.5), "reaction_p95_ms": pct(reactions, 0.95),
             "reaction_p99_ms": pct(reactions, 0.99),
+            "wall_reaction_p50_ms": pct(walls, 0.5), "wall_reaction_p99_ms": pct(walls, 0.99),
             "underruns_per_call": statistics.mean([r.get("underruns", 0) for r in results]) if results else 0,
             "loop_lag_p99_ms": None if lag_p99 is None else lag_p99 * 1000,
             "handshake_p99_ms": pct([r["handshake_ms"] for r in results if "handshake_ms" in r], 0.99),
@@ -418,11 +420,12 @@ class Run:
         fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
         print(f"{row['workflow']:>14} N={row['calls']:4d} (ramp {row['ramp_s']:.0f} s)  completed {row['completed']:4d}"
               f"  failed {row['failed']:3d}  reaction p50/p95/p99 {fmt(row['reaction_p50_ms'])}/"
-              f"{fmt(row['reaction_p95_ms'])}/{fmt(row['reaction_p99_ms'])} ms  underruns/call "
+              f"{fmt(row['reaction_p95_ms'])}/{fmt(row['reaction_p99_ms'])} ms (wall clock p50/p99 "
+              f"{fmt(row['wall_reaction_p50_ms'])}/{fmt(row['wall_reaction_p99_ms'])} ms)  underruns/call "
               f"{row['underruns_per_call']:.1f}  loop lag p99 <= {fmt(row['loop_lag_p99_ms'])} ms  "
               f"handshake p99 {fmt(row['handshake_p99_ms'])} ms  peak live {fmt(row['max_live_calls_scraped'])}  "
               f"server CPU {row['server_cpu_s_per_call']:.2f} s/call {row['server_cpu_ms_per_call_s']:.1f} ms/call-s ({row['server_cpu_cores']:.2f} cores)  generator CPU {row['client_cpu_ms_per_call_s']:.1f}"
-              f" ms/call-s  RSS {row['server_rss_mb']:.0f} MB ({row['rss_mb_per_call']:.1f} MB/call)  "
+              f" ms/call-s (late ticks {row['client_late_ticks']}, max {row['client_max_tick_lag_ms']:.0f} ms)  RSS {row['server_rss_mb']:.0f} MB ({row['rss_mb_per_call']:.1f} MB/call)  "
               f"load avg {row['load_average']:.1f}  {'OK' if row['meets_bars'] else 'BREAKS'}", flush=True)
         for e in row["errors"]:
             print(f"    e.g. {e}")

@@ -105,6 +105,9 @@ class LoadCall:
     timings: dict[str, float] = field(default_factory=dict)
     transport: asyncio.Transport | None = None
     next_due: float = 0.0  # loop time the next packet is due
+    anchor_frame: int | None = None  # the packet that ends at the reaction's anchor (e.g. the beep's end)
+    anchor_sent: float | None = None  # loop time it was written (late when the generator fell behind)
+    first_audio_after_anchor: float | None = None  # loop time of the first playback start after it
     buffer: PlaybackBuffer[str] = field(default_factory=PlaybackBuffer)
 
     def __post_init__(self) -> None:
@@ -154,6 +157,8 @@ class LoadCall:
         self.seq += 1
         self.send(_MEDIA % (self.seq, self._sid, k + 1, k * FRAME_MS, payloads[k] if k < len(payloads) else self.audio.silence))
         self.frames_sent = k + 1
+        if k == self.anchor_frame:
+            self.anchor_sent = asyncio.get_running_loop().time()
         if self.buffer.pending:
             self._echo_due()
         return True
@@ -179,6 +184,8 @@ class LoadCall:
             self.media_bytes += n
             if self.buffer.add_audio(self.t_ms, n / (FRAME_SAMPLES / FRAME_MS)):
                 self.media_starts.append(self.t_ms)
+                if self.anchor_sent is not None and self.first_audio_after_anchor is None:
+                    self.first_audio_after_anchor = asyncio.get_running_loop().time()
             return
         try:
             msg = json.loads(text)
@@ -319,13 +326,18 @@ class LoadPhone:
         tail_secs: float = 5.0,
         call_sid: str | None = None,
         max_secs: float = 120.0,
+        anchor_ms: float | None = None,
     ) -> LoadCall:
-        """One call from webhook to hang-up; never raises for what the server does (see ended_by/error)."""
+        """One call from webhook to hang-up; never raises for what the server does (see ended_by/error).
+        `anchor_ms`: the call time the reaction is timed from; the wall time of the packet that ends
+        there and of the server's first audio after it are kept (the server's reaction on the wall
+        clock, whatever the generator's own lateness did to the call clock)."""
         call = LoadCall(
             audio=audio,
             total_frames=len(audio.payloads) + round(tail_secs * 1000 / FRAME_MS),
             call_sid=call_sid or new_sid("CA"),
             account_sid=self.account_sid,
+            anchor_frame=None if anchor_ms is None else max(0, int(anchor_ms // FRAME_MS) - 1),
         )
         if self.rest is not None:
             self.rest.attach(call)
@@ -444,6 +456,9 @@ def summarize(
                                  f" (ended by {c.ended_by})")
             or (None if c.ended_by in ends else f"ended by {c.ended_by} (server close code {c.close_code})"),
             "reaction_ms": starts[0] - anchor_ms if starts else None,
+            # the same on the wall clock: anchor packet written -> first audio after it read
+            "wall_reaction_ms": None if c.anchor_sent is None or c.first_audio_after_anchor is None
+            else (c.first_audio_after_anchor - c.anchor_sent) * 1000,
             "underruns": max(0, len(c.media_starts) - expected),
             "call_ms": c.t_ms,
             **c.timings,
