@@ -48,7 +48,7 @@ AUTH_TOKEN = "load-test-auth-token-0123456789ab"
 API_KEY = "load-test-api-key-0123456789abcdef"
 ACCOUNT_SID = "AC" + "1" * 32
 MAX_CALLS = 400
-AGENT_TURN = "Yes, I would like to move my appointment to Friday, please."
+AGENT_TURN = "I would like to move my appointment to Friday."  # no comma: no pause inside the turn
 AGENT_TURN_AT_SECS = 10.0  # the agent's greeting (the example agent's first_message) is over by then
 LAG_BUCKETS_NAME = "callgate_event_loop_lag_seconds_bucket"
 
@@ -153,10 +153,11 @@ def _client(k: int, jobs: list[dict], url: str, rest_port: int, out: multiproces
                 await asyncio.sleep(max(0.0, t0 + job["delay"] - loop.time()))
                 # the router reads the client process from the CallSid
                 return await phone.call(audio, params=job["params"], tail_secs=job["tail_secs"],
-                                        call_sid=f"CA{k:02x}{i:030x}", anchor_ms=job["anchor_ms"])
+                                        call_sid=f"CA{k:02x}{i:030x}", anchor_ms=job["anchor_ms"],
+                                        reply_after_ms=job["reply_after_ms"])
 
             calls = await asyncio.gather(*(one(i, j) for i, j in enumerate(jobs)))
-            results = summarize(calls, jobs[0]["anchor_ms"], jobs[0]["must_hang_up"], jobs[0]["reply_after_anchor"])
+            results = summarize(calls, jobs[0]["anchor_ms"], jobs[0]["must_hang_up"], jobs[0]["reply_after_ms"])
             return {"results": results, "late_ticks": phone.late_ticks,
                     "max_tick_lag_ms": phone.max_tick_lag_ms, "cpu_s": cpu() - cpu0}
 
@@ -203,7 +204,7 @@ def run_step(n: int, args, server_url: str, workload: dict, client_ports: list[i
     spacing = (args.ramp / max(n, 1)) if args.ramp is not None else 1.0 / args.cps
     jobs = [{"delay": spacing * i, "audio": workload["audio"], "anchor_ms": workload["anchor_ms"],
              "params": workload["params"], "tail_secs": workload["tail_secs"],
-             "must_hang_up": workload["must_hang_up"], "reply_after_anchor": workload["reply_after_anchor"]}
+             "must_hang_up": workload["must_hang_up"], "reply_after_ms": workload["reply_after_ms"]}
             for i in range(n)]
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -319,7 +320,8 @@ def make_workload(workflow: str, work: Path, agent: str | None, message_secs: fl
     # voicemail_drop hangs up after the message: Twilio streams until then (a long tail, so a slow server
     # shows as slow, not failed). The agent keeps talking to a silent caller: its call ends with the audio.
     vm = workflow == "voicemail_drop"
-    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params, "reply_after_anchor": not vm,
+    return {"audio": str(path), "anchor_ms": anchor_ms, "params": params,
+            "reply_after_ms": None if vm else AGENT_TURN_AT_SECS * 1000,
             "tail_secs": 20.0 + message_secs if vm else 2.0,
             "must_hang_up": vm,
             "audio_s": len(audio) / 8000}
