@@ -572,7 +572,7 @@ def main() -> int:
                       f" (step N={peak['calls']}):")
                 for line in metrics_lines(peak["metrics"]):
                     print("  " + line)
-        if not args.json:
+        if not args.json and any(f["workflow"] == "voicemail_drop" for f in found):
             first = [f["first_break"] for f in found if f["workflow"] == "voicemail_drop"]
             print(f"\nfirst N that breaks the bars (failures, p99 > {args.bar_ms:g} ms or lag p99 > "
                   f"{args.lag_bar_ms:g} ms): {first[0] if first and first[0] else 'none'}")
