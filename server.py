@@ -716,7 +716,7 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
             serializer=serializer,
             # A workflow that takes coarse input chunks plays recorded audio: it goes out in chunks
             # as coarse (fewer messages; Pipecat sends them at twice real time, so Twilio buffers).
-            audio_out_10ms_chunks=max(4, parts.workflow.audio_chunk_ms // 10),
+            audio_out_10ms_chunks=max(4, (parts.workflow.audio_out_chunk_ms or parts.workflow.audio_chunk_ms) // 10),
         ),
     )
     beep = next((p for p in parts.processors if isinstance(p, BeepDetector)), None)
@@ -724,7 +724,10 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
         # Coarse frames from the socket on (BeepDetector would chunk them anyway); every packet
         # goes through at once while it follows a tone.
         serializer.coalesce(
-            parts.workflow.audio_chunk_ms, transport.input().push_audio_frame, lambda: beep.analyzer.tracking
+            parts.workflow.audio_chunk_ms,
+            transport.input().push_audio_frame,
+            lambda: beep.passes_packets,
+            current_chunk_ms=lambda: beep.chunk_ms,
         )
     pipeline = Pipeline([transport.input(), *parts.processors, transport.output()])
     # No Pipecat idle timeout: its observer sees every frame every processor pushes (a queue and a

@@ -39,6 +39,7 @@ from pipelines.actions import RecordingCallControl
 from pipelines.call import CallConfig
 from pipelines.factory import build_call_processors
 from pipelines.message import MessageCache
+from processors.beep import BeepDetector
 from processors.frames import TwilioMarkFrame, TwilioStopFrame
 from simulator.playback import PlaybackBuffer
 
@@ -182,6 +183,11 @@ async def replay_pcm(
     if speed is None and call.workflow in REALTIME_WORKFLOWS:
         speed = 1.0
     parts = build_call_processors(call, messages, on_event=on_event)
+    # The playback model's clock moves with the audio reaching it: audio keeps its chunks once detection
+    # stops (a live call's would grow to 1 s), so replayed mark and hang-up times stay on the 100 ms grid.
+    beep = next((p for p in parts.processors if isinstance(p, BeepDetector)), None)
+    if beep is not None:
+        beep.stopped_chunk_ms = beep.chunk_ms
     held = parts.workflow.audio_chunk_ms * SAMPLES_PER_MS
     source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed, frame_samples=frame_samples, held_samples=held)
     playback = ReplayPlayback(source)

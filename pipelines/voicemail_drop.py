@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from loguru import logger
+from pipecat.processors.frame_processor import FrameDirection
 
 from callgate.audio import AudioFormatError
 from pipelines.call import CallConfig
@@ -27,6 +28,7 @@ from processors.frames import (
     MarkResolvedFrame,
     SpeechEndedFrame,
     SpeechStartedFrame,
+    StopDetectorsFrame,
 )
 
 MESSAGE_MARK = "voicemail_message_end"
@@ -161,10 +163,19 @@ class VoicemailDrop(Workflow):
 
     name = "voicemail_drop"
     audio_chunk_ms = 100  # beeps are forwarded at once; AMD and the greeting-end silence run on 100 ms
+    audio_out_chunk_ms = 500  # the message goes out in 500 ms media messages (Pipecat paces them at 2x)
 
     def __init__(self, call: CallConfig, messages: MessageCache, **kwargs: Any) -> None:
         super().__init__(call, **kwargs)
         self.leaver = VoicemailLeaver(self, resolve_message(call, messages), greeting_end_silence_for(call))
+        self._detectors_stopped = False
+
+    async def _stop_detectors_once_playing(self) -> None:
+        """The message plays: nothing listens any more, so the detectors stop (the AMD decision holds
+        the stop until it has its verdict). The rest of the call costs a fraction of the greeting's."""
+        if not self._detectors_stopped and not self.leaver.waiting:
+            self._detectors_stopped = True
+            await self.push_frame(StopDetectorsFrame(), FrameDirection.UPSTREAM)
 
     @property
     def policy(self) -> VoicemailDropPolicy:
@@ -181,6 +192,7 @@ class VoicemailDrop(Workflow):
 
     async def on_beep_end(self, frame: BeepEndFrame) -> None:
         await self.leaver.beep_end()
+        await self._stop_detectors_once_playing()
 
     async def on_verdict(self, frame: AmdVerdictFrame) -> None:
         self.leaver.verdict(frame.label)
@@ -193,6 +205,7 @@ class VoicemailDrop(Workflow):
 
     async def on_audio(self) -> None:
         await self.leaver.tick()
+        await self._stop_detectors_once_playing()
 
     async def on_mark(self, frame: MarkResolvedFrame) -> None:
         await self.leaver.mark(frame)

@@ -45,6 +45,10 @@ class Workflow(FrameProcessor):
     # costs nothing to a workflow that acts on AMD verdicts (100 ms steps) and beeps (forwarded at
     # once); 0 keeps Twilio's 20 ms packets (a conversation's turn-taking wants them).
     audio_chunk_ms: ClassVar[int] = 0
+    # Size of the media messages the server sends (0: audio_chunk_ms, at least 40 ms). A workflow that
+    # only plays recorded audio (a voicemail message, queued whole) sends it in coarse messages: each
+    # one costs a JSON encode and a socket write, and Twilio buffers what it is sent ahead.
+    audio_out_chunk_ms: ClassVar[int] = 0
 
     def __init__(self, call: CallConfig, **kwargs: Any) -> None:
         super().__init__(name=f"{self.name}-workflow", **kwargs)

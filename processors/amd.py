@@ -23,7 +23,13 @@ from amd_model.traces import TraceRecorder
 from callgate.audio import SAMPLE_RATE
 from processors.amd_decision import STEP_MS
 from processors.batching import TickBatcher
-from processors.frames import AmdProbabilityFrame, SpeechEndedFrame, SpeechStartedFrame, TwilioStartFrame
+from processors.frames import (
+    AmdProbabilityFrame,
+    SpeechEndedFrame,
+    SpeechStartedFrame,
+    StopDetectorsFrame,
+    TwilioStartFrame,
+)
 
 STEP_SAMPLES = SAMPLE_RATE * STEP_MS // 1000  # 800
 
@@ -80,7 +86,8 @@ class AmdProcessor(FrameProcessor):
 
     `t_ms` of each AmdProbabilityFrame is the end of its step in audio time (samples / 8). Forwards
     every frame (audio first, so nothing downstream waits on the model). A trailing partial step at
-    the end of the call is dropped, as `AmdModel.run` does.
+    the end of the call is dropped, as `AmdModel.run` does. A StopDetectorsFrame from upstream (the
+    decision has its verdict) ends the steps, unless a trace is being recorded.
 
     Trace recording: pass `trace_path` (a directory, or a .json file) and the trace is written on
     EndFrame/CancelFrame; give `recorder` to AmdDecisionProcessor so the verdict lands in it too.
@@ -104,6 +111,7 @@ class AmdProcessor(FrameProcessor):
         self._buf = np.zeros(0, dtype=np.int16)
         self._steps = 0
         self._warned_rate = False
+        self._stopped = False  # a StopDetectorsFrame came: no more steps (unless a trace is recorded)
         self._call_id_given = call_id is not None
         self.recorder: TraceRecorder | None = None
         if trace_path is not None:
@@ -122,11 +130,18 @@ class AmdProcessor(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, StopDetectorsFrame):
+            # A trace keeps every step: `callgate tune` replays them past the verdict it recorded.
+            self._stopped = self._stopped or self.recorder is None
+            if not frame.amd_only:
+                await self.push_frame(frame, direction)
+            return
         await self.push_frame(frame, direction)
         if direction != FrameDirection.DOWNSTREAM:
             return
         if isinstance(frame, InputAudioRawFrame):
-            await self._on_audio(frame)
+            if not self._stopped:
+                await self._on_audio(frame)
         elif self.recorder is not None:
             if isinstance(frame, SpeechStartedFrame):
                 self.recorder.add_speech("start", frame.t_ms)

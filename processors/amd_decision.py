@@ -43,7 +43,13 @@ from pipecat.frames.frames import Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from processors.frames import AmdProbabilityFrame, AmdVerdictFrame, SpeechEndedFrame, SpeechStartedFrame
+from processors.frames import (
+    AmdProbabilityFrame,
+    AmdVerdictFrame,
+    SpeechEndedFrame,
+    SpeechStartedFrame,
+    StopDetectorsFrame,
+)
 from processors.json_file import read_json
 
 STEP_MS = 100
@@ -334,6 +340,9 @@ def dump_presets(doc: Mapping[str, Any]) -> str:
 class AmdDecisionProcessor(FrameProcessor):
     """Turns AmdProbabilityFrames (+ speech frames) into one AmdVerdictFrame, pushed downstream.
 
+    Once it has the verdict it pushes a StopDetectorsFrame upstream (AMD's steps feed nobody any more);
+    a workflow's StopDetectorsFrame coming up before the verdict is held until then.
+
     Forwards every frame. Place it after SpeechDetector and AmdProcessor so it sees speech events and
     probability steps in the order they were produced. Event `on_verdict(processor, verdict)` fires
     once. A `TraceRecorder` (from AmdProcessor.recorder) gets the verdict for the call's trace.
@@ -359,6 +368,7 @@ class AmdDecisionProcessor(FrameProcessor):
         self.workflow = workflow
         self.layer = DecisionLayer(detectors, timeout_ms=timeout_ms)
         self.recorder = recorder
+        self._held_stop: StopDetectorsFrame | None = None  # a workflow's stop, held until the verdict
         self._register_event_handler("on_verdict")
 
     @property
@@ -367,6 +377,9 @@ class AmdDecisionProcessor(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, StopDetectorsFrame) and direction == FrameDirection.UPSTREAM and self.verdict is None:
+            self._held_stop = frame  # the verdict still needs the AMD steps and the speech events
+            return
         await self.push_frame(frame, direction)
         if self.layer.verdict is not None or direction != FrameDirection.DOWNSTREAM:
             return
@@ -388,3 +401,6 @@ class AmdDecisionProcessor(FrameProcessor):
                     )
                 )
                 await self._call_event_handler("on_verdict", verdict)
+                # AMD's steps feed nobody now (a workflow's held stop ends the other detectors too)
+                stop, self._held_stop = self._held_stop or StopDetectorsFrame(amd_only=True), None
+                await self.push_frame(stop, FrameDirection.UPSTREAM)

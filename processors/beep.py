@@ -55,7 +55,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
 from processors.batching import TickBatcher
-from processors.frames import BeepEndFrame, BeepFrame, TwilioStopFrame
+from processors.frames import BeepEndFrame, BeepFrame, StopDetectorsFrame, TwilioStopFrame
 
 SIT_FREQS_HZ: tuple[float, ...] = (913.8, 950.0, 985.2, 1370.6, 1400.0, 1428.5, 1776.7, 1800.0)
 
@@ -520,6 +520,8 @@ class BeepAnalyzer:
                 events.append(BeepEvent("beep_end", t_ms=p.end_ms, onset_ms=onset, hz=hz, duration_ms=dur))
 
 
+STOPPED_CHUNK_MS = 1000  # BeepDetector's frames once detection has stopped (a multiple of any chunk_ms)
+
 _BEEP_BATCHER: TickBatcher[tuple[BeepAnalyzer, np.ndarray], list[BeepEvent]] = TickBatcher(
     lambda items: [analyzer.process(pcm) for analyzer, pcm in items], "beep"
 )
@@ -541,6 +543,9 @@ class BeepDetector(FrameProcessor):
     `chunk_ms=0` forwards every frame as it comes. Chunks are analysed on the shared inference thread
     with every other call's (processors/batching.py), packets while a tone is followed on the loop (a
     20 ms packet costs ~0.1 ms, and the beep's end must not wait), long frames (> 200 ms) in a thread.
+    A StopDetectorsFrame from upstream (the workflow needs no more detection: a voicemail_drop's
+    message is playing) ends the analysis; audio then goes on in `STOPPED_CHUNK_MS` chunks (nothing
+    downstream needs it finer, and each frame costs every later processor a hop). It is consumed here.
     """
 
     def __init__(self, analyzer: BeepAnalyzer | None = None, *, chunk_ms: int = 0, **kwargs: Any) -> None:
@@ -551,10 +556,33 @@ class BeepDetector(FrameProcessor):
         self._held: list[InputAudioRawFrame] = []
         self._held_samples = 0
         self._samples_out = 0  # samples forwarded downstream so far
+        self.stopped = False  # a StopDetectorsFrame came: no more analysis
+        self.stopped_chunk_ms = STOPPED_CHUNK_MS  # the chunks after that (a replay keeps chunk_ms)
+
+    @property
+    def chunk_ms(self) -> int:
+        """The size of the frames forwarded now (0: every frame as it comes)."""
+        return self._chunk * 1000 // SAMPLE_RATE
+
+    @property
+    def max_chunk_ms(self) -> int:
+        """The most audio it may hold back at once, now or after detection stops (0: none)."""
+        return max(self.chunk_ms, self.stopped_chunk_ms) if self._chunk > 0 else 0
+
+    @property
+    def passes_packets(self) -> bool:
+        """Every packet goes on at once now (a tone is being followed)."""
+        return self.analyzer.tracking and not self.stopped
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Analyse/hold input audio; flush held audio before forwarding anything else downstream."""
         await super().process_frame(frame, direction)
+        if isinstance(frame, StopDetectorsFrame):
+            if not frame.amd_only and not self.stopped:
+                self.stopped = True
+                if self._chunk > 0:
+                    self._chunk = max(self._chunk, self.stopped_chunk_ms * SAMPLE_RATE // 1000)
+            return
         if not isinstance(frame, InputAudioRawFrame):
             if self._held and direction == FrameDirection.DOWNSTREAM and not isinstance(frame, CancelFrame):
                 await self._flush()
@@ -577,7 +605,7 @@ class BeepDetector(FrameProcessor):
         self._held.append(frame)
         self._held_samples += len(frame.audio) // 2
         end = self._samples_out + self._held_samples
-        if self.analyzer.tracking or end // self._chunk > self._samples_out // self._chunk:
+        if self.passes_packets or end // self._chunk > self._samples_out // self._chunk:
             await self._flush()
 
     async def _flush(self) -> None:
@@ -593,6 +621,8 @@ class BeepDetector(FrameProcessor):
         await self._push_events(await self._analyse(last.audio))
 
     async def _analyse(self, audio: bytes) -> list[BeepEvent]:
+        if self.stopped:
+            return []
         pcm = np.frombuffer(audio, dtype=np.int16)
         if len(pcm) > _INLINE_MAX_SAMPLES:
             return await asyncio.to_thread(self.analyzer.process, pcm)

@@ -140,6 +140,22 @@ class SpeechEndedFrame(SystemFrame, CallEvent):
 
 
 @dataclass
+class StopDetectorsFrame(SystemFrame):
+    """Pushed upstream: the call needs no more detection (`amd_only`: no more AMD steps only).
+
+    Why: once AMD has decided, its 100 ms steps feed nobody; once a voicemail_drop's message plays,
+    neither do the VAD and the beep detector, and the message is most of such a call. A detector that
+    sees it stops analysing and forwards the audio untouched (BeepDetector in coarse chunks), which
+    saves its inference and most per-frame work for the rest of the call. AmdDecisionProcessor holds
+    a full stop until it has its verdict (the verdict uses AMD steps and speech events); AmdProcessor
+    keeps stepping when it records a trace (`callgate tune` replays every step); BeepDetector, the
+    first detector, consumes it.
+    """
+
+    amd_only: bool = False
+
+
+@dataclass
 class AmdProbabilityFrame(SystemFrame):
     """One step of the AMD model: class probabilities for the audio up to t_ms (every 100 ms)."""
 

@@ -20,7 +20,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
 from processors.batching import TickBatcher
-from processors.frames import SpeechEndedFrame, SpeechStartedFrame
+from processors.frames import SpeechEndedFrame, SpeechStartedFrame, StopDetectorsFrame
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 
@@ -223,16 +223,20 @@ _VAD_BATCHER: TickBatcher[tuple[SpeechAnalyzer, bytes], list[SpeechEvent]] = Tic
 
 class SpeechDetector(FrameProcessor):
     """Pushes SpeechStartedFrame / SpeechEndedFrame downstream; Silero runs batched with every other
-    live call's on the shared inference thread (processors/batching.py), never on the event loop."""
+    live call's on the shared inference thread (processors/batching.py), never on the event loop.
+    After a (full) StopDetectorsFrame from upstream it forwards audio without analysing it."""
 
     def __init__(self, analyzer: SpeechAnalyzer | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.analyzer = analyzer or SpeechAnalyzer()
+        self.stopped = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, StopDetectorsFrame) and not frame.amd_only:
+            self.stopped = True
         await self.push_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
+        if isinstance(frame, InputAudioRawFrame) and not self.stopped:
             for event in await _VAD_BATCHER.submit((self.analyzer, frame.audio)):
                 cls = SpeechStartedFrame if event.kind == "start" else SpeechEndedFrame
                 await self.push_frame(cls(t_ms=event.t_ms))

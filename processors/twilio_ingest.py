@@ -130,12 +130,14 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         self._emitted = 0  # samples handed on so far
         self._sink: Callable[[InputAudioRawFrame], Awaitable[None]] | None = None
         self._pass_through: Callable[[], bool] = lambda: False
+        self._current_chunk: Callable[[], int] | None = None
 
     def coalesce(
         self,
         chunk_ms: int,
         sink: Callable[[InputAudioRawFrame], Awaitable[None]],
         pass_through: Callable[[], bool] | None = None,
+        current_chunk_ms: Callable[[], int] | None = None,
     ) -> None:
         """Hand inbound audio on in `chunk_ms` frames instead of Twilio's 20 ms packets.
 
@@ -146,8 +148,11 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         says so (the beep detector following a tone: the beep's end must not wait). Held audio is
         handed to `sink` (the input transport's audio queue) before any other event, and `stop`
         ends the holding. Audio time is unchanged: the same samples, in order, just fewer frames.
+        `current_chunk_ms()`, when given, is asked at each packet: the chunk may grow during the call
+        (the beep detector forwards coarser chunks once detection has stopped).
         """
         self._chunk = chunk_ms * SAMPLES_PER_MS
+        self._current_chunk = current_chunk_ms
         self._sink = sink
         self._pass_through = pass_through or (lambda: False)
 
@@ -327,7 +332,8 @@ class TwilioIngestSerializer(TwilioFrameSerializer):
         if not self._chunk:
             return InputAudioRawFrame(audio=pcm, sample_rate=SAMPLE_RATE, num_channels=1)
         self._held.append(pcm)
-        if self._stopped or self._pass_through() or self._samples_in // self._chunk > self._emitted // self._chunk:
+        chunk = self._current_chunk() * SAMPLES_PER_MS if self._current_chunk is not None else self._chunk
+        if self._stopped or chunk <= 0 or self._pass_through() or self._samples_in // chunk > self._emitted // chunk:
             return self._take_held()
         return None
 

@@ -105,6 +105,11 @@ class LoadCall:
     timings: dict[str, float] = field(default_factory=dict)
     transport: asyncio.Transport | None = None
     next_due: float = 0.0  # loop time the next packet is due
+    anchor_frame: int | None = None  # the packet that ends at the reaction's anchor (e.g. the beep's end)
+    anchor_sent: float | None = None  # loop time it was written (late when the generator fell behind)
+    watch_frame: int | None = None  # playback starts after this packet count as the reply (<= anchor)
+    watch_sent: float | None = None
+    first_reply_start: float | None = None  # loop time of the first playback start after the watch packet
     buffer: PlaybackBuffer[str] = field(default_factory=PlaybackBuffer)
 
     def __post_init__(self) -> None:
@@ -154,6 +159,10 @@ class LoadCall:
         self.seq += 1
         self.send(_MEDIA % (self.seq, self._sid, k + 1, k * FRAME_MS, payloads[k] if k < len(payloads) else self.audio.silence))
         self.frames_sent = k + 1
+        if k == self.anchor_frame:
+            self.anchor_sent = asyncio.get_running_loop().time()
+        if k == self.watch_frame:
+            self.watch_sent = asyncio.get_running_loop().time()
         if self.buffer.pending:
             self._echo_due()
         return True
@@ -179,6 +188,8 @@ class LoadCall:
             self.media_bytes += n
             if self.buffer.add_audio(self.t_ms, n / (FRAME_SAMPLES / FRAME_MS)):
                 self.media_starts.append(self.t_ms)
+                if self.watch_sent is not None and self.first_reply_start is None:
+                    self.first_reply_start = asyncio.get_running_loop().time()
             return
         try:
             msg = json.loads(text)
@@ -319,13 +330,22 @@ class LoadPhone:
         tail_secs: float = 5.0,
         call_sid: str | None = None,
         max_secs: float = 120.0,
+        anchor_ms: float | None = None,
+        reply_after_ms: float | None = None,
     ) -> LoadCall:
-        """One call from webhook to hang-up; never raises for what the server does (see ended_by/error)."""
+        """One call from webhook to hang-up; never raises for what the server does (see ended_by/error).
+        `anchor_ms`: the call time the reaction is timed from; the wall time of the packet that ends
+        there and of the server's first playback start after `reply_after_ms` (default: the anchor)
+        are kept (the server's reaction on the wall clock, whatever the generator's own lateness did
+        to the call clock)."""
         call = LoadCall(
             audio=audio,
             total_frames=len(audio.payloads) + round(tail_secs * 1000 / FRAME_MS),
             call_sid=call_sid or new_sid("CA"),
             account_sid=self.account_sid,
+            anchor_frame=None if anchor_ms is None else max(0, int(anchor_ms // FRAME_MS) - 1),
+            watch_frame=None if anchor_ms is None else max(0, int((reply_after_ms if reply_after_ms is not None
+                                                                    else anchor_ms) // FRAME_MS) - 1),
         )
         if self.rest is not None:
             self.rest.attach(call)
@@ -425,19 +445,30 @@ class LoadPhone:
             await asyncio.sleep(max(0.0, nxt - loop.time()))
 
 
-def summarize(calls: Sequence[LoadCall], anchor_ms: float, must_hang_up: bool = True) -> list[dict[str, Any]]:
+def summarize(
+    calls: Sequence[LoadCall], anchor_ms: float, must_hang_up: bool = True, reply_after_ms: float | None = None
+) -> list[dict[str, Any]]:
     """Per call: ok (audio came, and the server hung up, or with `must_hang_up` False the caller's audio
-    ran out with the stream still up), reaction (first audio - anchor), underruns."""
+    ran out with the stream still up), reaction (first audio - anchor), underruns (playback starts
+    beyond the expected ones). `reply_after_ms`: the server spoke before (an agent's greeting); the
+    reaction is that of the first playback that starts after this call time (the caller's turn
+    began: negative when the reply began before the turn's end), missing (a failed call) when none."""
     ends = ("hangup",) if must_hang_up else ("hangup", "audio_end")
     out = []
     for c in calls:
-        starts = c.media_starts
+        reply = reply_after_ms is not None
+        starts = [t for t in c.media_starts if t > reply_after_ms] if reply else c.media_starts
+        expected = 1 + (len(starts) < len(c.media_starts)) if reply else 1
         out.append({
-            "ok": c.ended_by in ends and bool(c.media_starts),
-            "error": c.error or (None if c.media_starts else "no audio from the server")
+            "ok": c.ended_by in ends and bool(starts),
+            "error": c.error or (None if starts else f"no audio from the server{' after the turn began' * reply}"
+                                 f" (ended by {c.ended_by})")
             or (None if c.ended_by in ends else f"ended by {c.ended_by} (server close code {c.close_code})"),
             "reaction_ms": starts[0] - anchor_ms if starts else None,
-            "underruns": max(0, len(c.media_starts) - 1),
+            # the same on the wall clock: anchor packet written -> first audio after it read
+            "wall_reaction_ms": None if c.anchor_sent is None or c.first_reply_start is None
+            else (c.first_reply_start - c.anchor_sent) * 1000,
+            "underruns": max(0, len(c.media_starts) - expected),
             "call_ms": c.t_ms,
             **c.timings,
         })

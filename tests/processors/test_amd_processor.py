@@ -10,12 +10,19 @@ import time
 import numpy as np
 from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.tests.utils import run_test
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.tests.utils import SleepFrame, run_test
 
 from amd_model.traces import load_traces, replay_trace
 from processors.amd import STEP_SAMPLES, AmdProcessor
 from processors.amd_decision import AmdDecisionProcessor, load_presets
-from processors.frames import AmdProbabilityFrame, AmdVerdictFrame, SpeechEndedFrame, SpeechStartedFrame
+from processors.frames import (
+    AmdProbabilityFrame,
+    AmdVerdictFrame,
+    SpeechEndedFrame,
+    SpeechStartedFrame,
+    StopDetectorsFrame,
+)
 
 CLASSES = ("none", "human", "machine", "ivr", "carrier_intercept")  # the real model's
 
@@ -127,3 +134,71 @@ async def test_trace_recorded_and_replays_to_the_live_verdict(tmp_path) -> None:
         verdicts[0].detector,
     )
     assert replayed.confidence == verdicts[0].confidence
+
+
+def _hello_frames() -> list[Frame]:
+    """300 ms quiet, "Hello?" 500 ms, then quiet, with the VAD's frames where the live detector sends them,
+    paced (a pause every 100 ms, as a live call's audio trickles in; a stop pushed upstream overtakes
+    the audio still to come, not what is already queued)."""
+    frames: list[Frame] = []
+    for i, f in enumerate(audio_frames([(300, 0), (500, 4000), (2700, 0)])):
+        frames.append(f)
+        if (i + 1) % 5 == 0:
+            frames.append(SleepFrame(0.02))
+        if (i + 1) * 20 == 420:
+            frames.append(SpeechStartedFrame(t_ms=290.0))
+        if (i + 1) * 20 == 1000:
+            frames.append(SpeechEndedFrame(t_ms=800.0))
+    return frames
+
+
+class _StopAfterFirstAudio(FrameProcessor):
+    """A workflow that needs no detection from its first audio frame on (pushes StopDetectorsFrame up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame) and not self.sent:
+            self.sent = True
+            await self.push_frame(StopDetectorsFrame(), FrameDirection.UPSTREAM)
+
+
+async def test_amd_steps_end_at_the_verdict() -> None:
+    """No trace: once the decision has its verdict, the model runs no more steps (nobody reads them)."""
+    model = FakeModel()
+    amd = AmdProcessor(model=model)
+    decide = AmdDecisionProcessor(load_presets()["parallel_dial"], workflow="parallel_dial")
+    down, up = await run_test(Pipeline([amd, decide]), frames_to_send=_hello_frames())
+    [verdict] = [f for f in down if isinstance(f, AmdVerdictFrame)]
+    steps = [f.t_ms for f in down if isinstance(f, AmdProbabilityFrame)]
+    assert verdict.label == "human" and steps[-1] <= verdict.t_ms + 100 and len(steps) < 35  # one in flight
+    assert model.calls == len(steps)
+    assert not any(isinstance(f, StopDetectorsFrame) for f in up)  # AMD's own stop ends at AmdProcessor
+
+
+async def test_a_workflows_stop_waits_for_the_verdict() -> None:
+    """The workflow stops the detectors before AMD has decided: AMD and the speech events still reach the
+    decision until its verdict, then the stop goes on upstream (to the VAD and the beep detector)."""
+    model = FakeModel()
+    amd = AmdProcessor(model=model)
+    decide = AmdDecisionProcessor(load_presets()["parallel_dial"], workflow="parallel_dial")
+    down, up = await run_test(Pipeline([amd, decide, _StopAfterFirstAudio()]), frames_to_send=_hello_frames())
+    [verdict] = [f for f in down if isinstance(f, AmdVerdictFrame)]
+    steps = [f.t_ms for f in down if isinstance(f, AmdProbabilityFrame)]
+    assert verdict.label == "human" and steps[-1] <= verdict.t_ms + 100
+    assert [type(f) for f in up if isinstance(f, StopDetectorsFrame)] == [StopDetectorsFrame]
+    assert not next(f for f in up if isinstance(f, StopDetectorsFrame)).amd_only
+
+
+async def test_a_workflows_stop_is_held_while_amd_has_not_decided() -> None:
+    decide = AmdDecisionProcessor(load_presets()["parallel_dial"], workflow="parallel_dial")
+    down, up = await run_test(
+        Pipeline([AmdProcessor(model=FakeModel()), decide, _StopAfterFirstAudio()]),
+        frames_to_send=audio_frames([(400, 0)]),  # too short for any verdict
+    )
+    assert decide.verdict is None and not any(isinstance(f, StopDetectorsFrame) for f in up)
+    assert sum(isinstance(f, AmdProbabilityFrame) for f in down) == 4  # AMD kept stepping

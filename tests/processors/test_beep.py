@@ -491,3 +491,46 @@ async def test_chunked_forwarding_flushes_before_other_frames_and_after_stop() -
         ("TwilioStopFrame", None),
         ("InputAudioRawFrame", 160),
     ]
+
+
+async def test_stop_detectors_ends_the_analysis_and_coarsens_the_chunks() -> None:
+    """After a StopDetectorsFrame (the message plays), a beep is no longer looked for, audio leaves in
+    1 s frames (the same audio, in order), and the frame goes no further upstream."""
+    from pipecat.frames.frames import Frame
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+    from processors.frames import StopDetectorsFrame
+
+    _require_assets()
+    g = synth.make_voicemail_greeting(beep_hz=1000.0, beep_secs=0.5, tail_secs=0.5)
+    pcm = np.concatenate([np.zeros(SAMPLE_RATE, np.int16), g.int16()])
+    frames = _frames(pcm, FRAME_SAMPLES)
+    up_seen: list[Frame] = []
+
+    class Stopper(FrameProcessor):
+        """Asks the detector upstream to stop after the first audio frame, as a workflow does."""
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if direction == FrameDirection.UPSTREAM:
+                up_seen.append(frame)
+            await self.push_frame(frame, direction)
+            if isinstance(frame, InputAudioRawFrame) and not up_seen:
+                up_seen.append(frame)
+                await self.push_frame(StopDetectorsFrame(), FrameDirection.UPSTREAM)
+
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.tests.utils import SleepFrame
+
+    detector = BeepDetector(chunk_ms=100)
+    # the first 100 ms chunk, a pause in which the stop comes back up, then the rest
+    sent = [*frames[:5], SleepFrame(0.3), *frames[5:]]
+    down, up = await run_test(Pipeline([detector, Stopper()]), frames_to_send=sent)
+    audio = [f for f in down if isinstance(f, InputAudioRawFrame)]
+    assert detector.stopped and detector.chunk_ms == 1000 and not detector.passes_packets
+    assert not any(isinstance(f, BeepFrame | BeepEndFrame) for f in down)  # the beep was not looked for
+    assert b"".join(f.audio for f in audio) == pcm[: len(frames) * FRAME_SAMPLES].tobytes()
+    # the first 100 ms chunk, the rest of the first second, then whole seconds
+    assert [len(f.audio) // 2 for f in audio[:2]] == [800, 7200]
+    assert {len(f.audio) // 2 for f in audio[2:-1]} == {SAMPLE_RATE}
+    assert not any(isinstance(f, StopDetectorsFrame) for f in up)  # consumed by the first detector

@@ -325,3 +325,17 @@ async def test_coalesced_audio_leaves_on_chunk_boundaries_and_before_any_other_e
     assert isinstance(stop, TwilioStopFrame) and sunk == [160, 160] and stop.audio_ms == 320
     assert s.audio_ms == 320 and s.counters["media_frames"] == 14
     assert await feed(s, [(17, 320)]) == [160]  # after `stop` nothing is held
+
+
+async def test_coalesced_chunks_follow_a_growing_chunk_size():
+    """`current_chunk_ms` is asked at each packet: once the beep detector forwards 1 s chunks (detection
+    stopped), the ingest holds packets up to 1 s boundaries too."""
+    s = TwilioIngestSerializer("MZ1", "CA1", limits=UNBOUNDED)
+    chunk = {"ms": 100}
+    s.coalesce(100, None, lambda: False, current_chunk_ms=lambda: chunk["ms"])  # type: ignore[arg-type]
+    sizes = await feed(s, [(k, (k - 1) * 20) for k in range(1, 11)])
+    assert sizes == [None, None, None, None, 800] * 2
+    chunk["ms"] = 1000
+    sizes = await feed(s, [(k, (k - 1) * 20) for k in range(11, 111)])  # 200 ms -> 2200 ms
+    assert [x for x in sizes if x] == [8000 - 1600, 8000]  # up to the 1 s boundary, then a whole second
+    assert s.audio_ms == 2200

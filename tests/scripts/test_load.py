@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_load_script_drives_real_calls_and_reports_each_step(tmp_path):
     r = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "load.py"), "--workflow", "voicemail_drop", "--calls", "2", "--workers", "1", "--clients", "1",
-         "--ramp", "0.5", "--json", "--max-secs", "120", "--metrics-out", str(tmp_path / "scrape.txt")],
+         "--ramp", "0.5", "--json", "--max-secs", "120", "--message-secs", "0", "--metrics-out", str(tmp_path / "scrape.txt")],
         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=180,
     )
     assert r.returncode == 0, r.stdout + r.stderr
