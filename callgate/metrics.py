@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,6 +34,7 @@ DECISION_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.
 REACTION_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_INTERVAL_SECS = 0.1
+GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
 
 
 def multiprocess_dir() -> str | None:
@@ -94,6 +97,10 @@ class Metrics:
         self.loop_lag = Histogram(
             "callgate_event_loop_lag_seconds", "How late a 100 ms timer fires on the event loop",
             buckets=LAG_BUCKETS, registry=r,
+        )
+        self.gc_pause = Histogram(
+            "callgate_gc_pause_seconds", "Garbage-collector pauses (every thread waits) by generation",
+            ["generation"], buckets=GC_BUCKETS, registry=r,
         )
         self.draining = Gauge("callgate_draining", "1 while the process drains after SIGTERM", registry=r,
                               multiprocess_mode="max")
@@ -160,6 +167,23 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def time_gc_pauses(metrics: Metrics) -> Callable[[], None]:
+    """Time every garbage collection into `callgate_gc_pause_seconds`; returns the uninstaller.
+
+    A full collection stops every call of the process at once, which the 100 ms lag timer rarely sees.
+    """
+    started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            metrics.gc_pause.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
+    return lambda: gc.callbacks.remove(on_gc) if on_gc in gc.callbacks else None
 
 
 async def monitor_loop(metrics: Metrics, on_tick: Callable[[], None] | None = None) -> None:
