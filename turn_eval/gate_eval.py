@@ -29,7 +29,7 @@ from typing import Any
 
 from processors.gate import WIN, WIN_MS, GateAnalyzer, GateParams
 from turn_eval.metrics import Summary, Tally, background_hits, score_call, summarize
-from turn_eval.runner import CallInputs, SystemRun, _speech_analyzer
+from turn_eval.runner import CallInputs, SystemRun, _speech_analyzer, gated_windows
 
 
 def run_plain_vad(call: CallInputs, vad_params: dict[str, float]) -> SystemRun:
@@ -56,25 +56,11 @@ def run_gate(call: CallInputs, gate_params: GateParams, vad_params: dict[str, fl
     gate = GateAnalyzer(gate_params)
     opened: float | None = None  # the caller's claimed start in the current VAD segment
     n = len(call.pcm) // WIN
-    for i in range(n):
-        win = call.pcm[i * WIN : (i + 1) * WIN]
-        t1 = (i + 1) * WIN_MS
-        events = gate.process_window(win)
-        vad_end: float | None = None
-        for e in vad.process(win):
-            if e.kind == "start":
-                run.vad_starts.append(t1)
-                events += gate.vad_start(e.t_ms)
-            else:
-                events += gate.vad_end(e.t_ms)
-                vad_end = e.t_ms
+    for i, _win, events, vad_end in gated_windows(call, vad, gate, run):
         for g in events:
             if g.kind == "caller_start":
-                run.gate_starts.append((t1, g.t_ms))
-                run.starts.append((t1, g.t_ms))
+                run.starts.append(((i + 1) * WIN_MS, g.t_ms))
                 opened = g.t_ms if opened is None else opened
-            elif g.kind == "caller_end":
-                run.gate_ends.append(g.t_ms)
         if vad_end is not None and opened is not None:
             # The caller is heard from the start the gate claimed to the end of that VAD segment (a word's
             # soft tail below the hold level still reaches the STT: audio flows, only the edges are gated).

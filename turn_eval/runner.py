@@ -21,6 +21,7 @@ ends and cancels, and the intervals it treats as caller speech; turn_eval.metric
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, load_audio
 from processors.endpointer import EndpointAnalyzer, EndpointerParams, SmartTurnModel, TextCompletenessModel
-from processors.gate import WIN, WIN_MS, GateAnalyzer, GateParams
+from processors.gate import WIN, WIN_MS, GateAnalyzer, GateEvent, GateParams
 from processors.speech import SpeechAnalyzer, SpeechEvent
 
 SYSTEMS = ("callgate", "timer_800ms", "pipecat_default", "vad_only")
@@ -206,23 +207,11 @@ def run_callgate(
     turn_start = 0.0
     last_text = ""
     open_since: float | None = None
-    n = len(call.pcm) // WIN
-    for i in range(n):
-        win = call.pcm[i * WIN : (i + 1) * WIN]
+    for i, win, gev, _vad_end in gated_windows(call, vad, gate, run):
         t0, t1 = i * WIN_MS, (i + 1) * WIN_MS
-        gev = gate.process_window(win)
-        for e in vad.process(win):
-            if e.kind == "start":
-                run.vad_starts.append(t1)
-                gev += gate.vad_start(e.t_ms)
-            else:
-                gev += gate.vad_end(e.t_ms)
         for e in gev:
             if e.kind == "caller_start":
                 caller_start = e.t_ms
-                run.gate_starts.append((t1, e.t_ms))
-            elif e.kind == "caller_end":
-                run.gate_ends.append(e.t_ms)
         # What arrived before this window is complete (t1) is known to its decision, as live: a window is
         # processed when its last audio arrives, after any transcript or Smart-Turn answer that came first
         # (the Pipecat baseline above applies its inference the same way).
@@ -260,7 +249,7 @@ def run_callgate(
                 p = smart.probability(call.name, call.pcm, a, b)
                 pending.append((req.t_ms + infer_ms, req.pause_id, p))
     if open_since is not None:
-        run.speech.append((open_since, n * WIN_MS))
+        run.speech.append((open_since, len(call.pcm) // WIN * WIN_MS))
     return run
 
 
@@ -308,6 +297,34 @@ class _ReplayedSpeechAnalyzer(SpeechAnalyzer):
                 i = int(round(w.t0 * SAMPLE_RATE / 1000)) // WIN
                 scores.append(float(self._conf[i]) if i < len(self._conf) else 0.0)
         return self._decide(windows, scores)
+
+
+def gated_windows(
+    call: CallInputs, vad: SpeechAnalyzer, gate: GateAnalyzer, run: SystemRun
+) -> Iterator[tuple[int, np.ndarray, list[GateEvent], float | None]]:
+    """Each 32 ms window through the VAD and the gate as the live processors run them (the VAD's edges go
+    into the gate); VAD starts and the gate's openings and closings are recorded in `run`.
+
+    Yields (window index, window, the gate's events, the VAD segment's end if it came in this window).
+    """
+    for i in range(len(call.pcm) // WIN):
+        win = call.pcm[i * WIN : (i + 1) * WIN]
+        t1 = (i + 1) * WIN_MS
+        events = gate.process_window(win)
+        vad_end: float | None = None
+        for e in vad.process(win):
+            if e.kind == "start":
+                run.vad_starts.append(t1)
+                events += gate.vad_start(e.t_ms)
+            else:
+                events += gate.vad_end(e.t_ms)
+                vad_end = e.t_ms
+        for g in events:
+            if g.kind == "caller_start":
+                run.gate_starts.append((t1, g.t_ms))
+            elif g.kind == "caller_end":
+                run.gate_ends.append(g.t_ms)
+        yield i, win, events, vad_end
 
 
 def _speech_analyzer(conf: np.ndarray, params: dict[str, float]) -> SpeechAnalyzer:
