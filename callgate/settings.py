@@ -190,7 +190,6 @@ class Settings(BaseSettings):
     allow_dev_mode_public: bool = Field(
         False, description="Let a dev-mode server (no TWILIO_AUTH_TOKEN) bind a non-loopback HOST."
     )
-    agents_dir: Path = Field(Path("agents"), description="Folder that agent names given in requests resolve in.")
     twilio_api_timeout_secs: float = Field(10.0, description="Timeout of every call to Twilio's REST API.")
     max_body_bytes: int = Field(16 * 1024, description="Largest HTTP request body (webhook, POST /calls).")
     header_timeout_secs: float = Field(10.0, description="A connection must send its request headers within this.")

@@ -219,8 +219,10 @@ def _print_conversations(results: list[tuple]) -> bool:
             inter = [e for e in record.get("events", []) if e["event"] == "interruption"]
             # the same words (the phone reports them from its word marks, without the punctuation)
             ok &= bool(clears) and bool(inter) and _words(inter[0]["heard_text"]) == _words(clears[0]["played_text"])
+        outcome = record.get("outcome") or f"[red]no call record[/red] (call ended by {report.summary.get('ended_by')})"
+        ok &= bool(record)
         table.add_row(f"{conv.name}\n[dim]{conv.description}[/dim]", "\n".join(said) or "-", clear_txt,
-                      ", ".join(notable), record.get("outcome", "?"))
+                      ", ".join(notable), outcome)
     Console(width=max(130, Console().width)).print(table)
     return ok
 
