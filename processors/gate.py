@@ -100,6 +100,9 @@ class GateParams:
     # fraction of the way from the background level to the caller level (0 = off) ...
     bg_mid_frac: float = 0.0
     min_open_offset_db: float = 1.0  # ... but never above the caller level - this
+    # ... and where the learned background lies far below the caller, that midpoint may also lower the
+    # threshold, down to caller level - this (0 or <= open_offset_db = never below caller level - open_offset_db)
+    max_open_offset_db: float = 0.0
     # A VAD segment rejected for this long is background until a window beats the open threshold by
     # this much more (the caller talking over the TV is louder than the TV, not just louder than usual).
     midseg_after_ms: float = 250.0
@@ -240,7 +243,8 @@ class GateAnalyzer:
             thr += self.p.media_extra_db
         if self.p.bg_mid_frac and self._baseline is not None and self._bg_level is not None:
             mid = self._bg_level + self.p.bg_mid_frac * (self._baseline - self._bg_level)
-            thr = max(thr, min(mid, self._baseline - self.p.min_open_offset_db))
+            lowest = thr - max(0.0, self.p.max_open_offset_db - self.p.open_offset_db)
+            thr = max(lowest, min(mid, self._baseline - self.p.min_open_offset_db))
         elif self._baseline is not None and self._bg_level is None:
             thr -= self.p.quiet_open_db
         if t - self._last_caller_ms <= self.p.grace_ms:
@@ -443,6 +447,7 @@ class GateAnalyzer:
         """Rejected speech louder than the floor margin teaches the gate how loud the background is."""
         if not self.p.bg_mid_frac or level < self._floor + self.p.floor_margin_db:
             return
+
         if self.p.bg_learn_min_st and self._pitch_base is not None:
             d = self.cue_values(t_ms - WIN_MS)["pitch_dist_st"]
             if not d >= self.p.bg_learn_min_st:  # near the caller's pitch, or no voiced window yet
