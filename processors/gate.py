@@ -29,7 +29,9 @@ How it decides (`GateParams` holds every number; pipelines/presets/listen.json t
 * Background level memory: the level of the speech the gate rejected is learned the same way (85th
   percentile, 30 s); once known, the open threshold rises to `bg_mid_frac` of the way from it to the
   caller level (a TV 7 dB under the caller: the door closes to ~3.5 dB under; a TV 18 dB under: no
-  change), never above caller level - `min_open_offset_db`.
+  change), never above caller level - `min_open_offset_db`. Where the learned background lies far below
+  the caller, the same midpoint may also *lower* the threshold, down to caller level -
+  `max_open_offset_db` (a TV 25 dB under: a soft first word 9 dB under the caller opens at once).
 * Pitch cue (`pitch_weight`): background speech is usually another person, at another pitch. The
   gate learns the caller's pitch (median of the autocorrelation pitch of the windows it took for the
   caller) and scores a VAD segment's median pitch (its last six voiced windows) against it: each
@@ -46,7 +48,22 @@ Measured with `python -m turn_eval.gate_eval DIR` (gate vs plain VAD): the prese
 caller starts delayed > 100 ms; level only: 14.0 %, 10); on the held-out test split 24.6 % (plain
 VAD 88 %; level only 13.0 %) with 1 delayed start (level only 6). Spectral tilt (`tilt_weight`) moved
 the dev figure by one segment and depends on how the synthetic room colours the background, so it
-stays off; `midseg_extra_db` is off too.
+stays off; `midseg_extra_db` is off too. `max_open_offset_db` 10 (real_big/dev: 14.0 % -> 14.5 %,
+29/200, delayed starts 10 -> 8; turn_eval/data/dev: 10 -> 11 of 48, 3 -> 2): test 13.0 % (9/69)
+unchanged, delayed starts 6 -> 5, the longest 489 -> 176 ms, lost 3.78 -> 3.75 %.
+
+What limits it (failure analysis on real_big/dev, level-only preset before max_open_offset_db): 19 of the 28
+background openings come before any background level is learned, typically the first TV line after the
+caller's first turn, when the TV before it had been taken for the caller under the static fallback, so
+nothing had been rejected yet; the rest are TV 6-9 dB under the caller whose loud syllables reach the
+threshold. The 10 delayed starts are soft turn starts 1-3 dB under the threshold (3 on lines with no
+background at all, 4 while the VAD was already on background). Every level-only lever moves along one trade-off (open_offset_db 8/9/10/11,
+before max_open_offset_db: 28/39/44/51 of 200 background segments at 10/6/3/1 delayed starts) and none
+reached both bars. Also measured there and not kept, each only a point on that curve or worse: a higher
+threshold once a segment was rejected for 200-300 ms (midseg_extra_db 2-4), a second window required
+to open, a faster-learned background level, a lower threshold on lines where nothing was rejected for 10-30 s, Silero's own
+confidence as a score term (+-3 dB), and a per-window mean cepstrum against the caller's (AUC 0.61,
+the wrong way round: the decision windows mix the caller's onset with what was before it).
 
 `GateAnalyzer` is plain numpy (per 32 ms window ~20 µs, ~0.1 ms with the pitch cue on every window:
 scripts/bench_listen.py); `BackgroundSpeechGate` is the thin FrameProcessor placed after the VAD
@@ -100,6 +117,9 @@ class GateParams:
     # fraction of the way from the background level to the caller level (0 = off) ...
     bg_mid_frac: float = 0.0
     min_open_offset_db: float = 1.0  # ... but never above the caller level - this
+    # ... and where the learned background lies far below the caller, that midpoint may also lower the
+    # threshold, down to caller level - this (0 or <= open_offset_db = never below caller level - open_offset_db)
+    max_open_offset_db: float = 0.0
     # A VAD segment rejected for this long is background until a window beats the open threshold by
     # this much more (the caller talking over the TV is louder than the TV, not just louder than usual).
     midseg_after_ms: float = 250.0
@@ -240,7 +260,8 @@ class GateAnalyzer:
             thr += self.p.media_extra_db
         if self.p.bg_mid_frac and self._baseline is not None and self._bg_level is not None:
             mid = self._bg_level + self.p.bg_mid_frac * (self._baseline - self._bg_level)
-            thr = max(thr, min(mid, self._baseline - self.p.min_open_offset_db))
+            lowest = thr - max(0.0, self.p.max_open_offset_db - self.p.open_offset_db)
+            thr = max(lowest, min(mid, self._baseline - self.p.min_open_offset_db))
         elif self._baseline is not None and self._bg_level is None:
             thr -= self.p.quiet_open_db
         if t - self._last_caller_ms <= self.p.grace_ms:
@@ -443,6 +464,7 @@ class GateAnalyzer:
         """Rejected speech louder than the floor margin teaches the gate how loud the background is."""
         if not self.p.bg_mid_frac or level < self._floor + self.p.floor_margin_db:
             return
+
         if self.p.bg_learn_min_st and self._pitch_base is not None:
             d = self.cue_values(t_ms - WIN_MS)["pitch_dist_st"]
             if not d >= self.p.bg_learn_min_st:  # near the caller's pitch, or no voiced window yet

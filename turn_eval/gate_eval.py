@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.gate import WIN, WIN_MS, GateAnalyzer, GateParams
-from turn_eval.metrics import Summary, Tally, background_hits, score_call, summarize
+from turn_eval.metrics import Summary, Tally, background_hits, gate_delay, score_call, summarize
 from turn_eval.runner import CallInputs, SystemRun, _speech_analyzer, gated_windows
 
 
@@ -50,10 +50,12 @@ def run_plain_vad(call: CallInputs, vad_params: dict[str, float]) -> SystemRun:
     return run
 
 
-def run_gate(call: CallInputs, gate_params: GateParams, vad_params: dict[str, float]) -> SystemRun:
+def run_gate(
+    call: CallInputs, gate_params: GateParams, vad_params: dict[str, float], gate: GateAnalyzer | None = None
+) -> SystemRun:
     run = SystemRun()
     vad = _speech_analyzer(call.conf, vad_params)
-    gate = GateAnalyzer(gate_params)
+    gate = gate or GateAnalyzer(gate_params)
     opened: float | None = None  # the caller's claimed start in the current VAD segment
     n = len(call.pcm) // WIN
     for i, _win, events, vad_end in gated_windows(call, vad, gate, run):
@@ -122,6 +124,68 @@ def format_report(r: GateReport) -> str:
     return "\n".join(lines)
 
 
+class _ExplainingGate(GateAnalyzer):
+    """The gate, noting at each closed-gate decision its window peak and open threshold, and its state
+    when it opens (for --explain)."""
+
+    def __init__(self, params: GateParams) -> None:
+        super().__init__(params)
+        self.decisions: dict[int, tuple[float, float]] = {}  # window index -> (3-window peak, threshold)
+        self.openings: list[dict[str, Any]] = []
+
+    def _decide(self, t0: float, level: float, peak: float, tilt: float) -> list:
+        was, need = self.caller_open, self.open_threshold_db(t0)
+        events = super()._decide(t0, level, peak, tilt)
+        if not was:
+            self.decisions[round(t0 / WIN_MS)] = (peak, need)
+            if self.caller_open:
+                self.openings.append({"t0": t0, "peak": peak, "need": need, "caller": self._baseline,
+                                      "bg": self._bg_level, "media": self.media_mode})
+        return events
+
+
+def _db(v: float | None) -> str:
+    return "not learned" if v is None else f"{v:.1f} dBFS"
+
+
+def explain(calls: list[CallInputs], gate_params: GateParams, vad_params: dict[str, float]) -> list[str]:
+    """One line per background segment the gate opened on and per caller start it delayed by more than
+    100 ms, with the gate's state then: what to look at before changing the gate."""
+    lines: list[str] = []
+    n_hits = n_unlearned = 0
+    for c in calls:
+        gate = _ExplainingGate(gate_params)
+        run = run_gate(c, gate_params, vad_params, gate)
+        for bg, hit in background_hits(c.labels, run):
+            a, b = float(bg["start_ms"]), float(bg["end_ms"])
+            o = next((o for o in gate.openings if a - 2 * WIN_MS <= o["t0"] <= b + 400), None)
+            if not hit or o is None:
+                continue
+            n_hits += 1
+            n_unlearned += o["bg"] is None
+            lines.append(
+                f"{c.name} background {bg['kind']} {bg['rel_db']:+.1f} dB ({bg.get('bg_voice', '?')}) "
+                f"{a:.0f}-{b:.0f} ms: opened at {o['t0'] + WIN_MS:.0f} ms, peak {o['peak']:.1f} vs threshold "
+                f"{o['need']:.1f} dBFS; caller level {_db(o['caller'])}, background level {_db(o['bg'])}"
+                f"{', media mode' if o['media'] else ''}")
+        for k, turn in enumerate(sorted(c.labels["turns"], key=lambda t: t["start_ms"])):
+            delay, ref = gate_delay(turn, run)
+            if delay is not None and delay <= 100.0:
+                continue
+            s = float(turn["start_ms"])
+            near = [(i, d) for i, d in gate.decisions.items() if s - 300 <= i * WIN_MS and (i + 1) * WIN_MS <= ref + 100]
+            short = min((d[1] - d[0] for _i, d in near), default=float("nan"))
+            on_bg = not any(s - 300 <= v <= ref for v in run.vad_starts)
+            lines.append(
+                f"{c.name} caller turn {k} at {s:.0f} ms: "
+                f"{'never opened' if delay is None else f'opened {delay:.0f} ms after plain VAD'}; "
+                f"by then its best window was {short:.1f} dB under the threshold"
+                f"{'; the VAD was already on (background)' if on_bg else ''}; condition {c.labels.get('condition')}")
+    lines.append(f"background segments opened on: {n_hits}, {n_unlearned} of them before any background "
+                 "level was learned")
+    return lines
+
+
 def main() -> None:
     from loguru import logger
 
@@ -134,6 +198,8 @@ def main() -> None:
     p.add_argument("--workflow", default="agent")
     p.add_argument("--params", default=None, help="JSON gate parameters over the preset's")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--explain", action="store_true",
+                   help="also list each background segment the gate opened on and each delayed start, with its state")
     args = p.parse_args()
     preset = load_listen_preset(args.workflow)
     gp = preset.gate
@@ -141,11 +207,13 @@ def main() -> None:
         gp = GateParams.from_dict({**gp.to_dict(), **json.loads(args.params)})
     calls = load_set(args.folder)
     report = evaluate_gate(calls, gp, preset.vad)
+    lines = explain(calls, gp, preset.vad) if args.explain else []
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), **({"explain": lines} if args.explain else {})}, indent=2))
     else:
         print(f"{args.folder}: {len(calls)} calls, {report.summaries['gate'].turns} caller turns")
         print(format_report(report))
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

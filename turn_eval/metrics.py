@@ -114,16 +114,11 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         else:
             tally.missed_starts += 1
         if run.vad_starts:  # callgate: what the gate adds to the moment the caller is heard
-            seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
-            vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
-            ref = max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
-            opened = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
-            if _open_at(run, ref):
-                tally.gate_delays.append(0.0)  # open (on background just before, or on the caller) already
-            elif opened:
-                tally.gate_delays.append(max(0.0, opened[0] - ref))
-            else:
+            delay, _ref = gate_delay(turn, run)
+            if delay is None:
                 tally.gate_missed += 1
+            else:
+                tally.gate_delays.append(delay)
         for seg in turn["segments"]:
             a, b = float(seg["start_ms"]), float(seg["end_ms"])
             tally.caller_ms += b - a
@@ -140,6 +135,21 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         quiet = dur - sum(y - x for x, y in near)
         tally.quiet_minutes += max(0.0, quiet) / 60000
 
+
+
+def gate_delay(turn: dict[str, Any], run: SystemRun) -> tuple[float | None, float]:
+    """What the gate added to the moment this caller turn is heard (None: it never opened), and that
+    moment: when plain VAD would have reported the caller (see the module docstring)."""
+    s, e = float(turn["start_ms"]), float(turn["end_ms"])
+    seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
+    vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
+    ref = max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
+    opened = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
+    if _open_at(run, ref):
+        return 0.0, ref  # open (on background just before, or on the caller) already
+    if opened:
+        return max(0.0, opened[0] - ref), ref
+    return None, ref
 
 
 def background_hits(labels: dict[str, Any], run: SystemRun) -> list[tuple[dict[str, Any], bool]]:

@@ -310,3 +310,39 @@ async def test_filter_mode_passes_the_vad_frames_of_the_caller_only() -> None:
     assert len(vad_starts) == len(caller_starts) == 1  # the TV's VAD start was swallowed
     assert vad_starts[0].t_ms == caller_starts[0].t_ms
     assert [f for f in down if isinstance(f, BackgroundSpeechFrame)]
+
+
+
+def _opened_after_ms(gate: GateAnalyzer, pcm: np.ndarray) -> float | None:
+    """Feed one VAD segment window by window; how long after the VAD's report (its 3rd window) the gate
+    emitted the caller's start (None: never)."""
+    onset, n = gate._t_ms, len(pcm) // WIN
+    for i in range(n):
+        events = gate.process_window(pcm[i * WIN : (i + 1) * WIN])
+        if i == 2:
+            events += gate.vad_start(onset)
+        if i >= 2 and any(e.kind == "caller_start" for e in events):
+            return gate._t_ms - (onset + 3 * WIN_MS)
+    gate.vad_end(gate._t_ms)
+    return None
+
+
+def test_a_far_quieter_learned_background_lets_a_soft_caller_turn_open_at_once() -> None:
+    """`max_open_offset_db`: where the learned TV lies far below the caller, the threshold may drop to the
+    midpoint between them (down to caller level - max_open_offset_db), so a soft turn start is not delayed."""
+    base = {"open_offset_db": 8.0, "learn_offset_db": 6.0, "bg_mid_frac": 0.5, "media_extra_db": 0.0}
+    out = {}
+    for name, extra in (("level", {}), ("far_bg", {"max_open_offset_db": 12.0})):
+        gate, feed, opened, _learned = _caller_then_tv(GateParams(**base, **extra), -46)
+        assert gate.background_db is not None and gate.background_db < gate.baseline_db - 20.0
+        assert not any(opened[4:])  # the TV itself stays out either way
+        feed.silence(1.0)
+        thr = gate.open_threshold_db(gate._t_ms + 1000)
+        after = _opened_after_ms(gate, _at_level(_voice("Sorry, could you say that again?"), -30))
+        out[name] = (thr, gate.baseline_db, after)
+    thr_level, baseline, after_level = out["level"]
+    thr_far, baseline_far, after_far = out["far_bg"]
+    assert thr_level == pytest.approx(baseline - 8.0, abs=0.01)  # level only: caller level - open_offset_db
+    assert baseline_far - 12.0 - 0.01 <= thr_far < thr_level - 3.0  # lower, but never below the bound
+    assert after_level is None or after_level > 100.0  # too soft for the plain offset: late or never
+    assert after_far is not None and after_far <= 64.0  # within the 100 ms a turn start may be delayed

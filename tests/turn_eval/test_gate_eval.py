@@ -108,3 +108,45 @@ def test_gate_cues_are_recorded_at_closed_gate_decisions_and_labelled_from_the_c
     y = np.r_[np.zeros(50), np.ones(50)]
     w = fit_logistic(x, y)
     assert w[0] > 0
+
+
+def test_explain_lists_the_background_the_gate_let_in_and_the_caller_start_it_missed() -> None:
+    from turn_eval.gate_eval import explain
+    from turn_eval.runner import CallInputs
+
+    def at(text: str, voice: str, dbfs: float) -> np.ndarray:
+        x = synth.speech(text, voice=voice)
+        return to_int16(x * (10 ** (dbfs / 20) / (synth.active_rms(x) + 1e-12)))
+
+    parts, labels = [], {"duration_ms": 0.0, "condition": "tv", "turns": [], "background": []}
+    t = 0.0
+
+    def add(pcm: np.ndarray, kind: str | None = None) -> None:
+        nonlocal t
+        ms = len(pcm) / 8.0
+        if kind == "caller":
+            seg = {"text": "words", "start_ms": t, "end_ms": t + ms}
+            labels["turns"].append({"start_ms": t, "end_ms": t + ms, "pauses": [], "segments": [seg]})
+        elif kind == "tv":
+            labels["background"].append({"kind": "tv", "start_ms": t, "end_ms": t + ms, "rel_db": -4.0,
+                                         "bg_voice": "espeak-ng:en-gb+f3"})
+        parts.append(pcm)
+        t += ms
+
+    silence = np.zeros(8000 * 3, np.int16)
+    add(silence[:4000])
+    add(at("Hello, this is Maria speaking, I am calling about my bill.", "en-us+m3", -20), "caller")
+    add(silence)
+    add(at("And now the weather for the weekend.", "en-gb+f3", -24), "tv")  # level-close: the gate opens
+    add(silence)
+    add(at("Sorry, could you say that again?", "en-us+m3", -34), "caller")  # too soft: never opened
+    add(silence)
+    pcm = np.concatenate(parts)
+    labels["duration_ms"] = t
+    win = pcm[: len(pcm) // 256 * 256].reshape(-1, 256).astype(np.float32)
+    conf = (np.sqrt((win**2).mean(axis=1)) > 32768 * 10 ** (-50 / 20)).astype(np.float32)  # an oracle VAD
+    lines = explain([CallInputs("c.wav", pcm, labels, conf, {})], GateParams(), {})
+    assert any(ln.startswith("c.wav background tv") and "background level not learned" in ln for ln in lines)
+    assert any(ln.startswith("c.wav caller turn 1") and "never opened" in ln for ln in lines)
+    assert not any("caller turn 0" in ln for ln in lines)  # the first turn opened at once
+    assert lines[-1] == "background segments opened on: 1, 1 of them before any background level was learned"
