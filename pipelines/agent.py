@@ -11,8 +11,8 @@ voicemail_drop logic, VoicemailLeaver); an IVR or intercept is hung up on. Inbou
 The workflow owns the LLM context and the call's transcript: a user turn ends on the semantic endpointer's
 final turn end (processors/endpointer.py; with LISTEN_ENDPOINTER_ENDS_TURNS off, at VAD end) plus the
 STT's final transcript. Greedy replies (LISTEN_GREEDY_REPLIES): on the endpointer's *tentative* end the
-LLM is asked at once with the words so far (the STT's interim words: the endpointer's tentative end also has
-the STT finalize them, processors/endpointer.py) and its reply is synthesized but held at the player
+LLM is asked at once with the words so far (the STT's interim words; with LISTEN_FINALIZE_ON_TENTATIVE the
+tentative end also has the STT finalize them, processors/endpointer.py) and its reply is synthesized but held at the player
 (BotHoldFrame); the final end releases it if the final words are the same (compared as words: case and
 punctuation aside, `same_words`), else (the caller went on, or the STT's final differs) it is scrapped
 (ReplyCancelFrame: no audio of it was sent, and its user message leaves the context) and, on a changed
@@ -190,10 +190,11 @@ class AgentWorkflow(Workflow):
         self.gate = BackgroundSpeechGate(GateAnalyzer(listen.gate), filter_vad=True)
         if params.early_threshold <= 1:  # the early cue starts on caller-level frames only
             self.interruption.analyzer.cue, self.interruption.analyzer.level_gate = shipped_cue(), self.gate.analyzer
-        # the endpointer's tentative end has the STT finalize its words then (both with and without greedy
-        # replies); the pre-issue-9 VAD mode keeps Pipecat's Finalize at the VAD stop only
+        # LISTEN_FINALIZE_ON_TENTATIVE: the endpointer's tentative end has the STT finalize its words then
+        # (with and without greedy replies); else, and in the VAD mode, Pipecat's Finalize at the VAD stop only
         self.endpointer = SemanticEndpointer(
-            self.gate.analyzer, EndpointAnalyzer(listen.endpointer), finalize_stt=s.listen_endpointer_ends_turns
+            self.gate.analyzer, EndpointAnalyzer(listen.endpointer),
+            finalize_stt=s.listen_endpointer_ends_turns and s.listen_finalize_on_tentative,
         )
         self._turn_end_final = False
         self._tentative = False
@@ -280,13 +281,16 @@ class AgentWorkflow(Workflow):
             return  # the interruption analyzer decides what this is
         self._ended_by_endpointer = False
         if not self._user_speaking:
-            self._user_speaking = True
-            if self._greedy is not None:
-                await self._scrap_greedy("caller_resumed")
-            if self._reply_pending():
-                await self._retract_reply()  # the caller went on talking before the reply was heard
-            if self._user_start_ms is None:
-                self._user_start_ms = frame.t_ms
+            await self._caller_resumed(frame.t_ms)
+
+    async def _caller_resumed(self, t_ms: float) -> None:
+        self._user_speaking = True
+        if self._greedy is not None:
+            await self._scrap_greedy("caller_resumed")
+        if self._reply_pending():
+            await self._retract_reply()  # the caller went on talking before the reply was heard
+        if self._user_start_ms is None:
+            self._user_start_ms = t_ms
 
     async def on_speech_end(self, frame: SpeechEndedFrame) -> None:
         if self.phase in ("amd", "voicemail"):
@@ -643,11 +647,14 @@ class AgentWorkflow(Workflow):
             self._tentative = isinstance(frame, TurnEndFrame) and frame.tentative
             if isinstance(frame, TurnEndFrame):
                 self._endpointer_silence(frame)
-            if isinstance(frame, TurnCancelledFrame):
-                if self._ended_by_endpointer:
-                    self._user_speaking = True  # went on before the VAD ever said they stopped
-                if self._greedy is not None:
-                    await self._scrap_greedy("turn_cancelled")
+            if isinstance(frame, TurnCancelledFrame) and self._greedy is not None:
+                await self._scrap_greedy("turn_cancelled")
+            if (
+                isinstance(frame, TurnCancelledFrame | UserTurnStartFrame) and self._ended_by_endpointer
+                and not self._user_speaking and self._user_end_ms is not None
+            ):  # the caller went on before the VAD ever said they had stopped: the same turn goes on
+                self._ended_by_endpointer = False
+                await self._caller_resumed(frame.t_ms)
             if self._turn_end_final:
                 await self._maybe_end_user_turn()
             elif self._tentative:

@@ -3,7 +3,7 @@ published median latencies, through the real server and a real WebSocket.
 
 Stand-in latencies (and why):
 - Deepgram: final transcript 150 ms after Finalize (Pipecat sends Finalize when the VAD says the caller
-  stopped, callgate's endpointer already on its tentative turn end; Deepgram documents finalize responses
+  stopped, callgate's endpointer also on its tentative turn end with LISTEN_FINALIZE_ON_TENTATIVE; Deepgram documents finalize responses
   in the ~100-200 ms range for Nova streaming). Interims reveal the words as they are spoken, all but the
   last; an interim with all of them comes `--interim-tail-ms` (default 200) of quiet after the last word
   (a streaming STT's interims trail the audio by a few hundred ms). That interim is what a greedy reply
@@ -20,8 +20,9 @@ The simulator adds the caller's view: end of the caller's line -> bot audio star
 
 Modes (`--modes`, each a fresh server and the same conversation): `greedy` (the default settings: the
 semantic endpointer ends turns, the LLM is asked on its tentative end with the interim words and the
-reply held until the final words are in and the same), `non_greedy` (everything else identical, the
-Finalize on the tentative end included; the LLM asked only once the turn has closed) and `vad`
+reply held until the final words are in and the same), `non_greedy` (everything else identical; the
+LLM asked only once the turn has closed), `greedy_finalize` / `non_greedy_finalize` (the same with
+LISTEN_FINALIZE_ON_TENTATIVE: Deepgram's Finalize on the tentative end too) and `vad`
 (LISTEN_ENDPOINTER_ENDS_TURNS=false: VAD end plus the STT final, the agent's behaviour before issue 9).
 Voice-to-voice of complete turns is printed for each, then the drop of greedy versus the others, and
 whether each line was answered as one whole caller turn (a premature end splits a line).
@@ -64,6 +65,11 @@ TIMELINE = ("turn_end", "greedy_reply", "user_transcript", "greedy_confirmed", "
 MODES = {
     "greedy": {"listen_endpointer_ends_turns": True, "listen_greedy_replies": True},
     "non_greedy": {"listen_endpointer_ends_turns": True, "listen_greedy_replies": False},
+    # LISTEN_FINALIZE_ON_TENTATIVE: Deepgram's Finalize already on the endpointer's tentative end
+    "greedy_finalize": {"listen_endpointer_ends_turns": True, "listen_greedy_replies": True,
+                        "listen_finalize_on_tentative": True},
+    "non_greedy_finalize": {"listen_endpointer_ends_turns": True, "listen_greedy_replies": False,
+                            "listen_finalize_on_tentative": True},
     "vad": {"listen_endpointer_ends_turns": False, "listen_greedy_replies": False},
 }
 
@@ -156,18 +162,20 @@ async def main(args: argparse.Namespace) -> int:
     print("\nvoice-to-voice on complete turns, p50 (ms): caller's speech end -> first bot audio sent | played")
     for m, r in results.items():
         whole, n = r["turns_whole"]
-        print(f"  {m:<12}{pct(r['first_audio_sent_ms'], 50):>8.0f} |{pct(r['first_audio_played_ms'], 50):>8.0f}"
+        print(f"  {m:<20}{pct(r['first_audio_sent_ms'], 50):>8.0f} |{pct(r['first_audio_played_ms'], 50):>8.0f}"
               f"   (caller's view, line end -> bot audio: {pct(r['caller_v2v'], 50):.0f}; lines answered whole "
               f"{whole:.0f}/{len(lines)}, caller turns {n:.0f})")
     for other in ("vad",):
         if "greedy" in results and other in results:
             d = pct(results[other]["first_audio_sent_ms"], 50) - pct(results["greedy"]["first_audio_sent_ms"], 50)
             print(f"default (greedy) vs {other}: voice-to-voice p50 {'drops' if d >= 0 else 'rises'} by {abs(d):.0f} ms")
-    if "greedy" in results and "non_greedy" in results:
-        g, n = results["greedy"], results["non_greedy"]
-        d = pct(n["first_audio_sent_ms"], 50) - pct(g["first_audio_sent_ms"], 50)
-        dc = pct(n["caller_v2v"], 50) - pct(g["caller_v2v"], 50)
-        print(f"greedy vs non-greedy: voice-to-voice p50 drops by {d:.0f} ms (server) / {dc:.0f} ms (caller's view)")
+    for gm, nm in (("greedy", "non_greedy"), ("greedy_finalize", "non_greedy_finalize")):
+        if gm in results and nm in results:
+            g, n = results[gm], results[nm]
+            d = pct(n["first_audio_sent_ms"], 50) - pct(g["first_audio_sent_ms"], 50)
+            dc = pct(n["caller_v2v"], 50) - pct(g["caller_v2v"], 50)
+            print(f"{gm} vs {nm}: voice-to-voice p50 {'drops' if d >= 0 else 'rises'} by {abs(d):.0f} ms (server) / "
+                  f"{'drops' if dc >= 0 else 'rises'} by {abs(dc):.0f} ms (caller's view)")
     return 0
 
 

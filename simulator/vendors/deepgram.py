@@ -17,12 +17,17 @@ words said so far (a real STT's interims catch up with the audio once the speake
 takes the k-th pause to end the text's k-th phrase (its words up to the k-th , ; : . ? or !), so the
 pause after a line's last word brings all of them and a pause at its comma only the words before it
 (a pause between words shorter than `interim_tail_ms` is no pause: keep it above the voice's gaps
-between words, ~150 ms for espeak).
-Without it the last word comes only with the final. A Finalize ends the utterance with
-all its words (the stand-in cannot split a scripted line); speech that resumes before `endpoint_ms` of
-quiet is the rest of that line, whose words were sent: its own final is empty. A scripted entry may be a pair (interim words, final words): the interims
-guess one text and the final says another, as an STT revising its guess does. `interim_punctuation=False`
-sends the interims lower-case without punctuation (the final keeps it).
+between words, ~150 ms for espeak). Without it the last word comes only with the final.
+
+A Finalize ends the utterance. In its k-th such pause (with `interim_tail_ms`), the final holds the words
+of the first k phrases (what was said so far), and speech that resumes before `endpoint_ms` of quiet
+says the rest of the line (if none resumes, the rest comes in a final `endpoint_ms` later). Otherwise the
+final holds all its words, and speech resuming that soon is the rest of the line, whose words were sent:
+its own final is empty.
+
+A scripted entry may be a pair (interim words, final words): the interims guess one text and the final
+says another, as an STT revising its guess does. `interim_punctuation=False` sends the interims
+lower-case without punctuation (the final keeps it).
 
 Latency: `first_result_ms` before the first interim of an utterance, `final_ms` between the end of the
 utterance (or Finalize) and its final result. Faults per connection (see base.FaultPlan): "429"/"500"
@@ -81,6 +86,17 @@ class _Utterance:
         self.last_speech_secs = start_secs
         self.interims_sent = 0
         self.first_interim_due: float | None = None
+
+    def split_at_pause(self) -> tuple[str, str] | None:
+        """A Finalize in the k-th pause: keep the first k phrases, return the rest (interim, final) words."""
+        if not (self.in_pause and self.text and self.interim_text):
+            return None
+        head_i, head_f = _phrases_end(self.interim_text, self.pauses), _phrases_end(self.text, self.pauses)
+        wi, wf = self.interim_text.split(), self.text.split()
+        if head_i >= len(wi) or head_f >= len(wf):
+            return None
+        self.interim_text, self.text = " ".join(wi[:head_i]), " ".join(wf[:head_f])
+        return " ".join(wi[head_i:]), " ".join(wf[head_f:])
 
 
 class DeepgramStandIn(ThreadedWebSocketServer):
@@ -170,6 +186,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
         audio_secs = 0.0
         utt: _Utterance | None = None
         finalized_at: float | None = None  # last speech of an utterance a Finalize ended (its line may go on)
+        carry: tuple[str, str] | None = None  # the rest of the line that Finalize split there
         frame_bytes = rate // 50 * 2
 
         def results(u: _Utterance, text: str, *, final: bool, from_finalize: bool = False) -> dict[str, Any]:
@@ -253,13 +270,16 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                         if loud:
                             if utt is None:
                                 rest = finalized_at is not None and audio_secs - finalized_at < self.endpoint_ms / 1000
-                                text = "" if rest else self.transcripts.popleft() if self.transcripts else None
-                                utt, finalized_at = _Utterance(audio_secs, text), None
+                                text = (carry or "") if rest else self.transcripts.popleft() if self.transcripts else None
+                                utt, finalized_at, carry = _Utterance(audio_secs, text), None, None
                             utt.speech_secs += secs
                             utt.last_speech_secs = audio_secs + secs
                         if utt is not None:
                             utt.pcm += f.tobytes()
                         audio_secs += secs
+                        if carry and finalized_at is not None and audio_secs - finalized_at >= self.endpoint_ms / 1000:
+                            rest_utt, carry = _Utterance(finalized_at, carry), None  # the line never went on
+                            await finish(rest_utt, from_finalize=False)
                         quiet = audio_secs - utt.last_speech_secs if utt is not None else 0.0
                         if utt is not None and quiet >= self.endpoint_ms / 1000:
                             done, utt = utt, None
@@ -295,7 +315,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                 if kind == "Finalize":
                     if utt is not None:
                         done, utt = utt, None
-                        finalized_at = done.last_speech_secs
+                        finalized_at, carry = done.last_speech_secs, done.split_at_pause()
                         await finish(done, from_finalize=True)
                     else:
                         empty = _Utterance(audio_secs, "")

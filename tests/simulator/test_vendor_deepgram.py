@@ -138,6 +138,26 @@ async def test_speech_resuming_soon_after_a_finalize_is_the_rest_of_the_same_lin
     assert list(dg.transcripts) == ["next line"]
 
 
+async def test_a_finalize_at_a_comma_pause_finalizes_the_words_said_so_far_and_the_rest_follows():
+    head, rest = speech_pcm("hello"), speech_pcm("how are you")  # each with 0.3 s before and 0.8 s after
+    with DeepgramStandIn(transcripts=["Hello, how are you?", "next line"], endpoint_ms=1500, interim_tail_ms=200,
+                         interim_every_ms=1000) as dg:
+        ws = await _raw(dg)
+        await ws.send(head[: len(head) - 3200])  # "hello" and 0.6 s of quiet: its pause's interim comes
+        interim = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send(json.dumps({"type": "Finalize"}))  # (a tentative turn end there)
+        await ws.send(rest + bytes(16000))  # and 1 s more of quiet: the stand-in ends the rest itself
+        finals = []
+        while len(finals) < 2:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if m["is_final"]:
+                finals.append(m["channel"]["alternatives"][0]["transcript"])
+        await ws.close()
+    assert (interim["is_final"], interim["channel"]["alternatives"][0]["transcript"]) == (False, "Hello,")
+    assert finals == ["Hello,", "how are you?"]
+    assert list(dg.transcripts) == ["next line"]
+
+
 async def test_first_result_latency_is_applied():
     with DeepgramStandIn(transcripts=["one two three four five six"], first_result_ms=400) as dg:
         ws = await _raw(dg)
