@@ -308,7 +308,6 @@ class AgentWorkflow(Workflow):
         """The endpointer (on the gate's caller windows, every 32 ms) ends a turn before the VAD's stop,
         whose silence hangover is longer: its end is the caller's speech end, so a greedy reply need not
         wait for the VAD (the VAD's stop, when it comes, finds the caller already silent)."""
-        self._ended_by_endpointer = False
         if not self._endpointer_ends_turns or not self._user_speaking or self.phase != "conversation":
             return
         self._user_speaking, self._ended_by_endpointer = False, True
