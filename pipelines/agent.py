@@ -11,10 +11,12 @@ voicemail_drop logic, VoicemailLeaver); an IVR or intercept is hung up on. Inbou
 The workflow owns the LLM context and the call's transcript: a user turn ends on the semantic endpointer's
 final turn end (processors/endpointer.py; with LISTEN_ENDPOINTER_ENDS_TURNS off, at VAD end) plus the
 STT's final transcript. Greedy replies (LISTEN_GREEDY_REPLIES): on the endpointer's *tentative* end the
-LLM is asked at once with the words so far and its reply is synthesized but held at the player
-(BotHoldFrame); the final end releases it if the words did not change since, else (the caller went on,
-or the STT's final differs) it is scrapped (ReplyCancelFrame: no audio of it was sent, and its user
-message leaves the context) and, on a changed text, asked again. The reply's assistant message is what the caller heard (BotSpeechPlayer's marks), so
+LLM is asked at once with the words so far (the STT's interim words; with LISTEN_FINALIZE_ON_TENTATIVE the
+tentative end also has the STT finalize them, processors/endpointer.py) and its reply is synthesized but held at the player
+(BotHoldFrame); the final end releases it if the final words are the same (compared as words: case and
+punctuation aside, `same_words`), else (the caller went on, or the STT's final differs) it is scrapped
+(ReplyCancelFrame: no audio of it was sent, and its user message leaves the context) and, on a changed
+text, asked again. The reply's assistant message is what the caller heard (BotSpeechPlayer's marks), so
 after a barge-in the context holds exactly the words played before the `clear`. The LLM's tools:
 transfer_to_human (the <Dial> hand-off), end_call (goodbye, then hang up once its last mark is
 played), leave_voicemail (the voicemail message now).
@@ -58,7 +60,7 @@ from processors.agent_frames import (
 )
 from processors.bot_speech import BotSpeechPlayer, TurnPlayout
 from processors.clauses import ClauseProcessor
-from processors.endpointer import EndpointAnalyzer, SemanticEndpointer, load_listen_preset
+from processors.endpointer import EndpointAnalyzer, SemanticEndpointer, load_listen_preset, text_tokens
 from processors.frames import (
     AmdVerdictFrame,
     BeepEndFrame,
@@ -94,6 +96,12 @@ TOOLS = [
         "leave_voicemail", "You reached an answering machine or voicemail: leave the message.", {}, []
     ),
 ]
+
+
+def same_words(a: str, b: str) -> bool:
+    """The same words, case and punctuation aside ("Nine o'clock is fine." = "nine o'clock is fine"): an
+    STT's interim and final differ in those, and an LLM's reply to either is the same."""
+    return text_tokens(a) == text_tokens(b)
 
 
 @dataclass
@@ -135,6 +143,7 @@ class TurnLatency:
             "speech_end_ms": round(self.speech_end_ms),
             "endpointing_ms": round(self.vad_end_lag_ms, 1),
             "stt_final_ms": ms(self.vad_end_wall, self.stt_final_wall) if self.stt_final_wall else 0.0,
+            "llm_asked_ms": ms(speech_end_wall, self.llm_request_wall),  # greedy: before the turn closed
             "llm_first_token_ms": ms(self.llm_request_wall, self.llm_first_token_wall),
             "tts_first_byte_ms": ms(self.tts_request_wall, turn.first_byte_wall),
             "first_audio_sent_ms": sent,
@@ -181,12 +190,18 @@ class AgentWorkflow(Workflow):
         self.gate = BackgroundSpeechGate(GateAnalyzer(listen.gate), filter_vad=True)
         if params.early_threshold <= 1:  # the early cue starts on caller-level frames only
             self.interruption.analyzer.cue, self.interruption.analyzer.level_gate = shipped_cue(), self.gate.analyzer
-        self.endpointer = SemanticEndpointer(self.gate.analyzer, EndpointAnalyzer(listen.endpointer))
+        # LISTEN_FINALIZE_ON_TENTATIVE: the endpointer's tentative end has the STT finalize its words then
+        # (with and without greedy replies); else, and in the VAD mode, Pipecat's Finalize at the VAD stop only
+        self.endpointer = SemanticEndpointer(
+            self.gate.analyzer, EndpointAnalyzer(listen.endpointer),
+            finalize_stt=s.listen_endpointer_ends_turns and s.listen_finalize_on_tentative,
+        )
         self._turn_end_final = False
         self._tentative = False
         self._endpointer_ends_turns = s.listen_endpointer_ends_turns
         self._greedy_on = s.listen_endpointer_ends_turns and s.listen_greedy_replies
         self._greedy: GreedyReply | None = None
+        self._ended_by_endpointer = False  # the caller's speech end came from the endpointer, not the VAD
         self.before: list[FrameProcessor] = [
             self.gate, VadFrameBridge(), services.stt, self.endpointer, self.interruption
         ]
@@ -264,14 +279,18 @@ class AgentWorkflow(Workflow):
             self.leaver.speech_start(frame)
         if self._bot_speaking and self.interruption.analyzer.state != "interrupted":
             return  # the interruption analyzer decides what this is
+        self._ended_by_endpointer = False
         if not self._user_speaking:
-            self._user_speaking = True
-            if self._greedy is not None:
-                await self._scrap_greedy("caller_resumed")
-            if self._reply_pending():
-                await self._retract_reply()  # the caller went on talking before the reply was heard
-            if self._user_start_ms is None:
-                self._user_start_ms = frame.t_ms
+            await self._caller_resumed(frame.t_ms)
+
+    async def _caller_resumed(self, t_ms: float) -> None:
+        self._user_speaking = True
+        if self._greedy is not None:
+            await self._scrap_greedy("caller_resumed")
+        if self._reply_pending():
+            await self._retract_reply()  # the caller went on talking before the reply was heard
+        if self._user_start_ms is None:
+            self._user_start_ms = t_ms
 
     async def on_speech_end(self, frame: SpeechEndedFrame) -> None:
         if self.phase in ("amd", "voicemail"):
@@ -284,6 +303,17 @@ class AgentWorkflow(Workflow):
         self._user_end_lag = self.t_ms - frame.t_ms
         await self._maybe_end_user_turn()
         await self._maybe_greedy()
+
+    def _endpointer_silence(self, frame: TurnEndFrame) -> None:
+        """The endpointer (on the gate's caller windows, every 32 ms) ends a turn before the VAD's stop,
+        whose silence hangover is longer: its end is the caller's speech end, so a greedy reply need not
+        wait for the VAD (the VAD's stop, when it comes, finds the caller already silent)."""
+        if not self._endpointer_ends_turns or not self._user_speaking or self.phase != "conversation":
+            return
+        self._user_speaking, self._ended_by_endpointer = False, True
+        self._user_end_ms = frame.t_ms - frame.silence_ms
+        self._user_end_wall = time.monotonic()
+        self._user_end_lag = frame.silence_ms
 
     async def _on_transcript(self, frame: TranscriptionFrame | InterimTranscriptionFrame) -> None:
         if not self._user_speaking and self._user_end_ms is None:
@@ -348,8 +378,8 @@ class AgentWorkflow(Workflow):
             self.context.add_message({"role": "user", "content": text})  # heard; the greeting answers it
             return
         g, self._greedy = self._greedy, None
-        if g is not None and g.text == text and g.start == start:
-            await self._confirm_greedy(g)
+        if g is not None and same_words(g.text, text) and g.start == start:
+            await self._confirm_greedy(g, text)
             return
         if g is not None:
             self._greedy = g
@@ -398,7 +428,7 @@ class AgentWorkflow(Workflow):
         if any(p and p in text.lower() for p in self.agent.end_call_phrases):
             return  # a goodbye is said when the turn really ends
         if self._greedy is not None:
-            if self._greedy.text == text:
+            if same_words(self._greedy.text, text):
                 return
             await self._scrap_greedy("text_changed")  # the STT's words changed: ask again
         message, lat = await self._ask(text, self._user_end_ms, hold=True)
@@ -418,10 +448,14 @@ class AgentWorkflow(Workflow):
             self.context.set_messages([m for m in messages if m is not g.message])
         await self._event("greedy_cancelled", turn=g.turn, reason=reason)
 
-    async def _confirm_greedy(self, g: GreedyReply) -> None:
-        """The final turn end kept the words: the held reply plays now (much of it may be ready)."""
-        self._last_user = (g.turn, g.text, g.start, g.message)
+    async def _confirm_greedy(self, g: GreedyReply, text: str) -> None:
+        """The final turn end kept the words: the held reply plays now (much of it may be ready). The
+        context keeps the final transcript's spelling of them."""
+        g.message["content"] = text
+        self._last_user = (g.turn, text, g.start, g.message)
         g.latency.turn_end_wall = time.monotonic()
+        if self._final_wall and self._final_wall > g.latency.vad_end_wall:
+            g.latency.stt_final_wall = self._final_wall
         self._final_wall = None
         await self.push_frame(BotHoldFrame(turn=g.turn, hold=False))
         await self._event("greedy_confirmed", turn=g.turn)
@@ -610,8 +644,16 @@ class AgentWorkflow(Workflow):
             # tentative one asks the LLM (greedy); the caller going on scraps that reply
             self._turn_end_final = isinstance(frame, TurnEndFrame) and not frame.tentative
             self._tentative = isinstance(frame, TurnEndFrame) and frame.tentative
+            if isinstance(frame, TurnEndFrame):
+                self._endpointer_silence(frame)
             if isinstance(frame, TurnCancelledFrame) and self._greedy is not None:
                 await self._scrap_greedy("turn_cancelled")
+            if (
+                isinstance(frame, TurnCancelledFrame | UserTurnStartFrame) and self._ended_by_endpointer
+                and not self._user_speaking and self._user_end_ms is not None
+            ):  # the caller went on before the VAD ever said they had stopped: the same turn goes on
+                self._ended_by_endpointer = False
+                await self._caller_resumed(frame.t_ms)
             if self._turn_end_final:
                 await self._maybe_end_user_turn()
             elif self._tentative:

@@ -20,7 +20,8 @@ follows; the *final* end releases the reply. A scrapped reply is never heard.
 where the model runs). `SemanticEndpointer` is the FrameProcessor: it follows the gate
 (processors/gate.py), runs Smart-Turn on a worker thread, reads transcripts from Pipecat's
 TranscriptionFrame/InterimTranscriptionFrame and pushes UserTurnStartFrame, TurnEndFrame and
-TurnCancelledFrame.
+TurnCancelledFrame; with `finalize_stt` it also pushes a FinalizeTranscriptFrame upstream on each tentative
+end, so the STT's final words come that long before the VAD's stop would have asked for them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from callgate.audio import SAMPLE_RATE
 from processors.frames import (
     CallerSpeechStartedFrame,
+    FinalizeTranscriptFrame,
     TurnCancelledFrame,
     TurnEndFrame,
     UserTurnStartFrame,
@@ -487,10 +489,12 @@ class SemanticEndpointer(FrameProcessor):
         gate: GateAnalyzer,
         analyzer: EndpointAnalyzer | None = None,
         smart_turn: SmartTurnModel | None = None,
+        finalize_stt: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.gate = gate
+        self.finalize_stt = finalize_stt
         self.analyzer = analyzer or EndpointAnalyzer()
         self._smart_turn = smart_turn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
@@ -557,6 +561,8 @@ class SemanticEndpointer(FrameProcessor):
             )
             if not e.tentative:
                 self._transcript_final = ""
+            elif self.finalize_stt:
+                await self.push_frame(FinalizeTranscriptFrame(t_ms=e.t_ms), FrameDirection.UPSTREAM)
 
     async def cleanup(self) -> None:
         await super().cleanup()

@@ -281,6 +281,15 @@ class TurnEndFrame(SystemFrame, CallEvent):
 
 
 @dataclass
+class FinalizeTranscriptFrame(SystemFrame):
+    """Pushed upstream by the endpointer on a tentative turn end: the STT should finalize what it has heard
+    now (Deepgram's `Finalize`) instead of at the VAD's stop, whose silence hangover comes later. The final
+    words then arrive sooner for every reply, greedy or not; an STT without such a request ignores it."""
+
+    t_ms: float = 0.0
+
+
+@dataclass
 class TurnCancelledFrame(SystemFrame, CallEvent):
     """The caller went on after a tentative turn end: drop the greedy reply before any audio of it plays."""
 

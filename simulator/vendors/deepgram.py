@@ -11,7 +11,23 @@ What it "recognizes": the stand-in finds the caller's utterances in the audio by
 an utterance ends after `endpoint_ms` of quiet or on Finalize) and, for each utterance, takes the next
 text from `transcripts` (the simulator tells it what the caller says). When that queue is empty it runs
 pocketsphinx on the utterance (set `transcriber=None` to get empty transcripts instead). Interim results
-reveal the text word by word every `interim_every_ms` of speech.
+reveal the text word by word every `interim_every_ms` of speech, all but its last word; with
+`interim_tail_ms` set, each pause of that long in an utterance brings an interim that catches up with the
+words said so far (a real STT's interims catch up with the audio once the speaker stops): the stand-in
+takes the k-th pause to end the text's k-th phrase (its words up to the k-th , ; : . ? or !), so the
+pause after a line's last word brings all of them and a pause at its comma only the words before it
+(a pause between words shorter than `interim_tail_ms` is no pause: keep it above the voice's gaps
+between words, ~150 ms for espeak). Without it the last word comes only with the final.
+
+A Finalize ends the utterance. In its k-th such pause (with `interim_tail_ms`), the final holds the words
+of the first k phrases (what was said so far), and speech that resumes before `endpoint_ms` of quiet
+says the rest of the line (if none resumes, the rest comes in a final `endpoint_ms` later). Otherwise the
+final holds all its words, and speech resuming that soon is the rest of the line, whose words were sent:
+its own final is empty.
+
+A scripted entry may be a pair (interim words, final words): the interims guess one text and the final
+says another, as an STT revising its guess does. `interim_punctuation=False` sends the interims
+lower-case without punctuation (the final keeps it).
 
 Latency: `first_result_ms` before the first interim of an utterance, `final_ms` between the end of the
 utterance (or Finalize) and its final result. Faults per connection (see base.FaultPlan): "429"/"500"
@@ -50,15 +66,37 @@ def pocketsphinx_transcriber() -> Transcriber:
     return rec.transcribe
 
 
+def _phrases_end(text: str, k: int) -> int:
+    """How many words the first `k` phrases of `text` hold (a phrase ends on , ; : . ? or !)."""
+    words = text.split()
+    ends = [i + 1 for i, w in enumerate(words) if w[-1] in ",;:.?!"]
+    if not ends or ends[-1] != len(words):
+        ends.append(len(words))
+    return ends[min(k, len(ends)) - 1]
+
+
 class _Utterance:
-    def __init__(self, start_secs: float, text: str | None) -> None:
+    def __init__(self, start_secs: float, text: str | tuple[str, str] | None) -> None:
         self.start_secs = start_secs
-        self.text = text
+        self.interim_text, self.text = text if isinstance(text, tuple) else (text, text)
+        self.pauses = 0  # pauses of interim_tail_ms so far (each one an interim up to the next phrase's end)
+        self.in_pause = False
         self.pcm = bytearray()
         self.speech_secs = 0.0
         self.last_speech_secs = start_secs
         self.interims_sent = 0
         self.first_interim_due: float | None = None
+
+    def split_at_pause(self) -> tuple[str, str] | None:
+        """A Finalize in the k-th pause: keep the first k phrases, return the rest (interim, final) words."""
+        if not (self.in_pause and self.text and self.interim_text):
+            return None
+        head_i, head_f = _phrases_end(self.interim_text, self.pauses), _phrases_end(self.text, self.pauses)
+        wi, wf = self.interim_text.split(), self.text.split()
+        if head_i >= len(wi) or head_f >= len(wf):
+            return None
+        self.interim_text, self.text = " ".join(wi[:head_i]), " ".join(wf[:head_f])
+        return " ".join(wi[head_i:]), " ".join(wf[head_f:])
 
 
 class DeepgramStandIn(ThreadedWebSocketServer):
@@ -67,12 +105,14 @@ class DeepgramStandIn(ThreadedWebSocketServer):
     def __init__(
         self,
         *,
-        transcripts: list[str] | None = None,
+        transcripts: list[str | tuple[str, str]] | None = None,
         transcriber: Transcriber | None | str = "pocketsphinx",
         api_key: str | None = None,
         first_result_ms: float = 0.0,
         final_ms: float = 0.0,
         interim_every_ms: float = 300.0,
+        interim_tail_ms: float | None = None,
+        interim_punctuation: bool = True,
         endpoint_ms: float = 500.0,
         speech_dbfs: float = -40.0,
         faults: list[str | None] | None = None,
@@ -81,13 +121,15 @@ class DeepgramStandIn(ThreadedWebSocketServer):
         refuse: bool = False,
     ) -> None:
         super().__init__(refuse=refuse)
-        self.transcripts: deque[str] = deque(transcripts or [])
+        self.transcripts: deque[str | tuple[str, str]] = deque(transcripts or [])
         self._transcriber_spec = transcriber
         self._transcriber: Transcriber | None = None
         self.api_key = api_key
         self.first_result_ms = first_result_ms
         self.final_ms = final_ms
         self.interim_every_ms = interim_every_ms
+        self.interim_tail_ms = interim_tail_ms
+        self.interim_punctuation = interim_punctuation
         self.endpoint_ms = endpoint_ms
         self.threshold = 32768 * 10 ** (speech_dbfs / 20)
         self.plan = FaultPlan(faults, default_fault, FAULTS)
@@ -103,8 +145,9 @@ class DeepgramStandIn(ThreadedWebSocketServer):
         """For DeepgramSTTService(base_url=...) / DEEPGRAM_BASE_URL (ws:// keeps it insecure)."""
         return f"ws://127.0.0.1:{self.port}"
 
-    def say(self, *texts: str) -> None:
-        """Queue what the caller's next utterances say (thread-safe enough: deque appends are atomic)."""
+    def say(self, *texts: str | tuple[str, str]) -> None:
+        """Queue what the caller's next utterances say (thread-safe enough: deque appends are atomic); a pair
+        is (what the interims guess, what the final says)."""
         self.transcripts.extend(texts)
 
     def reject(self, request: Request) -> tuple[HTTPStatus, str] | None:
@@ -121,7 +164,8 @@ class DeepgramStandIn(ThreadedWebSocketServer):
 
     def _text_for(self, pcm: bytes, rate: int) -> str:
         if self.transcripts:
-            return self.transcripts.popleft()
+            text = self.transcripts.popleft()
+            return text[1] if isinstance(text, tuple) else text
         if self._transcriber_spec is None:
             return ""
         if self._transcriber is None:
@@ -141,9 +185,13 @@ class DeepgramStandIn(ThreadedWebSocketServer):
         self.sessions.append(session)
         audio_secs = 0.0
         utt: _Utterance | None = None
+        finalized_at: float | None = None  # last speech of an utterance a Finalize ended (its line may go on)
+        carry: tuple[str, str] | None = None  # the rest of the line that Finalize split there
         frame_bytes = rate // 50 * 2
 
         def results(u: _Utterance, text: str, *, final: bool, from_finalize: bool = False) -> dict[str, Any]:
+            if not final and not self.interim_punctuation:
+                text = " ".join(w.lower().strip(".,!?;:") for w in text.split())
             words = text.split()
             dur = max(u.last_speech_secs - u.start_secs, 0.02)
             step = dur / max(len(words), 1)
@@ -221,22 +269,35 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                         loud = len(f) and float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) >= self.threshold
                         if loud:
                             if utt is None:
-                                text = self.transcripts.popleft() if self.transcripts else None
-                                utt = _Utterance(audio_secs, text)
+                                rest = finalized_at is not None and audio_secs - finalized_at < self.endpoint_ms / 1000
+                                text = (carry or "") if rest else self.transcripts.popleft() if self.transcripts else None
+                                utt, finalized_at, carry = _Utterance(audio_secs, text), None, None
                             utt.speech_secs += secs
                             utt.last_speech_secs = audio_secs + secs
                         if utt is not None:
                             utt.pcm += f.tobytes()
                         audio_secs += secs
-                        if utt is not None and audio_secs - utt.last_speech_secs >= self.endpoint_ms / 1000:
+                        if carry and finalized_at is not None and audio_secs - finalized_at >= self.endpoint_ms / 1000:
+                            rest_utt, carry = _Utterance(finalized_at, carry), None  # the line never went on
+                            await finish(rest_utt, from_finalize=False)
+                        quiet = audio_secs - utt.last_speech_secs if utt is not None else 0.0
+                        if utt is not None and quiet >= self.endpoint_ms / 1000:
                             done, utt = utt, None
                             await finish(done, from_finalize=False)
-                        elif utt is not None and interim and utt.text:
-                            n_words = len(utt.text.split())
+                        elif utt is not None and interim and utt.interim_text:
+                            n_words = len(utt.interim_text.split())
                             due = int(utt.speech_secs * 1000 // self.interim_every_ms)
-                            if due > utt.interims_sent and utt.interims_sent < n_words - 1:
+                            tail = self.interim_tail_ms is not None and quiet >= self.interim_tail_ms / 1000
+                            utt.in_pause = utt.in_pause and not loud
+                            if tail and not loud and not utt.in_pause:
+                                utt.in_pause, utt.pauses = True, utt.pauses + 1
+                                # the STT has heard past these words (and says so again if it had)
+                                utt.interims_sent = max(utt.interims_sent, _phrases_end(utt.interim_text, utt.pauses))
+                                partial = " ".join(utt.interim_text.split()[: utt.interims_sent])
+                                schedule(results(utt, partial, final=False), 0.0)
+                            elif due > utt.interims_sent and utt.interims_sent < n_words - 1:
                                 utt.interims_sent += 1
-                                partial = " ".join(utt.text.split()[: utt.interims_sent])
+                                partial = " ".join(utt.interim_text.split()[: utt.interims_sent])
                                 delay = self.first_result_ms if utt.interims_sent == 1 else 0.0
                                 schedule(results(utt, partial, final=False), delay)
                     session["audio_secs"] = round(audio_secs, 2)
@@ -254,6 +315,7 @@ class DeepgramStandIn(ThreadedWebSocketServer):
                 if kind == "Finalize":
                     if utt is not None:
                         done, utt = utt, None
+                        finalized_at, carry = done.last_speech_secs, done.split_at_pause()
                         await finish(done, from_finalize=True)
                     else:
                         empty = _Utterance(audio_secs, "")

@@ -239,3 +239,27 @@ async def test_a_slow_llm_is_not_counted_against_the_tts():
     with vendor_stand_ins(transcripts=list(CALLER_LINES), openai={"first_token_ms": 1500, "token_interval_ms": 120}) as v:
         r = await run_call(build_agent_services(v.settings(settings(llm_timeout_secs=5.0)), AgentSpec()))
     assert r.counters == {} and r.ended_by == [{"reason": "caller said goodbye"}]
+
+
+async def test_deepgram_finalizes_on_the_endpointers_request_before_any_vad_stop():
+    """A FinalizeTranscriptFrame (the endpointer's tentative end, pushed upstream) makes the Deepgram service
+    send `Finalize` at once: the final words come back without waiting for the VAD's stop (none is sent
+    here) or Deepgram's own endpointing (5 s on this stand-in)."""
+    from pipecat.frames.frames import InputAudioRawFrame, TranscriptionFrame
+    from pipecat.tests.utils import SleepFrame, run_test
+
+    from pipelines.services.vendors import BoundedDeepgramSTTService
+    from processors.frames import FinalizeTranscriptFrame
+    from simulator.vendors import DeepgramStandIn
+
+    pcm = caller_pcm("hello there") + bytes(8000)  # and half a second of quiet
+    audio = [InputAudioRawFrame(pcm[i : i + 320], 8000, 1) for i in range(0, len(pcm), 320)]
+    with DeepgramStandIn(transcripts=["hello there"], endpoint_ms=5000, final_ms=50) as dg:
+        stt = BoundedDeepgramSTTService(api_key="k", base_url=dg.base_url, sample_rate=8000, encoding="linear16")
+        down, _ = await run_test(
+            stt, frames_to_send=[SleepFrame(0.3), *audio, SleepFrame(0.3), FinalizeTranscriptFrame(t_ms=3000.0),
+                                 SleepFrame(0.5)], start_timeout=5,
+        )
+    assert dg.control_messages[0] == "Finalize"
+    assert [f.text for f in down if isinstance(f, TranscriptionFrame)] == ["hello there"]
+    assert dg.results[-1]["from_finalize"] is True

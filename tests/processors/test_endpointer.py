@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pipecat.frames.frames import InputAudioRawFrame, TranscriptionFrame
+from pipecat.frames.frames import InputAudioRawFrame, InterimTranscriptionFrame, TranscriptionFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.tests.utils import run_test
+from pipecat.tests.utils import SleepFrame, run_test
 
 from callgate import synth
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, to_int16
@@ -20,7 +20,7 @@ from processors.endpointer import (
     smart_turn_features,
     text_tokens,
 )
-from processors.frames import TurnCancelledFrame, TurnEndFrame, UserTurnStartFrame
+from processors.frames import FinalizeTranscriptFrame, TurnCancelledFrame, TurnEndFrame, UserTurnStartFrame
 from processors.gate import WIN, WIN_MS, BackgroundSpeechGate, GateAnalyzer
 from processors.speech import SpeechDetector
 
@@ -208,3 +208,27 @@ async def test_processors_end_a_spoken_turn_with_smart_turn_on_a_worker_thread()
     assert speech_end - 200 <= ends[0].t_ms <= speech_end + 2500
     assert ends[0].to_event()["event"] == "turn_end"
     assert not [f for f in down if isinstance(f, TurnCancelledFrame)]
+
+
+@pytest.mark.parametrize("finalize_stt", [True, False])
+async def test_a_tentative_end_asks_the_stt_upstream_to_finalize_its_words(finalize_stt: bool) -> None:
+    said = "Yes, that's right."
+    x = synth.speech(said, voice="en-us+m3")
+    pcm = to_int16(synth.telephone_channel(synth.concat(synth.silence(0.4), x / np.max(np.abs(x)) * 0.3,
+                                                        synth.silence(1.5))))
+    frames = _frames(pcm)
+    # the STT's interim with every word arrives during the caller's silence (the VAD's frames lag the audio)
+    cut = (len(pcm) - int(1.0 * SAMPLE_RATE)) // FRAME_SAMPLES
+    # (audio frames are system frames: pace them so the transcript is not overtaken)
+    frames[cut:cut] = [SleepFrame(0.5), InterimTranscriptionFrame(text=said, user_id="caller", timestamp="t"),
+                       SleepFrame(0.5)]
+    gate = GateAnalyzer()
+    pipeline = Pipeline([SpeechDetector(), BackgroundSpeechGate(gate), SemanticEndpointer(gate, finalize_stt=finalize_stt)])
+    down, up = await run_test(pipeline, frames_to_send=frames)
+    tentative = [f for f in down if isinstance(f, TurnEndFrame) and f.tentative]
+    finalize = [f for f in up if isinstance(f, FinalizeTranscriptFrame)]
+    assert len(tentative) == 1
+    if finalize_stt:  # once, at the tentative end: before the VAD's stop would have sent Pipecat's Finalize
+        assert [f.t_ms for f in finalize] == [tentative[0].t_ms]
+    else:
+        assert not finalize

@@ -16,7 +16,7 @@ from pipelines.services.chat_server import Reply, last_user_text
 from simulator.script import Step, parse_script, render
 from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
 from tests.server.conftest import wait_until
-from tests.server.test_agent_e2e import agent_vendors, scripted_agent_call
+from tests.server.test_agent_e2e import AGENT, agent_vendors, scripted_agent_call
 
 VOICE = "en-us+m3"
 FIRST, REST = "I would like to book a table.", "For four people tomorrow evening."
@@ -114,3 +114,114 @@ async def test_a_paused_turn_scraps_its_greedy_reply_unheard_and_the_whole_turn_
     assert users == [f"{FIRST} {REST}", THEN], last
     assert SCRAPPED not in json.dumps(last)
     assert SCRAPPED not in json.dumps(record.transcript)
+
+
+# --- complete turns: the greedy reply is asked on the interim words and kept when the final says them ---
+
+LINE, NEXT = "I would like to book a table.", "Seven would be great."
+CHANGED = "I would like to book a cab."  # what the STT's final says when it revises its interim guess
+REPLIES = {  # by the caller's words, case and punctuation aside (the greedy request has the interim's)
+    "i would like to book a table": "Sure, for how many people?",
+    "i would like to book a cab": "A cab, of course. Where to?",
+    "seven would be great": "Seven it is. See you then.",
+}
+
+
+def reply_by_words(request) -> Reply:
+    words = " ".join(w.strip(".,!?").lower() for w in last_user_text(request).split())
+    return Reply(text=REPLIES.get(words, "Sorry, could you say that again?"))
+
+
+@pytest.fixture
+def interim_vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
+    """Stand-ins whose interims come every second of speech (Deepgram's cadence) and catch up with the
+    last word 200 ms after it, unpunctuated and lower-case (the final is punctuated), and whose final comes
+    400 ms after Finalize: a greedy reply asked on the interim has its audio synthesized and held well
+    before the final words arrive."""
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
+    dg = DeepgramStandIn(transcriber=None, final_ms=400, interim_every_ms=1000, endpoint_ms=800,
+                         interim_tail_ms=200, interim_punctuation=False).start()  # fmt: skip
+    oa = OpenAIStandIn(first_token_ms=100, default=reply_by_words).start()
+    ct = CartesiaStandIn(first_audio_ms=80, realtime_factor=4.0).start()
+    try:
+        yield dg, oa, ct
+    finally:
+        for v in (dg, oa, ct):
+            v.stop()
+
+
+async def _two_turn_call(server_factory, tmp_path, vendors, first):
+    dg, _, _ = vendors
+    dg.say(first, NEXT)
+    script = parse_script(
+        {"voice": VOICE, "tail_ms": 2500, "step": [{"say": LINE, "gap_ms": 500}, {"say": NEXT, "gap_ms": 500}]}
+    )
+    server, report = await scripted_agent_call(
+        server_factory, tmp_path, vendors, script, listen_endpointer_ends_turns=True, listen_greedy_replies=True
+    )
+    assert report.ok, report.summary
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    return server.state.finished[sid], report
+
+
+def _first(events, kind, **match):
+    return next(e for e in events if e["event"] == kind and all(e.get(k) == v for k, v in match.items()))
+
+
+def _inner_pause_scraps(events, turn: int) -> None:
+    """Greedy replies before `turn` were asked at a pause inside the line (the caller went on): scrapped so."""
+    early = [e for e in events if e["event"] == "greedy_cancelled" and e["turn"] < turn]
+    assert all(e["reason"] in ("caller_resumed", "turn_cancelled") for e in early), early
+
+
+async def test_a_complete_turn_keeps_its_greedy_reply_asked_on_the_interim_words(server_factory, tmp_path, interim_vendors):
+    _, oa, _ = interim_vendors
+    record, report = await _two_turn_call(server_factory, tmp_path, interim_vendors, LINE)
+    events = record.events
+    asked = _first(events, "greedy_reply", text="i would like to book a table")  # the interim's words
+    turn = asked["turn"]
+    _inner_pause_scraps(events, turn)
+    # asked before the STT's final words were in ...
+    assert asked["t_ms"] < _first(events, "user_transcript", text=LINE)["t_ms"], events
+    # ... and kept: the final says the same words, case and punctuation aside; never asked again
+    assert _first(events, "greedy_confirmed", turn=turn)
+    assert not [e for e in events if e["event"] == "greedy_cancelled" and e["turn"] >= turn], events
+    users = [last_user_text(r) for r in oa.requests]
+    assert users.count("i would like to book a table") == 1 and LINE not in users, users
+    assert users[-1] == "seven would be great", users  # (the next line's greedy reply, also kept)
+    lat = next(t for t in record.latency if t["turn"] == turn)
+    assert lat["greedy"] and lat["llm_asked_ms"] < lat["turn_closed_ms"], lat
+    # the caller heard that reply, whole; the context and the transcript hold the final's words
+    bots = [t["heard"] for t in record.transcript if t["role"] == "bot"]
+    assert bots[1:] == ["Sure, for how many people?", "Seven it is. See you then."], record.transcript
+    assert [t["text"] for t in record.transcript if t["role"] == "caller"] == [LINE, NEXT]
+    # (the next line's request went out with its interim words, once the first had the final's in the context)
+    assert [m["content"] for m in oa.requests[-1]["messages"] if m["role"] == "user"] == [LINE, "seven would be great"]
+    assert not report.of("clear")
+
+
+async def test_a_changed_final_scraps_the_greedy_reply_unheard_and_asks_again(server_factory, tmp_path, interim_vendors):
+    _, oa, ct = interim_vendors
+    record, report = await _two_turn_call(server_factory, tmp_path, interim_vendors, (LINE, CHANGED))
+    events = record.events
+    asked = _first(events, "greedy_reply", text="i would like to book a table")  # the interim's guess
+    turn = asked["turn"]
+    _inner_pause_scraps(events, turn)
+    assert _first(events, "greedy_cancelled", turn=turn)["reason"] == "text_changed"
+    assert not [e for e in events if e["event"] == "greedy_confirmed" and e["turn"] == turn]
+    # the scrapped reply was asked for and synthesized (held at the player): there was audio to leak ...
+    assert any(words[0][0] == "Sure," for words in ct.spoken.values() if words), ct.spoken  # (its first clause)
+    # ... and none of it reached Twilio: no mark of its turn (every clause sent is followed by one), no clear
+    marks = [m["name"] for m in report.summary["marks"]]
+    assert not [m for m in marks if m.startswith((f"a:s{turn}", f"a:w{turn}.", f"a:c{turn}."))], marks
+    assert not report.of("clear")
+    # asked again on the final's words; the caller heard that reply, and the LLM never saw the scrapped one
+    users = [last_user_text(r) for r in oa.requests]
+    assert users.index(CHANGED) > users.index("i would like to book a table"), users
+    assert users[-1] == "seven would be great", users
+    bots = [t for t in record.transcript if t["role"] == "bot"]
+    assert [b["heard"] for b in bots[1:]] == ["A cab, of course. Where to?", "Seven it is. See you then."]
+    assert [t["text"] for t in record.transcript if t["role"] == "caller"] == [CHANGED, NEXT]
+    assert "for how many people" not in json.dumps(oa.requests[-1]["messages"])

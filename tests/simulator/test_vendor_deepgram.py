@@ -83,6 +83,81 @@ async def test_finalize_flushes_the_utterance_and_close_stream_sends_metadata():
         assert dg.control_messages == ["Finalize", "KeepAlive", "CloseStream"]
 
 
+async def _results(dg: DeepgramStandIn, pcm: bytes, finalize: bool = False) -> list[dict]:
+    """Stream `pcm` at once (its audio time is what counts), then read results up to the first final."""
+    ws = await _raw(dg)
+    await ws.send(pcm)
+    if finalize:
+        await ws.send(json.dumps({"type": "Finalize"}))
+    msgs = []
+    while not msgs or not msgs[-1].get("is_final"):
+        msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+    await ws.close()
+    return msgs
+
+
+def _transcripts(msgs: list[dict]) -> list[tuple[bool, str]]:
+    return [(m["is_final"], m["channel"]["alternatives"][0]["transcript"]) for m in msgs]
+
+
+async def test_interims_hold_back_the_last_word_unless_a_tail_interim_is_asked_for():
+    said = "one two three four five six"
+    with DeepgramStandIn(transcripts=[said], interim_every_ms=150, endpoint_ms=600) as dg:
+        plain = _transcripts(await _results(dg, speech_pcm(said)))
+    assert plain[-1] == (True, said) and (False, said) not in plain  # the last word only with the final
+    with DeepgramStandIn(transcripts=[said], interim_every_ms=150, endpoint_ms=600, interim_tail_ms=200) as dg:
+        tail = _transcripts(await _results(dg, speech_pcm(said)))
+    assert tail[-2:] == [(False, said), (True, said)]  # all the words in an interim before the final
+
+
+async def test_a_scripted_pair_guesses_one_text_in_interims_and_finals_another():
+    guess, final = "Book a table for four.", "Book a cab for four."
+    with DeepgramStandIn(transcripts=[(guess, final)], interim_every_ms=150, endpoint_ms=5000, interim_tail_ms=200,
+                         interim_punctuation=False) as dg:
+        got = _transcripts(await _results(dg, speech_pcm(guess), finalize=True))
+    assert got[-2:] == [(False, "book a table for four"), (True, final)]  # interims unpunctuated, lower-case
+    assert all("book a table for four".startswith(text) for final_, text in got if not final_)
+
+
+async def test_speech_resuming_soon_after_a_finalize_is_the_rest_of_the_same_line():
+    """A Finalize in a pause inside a line (a tentative turn end) ends that line with all its words; the
+    rest of the line does not take the next scripted line's words."""
+    line = speech_pcm("hello there")
+    with DeepgramStandIn(transcripts=["hello there", "next line"], endpoint_ms=700) as dg:
+        ws = await _raw(dg)
+        await ws.send(line[: len(line) // 2 - 3200])  # the silence before the words and some of them
+        await ws.send(json.dumps({"type": "Finalize"}))
+        await ws.send(line[len(line) // 2 - 3200 :])  # the rest, and 0.8 s of quiet: the stand-in's own end
+        finals = []
+        while len(finals) < 2:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if m["is_final"]:
+                finals.append((m["from_finalize"], m["channel"]["alternatives"][0]["transcript"]))
+        await ws.close()
+    assert finals == [(True, "hello there"), (False, "")]
+    assert list(dg.transcripts) == ["next line"]
+
+
+async def test_a_finalize_at_a_comma_pause_finalizes_the_words_said_so_far_and_the_rest_follows():
+    head, rest = speech_pcm("hello"), speech_pcm("how are you")  # each with 0.3 s before and 0.8 s after
+    with DeepgramStandIn(transcripts=["Hello, how are you?", "next line"], endpoint_ms=1500, interim_tail_ms=200,
+                         interim_every_ms=1000) as dg:
+        ws = await _raw(dg)
+        await ws.send(head[: len(head) - 3200])  # "hello" and 0.6 s of quiet: its pause's interim comes
+        interim = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send(json.dumps({"type": "Finalize"}))  # (a tentative turn end there)
+        await ws.send(rest + bytes(16000))  # and 1 s more of quiet: the stand-in ends the rest itself
+        finals = []
+        while len(finals) < 2:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if m["is_final"]:
+                finals.append(m["channel"]["alternatives"][0]["transcript"])
+        await ws.close()
+    assert (interim["is_final"], interim["channel"]["alternatives"][0]["transcript"]) == (False, "Hello,")
+    assert finals == ["Hello,", "how are you?"]
+    assert list(dg.transcripts) == ["next line"]
+
+
 async def test_first_result_latency_is_applied():
     with DeepgramStandIn(transcripts=["one two three four five six"], first_result_ms=400) as dg:
         ws = await _raw(dg)
