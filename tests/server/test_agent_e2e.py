@@ -25,12 +25,16 @@ max_call_secs = 120
 """
 
 
-def agent_vendors(tmp_path, **openai: Any) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
-    """The `tester` agent file and the three stand-ins at these tests' latencies (`openai`: more
-    arguments for the OpenAI stand-in, e.g. its scripted `default` reply)."""
+def agent_vendors(
+    tmp_path, deepgram: dict[str, Any] | None = None, **openai: Any
+) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
+    """The `tester` agent file and the three stand-ins at these tests' latencies (`deepgram`: other
+    Deepgram stand-in arguments; `openai`: more arguments for the OpenAI stand-in, e.g. its scripted
+    `default` reply)."""
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "tester.toml").write_text(AGENT)
-    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
+    dg_args = deepgram or {"final_ms": 150, "interim_every_ms": 200, "endpoint_ms": 300}
+    dg = DeepgramStandIn(transcriber=None, **dg_args).start()
     oa = OpenAIStandIn(first_token_ms=100, **openai).start()
     ct = CartesiaStandIn(first_audio_ms=80, realtime_factor=4.0).start()
     try:

@@ -16,7 +16,7 @@ from pipelines.services.chat_server import Reply, last_user_text
 from simulator.script import Step, parse_script, render
 from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn
 from tests.server.conftest import wait_until
-from tests.server.test_agent_e2e import AGENT, agent_vendors, scripted_agent_call
+from tests.server.test_agent_e2e import agent_vendors, scripted_agent_call
 
 VOICE = "en-us+m3"
 FIRST, REST = "I would like to book a table.", "For four people tomorrow evening."
@@ -138,17 +138,11 @@ def interim_vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, 
     last word 200 ms after it, unpunctuated and lower-case (the final is punctuated), and whose final comes
     400 ms after Finalize: a greedy reply asked on the interim has its audio synthesized and held well
     before the final words arrive."""
-    (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
-    dg = DeepgramStandIn(transcriber=None, final_ms=400, interim_every_ms=1000, endpoint_ms=800,
-                         interim_tail_ms=200, interim_punctuation=False).start()  # fmt: skip
-    oa = OpenAIStandIn(first_token_ms=100, default=reply_by_words).start()
-    ct = CartesiaStandIn(first_audio_ms=80, realtime_factor=4.0).start()
-    try:
-        yield dg, oa, ct
-    finally:
-        for v in (dg, oa, ct):
-            v.stop()
+    yield from agent_vendors(
+        tmp_path, deepgram=dict(final_ms=400, interim_every_ms=1000, endpoint_ms=800, interim_tail_ms=200,
+                                interim_punctuation=False),
+        default=reply_by_words,
+    )
 
 
 async def _two_turn_call(server_factory, tmp_path, vendors, first):
