@@ -464,7 +464,6 @@ class GateAnalyzer:
         """Rejected speech louder than the floor margin teaches the gate how loud the background is."""
         if not self.p.bg_mid_frac or level < self._floor + self.p.floor_margin_db:
             return
-
         if self.p.bg_learn_min_st and self._pitch_base is not None:
             d = self.cue_values(t_ms - WIN_MS)["pitch_dist_st"]
             if not d >= self.p.bg_learn_min_st:  # near the caller's pitch, or no voiced window yet
