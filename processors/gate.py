@@ -63,7 +63,13 @@ reached both bars. Also measured there and not kept, each only a point on that c
 threshold once a segment was rejected for 200-300 ms (midseg_extra_db 2-4), a second window required
 to open, a faster-learned background level, a lower threshold on lines where nothing was rejected for 10-30 s, Silero's own
 confidence as a score term (+-3 dB), and a per-window mean cepstrum against the caller's (AUC 0.61,
-the wrong way round: the decision windows mix the caller's onset with what was before it).
+the wrong way round: the decision windows mix the caller's onset with what was before it). Later, also
+not kept: re-learning as background a closed stretch the gate took whose level lay 3-7 dB under the
+caller's (the continuous TV it had let in; real_big/dev 16-24/200 background but 15-62 delayed starts,
+the caller's own quieter turns re-learned too; a pitch guard did not fix it; a 40-trial random search
+over it, quiet_open_db, open_offset_db, bg_mid_frac and grace_db gave 27/200 at 11 delayed, 41 at 4, 53
+at 1: the same curve), and a per-call mel-cepstrum distance from the caller's learned mean (AUC 0.53 at
+the first decision of each VAD segment: 100-200 ms of phone-band speech does not say who speaks).
 
 `GateAnalyzer` is plain numpy (per 32 ms window ~20 µs, ~0.1 ms with the pitch cue on every window:
 scripts/bench_listen.py); `BackgroundSpeechGate` is the thin FrameProcessor placed after the VAD
