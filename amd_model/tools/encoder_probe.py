@@ -1,0 +1,217 @@
+"""Does a pre-trained speech encoder generalize across voices better than our log-mels? (issue 11, item 3)
+
+    python -m amd_model.tools.encoder_probe CORPUS [--times 1.0 2.0] [--window-s 2.0] [--cache FILE]
+
+The encoder is the one Pipecat already ships: Smart-Turn v3.2's Whisper-tiny encoder (pre-trained on
+real speech, fine-tuned for end of turn; `pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx`,
+installed with pipecat-ai, nothing downloaded). `encoder_session` cuts it, in memory, to a short window
+(its 8 s input costs ~41 ms per run on this CPU; a 2 s window ~7.5 ms, so one run per call fits the
+<= 1 ms per 100 ms step budget on average) and exposes its attention-pooled and mean encoder states.
+
+A linear probe measures the representation, not a product: for every human or machine call of a
+corpus (`callgate corpus build --real-pool all`), the audio up to `t` seconds after speech onset (the
+last `window_s` of it) is embedded once, and an L2 logistic regression is trained without one voice
+family and tested on it (leave-one-family-out), and over the real greetings by 5-fold cross-validation
+by file (as amd_model.tools.folds splits them). The same probe on the mean and standard deviation of
+the AMD net's own log-mel features (amd_model.features.logmel) over the same audio is the baseline.
+A probe sees one snapshot and no timing: it cannot tell a business pickup that stops and waits from a
+greeting that goes on, which the decision layer does; its business figure is shown for that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amd_model.features import logmel
+from amd_model.tools.folds import family, real_file
+from callgate.audio import SAMPLE_RATE, load_audio
+
+POOLED = "sum_1_DequantizeLinear_Output"  # attention-pooled encoder state (384), the classifier's input
+STATES = "layer_norm_8_DequantizeLinear_Output"  # last encoder layer (frames x 384)
+_POSITIONS = "inner.encoder.embed_positions.weight"
+
+
+def smart_turn_path() -> Path:
+    from pipecat.audio.turn.smart_turn import data
+
+    return Path(data.__file__).with_name("smart-turn-v3.2-cpu.onnx")
+
+
+@lru_cache(maxsize=4)
+def encoder_session(window_s: float = 2.0) -> Any:
+    """Smart-Turn v3.2 cut to `window_s` of input (Whisper mel frames at 100/s; the encoder halves
+    them): the last positional embeddings are kept, since Pipecat right-aligns audio in its 8 s window."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    m = onnx.load(str(smart_turn_path()))
+    n_mel = int(round(window_s * 100))
+    full = next(numpy_helper.to_array(i) for i in m.graph.initializer if i.name == _POSITIONS).shape[0]
+    n_enc = n_mel // 2
+    if not 0 < n_enc <= full:
+        raise ValueError(f"window_s must be in (0, {full / 50:.0f}] s")
+    for k, init in enumerate(m.graph.initializer):
+        a = numpy_helper.to_array(init)
+        if init.name == _POSITIONS:
+            m.graph.initializer[k].CopyFrom(numpy_helper.from_array(a[-n_enc:].copy(), init.name))
+        elif a.dtype == np.int64 and a.size <= 4 and full in a.tolist():  # reshape targets naming the length
+            m.graph.initializer[k].CopyFrom(numpy_helper.from_array(np.where(a == full, n_enc, a), init.name))
+    m.graph.input[0].type.tensor_type.shape.dim[2].dim_value = n_mel
+    del m.graph.value_info[:]
+    for name in (POOLED, STATES):
+        m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def embed(pcm: np.ndarray, window_s: float = 2.0) -> np.ndarray:
+    """768 numbers for the last `window_s` of 8 kHz int16 audio: pooled and mean encoder states."""
+    import soxr
+    from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
+
+    x = soxr.resample(pcm.astype(np.float32) / 32768.0, SAMPLE_RATE, 16000, quality="HQ")
+    n = int(window_s * 16000)
+    x = x[-n:] if len(x) >= n else np.pad(x, (n - len(x), 0))
+    feats = compute_whisper_log_mel_features(x, do_normalize=True)[None, :, : int(round(window_s * 100))]
+    _logit, pooled, states = encoder_session(window_s).run(None, {"input_features": feats.astype(np.float32)})
+    return np.concatenate([pooled[0], states[0].mean(axis=0)])
+
+
+def logmel_stats(pcm: np.ndarray) -> np.ndarray:
+    """The baseline representation: mean and standard deviation of the AMD net's own log-mels."""
+    lm = logmel(pcm)
+    return np.concatenate([lm.mean(axis=0), lm.std(axis=0)])
+
+
+def _one(args: tuple[str, float, tuple[float, ...], float]) -> dict[str, np.ndarray]:
+    path, onset_ms, times, window_s = args
+    pcm = load_audio(path)
+    out = {}
+    for t in times:
+        end = int((onset_ms / 1000 + t) * SAMPLE_RATE)
+        out[f"encoder@{t:g}s"] = embed(pcm[:end], window_s)
+        out[f"logmel@{t:g}s"] = logmel_stats(pcm[max(0, end - int(window_s * SAMPLE_RATE)) : end])
+    return out
+
+
+def extract(corpus: Path, metas: Sequence[dict], times: Sequence[float], window_s: float) -> dict[str, np.ndarray]:
+    """Embed every call (2 worker processes, a progress bar)."""
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    jobs = [(str(corpus / m["file"]), float(m.get("speech_onset_ms") or 0), tuple(times), window_s) for m in metas]
+    with get_context("spawn").Pool(2) as pool:
+        rows = list(tqdm(pool.imap(_one, jobs, chunksize=8), total=len(jobs), desc="embedding calls"))
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 10.0, iters: int = 25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-balanced L2 logistic regression by Newton steps on standardized inputs: (mean, scale, weights)."""
+    mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-6
+    Z = np.c_[(X - mu) / sd, np.ones(len(X))]
+    sw = np.where(y, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
+    w = np.zeros(Z.shape[1])
+    reg = np.full(Z.shape[1], l2)
+    reg[-1] = 0.0
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(Z @ w, -30, 30)))
+        g = Z.T @ (sw * (p - y)) + reg * w
+        H = (Z * (sw * p * (1 - p))[:, None]).T @ Z + np.diag(reg + 1e-6)
+        w -= np.linalg.solve(H, g)
+    return mu, sd, w
+
+
+def predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], X: np.ndarray) -> np.ndarray:
+    mu, sd, w = model
+    return np.c_[(X - mu) / sd, np.ones(len(X))] @ w > 0
+
+
+def probe_folds(
+    X: np.ndarray, metas: Sequence[dict], l2: float = 10.0, cv: int = 5
+) -> dict[str, dict[str, float | int | None]]:
+    """Leave-one-family-out and real-greeting CV accuracy of a linear probe (machine vs human)."""
+    y = np.array([m["label"] == "machine" for m in metas])
+    fam = np.array([family(m) for m in metas])
+    sub = np.array([m.get("subtype", "") for m in metas])
+    real = np.array([real_file(m) or "" for m in metas])
+    out: dict[str, dict[str, float | int | None]] = {}
+
+    def score(test: np.ndarray, pred: np.ndarray) -> dict[str, float | int | None]:
+        yt, biz = y[test], sub[test] == "human_business"
+        return {
+            "n": int(test.sum()),
+            "accuracy": float((pred == yt).mean()),
+            "humans": float((~pred[~yt]).mean()) if (~yt).any() else None,
+            "machines": float(pred[yt].mean()) if yt.any() else None,
+            "business": float((~pred[biz]).mean()) if biz.any() else None,
+        }
+
+    for f in sorted(set(fam) - {"none"}):
+        test = fam == f
+        out[f"without {f}"] = score(test, predict(fit_logistic(X[~test], y[~test], l2), X[test]))
+    files = sorted(set(real) - {""})
+    if files:
+        pred = np.zeros(len(y), dtype=bool)
+        held = np.zeros(len(y), dtype=bool)
+        for k in range(cv):
+            test = np.isin(real, files[k::cv])
+            pred[test] = predict(fit_logistic(X[~test], y[~test], l2), X[test])
+            held |= test
+        out[f"real greetings, {cv}-fold CV"] = score(held, pred[held])
+    return out
+
+
+def _pct(v: float | int | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def format_report(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = [f"{'representation':16s} {'fold':28s} {'n':>5s} {'accuracy':>9s} {'humans':>8s} {'machines':>9s} {'business':>9s}"]
+    for rep, folds in results.items():
+        for name, r in folds.items():
+            lines.append(f"{rep:16s} {name:28s} {r['n']:5d} {_pct(r['accuracy']):>9s} {_pct(r['humans']):>8s} "
+                         f"{_pct(r['machines']):>9s} {_pct(r['business']):>9s}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("corpus", type=Path)
+    p.add_argument("--times", type=float, nargs="+", default=[1.0, 2.0], help="seconds after speech onset")
+    p.add_argument("--window-s", type=float, default=2.0, help="audio the encoder sees, ending at that time")
+    p.add_argument("--l2", type=float, default=10.0)
+    p.add_argument("--cache", type=Path, default=None, help="an .npz of embeddings to reuse or write")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    meta_path = args.corpus / "meta.jsonl"
+    if not meta_path.is_file():
+        print(f"{args.corpus}: not a corpus (no meta.jsonl); build one with `callgate corpus build`", file=sys.stderr)
+        return 2
+    metas = [m for m in map(json.loads, meta_path.read_text().splitlines()) if m["label"] in ("human", "machine")]
+    if args.cache and args.cache.is_file():
+        feats = dict(np.load(args.cache))
+    else:
+        feats = extract(args.corpus, metas, args.times, args.window_s)
+        if args.cache:
+            np.savez(args.cache, **feats)
+    order = sorted(feats, key=lambda k: (k.split("@")[0], float(k.split("@")[1].rstrip("s"))))
+    results = {k: probe_folds(feats[k], metas, args.l2) for k in order}
+    print(json.dumps(results, indent=2) if args.json else format_report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
