@@ -174,6 +174,111 @@ def probe_folds(
     return out
 
 
+VOICE = "voice_machine"  # the probe's column beside the net's classes in a fold's traces
+
+
+def encoder_detector(threshold: float, min_talk_ms: int | None) -> Any:
+    """A machine detector on the probe's column: it can fire once the embedding is taken."""
+    from processors.amd_decision import DetectorConfig
+
+    return DetectorConfig(name="voice_machine", label="machine", classes=[VOICE], threshold=threshold,
+                          from_speech=True, min_talk_ms=min_talk_ms)
+
+
+def with_fold_nets(
+    corpus: Path, real_dir: Path, workflow: str, t: float, window_s: float, cache: Path | None,
+    grid: Sequence[tuple[float, int | None]], l2: float = 10.0,
+) -> dict[str, Any]:
+    """Each generalization fold's net (amd_model.tools.folds, reused from CORPUS/folds/) through the
+    production decision layer, alone and with one more detector on a probe trained on that fold's
+    training calls and read `t` s after speech onset: does the encoder add what the net lacks?"""
+    from amd_model.runtime import AmdModel
+    from amd_model.tools.evaluation import CallResult, metrics
+    from amd_model.tools.folds import (
+        Budget,
+        _anchors,
+        make_folds,
+        net_probs,
+        prepare_items,
+        train_fold,
+        verdicts,
+    )
+    from amd_model.tools.train import CLASSES, load_meta
+    from processors.amd_decision import load_presets
+
+    metas = load_meta(corpus)
+    hm = [i for i, m in enumerate(metas) if m["label"] in ("human", "machine")]
+    key = f"encoder@{t:g}s"
+    feats = dict(np.load(cache)) if cache and cache.is_file() else {}
+    if key not in feats:
+        feats = extract(corpus, [metas[i] for i in hm], [t], window_s)
+        if cache:
+            np.savez(cache, **feats)
+    emb = dict(zip(hm, feats[key], strict=True))
+    y = {i: metas[i]["label"] == "machine" for i in hm}
+    detectors = load_presets()[workflow]
+    real_files = sorted(q.name for q in real_dir.glob("*.wav"))
+    folds = make_folds(metas, real_files, cv=5, max_test=400)
+    ref = AmdModel()
+    min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
+    items = prepare_items(corpus, metas, real_dir, {k for f in folds for k in f.test}, ref, min_ms)
+    out: dict[str, Any] = {"t_s": t, "window_s": window_s, "workflow": workflow, "folds": []}
+    pooled: dict[str, list] = {}
+    from tqdm import tqdm
+
+    for fold in tqdm(folds, desc="folds", unit="fold"):
+        net, info = train_fold(corpus, fold, Budget(minutes=4.0, max_epochs=15))
+        tr = [i for i in fold.train_ids if i in emb]
+        head = fit_logistic(np.stack([emb[i] for i in tr]), np.array([y[i] for i in tr]), l2)
+        test = [items[k] for k in fold.test]
+        probs = net_probs(net, [it.feats.astype(np.float32) for it in test])
+        ext = []
+        for it, pr in zip(test, probs, strict=True):
+            onset, _ = _anchors(it, ref.classes)
+            col = np.zeros((len(pr), 1), np.float32)
+            if onset is not None:
+                end = int((onset / 1000 + t) * SAMPLE_RATE)
+                mu, sd, w = head
+                z = float(np.r_[(embed(load_audio(it.call.path)[:end], window_s) - mu) / sd, 1.0] @ w)
+                col[int((onset / 1000 + t) * 10) :] = 1 / (1 + np.exp(-z))
+            ext.append(np.c_[pr, col])
+        row = {"name": fold.name, "kind": fold.kind, "n": len(test), "epochs": info.get("epochs")}
+        runs = {"net": list(detectors)} | {
+            f"net+voice(p>={th:g}{'' if mt is None else f', talking {mt} ms'})": [*detectors, encoder_detector(th, mt)]
+            for th, mt in grid
+        }
+        for name, dets in runs.items():
+            vs = verdicts(test, ext, [*CLASSES, VOICE], dets)
+            res = [CallResult(it.call, v, v, *_anchors(it, ref.classes)) for it, v in zip(test, vs, strict=True)]
+            row[name] = metrics(res, "ours")
+            if fold.kind == "real_cv":
+                pooled.setdefault(name, []).extend(res)
+        out["folds"].append(row)
+    if pooled:
+        out["folds"].append({"name": "real greetings, 5-fold CV (pooled)", "kind": "real_cv_pooled",
+                             "n": len(next(iter(pooled.values())))} | {k: metrics(v, "ours") for k, v in pooled.items()})
+    return out
+
+
+def format_fold_nets(rep: dict[str, Any]) -> str:
+    lines = [f"fold nets (CORPUS/folds) + a voice_machine detector on the encoder probe read {rep['t_s']:g} s after "
+             f"onset ({rep['window_s']:g} s window), preset {rep['workflow']!r}",
+             f"{'fold':36s} {'system':40s} {'acc':>7s} {'machine p50':>11s} {'human p50':>9s} {'business':>8s}"]
+    for f in rep["folds"]:
+        if f["kind"] == "real_cv":
+            continue
+        for name, m in f.items():
+            if not isinstance(m, dict):
+                continue
+            lat = m["latency_ms"]
+            mp = lat["machine_after_speech_onset"].get("p50")
+            hp = lat["human_after_utterance_end"].get("p50")
+            lines.append(f"{f['name'] + ' (' + str(f['n']) + ')':36s} {name:40s} {_pct(m['accuracy']):>7s} "
+                         f"{'-' if mp is None else f'{mp:.0f} ms':>11s} {'-' if hp is None else f'{hp:.0f} ms':>9s} "
+                         f"{_pct(m['business_pickups_human']['rate']):>8s}")
+    return "\n".join(lines)
+
+
 def _pct(v: float | int | None) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
@@ -195,11 +300,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--l2", type=float, default=10.0)
     p.add_argument("--cache", type=Path, default=None, help="an .npz of embeddings to reuse or write")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--fold-nets", type=Path, default=None, metavar="REAL_DIR",
+                   help="also run each fold's net (CORPUS/folds) through the decision layer, alone and with a "
+                        "detector on the probe (REAL_DIR: the real greetings)")
+    p.add_argument("--workflow", default="default")
     args = p.parse_args(argv)
     meta_path = args.corpus / "meta.jsonl"
     if not meta_path.is_file():
         print(f"{args.corpus}: not a corpus (no meta.jsonl); build one with `callgate corpus build`", file=sys.stderr)
         return 2
+    if args.fold_nets:
+        grid = [(0.5, None), (0.7, None), (0.9, None), (0.7, 1000), (0.9, 1000)]
+        rep = with_fold_nets(args.corpus, args.fold_nets, args.workflow, max(args.times), args.window_s, args.cache, grid, args.l2)
+        print(json.dumps(rep, indent=2, default=str) if args.json else format_fold_nets(rep))
+        return 0
     metas = [m for m in map(json.loads, meta_path.read_text().splitlines()) if m["label"] in ("human", "machine")]
     if args.cache and args.cache.is_file():
         feats = dict(np.load(args.cache))

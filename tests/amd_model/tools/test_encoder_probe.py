@@ -78,3 +78,27 @@ def test_cli_embeds_a_corpus_and_prints_both_representations(tmp_path: Path, cap
     assert "encoder@1s" in out and "logmel@1s" in out and "without flite" in out
     assert (tmp_path / "e.npz").is_file()
     assert main([str(tmp_path / "nope")]) == 2
+
+
+def test_the_voice_detector_fires_machine_on_the_probe_column_only_while_talking() -> None:
+    from amd_model.tools.encoder_probe import VOICE, encoder_detector
+
+    d = encoder_detector(0.9, 1000)
+    assert d.label == "machine" and d.classes == [VOICE] and d.threshold == 0.9
+    assert d.from_speech and d.min_talk_ms == 1000
+    assert encoder_detector(0.5, None).min_talk_ms is None
+
+
+def test_the_fold_table_prints_each_system_and_skips_single_cv_folds() -> None:
+    from amd_model.tools.encoder_probe import format_fold_nets
+
+    m = {"accuracy": 0.9, "latency_ms": {"machine_after_speech_onset": {"p50": 2040.0},
+                                         "human_after_utterance_end": {"p50": None}},
+         "business_pickups_human": {"rate": None}}
+    rep = {"t_s": 2.0, "window_s": 2.0, "workflow": "default", "folds": [
+        {"name": "without real", "kind": "family", "n": 38, "epochs": 15, "net": m, "net+voice(p>=0.9)": m},
+        {"name": "real cv 1/5", "kind": "real_cv", "n": 8, "net": m},
+    ]}
+    text = format_fold_nets(rep)
+    assert "without real (38)" in text and "net+voice(p>=0.9)" in text and "2040 ms" in text
+    assert "real cv 1/5" not in text
