@@ -4,11 +4,11 @@ linear probe that compares it with the AMD net's log-mels."""
 from __future__ import annotations
 
 import json
+import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from amd_model.tools.encoder_probe import embed, encoder_session, fit_logistic, main, predict, probe_folds
 
@@ -70,7 +70,11 @@ def test_cli_embeds_a_corpus_and_prints_both_representations(tmp_path: Path, cap
     for i, m in enumerate(_metas()[:120:5] + _metas()[-5:]):
         f = f"calls/{i:03d}.wav"
         (tmp_path / "calls").mkdir(exist_ok=True)
-        sf.write(tmp_path / f, _voice(i, 110 + 60 * (m["label"] == "machine")), 8000, subtype="PCM_16")
+        with wave.open(str(tmp_path / f), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(_voice(i, 110 + 60 * (m["label"] == "machine")).tobytes())
         metas.append({**m, "file": f, "speech_onset_ms": 200})
     (tmp_path / "meta.jsonl").write_text("\n".join(json.dumps(m) for m in metas))
     assert main([str(tmp_path), "--times", "1.0", "--cache", str(tmp_path / "e.npz")]) == 0
@@ -102,3 +106,30 @@ def test_the_fold_table_prints_each_system_and_skips_single_cv_folds() -> None:
     text = format_fold_nets(rep)
     assert "without real (38)" in text and "net+voice(p>=0.9)" in text and "2040 ms" in text
     assert "real cv 1/5" not in text
+
+
+def test_the_fused_head_sees_each_embedding_from_the_step_that_passes_onset_plus_t() -> None:
+    from amd_model.tools.encoder_fusion import _avail
+
+    e1, e2 = np.ones(4, np.float32), 2 * np.ones(4, np.float32)
+    e, flags = _avail(40, 500.0, [1.0, 2.0], [e1, e2], 4)
+    # onset 0.5 s: the 1 s embedding from the step ending at 1.5 s (index 14), the 2 s one from index 24
+    assert (e[:14] == 0).all() and (e[14:24] == 1).all() and (e[24:] == 2).all()
+    assert flags[13].tolist() == [0, 0] and flags[14].tolist() == [1, 0] and flags[24].tolist() == [1, 1]
+    none, f0 = _avail(10, None, [1.0], [e1], 4)
+    assert not none.any() and not f0.any()
+
+
+def test_an_untrained_fused_head_is_the_nets_own_head() -> None:
+    torch = pytest.importorskip("torch")
+    from amd_model.tools.encoder_fusion import FusedHead
+    from amd_model.tools.net import AmdNet
+
+    net = AmdNet(5, hidden=16)
+    head = FusedHead(net, dim=8, n_times=2)
+    h = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    e = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
+    f = np.ones((6, 2), np.float32)
+    with torch.no_grad():
+        own = torch.softmax(net.head(torch.from_numpy(h)), -1).numpy()
+    assert np.allclose(head.probs(h, e, f), own, atol=1e-6)

@@ -1,0 +1,245 @@
+"""The encoder inside the streaming head, measured per generalization fold (issue 11, part 3).
+
+    python -m amd_model.tools.encoder_fusion CORPUS REAL_DIR [--times 1.0 2.0] [--cache FILE]
+
+`encoder_probe --fold-nets` showed that a snapshot of Pipecat's Smart-Turn encoder, used as one more
+machine detector, carries the real greetings but calls business pickups machine: the snapshot cannot
+see that the caller then stops and waits. Here the embedding goes where that is seen, next to the
+GRU's state: each fold's net (CORPUS/folds, frozen) gives its per-step GRU output; a small fused head
+adds, from onset + t on (the latest of `--times`), the embedding of the call's audio up to then:
+
+    logits_t = net.head(h_t) + W2 . relu(W1 [h_t, P e_t, available_t])   (W2 starts at zero)
+
+trained per fold on that fold's training calls (step targets and class weights as the net's own
+training), then run through the production decision layer on the fold's test calls beside the net
+alone. Training embeddings are taken at the labelled speech onset, test ones at the live VAD's (as a
+call would). A measurement before any change to the shipped model: the runtime would run the encoder
+once per listed time per call (7.5 ms each, off the event loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amd_model.tools.encoder_probe import embed, extract
+from callgate.audio import SAMPLE_RATE, load_audio
+
+STEP_S = 0.1
+
+
+def _avail(n_steps: int, onset_ms: float | None, times: Sequence[float], embs: Sequence[np.ndarray | None],
+           dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per step: the latest embedding taken so far (zeros before the first) and which times are in."""
+    e = np.zeros((n_steps, dim), np.float32)
+    flags = np.zeros((n_steps, len(times)), np.float32)
+    if onset_ms is None:
+        return e, flags
+    for k, (t, v) in enumerate(zip(times, embs, strict=True)):
+        if v is None:
+            continue
+        first = int(np.ceil((onset_ms / 1000 + t) / STEP_S)) - 1  # step whose end passes onset + t
+        if first < n_steps:
+            e[max(first, 0) :] = v
+            flags[max(first, 0) :, k] = 1.0
+    return e, flags
+
+
+def gru_outputs(net: Any, feats: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The frozen net's per-step GRU output (what its head reads), call by call."""
+    import torch
+
+    from amd_model.features import FRAMES_PER_STEP, N_MELS
+
+    out = []
+    net.eval()
+    with torch.no_grad():
+        for f in feats:
+            x = torch.from_numpy(f.astype(np.float32))
+            e = net.embed(x.reshape(-1, FRAMES_PER_STEP, N_MELS)).reshape(1, x.shape[0], -1)
+            out.append(net.gru(e)[0][0].numpy())
+    return out
+
+
+class FusedHead:
+    """net.head(h) + a zero-initialised MLP over [h, projected embedding, availability flags]."""
+
+    def __init__(self, net: Any, dim: int, n_times: int, proj: int = 32, width: int = 64, seed: int = 0) -> None:
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        self.base = net.head
+        self.proj = nn.Linear(dim, proj)
+        self.mlp = nn.Sequential(nn.Linear(net.hidden + proj + n_times, width), nn.ReLU(), nn.Linear(width, net.head.out_features))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+        self.mu = np.zeros(dim, np.float32)
+        self.sd = np.ones(dim, np.float32)
+
+    def logits(self, h: Any, e: Any, flags: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            base = self.base(h)
+        pe = self.proj(e) * flags.amax(-1, keepdim=True)
+        return base + self.mlp(torch.cat([h, pe, flags], -1))
+
+    def params(self) -> list:
+        return [*self.proj.parameters(), *self.mlp.parameters()]
+
+    def probs(self, h: np.ndarray, e: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            z = self.logits(torch.from_numpy(h), torch.from_numpy((e - self.mu) / self.sd * (flags.max(-1, keepdims=True) > 0)),
+                            torch.from_numpy(flags))
+            return torch.softmax(z, -1).numpy()
+
+
+def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl: Sequence[np.ndarray],
+                ys: Sequence[np.ndarray], epochs: int = 6, seed: int = 0, proj: int = 32,
+                emb_dropout: float = 0.0) -> FusedHead:
+    import torch
+
+    from amd_model.tools.train import CLASSES
+
+    head = FusedHead(net, es[0].shape[1], fl[0].shape[1], proj=proj, seed=seed)
+    on = np.concatenate([e[f.max(-1) > 0] for e, f in zip(es, fl, strict=True)])
+    head.mu, head.sd = on.mean(0), on.std(0) + 1e-3
+    counts = np.bincount(np.concatenate(ys), minlength=len(CLASSES)).astype(np.float64)
+    cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
+    lossf = torch.nn.CrossEntropyLoss(weight=cw)
+    opt = torch.optim.AdamW(head.params(), lr=2e-3, weight_decay=1e-2)
+    rng = np.random.default_rng(seed)
+    H = torch.from_numpy(np.concatenate(hs))
+    mask = np.concatenate([f.max(-1, keepdims=True) > 0 for f in fl])
+    E = torch.from_numpy(((np.concatenate(es) - head.mu) / head.sd * mask).astype(np.float32))
+    F = torch.from_numpy(np.concatenate(fl))
+    Y = torch.from_numpy(np.concatenate(ys))
+    for _ in range(epochs):
+        for b in np.array_split(rng.permutation(len(Y)), max(1, len(Y) // 4096)):
+            keep = torch.from_numpy((rng.random((len(b), 1)) >= emb_dropout).astype(np.float32))
+            loss = lossf(head.logits(H[b], E[b] * keep, F[b] * keep), Y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return head
+
+
+def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], window_s: float,
+        cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from amd_model.runtime import AmdModel
+    from amd_model.tools.evaluation import CallResult, metrics
+    from amd_model.tools.folds import (
+        Budget,
+        _anchors,
+        make_folds,
+        prepare_items,
+        train_fold,
+        verdicts,
+    )
+    from amd_model.tools.train import CLASSES, load_features, load_meta, step_targets
+    from processors.amd_decision import load_presets
+
+    metas = load_meta(corpus)
+    spoken = [i for i, m in enumerate(metas) if m.get("speech_onset_ms") is not None]
+    feats = dict(np.load(cache)) if cache and cache.is_file() else {}
+    keys = [f"encoder@{t:g}s" for t in times]
+    if not all(k in feats and len(feats[k]) == len(spoken) for k in keys):
+        feats = extract(corpus, [metas[i] for i in spoken], times, window_s)
+        if cache:
+            np.savez(cache, **feats)
+    emb = {i: [feats[k][j] for k in keys] for j, i in enumerate(spoken)}
+    dim = feats[keys[0]].shape[1]
+    train_feats = load_features(corpus, metas)
+    detectors = load_presets()[workflow]
+    real_files = sorted(q.name for q in real_dir.glob("*.wav"))
+    folds = make_folds(metas, real_files, cv=5, max_test=400)
+    ref = AmdModel()
+    min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
+    items = prepare_items(corpus, metas, real_dir, {k for f in folds for k in f.test}, ref, min_ms)
+    test_emb: dict[str, tuple[float | None, list[np.ndarray | None]]] = {}
+    for key in tqdm(sorted({k for f in folds for k in f.test}), desc="test calls (encoder)", unit="call"):
+        it = items[key]
+        onset, _ = _anchors(it, ref.classes)
+        if onset is None:
+            test_emb[key] = (None, [None] * len(times))
+            continue
+        pcm = load_audio(it.call.path)
+        test_emb[key] = (onset, [embed(pcm[: int((onset / 1000 + t) * SAMPLE_RATE)], window_s) for t in times])
+    out: dict[str, Any] = {"times_s": list(times), "window_s": window_s, "workflow": workflow, "epochs": epochs,
+                           "proj": proj, "emb_dropout": emb_dropout, "folds": []}
+    pooled: dict[str, list] = {"net": [], "net+encoder": []}
+    for fold in tqdm(folds, desc="folds", unit="fold", file=sys.stderr):
+        net, info = train_fold(corpus, fold, Budget(minutes=4.0, max_epochs=15))
+        tr = list(fold.train_ids)
+        hs = gru_outputs(net, [train_feats[i] for i in tr])
+        ef = [_avail(len(h), metas[i].get("speech_onset_ms"), times, emb.get(i, [None] * len(times)), dim)
+              for i, h in zip(tr, hs, strict=True)]
+        ys = [step_targets(metas[i], len(h)) for i, h in zip(tr, hs, strict=True)]
+        head = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, epochs=epochs, proj=proj,
+                           emb_dropout=emb_dropout)
+        test = [items[k] for k in fold.test]
+        th = gru_outputs(net, [it.feats for it in test])
+        import torch
+
+        with torch.no_grad():
+            plain = [torch.softmax(net.head(torch.from_numpy(h)), -1).numpy() for h in th]
+        fused = []
+        for k, h in zip(fold.test, th, strict=True):
+            onset, vs = test_emb[k]
+            e, f = _avail(len(h), onset, times, vs, dim)
+            fused.append(head.probs(h, e, f))
+        row: dict[str, Any] = {"name": fold.name, "kind": fold.kind, "n": len(test), "epochs": info.get("epochs")}
+        for name, probs in (("net", plain), ("net+encoder", fused)):
+            res = [CallResult(it.call, v, v, *_anchors(it, ref.classes))
+                   for it, v in zip(test, verdicts(test, probs, CLASSES, detectors), strict=True)]
+            row[name] = metrics(res, "ours")
+            if fold.kind == "real_cv":
+                pooled[name] += res
+        out["folds"].append(row)
+    if pooled["net"]:
+        out["folds"].append({"name": "real greetings, 5-fold CV (pooled)", "kind": "real_cv_pooled",
+                             "n": len(pooled["net"])} | {k: metrics(v, "ours") for k, v in pooled.items()})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from amd_model.tools.encoder_probe import format_fold_nets
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("corpus", type=Path)
+    p.add_argument("real_dir", type=Path)
+    p.add_argument("--times", type=float, nargs="+", default=[1.0, 2.0], help="seconds after speech onset")
+    p.add_argument("--window-s", type=float, default=2.0)
+    p.add_argument("--workflow", default="default")
+    p.add_argument("--cache", type=Path, default=None)
+    p.add_argument("--epochs", type=int, default=6, help="fused head training epochs over the steps")
+    p.add_argument("--proj", type=int, default=32, help="the embedding's projection width")
+    p.add_argument("--emb-dropout", type=float, default=0.0, help="drop a call's embedding in training with this chance")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if not (args.corpus / "folds").is_dir():
+        print(f"{args.corpus}: no folds/ (run `callgate eval {args.corpus} --folds` first)", file=sys.stderr)
+        return 2
+    rep = run(args.corpus, args.real_dir, args.workflow, args.times, args.window_s, args.cache, args.epochs,
+              args.proj, args.emb_dropout)
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+    else:
+        print(format_fold_nets({**rep, "t_s": max(rep["times_s"])}).replace(
+            "a voice_machine detector on the encoder probe read", "a fused head with the encoder's embeddings up to"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
