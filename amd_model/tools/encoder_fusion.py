@@ -10,8 +10,8 @@ adds, from onset + t on (the latest of `--times`), the embedding of the call's a
 
     logits_t = net.head(h_t) + W2 . relu(W1 [h_t, P e_t, available_t])   (W2 starts at zero)
 
-trained per fold on that fold's training calls (step targets and class weights as the net's own
-training), then run through the production decision layer on the fold's test calls beside the net
+trained per fold on that fold's training calls (step targets, class and step weights as the net's
+own training), then run through the production decision layer on the fold's test calls beside the net
 alone. Training embeddings are taken at the labelled speech onset, test ones at the live VAD's (as a
 call would). A measurement before any change to the shipped model: the runtime would run the encoder
 once per listed time per call (7.5 ms each, off the event loop).
@@ -49,6 +49,19 @@ def _avail(n_steps: int, onset_ms: float | None, times: Sequence[float], embs: S
             e[max(first, 0) :] = v
             flags[max(first, 0) :, k] = 1.0
     return e, flags
+
+
+def step_weights(meta: dict, targets: np.ndarray) -> np.ndarray:
+    """The net's own training weights: early steps after evidence onset and business pickups count more."""
+    from amd_model.tools.train import BIZ_W, EARLY_STEPS, EARLY_W
+
+    w = np.ones(len(targets), np.float32)
+    nz = np.flatnonzero(targets)
+    if nz.size:
+        w[nz[0] : nz[0] + EARLY_STEPS] *= EARLY_W
+    if meta.get("subtype") == "human_business":
+        w *= BIZ_W
+    return w
 
 
 def gru_outputs(net: Any, feats: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -104,7 +117,7 @@ class FusedHead:
 
 
 def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl: Sequence[np.ndarray],
-                ys: Sequence[np.ndarray], epochs: int = 6, seed: int = 0, proj: int = 32,
+                ys: Sequence[np.ndarray], ws: Sequence[np.ndarray], epochs: int = 6, seed: int = 0, proj: int = 32,
                 emb_dropout: float = 0.0) -> FusedHead:
     import torch
 
@@ -115,7 +128,8 @@ def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl
     head.mu, head.sd = on.mean(0), on.std(0) + 1e-3
     counts = np.bincount(np.concatenate(ys), minlength=len(CLASSES)).astype(np.float64)
     cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
-    lossf = torch.nn.CrossEntropyLoss(weight=cw)
+    lossf = torch.nn.CrossEntropyLoss(weight=cw, reduction="none")
+    W = torch.from_numpy(np.concatenate(ws))
     opt = torch.optim.AdamW(head.params(), lr=2e-3, weight_decay=1e-2)
     rng = np.random.default_rng(seed)
     H = torch.from_numpy(np.concatenate(hs))
@@ -126,7 +140,7 @@ def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl
     for _ in range(epochs):
         for b in np.array_split(rng.permutation(len(Y)), max(1, len(Y) // 4096)):
             keep = torch.from_numpy((rng.random((len(b), 1)) >= emb_dropout).astype(np.float32))
-            loss = lossf(head.logits(H[b], E[b] * keep, F[b] * keep), Y[b])
+            loss = (lossf(head.logits(H[b], E[b] * keep, F[b] * keep), Y[b]) * W[b]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -186,7 +200,8 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
         ef = [_avail(len(h), metas[i].get("speech_onset_ms"), times, emb.get(i, [None] * len(times)), dim)
               for i, h in zip(tr, hs, strict=True)]
         ys = [step_targets(metas[i], len(h)) for i, h in zip(tr, hs, strict=True)]
-        head = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, epochs=epochs, proj=proj,
+        ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
+        head = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs, proj=proj,
                            emb_dropout=emb_dropout)
         test = [items[k] for k in fold.test]
         th = gru_outputs(net, [it.feats for it in test])
