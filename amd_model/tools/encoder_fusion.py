@@ -147,8 +147,50 @@ def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl
     return head
 
 
+def preset_grid(detectors: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+    """The early machine detectors made stricter, one combination per entry (for a model whose
+    p(machine) is confident sooner than the net the presets were tuned for)."""
+    out = []
+    for talk_t in (0.75, 0.9, 0.97):
+        for talk_w in (500, 1000):
+            for fast_t in (0.8, 0.95, None):
+                for late_t in (0.95, 0.99):
+                    dets = []
+                    for d in detectors:
+                        if d.name == "machine_talking":
+                            d = d.model_copy(update={"threshold": talk_t, "window_ms": talk_w})
+                        elif d.name == "machine_fast":
+                            if fast_t is None:
+                                continue
+                            d = d.model_copy(update={"threshold": fast_t})
+                        elif d.name == "machine":
+                            d = d.model_copy(update={"threshold": late_t})
+                        dets.append(d)
+                    out.append((f"talking {talk_t:g}/{talk_w} ms, fast {fast_t or 'off'}, machine {late_t:g}", dets))
+    return out
+
+
+def pick_preset(scored: Sequence[tuple[str, dict]], base: dict) -> str:
+    """The fastest machine verdicts on the fold's validation calls among the combinations that keep
+    accuracy (-1 point), human recall (-1) and business pickups (-2) of the net with the shipped preset."""
+    def rate(m: dict, key: str) -> float:
+        if key == "human":
+            r = m["per_class"].get("human", {}).get("recall")
+        else:
+            r = m["business_pickups_human"]["rate"]
+        return 1.0 if r is None else r
+
+    ok = [(n, m) for n, m in scored
+          if m["accuracy"] >= base["accuracy"] - 0.01 and rate(m, "human") >= rate(base, "human") - 0.01
+          and rate(m, "business") >= rate(base, "business") - 0.02]
+    if not ok:
+        return max(scored, key=lambda x: x[1]["accuracy"])[0]
+    return min(ok, key=lambda x: x[1]["latency_ms"]["machine_after_speech_onset"]["p50"] or 1e9)[0]
+
+
 def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], window_s: float,
-        cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0) -> dict[str, Any]:
+        cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0,
+        retune: bool = False, max_val: int = 300) -> dict[str, Any]:
     from tqdm import tqdm
 
     from amd_model.runtime import AmdModel
@@ -180,9 +222,16 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
     folds = make_folds(metas, real_files, cv=5, max_test=400)
     ref = AmdModel()
     min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
-    items = prepare_items(corpus, metas, real_dir, {k for f in folds for k in f.test}, ref, min_ms)
+    val_keys: dict[str, list[str]] = {}
+    if retune:
+        for f in folds:
+            ids = sorted(f.val_ids)
+            pick = np.random.default_rng(0).choice(len(ids), min(max_val, len(ids)), replace=False)
+            val_keys[f.name] = [f"call:{ids[k]}" for k in sorted(pick)]
+    all_keys = {k for f in folds for k in f.test} | {k for v in val_keys.values() for k in v}
+    items = prepare_items(corpus, metas, real_dir, all_keys, ref, min_ms)
     test_emb: dict[str, tuple[float | None, list[np.ndarray | None]]] = {}
-    for key in tqdm(sorted({k for f in folds for k in f.test}), desc="test calls (encoder)", unit="call"):
+    for key in tqdm(sorted(all_keys), desc="test calls (encoder)", unit="call"):
         it = items[key]
         onset, _ = _anchors(it, ref.classes)
         if onset is None:
@@ -203,24 +252,49 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
         ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
         head = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs, proj=proj,
                            emb_dropout=emb_dropout)
+        import torch
+
+        def fused_probs(keys: Sequence[str], th: Sequence[np.ndarray], head: FusedHead = head) -> list[np.ndarray]:
+            out = []
+            for k, h in zip(keys, th, strict=True):
+                onset, vs = test_emb[k]
+                e, f = _avail(len(h), onset, times, vs, dim)
+                out.append(head.probs(h, e, f))
+            return out
+
+        chosen = None
+        if retune:
+            val = [items[k] for k in val_keys[fold.name]]
+            vh = gru_outputs(net, [it.feats for it in val])
+            with torch.no_grad():
+                vplain = [torch.softmax(net.head(torch.from_numpy(h)), -1).numpy() for h in vh]
+            vfused = fused_probs(val_keys[fold.name], vh)
+
+            def score(probs: Sequence[np.ndarray], dets: Sequence[Any], val: list = val) -> dict:
+                return metrics([CallResult(it.call, v, v, *_anchors(it, ref.classes))
+                                for it, v in zip(val, verdicts(val, probs, CLASSES, dets), strict=True)], "ours")
+
+            grid = preset_grid(detectors)
+            base = score(vplain, detectors)
+            name = pick_preset([(n, score(vfused, d)) for n, d in grid], base)
+            chosen = (name, dict(grid)[name])
         test = [items[k] for k in fold.test]
         th = gru_outputs(net, [it.feats for it in test])
-        import torch
 
         with torch.no_grad():
             plain = [torch.softmax(net.head(torch.from_numpy(h)), -1).numpy() for h in th]
-        fused = []
-        for k, h in zip(fold.test, th, strict=True):
-            onset, vs = test_emb[k]
-            e, f = _avail(len(h), onset, times, vs, dim)
-            fused.append(head.probs(h, e, f))
+        fused = fused_probs(fold.test, th)
         row: dict[str, Any] = {"name": fold.name, "kind": fold.kind, "n": len(test), "epochs": info.get("epochs")}
-        for name, probs in (("net", plain), ("net+encoder", fused)):
+        systems = [("net", plain, detectors), ("net+encoder", fused, detectors)]
+        if chosen is not None:
+            row["preset_picked_on_val"] = chosen[0]
+            systems.append(("net+encoder, preset re-picked on val", fused, chosen[1]))
+        for name, probs, dets in systems:
             res = [CallResult(it.call, v, v, *_anchors(it, ref.classes))
-                   for it, v in zip(test, verdicts(test, probs, CLASSES, detectors), strict=True)]
+                   for it, v in zip(test, verdicts(test, probs, CLASSES, dets), strict=True)]
             row[name] = metrics(res, "ours")
             if fold.kind == "real_cv":
-                pooled[name] += res
+                pooled.setdefault(name, []).extend(res)
         out["folds"].append(row)
     if pooled["net"]:
         out["folds"].append({"name": "real greetings, 5-fold CV (pooled)", "kind": "real_cv_pooled",
@@ -241,13 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=6, help="fused head training epochs over the steps")
     p.add_argument("--proj", type=int, default=32, help="the embedding's projection width")
     p.add_argument("--emb-dropout", type=float, default=0.0, help="drop a call's embedding in training with this chance")
+    p.add_argument("--retune", action="store_true",
+                   help="also re-pick the early machine detectors per fold on its validation calls")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not (args.corpus / "folds").is_dir():
         print(f"{args.corpus}: no folds/ (run `callgate eval {args.corpus} --folds` first)", file=sys.stderr)
         return 2
     rep = run(args.corpus, args.real_dir, args.workflow, args.times, args.window_s, args.cache, args.epochs,
-              args.proj, args.emb_dropout)
+              args.proj, args.emb_dropout, args.retune)
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:

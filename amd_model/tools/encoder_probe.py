@@ -276,6 +276,8 @@ def format_fold_nets(rep: dict[str, Any]) -> str:
             lines.append(f"{f['name'] + ' (' + str(f['n']) + ')':36s} {name:40s} {_pct(m['accuracy']):>7s} "
                          f"{'-' if mp is None else f'{mp:.0f} ms':>11s} {'-' if hp is None else f'{hp:.0f} ms':>9s} "
                          f"{_pct(m['business_pickups_human']['rate']):>8s}")
+        if f.get("preset_picked_on_val"):
+            lines.append(f"{'':36s} (re-picked on the fold's validation calls: {f['preset_picked_on_val']})")
     return "\n".join(lines)
 
 

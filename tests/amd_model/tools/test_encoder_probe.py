@@ -133,3 +133,32 @@ def test_an_untrained_fused_head_is_the_nets_own_head() -> None:
     with torch.no_grad():
         own = torch.softmax(net.head(torch.from_numpy(h)), -1).numpy()
     assert np.allclose(head.probs(h, e, f), own, atol=1e-6)
+
+
+def _m(acc: float, human: float, biz: float, p50: float) -> dict:
+    return {"accuracy": acc, "per_class": {"human": {"recall": human}},
+            "business_pickups_human": {"rate": biz}, "latency_ms": {"machine_after_speech_onset": {"p50": p50}}}
+
+
+def test_the_repicked_preset_is_the_fastest_that_keeps_the_nets_humans_and_business_pickups() -> None:
+    from amd_model.tools.encoder_fusion import pick_preset
+
+    base = _m(0.90, 0.95, 0.80, 3000)
+    scored = [("fast but loses business", _m(0.91, 0.95, 0.70, 900)),
+              ("keeps all", _m(0.90, 0.95, 0.79, 1500)),
+              ("keeps all, slower", _m(0.92, 0.96, 0.80, 2500))]
+    assert pick_preset(scored, base) == "keeps all"
+    assert pick_preset(scored[:1], base) == "fast but loses business"  # none qualifies: the most accurate
+
+
+def test_the_preset_grid_varies_only_the_early_machine_detectors() -> None:
+    from amd_model.tools.encoder_fusion import preset_grid
+    from processors.amd_decision import load_presets
+
+    dets = load_presets()["default"]
+    grid = preset_grid(dets)
+    assert len(grid) == 36
+    off = [d for n, d in grid if "fast off" in n]
+    assert off and all("machine_fast" not in {x.name for x in ds} for ds in off)
+    untouched = {d.name: d for d in dets if d.name not in ("machine_talking", "machine_fast", "machine")}
+    assert all(untouched[x.name] == x for _n, ds in grid for x in ds if x.name in untouched)
