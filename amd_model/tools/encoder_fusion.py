@@ -147,6 +147,102 @@ def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl
     return head
 
 
+class JointNet:
+    """The fold net with the embedding fed into its GRU: input = [step summary, P e_t, flags]. Starts as
+    the net itself (the GRU's weights for the new inputs are zero), then is fine-tuned whole."""
+
+    def __init__(self, net: Any, dim: int, n_times: int, proj: int = 32, seed: int = 0) -> None:
+        import copy
+
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        self.net = copy.deepcopy(net)
+        h = net.hidden
+        gru = nn.GRU(h + proj + n_times, h, batch_first=True)
+        with torch.no_grad():
+            gru.weight_ih_l0.zero_()
+            gru.weight_ih_l0[:, :h] = net.gru.weight_ih_l0
+            gru.weight_hh_l0.copy_(net.gru.weight_hh_l0)
+            gru.bias_ih_l0.copy_(net.gru.bias_ih_l0)
+            gru.bias_hh_l0.copy_(net.gru.bias_hh_l0)
+        self.net.gru = gru
+        self.proj = nn.Linear(dim, proj)
+        self.mu = np.zeros(dim, np.float32)
+        self.sd = np.ones(dim, np.float32)
+
+    def params(self) -> list:
+        return [*self.net.parameters(), *self.proj.parameters()]
+
+    def logits(self, x: Any, e: Any, flags: Any) -> Any:
+        """x (B, T, F, M) raw log-mels, e (B, T, dim) standardized and zero where absent, flags (B, T, k)."""
+        import torch
+
+        from amd_model.features import FRAMES_PER_STEP, N_MELS
+
+        b, t = x.shape[:2]
+        z = self.net.embed(x.reshape(b * t, FRAMES_PER_STEP, N_MELS)).reshape(b, t, -1)
+        out, _ = self.net.gru(torch.cat([z, self.proj(e), flags], -1))
+        return self.net.head(self.net.drop(out))
+
+    def probs(self, feats: np.ndarray, e: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.net.eval()
+        on = flags.max(-1, keepdims=True) > 0
+        with torch.no_grad():
+            z = self.logits(torch.from_numpy(feats.astype(np.float32))[None],
+                            torch.from_numpy(((e - self.mu) / self.sd * on).astype(np.float32))[None],
+                            torch.from_numpy(flags)[None])
+            return torch.softmax(z[0], -1).numpy()
+
+
+def train_joint(net: Any, feats: Sequence[np.ndarray], es: Sequence[np.ndarray], fl: Sequence[np.ndarray],
+                ys: Sequence[np.ndarray], ws: Sequence[np.ndarray], epochs: int = 3, seed: int = 0,
+                proj: int = 32, emb_dropout: float = 0.0, lr: float = 5e-4, batch: int = 32) -> JointNet:
+    """Fine-tune the fold net with the embedding as a GRU input, on its own training calls."""
+    import torch
+
+    from amd_model.tools.train import CLASSES
+
+    model = JointNet(net, es[0].shape[1], fl[0].shape[1], proj=proj, seed=seed)
+    on = np.concatenate([e[f.max(-1) > 0] for e, f in zip(es, fl, strict=True)])
+    model.mu, model.sd = on.mean(0), on.std(0) + 1e-3
+    counts = np.bincount(np.concatenate(ys), minlength=len(CLASSES)).astype(np.float64)
+    cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
+    lossf = torch.nn.CrossEntropyLoss(weight=cw, reduction="none")
+    opt = torch.optim.AdamW(model.params(), lr=lr, weight_decay=5e-3)
+    rng = np.random.default_rng(seed)
+    model.net.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(feats))
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            tmax = max(len(feats[i]) for i in idx)
+            x = np.zeros((len(idx), tmax, *feats[0].shape[1:]), np.float32)
+            e = np.zeros((len(idx), tmax, es[0].shape[1]), np.float32)
+            f = np.zeros((len(idx), tmax, fl[0].shape[1]), np.float32)
+            y = np.zeros((len(idx), tmax), np.int64)
+            w = np.zeros((len(idx), tmax), np.float32)
+            for j, i in enumerate(idx):
+                n = len(feats[i])
+                keep = float(rng.random() >= emb_dropout)
+                on_i = fl[i].max(-1, keepdims=True) > 0
+                x[j, :n], y[j, :n], w[j, :n] = feats[i], ys[i], ws[i]
+                e[j, :n] = (es[i] - model.mu) / model.sd * on_i * keep
+                f[j, :n] = fl[i] * keep
+            logits = model.logits(torch.from_numpy(x), torch.from_numpy(e), torch.from_numpy(f))
+            loss = (lossf(logits.reshape(-1, len(CLASSES)), torch.from_numpy(y).reshape(-1))
+                    * torch.from_numpy(w).reshape(-1)).sum() / float((w > 0).sum())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.params(), 1.0)
+            opt.step()
+    model.net.eval()
+    return model
+
+
 def preset_grid(detectors: Sequence[Any]) -> list[tuple[str, list[Any]]]:
     """The early machine detectors made stricter, one combination per entry (for a model whose
     p(machine) is confident sooner than the net the presets were tuned for)."""
@@ -190,7 +286,7 @@ def pick_preset(scored: Sequence[tuple[str, dict]], base: dict) -> str:
 
 def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], window_s: float,
         cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0,
-        retune: bool = False, max_val: int = 300) -> dict[str, Any]:
+        retune: bool = False, max_val: int = 300, joint: bool = False) -> dict[str, Any]:
     from tqdm import tqdm
 
     from amd_model.runtime import AmdModel
@@ -250,16 +346,20 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
               for i, h in zip(tr, hs, strict=True)]
         ys = [step_targets(metas[i], len(h)) for i, h in zip(tr, hs, strict=True)]
         ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
-        head = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs, proj=proj,
-                           emb_dropout=emb_dropout)
+        if joint:
+            model: Any = train_joint(net, [train_feats[i].astype(np.float32) for i in tr], [e for e, _ in ef],
+                                     [f for _, f in ef], ys, ws, epochs=epochs, proj=proj, emb_dropout=emb_dropout)
+        else:
+            model = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs, proj=proj,
+                                emb_dropout=emb_dropout)
         import torch
 
-        def fused_probs(keys: Sequence[str], th: Sequence[np.ndarray], head: FusedHead = head) -> list[np.ndarray]:
+        def fused_probs(keys: Sequence[str], th: Sequence[np.ndarray], model: Any = model) -> list[np.ndarray]:
             out = []
             for k, h in zip(keys, th, strict=True):
                 onset, vs = test_emb[k]
                 e, f = _avail(len(h), onset, times, vs, dim)
-                out.append(head.probs(h, e, f))
+                out.append(model.probs(items[k].feats, e, f) if joint else model.probs(h, e, f))
             return out
 
         chosen = None
@@ -315,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=6, help="fused head training epochs over the steps")
     p.add_argument("--proj", type=int, default=32, help="the embedding's projection width")
     p.add_argument("--emb-dropout", type=float, default=0.0, help="drop a call's embedding in training with this chance")
+    p.add_argument("--joint", action="store_true",
+                   help="feed the embedding into the GRU and fine-tune the whole fold net (instead of a fused head)")
     p.add_argument("--retune", action="store_true",
                    help="also re-pick the early machine detectors per fold on its validation calls")
     p.add_argument("--json", action="store_true")
@@ -323,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.corpus}: no folds/ (run `callgate eval {args.corpus} --folds` first)", file=sys.stderr)
         return 2
     rep = run(args.corpus, args.real_dir, args.workflow, args.times, args.window_s, args.cache, args.epochs,
-              args.proj, args.emb_dropout, args.retune)
+              args.proj, args.emb_dropout, args.retune, joint=args.joint)
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:

@@ -162,3 +162,24 @@ def test_the_preset_grid_varies_only_the_early_machine_detectors() -> None:
     assert off and all("machine_fast" not in {x.name for x in ds} for ds in off)
     untouched = {d.name: d for d in dets if d.name not in ("machine_talking", "machine_fast", "machine")}
     assert all(untouched[x.name] == x for _n, ds in grid for x in ds if x.name in untouched)
+
+
+def test_an_untuned_joint_net_is_the_net_itself_and_fine_tuning_changes_it() -> None:
+    torch = pytest.importorskip("torch")
+    from amd_model.tools.encoder_fusion import JointNet, train_joint
+    from amd_model.tools.net import AmdNet
+
+    torch.manual_seed(0)
+    net = AmdNet(5, hidden=16).eval()
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((12, 10, 40)).astype(np.float32) for _ in range(4)]
+    es = [rng.standard_normal((12, 8)).astype(np.float32) for _ in range(4)]
+    fl = [np.r_[np.zeros((4, 1)), np.ones((8, 1))].astype(np.float32) for _ in range(4)]
+    with torch.no_grad():
+        own = torch.softmax(net(torch.from_numpy(feats[0])[None])[0][0], -1).numpy()
+    assert np.allclose(JointNet(net, 8, 1).probs(feats[0], es[0], fl[0]), own, atol=1e-5)
+    ys = [np.r_[np.zeros(4), np.full(8, 2)].astype(np.int64) for _ in range(4)]
+    tuned = train_joint(net, feats, es, fl, ys, [np.ones(12, np.float32)] * 4, epochs=3, lr=1e-2, batch=2)
+    after = tuned.probs(feats[0], es[0], fl[0])
+    assert after[-1, 2] > own[-1, 2]  # it learned the target class on its own training calls
+    assert np.allclose(torch.softmax(net(torch.from_numpy(feats[0])[None])[0][0], -1).detach().numpy(), own)  # net untouched
