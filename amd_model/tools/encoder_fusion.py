@@ -429,8 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:
+        what = "the embedding in the GRU (fine-tuned), read up to" if args.joint else "a fused head with the embeddings up to"
         print(format_fold_nets({**rep, "t_s": max(rep["times_s"])}).replace(
-            "a voice_machine detector on the encoder probe read", "a fused head with the encoder's embeddings up to"))
+            "a voice_machine detector on the encoder probe read", what))
     return 0
 
 
