@@ -243,6 +243,28 @@ def train_joint(net: Any, feats: Sequence[np.ndarray], es: Sequence[np.ndarray],
     return model
 
 
+def _probe_logits(emb: dict[int, list], test_emb: dict[str, tuple], train_ids: Sequence[int], metas: Sequence[dict],
+                  n_times: int) -> tuple[dict[int, list], dict[str, tuple], int]:
+    """Per time, a machine-vs-human linear probe on the fold's training calls; every embedding becomes its logit."""
+    from amd_model.tools.encoder_probe import fit_logistic
+
+    hm = [i for i in train_ids if i in emb and metas[i]["label"] in ("human", "machine")]
+    probes = []
+    for k in range(n_times):
+        have = [i for i in hm if emb[i][k] is not None]
+        probes.append(fit_logistic(np.stack([emb[i][k] for i in have]),
+                                   np.array([metas[i]["label"] == "machine" for i in have])) if have else None)
+
+    def logit(k: int, v: np.ndarray | None) -> np.ndarray | None:
+        if v is None or probes[k] is None:
+            return None
+        mu, sd, w = probes[k]
+        return np.array([float(np.r_[(v - mu) / sd, 1.0] @ w)], np.float32)
+
+    return ({i: [logit(k, v) for k, v in enumerate(vs)] for i, vs in emb.items()},
+            {key: (on, [logit(k, v) for k, v in enumerate(vs)]) for key, (on, vs) in test_emb.items()}, 1)
+
+
 def preset_grid(detectors: Sequence[Any]) -> list[tuple[str, list[Any]]]:
     """The early machine detectors made stricter, one combination per entry (for a model whose
     p(machine) is confident sooner than the net the presets were tuned for)."""
@@ -286,7 +308,7 @@ def pick_preset(scored: Sequence[tuple[str, dict]], base: dict) -> str:
 
 def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], window_s: float,
         cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0,
-        retune: bool = False, max_val: int = 300, joint: bool = False) -> dict[str, Any]:
+        retune: bool = False, max_val: int = 300, joint: bool = False, scalar: bool = False) -> dict[str, Any]:
     from tqdm import tqdm
 
     from amd_model.runtime import AmdModel
@@ -342,7 +364,10 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
         net, info = train_fold(corpus, fold, Budget(minutes=4.0, max_epochs=15))
         tr = list(fold.train_ids)
         hs = gru_outputs(net, [train_feats[i] for i in tr])
-        ef = [_avail(len(h), metas[i].get("speech_onset_ms"), times, emb.get(i, [None] * len(times)), dim)
+        f_emb, f_test, f_dim = emb, test_emb, dim
+        if scalar:  # only the fold's linear probe's logit (per time) reaches the model: no voice identity
+            f_emb, f_test, f_dim = _probe_logits(emb, test_emb, tr, metas, len(times))
+        ef = [_avail(len(h), metas[i].get("speech_onset_ms"), times, f_emb.get(i, [None] * len(times)), f_dim)
               for i, h in zip(tr, hs, strict=True)]
         ys = [step_targets(metas[i], len(h)) for i, h in zip(tr, hs, strict=True)]
         ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
@@ -354,11 +379,12 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
                                 emb_dropout=emb_dropout)
         import torch
 
-        def fused_probs(keys: Sequence[str], th: Sequence[np.ndarray], model: Any = model) -> list[np.ndarray]:
+        def fused_probs(keys: Sequence[str], th: Sequence[np.ndarray], model: Any = model,
+                        f_test: dict = f_test, f_dim: int = f_dim) -> list[np.ndarray]:
             out = []
             for k, h in zip(keys, th, strict=True):
-                onset, vs = test_emb[k]
-                e, f = _avail(len(h), onset, times, vs, dim)
+                onset, vs = f_test[k]
+                e, f = _avail(len(h), onset, times, vs, f_dim)
                 out.append(model.probs(items[k].feats, e, f) if joint else model.probs(h, e, f))
             return out
 
@@ -417,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--emb-dropout", type=float, default=0.0, help="drop a call's embedding in training with this chance")
     p.add_argument("--joint", action="store_true",
                    help="feed the embedding into the GRU and fine-tune the whole fold net (instead of a fused head)")
+    p.add_argument("--scalar", action="store_true",
+                   help="feed only each fold's linear probe logit (per time), not the 768-number embedding")
     p.add_argument("--retune", action="store_true",
                    help="also re-pick the early machine detectors per fold on its validation calls")
     p.add_argument("--json", action="store_true")
@@ -425,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.corpus}: no folds/ (run `callgate eval {args.corpus} --folds` first)", file=sys.stderr)
         return 2
     rep = run(args.corpus, args.real_dir, args.workflow, args.times, args.window_s, args.cache, args.epochs,
-              args.proj, args.emb_dropout, args.retune, joint=args.joint)
+              args.proj, args.emb_dropout, args.retune, joint=args.joint, scalar=args.scalar)
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:

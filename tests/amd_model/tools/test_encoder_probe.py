@@ -183,3 +183,18 @@ def test_an_untuned_joint_net_is_the_net_itself_and_fine_tuning_changes_it() -> 
     after = tuned.probs(feats[0], es[0], fl[0])
     assert after[-1, 2] > own[-1, 2]  # it learned the target class on its own training calls
     assert np.allclose(torch.softmax(net(torch.from_numpy(feats[0])[None])[0][0], -1).detach().numpy(), own)  # net untouched
+
+
+def test_the_scalar_path_hands_the_model_only_the_folds_probe_logit() -> None:
+    from amd_model.tools.encoder_fusion import _probe_logits
+
+    rng = np.random.default_rng(0)
+    metas = [{"label": "machine" if i % 2 else "human"} for i in range(40)]
+    emb = {i: [rng.standard_normal(6) + (i % 2), None] for i in range(40)}
+    test = {"call:0": (500.0, [np.ones(6), np.zeros(6)]), "real:x": (None, [None, None])}
+    f_emb, f_test, dim = _probe_logits(emb, test, list(range(30)), metas, 2)
+    assert dim == 1 and f_emb[1][0].shape == (1,) and f_emb[1][1] is None
+    assert f_test["real:x"] == (None, [None, None]) and f_test["call:0"][1][0].shape == (1,)
+    machines = np.mean([f_emb[i][0][0] for i in range(30, 40) if i % 2])
+    humans = np.mean([f_emb[i][0][0] for i in range(30, 40) if not i % 2])
+    assert machines > humans  # the held-out calls' logits follow their class
