@@ -116,19 +116,27 @@ class FusedHead:
             return torch.softmax(z, -1).numpy()
 
 
+def _scale_and_loss(es: Sequence[np.ndarray], fl: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> tuple:
+    """The embedding's scaling (over the steps where it is present) and the per-step loss with the
+    net's own class weights (square-root balanced)."""
+    import torch
+
+    from amd_model.tools.train import CLASSES
+
+    on = np.concatenate([e[f.max(-1) > 0] for e, f in zip(es, fl, strict=True)])
+    counts = np.bincount(np.concatenate(ys), minlength=len(CLASSES)).astype(np.float64)
+    cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
+    return on.mean(0), on.std(0) + 1e-3, torch.nn.CrossEntropyLoss(weight=cw, reduction="none")
+
+
 def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl: Sequence[np.ndarray],
                 ys: Sequence[np.ndarray], ws: Sequence[np.ndarray], epochs: int = 6, seed: int = 0, proj: int = 32,
                 emb_dropout: float = 0.0) -> FusedHead:
     import torch
 
-    from amd_model.tools.train import CLASSES
 
     head = FusedHead(net, es[0].shape[1], fl[0].shape[1], proj=proj, seed=seed)
-    on = np.concatenate([e[f.max(-1) > 0] for e, f in zip(es, fl, strict=True)])
-    head.mu, head.sd = on.mean(0), on.std(0) + 1e-3
-    counts = np.bincount(np.concatenate(ys), minlength=len(CLASSES)).astype(np.float64)
-    cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
-    lossf = torch.nn.CrossEntropyLoss(weight=cw, reduction="none")
+    head.mu, head.sd, lossf = _scale_and_loss(es, fl, ys)
     W = torch.from_numpy(np.concatenate(ws))
     opt = torch.optim.AdamW(head.params(), lr=2e-3, weight_decay=1e-2)
     rng = np.random.default_rng(seed)
@@ -207,11 +215,7 @@ def train_joint(net: Any, feats: Sequence[np.ndarray], es: Sequence[np.ndarray],
     from amd_model.tools.train import CLASSES
 
     model = JointNet(net, es[0].shape[1], fl[0].shape[1], proj=proj, seed=seed)
-    on = np.concatenate([e[f.max(-1) > 0] for e, f in zip(es, fl, strict=True)])
-    model.mu, model.sd = on.mean(0), on.std(0) + 1e-3
-    counts = np.bincount(np.concatenate(ys), minlength=len(CLASSES)).astype(np.float64)
-    cw = torch.tensor((counts.sum() / (len(CLASSES) * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
-    lossf = torch.nn.CrossEntropyLoss(weight=cw, reduction="none")
+    model.mu, model.sd, lossf = _scale_and_loss(es, fl, ys)
     opt = torch.optim.AdamW(model.params(), lr=lr, weight_decay=5e-3)
     rng = np.random.default_rng(seed)
     model.net.train()
