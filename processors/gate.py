@@ -69,7 +69,9 @@ caller's (the continuous TV it had let in; real_big/dev 16-24/200 background but
 the caller's own quieter turns re-learned too; a pitch guard did not fix it; a 40-trial random search
 over it, quiet_open_db, open_offset_db, bg_mid_frac and grace_db gave 27/200 at 11 delayed, 41 at 4, 53
 at 1: the same curve), and a per-call mel-cepstrum distance from the caller's learned mean (AUC 0.53 at
-the first decision of each VAD segment: 100-200 ms of phone-band speech does not say who speaks).
+the first decision of each VAD segment: 100-200 ms of phone-band speech does not say who speaks), nor
+does the Smart-Turn encoder's embedding of a segment's first 160-256 ms against the caller's earlier
+segments (cosine, AUC 0.46-0.59; amd_model.tools.encoder_probe.embed).
 
 `GateAnalyzer` is plain numpy (per 32 ms window ~20 µs, ~0.1 ms with the pitch cue on every window:
 scripts/bench_listen.py); `BackgroundSpeechGate` is the thin FrameProcessor placed after the VAD
