@@ -312,7 +312,8 @@ def pick_preset(scored: Sequence[tuple[str, dict]], base: dict) -> str:
 
 def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], window_s: float,
         cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0,
-        retune: bool = False, max_val: int = 300, joint: bool = False, scalar: bool = False) -> dict[str, Any]:
+        retune: bool = False, max_val: int = 300, joint: bool = False, scalar: bool = False,
+        seed: int = 0) -> dict[str, Any]:
     from tqdm import tqdm
 
     from amd_model.runtime import AmdModel
@@ -377,10 +378,11 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
         ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
         if joint:
             model: Any = train_joint(net, [train_feats[i].astype(np.float32) for i in tr], [e for e, _ in ef],
-                                     [f for _, f in ef], ys, ws, epochs=epochs, proj=proj, emb_dropout=emb_dropout)
+                                     [f for _, f in ef], ys, ws, epochs=epochs, proj=proj, emb_dropout=emb_dropout,
+                                     seed=seed)
         else:
             model = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs, proj=proj,
-                                emb_dropout=emb_dropout)
+                                emb_dropout=emb_dropout, seed=seed)
         import torch
 
         def fused_probs(keys: Sequence[str], th: Sequence[np.ndarray], model: Any = model,
@@ -451,13 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="feed only each fold's linear probe logit (per time), not the 768-number embedding")
     p.add_argument("--retune", action="store_true",
                    help="also re-pick the early machine detectors per fold on its validation calls")
+    p.add_argument("--seed", type=int, default=0, help="seed of the head / fine-tune (the fold nets are fixed)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not (args.corpus / "folds").is_dir():
         print(f"{args.corpus}: no folds/ (run `callgate eval {args.corpus} --folds` first)", file=sys.stderr)
         return 2
     rep = run(args.corpus, args.real_dir, args.workflow, args.times, args.window_s, args.cache, args.epochs,
-              args.proj, args.emb_dropout, args.retune, joint=args.joint, scalar=args.scalar)
+              args.proj, args.emb_dropout, args.retune, joint=args.joint, scalar=args.scalar, seed=args.seed)
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:
