@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from amd_model.tools.encoder_probe import embed, extract
-from callgate.audio import SAMPLE_RATE, load_audio
+from amd_model.tools.encoder_probe import FoldBench, corpus_embeddings, onset_embeddings, pooled_cv_row
 
 STEP_S = 0.1
 
@@ -314,123 +313,88 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
         cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0,
         retune: bool = False, max_val: int = 300, joint: bool = False, scalar: bool = False,
         seed: int = 0) -> dict[str, Any]:
+    import torch
     from tqdm import tqdm
 
-    from amd_model.runtime import AmdModel
-    from amd_model.tools.evaluation import CallResult, metrics
-    from amd_model.tools.folds import (
-        Budget,
-        _anchors,
-        make_folds,
-        prepare_items,
-        train_fold,
-        verdicts,
-    )
-    from amd_model.tools.train import CLASSES, load_features, load_meta, step_targets
-    from processors.amd_decision import load_presets
+    from amd_model.tools.folds import Budget, train_fold
+    from amd_model.tools.train import CLASSES, load_features, step_targets
 
-    metas = load_meta(corpus)
-    spoken = [i for i, m in enumerate(metas) if m.get("speech_onset_ms") is not None]
-    feats = dict(np.load(cache)) if cache and cache.is_file() else {}
-    keys = [f"encoder@{t:g}s" for t in times]
-    if not all(k in feats and len(feats[k]) == len(spoken) for k in keys):
-        feats = extract(corpus, [metas[i] for i in spoken], times, window_s)
-        if cache:
-            np.savez(cache, **feats)
-    emb = {i: [feats[k][j] for k in keys] for j, i in enumerate(spoken)}
-    dim = feats[keys[0]].shape[1]
-    train_feats = load_features(corpus, metas)
-    detectors = load_presets()[workflow]
-    real_files = sorted(q.name for q in real_dir.glob("*.wav"))
-    folds = make_folds(metas, real_files, cv=5, max_test=400)
-    ref = AmdModel()
-    min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
-    val_keys: dict[str, list[str]] = {}
-    if retune:
+    def val_keys(folds: list[Any]) -> dict[str, list[str]]:
+        out = {}
         for f in folds:
             ids = sorted(f.val_ids)
             pick = np.random.default_rng(0).choice(len(ids), min(max_val, len(ids)), replace=False)
-            val_keys[f.name] = [f"call:{ids[k]}" for k in sorted(pick)]
-    all_keys = {k for f in folds for k in f.test} | {k for v in val_keys.values() for k in v}
-    items = prepare_items(corpus, metas, real_dir, all_keys, ref, min_ms)
-    test_emb: dict[str, tuple[float | None, list[np.ndarray | None]]] = {}
-    for key in tqdm(sorted(all_keys), desc="test calls (encoder)", unit="call"):
-        it = items[key]
-        onset, _ = _anchors(it, ref.classes)
-        if onset is None:
-            test_emb[key] = (None, [None] * len(times))
-            continue
-        pcm = load_audio(it.call.path)
-        test_emb[key] = (onset, [embed(pcm[: int((onset / 1000 + t) * SAMPLE_RATE)], window_s) for t in times])
+            out[f.name] = [f"call:{ids[k]}" for k in sorted(pick)]
+        return out
+
+    bench = FoldBench.load(corpus, real_dir, workflow,
+                           lambda folds: {k for v in val_keys(folds).values() for k in v} if retune else set())
+    metas, detectors = bench.metas, bench.detectors
+    vkeys = val_keys(bench.folds) if retune else {}
+    spoken = [i for i, m in enumerate(metas) if m.get("speech_onset_ms") is not None]
+    feats = corpus_embeddings(corpus, metas, spoken, times, window_s, cache)
+    keys = [f"encoder@{t:g}s" for t in times]
+    emb = {i: [feats[k][j] for k in keys] for j, i in enumerate(spoken)}
+    dim = feats[keys[0]].shape[1]
+    train_feats = load_features(corpus, metas)
+    all_keys = {k for f in bench.folds for k in f.test} | {k for v in vkeys.values() for k in v}
+    test_emb = onset_embeddings(bench.items, all_keys, bench.ref.classes, times, window_s)
     out: dict[str, Any] = {"times_s": list(times), "window_s": window_s, "workflow": workflow, "epochs": epochs,
                            "proj": proj, "emb_dropout": emb_dropout, "folds": []}
-    pooled: dict[str, list] = {"net": [], "net+encoder": []}
-    for fold in tqdm(folds, desc="folds", unit="fold", file=sys.stderr):
+    pooled: dict[str, list] = {}
+    for fold in tqdm(bench.folds, desc="folds", unit="fold", file=sys.stderr):
         net, info = train_fold(corpus, fold, Budget(minutes=4.0, max_epochs=15))
         tr = list(fold.train_ids)
-        hs = gru_outputs(net, [train_feats[i] for i in tr])
         f_emb, f_test, f_dim = emb, test_emb, dim
         if scalar:  # only the fold's linear probe's logit (per time) reaches the model: no voice identity
             f_emb, f_test, f_dim = _probe_logits(emb, test_emb, tr, metas, len(times))
-        ef = [_avail(len(h), metas[i].get("speech_onset_ms"), times, f_emb.get(i, [None] * len(times)), f_dim)
-              for i, h in zip(tr, hs, strict=True)]
-        ys = [step_targets(metas[i], len(h)) for i, h in zip(tr, hs, strict=True)]
+        ef = [_avail(len(train_feats[i]), metas[i].get("speech_onset_ms"), times, f_emb.get(i, [None] * len(times)),
+                     f_dim) for i in tr]
+        ys = [step_targets(metas[i], len(train_feats[i])) for i in tr]
         ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
         if joint:
             model: Any = train_joint(net, [train_feats[i].astype(np.float32) for i in tr], [e for e, _ in ef],
                                      [f for _, f in ef], ys, ws, epochs=epochs, proj=proj, emb_dropout=emb_dropout,
                                      seed=seed)
         else:
+            hs = gru_outputs(net, [train_feats[i] for i in tr])
             model = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs, proj=proj,
                                 emb_dropout=emb_dropout, seed=seed)
-        import torch
 
-        def fused_probs(keys: Sequence[str], th: Sequence[np.ndarray], model: Any = model,
-                        f_test: dict = f_test, f_dim: int = f_dim) -> list[np.ndarray]:
-            out = []
-            for k, h in zip(keys, th, strict=True):
+        def both_probs(keys: Sequence[str], model: Any = model, f_test: dict = f_test, f_dim: int = f_dim,
+                       net: Any = net) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            """The net's own probabilities and the model's with the encoder, for these calls."""
+            plain, fused = [], []
+            for k, h in zip(keys, gru_outputs(net, [bench.items[k].feats for k in keys]), strict=True):
+                with torch.no_grad():
+                    plain.append(torch.softmax(net.head(torch.from_numpy(h)), -1).numpy())
                 onset, vs = f_test[k]
                 e, f = _avail(len(h), onset, times, vs, f_dim)
-                out.append(model.probs(items[k].feats, e, f) if joint else model.probs(h, e, f))
-            return out
+                fused.append(model.probs(bench.items[k].feats, e, f) if joint else model.probs(h, e, f))
+            return plain, fused
 
         chosen = None
         if retune:
-            val = [items[k] for k in val_keys[fold.name]]
-            vh = gru_outputs(net, [it.feats for it in val])
-            with torch.no_grad():
-                vplain = [torch.softmax(net.head(torch.from_numpy(h)), -1).numpy() for h in vh]
-            vfused = fused_probs(val_keys[fold.name], vh)
-
-            def score(probs: Sequence[np.ndarray], dets: Sequence[Any], val: list = val) -> dict:
-                return metrics([CallResult(it.call, v, v, *_anchors(it, ref.classes))
-                                for it, v in zip(val, verdicts(val, probs, CLASSES, dets), strict=True)], "ours")
-
+            val = [bench.items[k] for k in vkeys[fold.name]]
+            vplain, vfused = both_probs(vkeys[fold.name])
             grid = preset_grid(detectors)
-            base = score(vplain, detectors)
-            name = pick_preset([(n, score(vfused, d)) for n, d in grid], base)
+            base = bench.score(val, vplain, CLASSES, detectors)[0]
+            name = pick_preset([(n, bench.score(val, vfused, CLASSES, d)[0]) for n, d in grid], base)
             chosen = (name, dict(grid)[name])
-        test = [items[k] for k in fold.test]
-        th = gru_outputs(net, [it.feats for it in test])
-
-        with torch.no_grad():
-            plain = [torch.softmax(net.head(torch.from_numpy(h)), -1).numpy() for h in th]
-        fused = fused_probs(fold.test, th)
+        test = [bench.items[k] for k in fold.test]
+        plain, fused = both_probs(fold.test)
         row: dict[str, Any] = {"name": fold.name, "kind": fold.kind, "n": len(test), "epochs": info.get("epochs")}
         systems = [("net", plain, detectors), ("net+encoder", fused, detectors)]
         if chosen is not None:
             row["preset_picked_on_val"] = chosen[0]
             systems.append(("net+encoder, preset re-picked on val", fused, chosen[1]))
         for name, probs, dets in systems:
-            res = [CallResult(it.call, v, v, *_anchors(it, ref.classes))
-                   for it, v in zip(test, verdicts(test, probs, CLASSES, dets), strict=True)]
-            row[name] = metrics(res, "ours")
+            row[name], res = bench.score(test, probs, CLASSES, dets)
             if fold.kind == "real_cv":
                 pooled.setdefault(name, []).extend(res)
         out["folds"].append(row)
-    if pooled["net"]:
-        out["folds"].append({"name": "real greetings, 5-fold CV (pooled)", "kind": "real_cv_pooled",
-                             "n": len(pooled["net"])} | {k: metrics(v, "ours") for k, v in pooled.items()})
+    if pooled:
+        out["folds"].append(pooled_cv_row(pooled))
     return out
 
 
@@ -465,8 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rep, indent=2, default=str))
     else:
         what = "the embedding in the GRU (fine-tuned), read up to" if args.joint else "a fused head with the embeddings up to"
-        print(format_fold_nets({**rep, "t_s": max(rep["times_s"])}).replace(
-            "a voice_machine detector on the encoder probe read", what))
+        print(format_fold_nets({**rep, "t_s": max(rep["times_s"])}, what))
     return 0
 
 

@@ -24,7 +24,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,87 @@ def extract(corpus: Path, metas: Sequence[dict], times: Sequence[float], window_
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
+def corpus_embeddings(corpus: Path, metas: Sequence[dict], ids: Sequence[int], times: Sequence[float],
+                      window_s: float, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """`extract` for the calls `ids`, rows in that order; reused from `cache` when it holds exactly those
+    calls and every time asked for, else computed and written there."""
+    want = [f"{kind}@{t:g}s" for t in times for kind in ("encoder", "logmel")]
+    if cache and cache.is_file():
+        feats = dict(np.load(cache))
+        if "idx" in feats and np.array_equal(feats["idx"], ids) and all(k in feats for k in want):
+            return feats
+    feats = {"idx": np.asarray(ids), **extract(corpus, [metas[i] for i in ids], times, window_s)}
+    if cache:
+        np.savez(cache, **feats)
+    return feats
+
+
+def onset_embeddings(items: dict[str, Any], keys: Sequence[str], ref_classes: Sequence[str], times: Sequence[float],
+                     window_s: float) -> dict[str, tuple[float | None, list[np.ndarray | None]]]:
+    """For each test call: its live-VAD speech onset and the embedding `t` s after it, for every time
+    (None where the VAD heard no speech), computed once for all folds."""
+    from tqdm import tqdm
+
+    from amd_model.tools.folds import _anchors
+
+    out: dict[str, tuple[float | None, list[np.ndarray | None]]] = {}
+    for key in tqdm(sorted(keys), desc="test calls (encoder)", unit="call"):
+        it = items[key]
+        onset, _ = _anchors(it, ref_classes)
+        if onset is None:
+            out[key] = (None, [None] * len(times))
+            continue
+        pcm = load_audio(it.call.path)
+        out[key] = (onset, [embed(pcm[: int((onset / 1000 + t) * SAMPLE_RATE)], window_s) for t in times])
+    return out
+
+
+@dataclass
+class FoldBench:
+    """What a per-fold comparison needs: the corpus calls, the workflow's detectors, the generalization
+    folds (amd_model.tools.folds) and their test calls prepared once (live VAD, shipped model)."""
+
+    metas: list[dict]
+    detectors: list[Any]
+    folds: list[Any]
+    ref: Any
+    items: dict[str, Any]
+
+    @classmethod
+    def load(cls, corpus: Path, real_dir: Path, workflow: str,
+             extra_keys: Callable[[list[Any]], set[str]] | None = None) -> FoldBench:
+        from amd_model.runtime import AmdModel
+        from amd_model.tools.folds import make_folds, prepare_items
+        from amd_model.tools.train import load_meta
+        from processors.amd_decision import load_presets
+
+        metas = load_meta(corpus)
+        detectors = load_presets()[workflow]
+        folds = make_folds(metas, sorted(q.name for q in real_dir.glob("*.wav")), cv=5, max_test=400)
+        ref = AmdModel()
+        min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
+        keys = {k for f in folds for k in f.test} | (extra_keys(folds) if extra_keys else set())
+        return cls(metas, detectors, folds, ref, prepare_items(corpus, metas, real_dir, keys, ref, min_ms))
+
+    def score(self, calls: Sequence[Any], probs: Sequence[np.ndarray], classes: Sequence[str],
+              detectors: Sequence[Any]) -> tuple[dict, list]:
+        """The production decision layer over these calls' probabilities: metrics and per-call results."""
+        from amd_model.tools.evaluation import CallResult, metrics
+        from amd_model.tools.folds import _anchors, verdicts
+
+        res = [CallResult(it.call, v, v, *_anchors(it, self.ref.classes))
+               for it, v in zip(calls, verdicts(calls, probs, classes, detectors), strict=True)]
+        return metrics(res, "ours"), res
+
+
+def pooled_cv_row(pooled: dict[str, list]) -> dict[str, Any]:
+    """The real-greeting CV folds' results pooled, one metrics entry per system."""
+    from amd_model.tools.evaluation import metrics
+
+    return {"name": "real greetings, 5-fold CV (pooled)", "kind": "real_cv_pooled",
+            "n": len(next(iter(pooled.values())))} | {k: metrics(v, "ours") for k, v in pooled.items()}
+
+
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 10.0, iters: int = 25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class-balanced L2 logistic regression by Newton steps on standardized inputs: (mean, scale, weights)."""
     mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-6
@@ -192,76 +274,50 @@ def with_fold_nets(
     """Each generalization fold's net (amd_model.tools.folds, reused from CORPUS/folds/) through the
     production decision layer, alone and with one more detector on a probe trained on that fold's
     training calls and read `t` s after speech onset: does the encoder add what the net lacks?"""
-    from amd_model.runtime import AmdModel
-    from amd_model.tools.evaluation import CallResult, metrics
-    from amd_model.tools.folds import (
-        Budget,
-        _anchors,
-        make_folds,
-        net_probs,
-        prepare_items,
-        train_fold,
-        verdicts,
-    )
-    from amd_model.tools.train import CLASSES, load_meta
-    from processors.amd_decision import load_presets
-
-    metas = load_meta(corpus)
-    hm = [i for i, m in enumerate(metas) if m["label"] in ("human", "machine")]
-    key = f"encoder@{t:g}s"
-    feats = dict(np.load(cache)) if cache and cache.is_file() else {}
-    if key not in feats:
-        feats = extract(corpus, [metas[i] for i in hm], [t], window_s)
-        if cache:
-            np.savez(cache, **feats)
-    emb = dict(zip(hm, feats[key], strict=True))
-    y = {i: metas[i]["label"] == "machine" for i in hm}
-    detectors = load_presets()[workflow]
-    real_files = sorted(q.name for q in real_dir.glob("*.wav"))
-    folds = make_folds(metas, real_files, cv=5, max_test=400)
-    ref = AmdModel()
-    min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
-    items = prepare_items(corpus, metas, real_dir, {k for f in folds for k in f.test}, ref, min_ms)
-    out: dict[str, Any] = {"t_s": t, "window_s": window_s, "workflow": workflow, "folds": []}
-    pooled: dict[str, list] = {}
     from tqdm import tqdm
 
-    for fold in tqdm(folds, desc="folds", unit="fold"):
+    from amd_model.tools.folds import Budget, net_probs, train_fold
+    from amd_model.tools.train import CLASSES
+
+    bench = FoldBench.load(corpus, real_dir, workflow)
+    hm = [i for i, m in enumerate(bench.metas) if m["label"] in ("human", "machine")]
+    emb = dict(zip(hm, corpus_embeddings(corpus, bench.metas, hm, [t], window_s, cache)[f"encoder@{t:g}s"], strict=True))
+    y = {i: bench.metas[i]["label"] == "machine" for i in hm}
+    test_emb = onset_embeddings(bench.items, {k for f in bench.folds for k in f.test}, bench.ref.classes, [t], window_s)
+    out: dict[str, Any] = {"t_s": t, "window_s": window_s, "workflow": workflow, "folds": []}
+    pooled: dict[str, list] = {}
+    for fold in tqdm(bench.folds, desc="folds", unit="fold"):
         net, info = train_fold(corpus, fold, Budget(minutes=4.0, max_epochs=15))
         tr = [i for i in fold.train_ids if i in emb]
         head = fit_logistic(np.stack([emb[i] for i in tr]), np.array([y[i] for i in tr]), l2)
-        test = [items[k] for k in fold.test]
+        test = [bench.items[k] for k in fold.test]
         probs = net_probs(net, [it.feats.astype(np.float32) for it in test])
         ext = []
-        for it, pr in zip(test, probs, strict=True):
-            onset, _ = _anchors(it, ref.classes)
+        for k, pr in zip(fold.test, probs, strict=True):
+            onset, (e,) = test_emb[k]
             col = np.zeros((len(pr), 1), np.float32)
             if onset is not None:
-                end = int((onset / 1000 + t) * SAMPLE_RATE)
                 mu, sd, w = head
-                z = float(np.r_[(embed(load_audio(it.call.path)[:end], window_s) - mu) / sd, 1.0] @ w)
+                z = float(np.r_[(e - mu) / sd, 1.0] @ w)
                 col[int((onset / 1000 + t) * 10) :] = 1 / (1 + np.exp(-z))
             ext.append(np.c_[pr, col])
         row = {"name": fold.name, "kind": fold.kind, "n": len(test), "epochs": info.get("epochs")}
-        runs = {"net": list(detectors)} | {
-            f"net+voice(p>={th:g}{'' if mt is None else f', talking {mt} ms'})": [*detectors, encoder_detector(th, mt)]
+        runs = {"net": list(bench.detectors)} | {
+            f"net+voice(p>={th:g}{'' if mt is None else f', talking {mt} ms'})": [*bench.detectors, encoder_detector(th, mt)]
             for th, mt in grid
         }
         for name, dets in runs.items():
-            vs = verdicts(test, ext, [*CLASSES, VOICE], dets)
-            res = [CallResult(it.call, v, v, *_anchors(it, ref.classes)) for it, v in zip(test, vs, strict=True)]
-            row[name] = metrics(res, "ours")
+            row[name], res = bench.score(test, ext, [*CLASSES, VOICE], dets)
             if fold.kind == "real_cv":
                 pooled.setdefault(name, []).extend(res)
         out["folds"].append(row)
     if pooled:
-        out["folds"].append({"name": "real greetings, 5-fold CV (pooled)", "kind": "real_cv_pooled",
-                             "n": len(next(iter(pooled.values())))} | {k: metrics(v, "ours") for k, v in pooled.items()})
+        out["folds"].append(pooled_cv_row(pooled))
     return out
 
 
-def format_fold_nets(rep: dict[str, Any]) -> str:
-    lines = [f"fold nets (CORPUS/folds) + a voice_machine detector on the encoder probe read {rep['t_s']:g} s after "
+def format_fold_nets(rep: dict[str, Any], what: str = "a voice_machine detector on the encoder probe read") -> str:
+    lines = [f"fold nets (CORPUS/folds) + {what} {rep['t_s']:g} s after "
              f"onset ({rep['window_s']:g} s window), preset {rep['workflow']!r}",
              f"{'fold':36s} {'system':40s} {'acc':>7s} {'machine p50':>11s} {'human p50':>9s} {'business':>8s}"]
     for f in rep["folds"]:
@@ -316,14 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep = with_fold_nets(args.corpus, args.fold_nets, args.workflow, max(args.times), args.window_s, args.cache, grid, args.l2)
         print(json.dumps(rep, indent=2, default=str) if args.json else format_fold_nets(rep))
         return 0
-    metas = [m for m in map(json.loads, meta_path.read_text().splitlines()) if m["label"] in ("human", "machine")]
-    if args.cache and args.cache.is_file():
-        feats = dict(np.load(args.cache))
-    else:
-        feats = extract(args.corpus, metas, args.times, args.window_s)
-        if args.cache:
-            np.savez(args.cache, **feats)
-    order = sorted(feats, key=lambda k: (k.split("@")[0], float(k.split("@")[1].rstrip("s"))))
+    all_metas = [json.loads(line) for line in meta_path.read_text().splitlines() if line.strip()]
+    ids = [i for i, m in enumerate(all_metas) if m["label"] in ("human", "machine")]
+    metas = [all_metas[i] for i in ids]
+    feats = corpus_embeddings(args.corpus, all_metas, ids, args.times, args.window_s, args.cache)
+    order = [f"{kind}@{t:g}s" for kind in ("encoder", "logmel") for t in sorted(args.times)]
     results = {k: probe_folds(feats[k], metas, args.l2) for k in order}
     print(json.dumps(results, indent=2) if args.json else format_report(results))
     return 0
