@@ -383,15 +383,12 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
             chosen = (name, dict(grid)[name])
         test = [bench.items[k] for k in fold.test]
         plain, fused = both_probs(fold.test)
-        row: dict[str, Any] = {"name": fold.name, "kind": fold.kind, "n": len(test), "epochs": info.get("epochs")}
-        systems = [("net", plain, detectors), ("net+encoder", fused, detectors)]
+        systems = [("net", plain, CLASSES, detectors), ("net+encoder", fused, CLASSES, detectors)]
+        if chosen is not None:
+            systems.append(("net+encoder, preset re-picked on val", fused, CLASSES, chosen[1]))
+        row = bench.fold_row(fold, test, systems, pooled, info.get("epochs"))
         if chosen is not None:
             row["preset_picked_on_val"] = chosen[0]
-            systems.append(("net+encoder, preset re-picked on val", fused, chosen[1]))
-        for name, probs, dets in systems:
-            row[name], res = bench.score(test, probs, CLASSES, dets)
-            if fold.kind == "real_cv":
-                pooled.setdefault(name, []).extend(res)
         out["folds"].append(row)
     if pooled:
         out["folds"].append(pooled_cv_row(pooled))

@@ -192,6 +192,18 @@ class FoldBench:
         return metrics(res, "ours"), res
 
 
+    def fold_row(self, fold: Any, calls: Sequence[Any], systems: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str],
+                 Sequence[Any]]], pooled: dict[str, list], epochs: int | None) -> dict[str, Any]:
+        """One fold's table row: each system (name, probabilities, classes, detectors) scored on its test
+        calls; a real-greeting CV fold's results also go to `pooled` (see pooled_cv_row)."""
+        row: dict[str, Any] = {"name": fold.name, "kind": fold.kind, "n": len(calls), "epochs": epochs}
+        for name, probs, classes, dets in systems:
+            row[name], res = self.score(calls, probs, classes, dets)
+            if fold.kind == "real_cv":
+                pooled.setdefault(name, []).extend(res)
+        return row
+
+
 def pooled_cv_row(pooled: dict[str, list]) -> dict[str, Any]:
     """The real-greeting CV folds' results pooled, one metrics entry per system."""
     from amd_model.tools.evaluation import metrics
@@ -301,16 +313,12 @@ def with_fold_nets(
                 z = float(np.r_[(e - mu) / sd, 1.0] @ w)
                 col[int((onset / 1000 + t) * 10) :] = 1 / (1 + np.exp(-z))
             ext.append(np.c_[pr, col])
-        row = {"name": fold.name, "kind": fold.kind, "n": len(test), "epochs": info.get("epochs")}
         runs = {"net": list(bench.detectors)} | {
             f"net+voice(p>={th:g}{'' if mt is None else f', talking {mt} ms'})": [*bench.detectors, encoder_detector(th, mt)]
             for th, mt in grid
         }
-        for name, dets in runs.items():
-            row[name], res = bench.score(test, ext, [*CLASSES, VOICE], dets)
-            if fold.kind == "real_cv":
-                pooled.setdefault(name, []).extend(res)
-        out["folds"].append(row)
+        systems = [(name, ext, [*CLASSES, VOICE], dets) for name, dets in runs.items()]
+        out["folds"].append(bench.fold_row(fold, test, systems, pooled, info.get("epochs")))
     if pooled:
         out["folds"].append(pooled_cv_row(pooled))
     return out
