@@ -91,16 +91,13 @@ def record(calls: list[CallInputs], gp: GateParams, vad_params: dict[str, float]
     return out
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 3000) -> np.ndarray:
-    """Class-balanced logistic regression by gradient descent (weights, then the bias)."""
-    Xb = np.c_[X, np.ones(len(X))]
-    sw = np.where(y == 1, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
-    w = np.zeros(Xb.shape[1])
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-np.clip(Xb @ w, -30, 30)))
-        g = Xb.T @ (sw * (p - y)) / len(y) + l2 * np.r_[w[:-1], 0.0]
-        w -= 0.05 * g
-    return w
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> np.ndarray:
+    """Class-balanced L2 logistic regression (scikit-learn; `l2` per mean sample): weights, then the bias,
+    in the cues' own units so they read as dB of level."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=1.0 / (l2 * len(y)), class_weight="balanced", max_iter=1000).fit(X, y)
+    return np.r_[clf.coef_[0], clf.intercept_]
 
 
 def main() -> None:

@@ -249,7 +249,7 @@ def train_joint(net: Any, feats: Sequence[np.ndarray], es: Sequence[np.ndarray],
 def _probe_logits(emb: dict[int, list], test_emb: dict[str, tuple], train_ids: Sequence[int], metas: Sequence[dict],
                   n_times: int) -> tuple[dict[int, list], dict[str, tuple], int]:
     """Per time, a machine-vs-human linear probe on the fold's training calls; every embedding becomes its logit."""
-    from amd_model.tools.encoder_probe import fit_logistic
+    from amd_model.tools.encoder_probe import fit_logistic, logit
 
     hm = [i for i in train_ids if i in emb and metas[i]["label"] in ("human", "machine")]
     probes = []
@@ -258,14 +258,13 @@ def _probe_logits(emb: dict[int, list], test_emb: dict[str, tuple], train_ids: S
         probes.append(fit_logistic(np.stack([emb[i][k] for i in have]),
                                    np.array([metas[i]["label"] == "machine" for i in have])) if have else None)
 
-    def logit(k: int, v: np.ndarray | None) -> np.ndarray | None:
+    def read(k: int, v: np.ndarray | None) -> np.ndarray | None:
         if v is None or probes[k] is None:
             return None
-        mu, sd, w = probes[k]
-        return np.array([float(np.r_[(v - mu) / sd, 1.0] @ w)], np.float32)
+        return np.array([logit(probes[k], v)], np.float32)
 
-    return ({i: [logit(k, v) for k, v in enumerate(vs)] for i, vs in emb.items()},
-            {key: (on, [logit(k, v) for k, v in enumerate(vs)]) for key, (on, vs) in test_emb.items()}, 1)
+    return ({i: [read(k, v) for k, v in enumerate(vs)] for i, vs in emb.items()},
+            {key: (on, [read(k, v) for k, v in enumerate(vs)]) for key, (on, vs) in test_emb.items()}, 1)
 
 
 def preset_grid(detectors: Sequence[Any]) -> list[tuple[str, list[Any]]]:

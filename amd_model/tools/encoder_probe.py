@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from amd_model.features import logmel
-from amd_model.tools.folds import family, real_file
+from amd_model.tools.folds import cv_held, family, real_file, real_twins
 from callgate.audio import SAMPLE_RATE, load_audio
 
 POOLED = "sum_1_DequantizeLinear_Output"  # attention-pooled encoder state (384), the classifier's input
@@ -140,12 +140,12 @@ def onset_embeddings(items: dict[str, Any], keys: Sequence[str], ref_classes: Se
     (None where the VAD heard no speech), computed once for all folds."""
     from tqdm import tqdm
 
-    from amd_model.tools.folds import _anchors
+    from amd_model.tools.folds import speech_anchors
 
     out: dict[str, tuple[float | None, list[np.ndarray | None]]] = {}
     for key in tqdm(sorted(keys), desc="test calls (encoder)", unit="call"):
         it = items[key]
-        onset, _ = _anchors(it, ref_classes)
+        onset, _ = speech_anchors(it, ref_classes)
         if onset is None:
             out[key] = (None, [None] * len(times))
             continue
@@ -175,7 +175,8 @@ class FoldBench:
 
         metas = load_meta(corpus)
         detectors = load_presets()[workflow]
-        folds = make_folds(metas, sorted(q.name for q in real_dir.glob("*.wav")), cv=5, max_test=400)
+        real = sorted(q.name for q in real_dir.glob("*.wav"))
+        folds = make_folds(metas, real, cv=5, max_test=400, groups=real_twins(real_dir, real))
         ref = AmdModel()
         min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
         keys = {k for f in folds for k in f.test} | (extra_keys(folds) if extra_keys else set())
@@ -185,9 +186,9 @@ class FoldBench:
               detectors: Sequence[Any]) -> tuple[dict, list]:
         """The production decision layer over these calls' probabilities: metrics and per-call results."""
         from amd_model.tools.evaluation import CallResult, metrics
-        from amd_model.tools.folds import _anchors, verdicts
+        from amd_model.tools.folds import speech_anchors, verdicts
 
-        res = [CallResult(it.call, v, v, *_anchors(it, self.ref.classes))
+        res = [CallResult(it.call, v, v, *speech_anchors(it, self.ref.classes))
                for it, v in zip(calls, verdicts(calls, probs, classes, detectors), strict=True)]
         return metrics(res, "ours"), res
 
@@ -212,31 +213,30 @@ def pooled_cv_row(pooled: dict[str, list]) -> dict[str, Any]:
             "n": len(next(iter(pooled.values())))} | {k: metrics(v, "ours") for k, v in pooled.items()}
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 10.0, iters: int = 25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class-balanced L2 logistic regression by Newton steps on standardized inputs: (mean, scale, weights)."""
-    mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-6
-    Z = np.c_[(X - mu) / sd, np.ones(len(X))]
-    sw = np.where(y, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
-    w = np.zeros(Z.shape[1])
-    reg = np.full(Z.shape[1], l2)
-    reg[-1] = 0.0
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-np.clip(Z @ w, -30, 30)))
-        g = Z.T @ (sw * (p - y)) + reg * w
-        H = (Z * (sw * p * (1 - p))[:, None]).T @ Z + np.diag(reg + 1e-6)
-        w -= np.linalg.solve(H, g)
-    return mu, sd, w
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 10.0) -> Any:
+    """Class-balanced L2 logistic regression on standardized inputs (scikit-learn; `l2` = 1 / C)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / l2, class_weight="balanced", max_iter=1000)).fit(X, y)
 
 
-def predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], X: np.ndarray) -> np.ndarray:
-    mu, sd, w = model
-    return np.c_[(X - mu) / sd, np.ones(len(X))] @ w > 0
+def predict(model: Any, X: np.ndarray) -> np.ndarray:
+    return model.predict(X).astype(bool)
+
+
+def logit(model: Any, x: np.ndarray) -> float:
+    """The probe's log-odds of machine for one embedding."""
+    return float(model.decision_function(x[None])[0])
 
 
 def probe_folds(
-    X: np.ndarray, metas: Sequence[dict], l2: float = 10.0, cv: int = 5
+    X: np.ndarray, metas: Sequence[dict], l2: float = 10.0, cv: int = 5,
+    groups: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, dict[str, float | int | None]]:
-    """Leave-one-family-out and real-greeting CV accuracy of a linear probe (machine vs human)."""
+    """Leave-one-family-out and real-greeting CV accuracy of a linear probe (machine vs human);
+    `groups`: real files that are one recording and share a CV fold (`folds.real_twins`)."""
     y = np.array([m["label"] == "machine" for m in metas])
     fam = np.array([family(m) for m in metas])
     sub = np.array([m.get("subtype", "") for m in metas])
@@ -260,8 +260,11 @@ def probe_folds(
     if files:
         pred = np.zeros(len(y), dtype=bool)
         held = np.zeros(len(y), dtype=bool)
-        for k in range(cv):
-            test = np.isin(real, files[k::cv])
+        present = [[f for f in g if f in files] for g in groups or []]  # the corpus may use only some files
+        present = [g for g in present if g]
+        covered = {f for g in present for f in g}
+        for held_files in cv_held(files, cv, present + [[f] for f in files if f not in covered]):
+            test = np.isin(real, sorted(held_files))
             pred[test] = predict(fit_logistic(X[~test], y[~test], l2), X[test])
             held |= test
         out[f"real greetings, {cv}-fold CV"] = score(held, pred[held])
@@ -309,8 +312,7 @@ def with_fold_nets(
             onset, (e,) = test_emb[k]
             col = np.zeros((len(pr), 1), np.float32)
             if onset is not None:
-                mu, sd, w = head
-                z = float(np.r_[(e - mu) / sd, 1.0] @ w)
+                z = logit(head, e)
                 col[int((onset / 1000 + t) * 10) :] = 1 / (1 + np.exp(-z))
             ext.append(np.c_[pr, col])
         runs = {"net": list(bench.detectors)} | {
@@ -369,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fold-nets", type=Path, default=None, metavar="REAL_DIR",
                    help="also run each fold's net (CORPUS/folds) through the decision layer, alone and with a "
                         "detector on the probe (REAL_DIR: the real greetings)")
+    p.add_argument("--real-dir", type=Path, default=None,
+                   help="the real greetings' folder: two files of one recording then share a CV fold")
     p.add_argument("--workflow", default="default")
     args = p.parse_args(argv)
     meta_path = args.corpus / "meta.jsonl"
@@ -385,7 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     metas = [all_metas[i] for i in ids]
     feats = corpus_embeddings(args.corpus, all_metas, ids, args.times, args.window_s, args.cache)
     order = [f"{kind}@{t:g}s" for kind in ("encoder", "logmel") for t in sorted(args.times)]
-    results = {k: probe_folds(feats[k], metas, args.l2) for k in order}
+    groups = None
+    if args.real_dir:
+        real = sorted(q.name for q in args.real_dir.glob("*.wav"))
+        groups = real_twins(args.real_dir, real)
+    results = {k: probe_folds(feats[k], metas, args.l2, groups=groups) for k in order}
     print(json.dumps(results, indent=2) if args.json else format_report(results))
     return 0
 

@@ -5,8 +5,9 @@ model; on recordings nobody here made it is a different model. A fold holds out 
 (every call spoken by espeak-ng, flite, piper, the Asterisk Allison recordings, or the real dev
 greetings), trains a net on everything else, and tests on the held-out family; the real greetings are
 also split into k cross-validation folds (by file: a greeting is never in training and test of the
-same fold). Every test call goes through the production decision layer (preset replay over the
-model's steps and the live VAD's speech events), as `callgate eval` does.
+same fold; two files of one recording share a fold). Every test call goes through the production
+decision layer (preset replay over the model's steps and the live VAD's speech events), as
+`callgate eval` does.
 
 Each fold trains one net (the architecture of one member of the shipped ensemble) under a declared,
 reduced budget (`minutes` wall clock and `max_epochs` per fold, one CPU thread) so the whole set runs
@@ -19,6 +20,7 @@ call and are dropped per fold by file). The real greetings are read where they l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import sys
@@ -73,6 +75,34 @@ class Fold:
         return "".join(c if c.isalnum() else "_" for c in self.name)
 
 
+def real_twins(real_dir: Path, files: Sequence[str], min_corr: float = 0.999) -> list[list[str]]:
+    """The real greetings grouped by recording: files that hold the same audio under two names (the dev
+    set has two such pairs, re-encoded, so not byte-identical: same length, correlation > 0.9999) form
+    one group, so cross-validation never tests a greeting on a fold whose training holds its twin."""
+    import soundfile as sf
+
+    audio = {f: sf.read(str(real_dir / f), dtype="float32", always_2d=True)[0][:, 0] for f in files}
+    groups: list[list[str]] = []
+    for f in sorted(files):
+        for g in groups:
+            a, b = audio[g[0]], audio[f]
+            if len(a) == len(b) and a.std() > 0 and b.std() > 0 and np.corrcoef(a, b)[0, 1] >= min_corr:
+                g.append(f)
+                break
+        else:
+            groups.append([f])
+    return groups
+
+
+def cv_held(files: Sequence[str], cv: int, groups: Sequence[Sequence[str]] | None = None) -> list[set[str]]:
+    """The real files each of `cv` folds holds out: every cv-th group of sorted files (a group = one
+    recording, `real_twins`; by default every file is its own group)."""
+    grouped = sorted(sorted(g) for g in (groups or [[f] for f in files]))
+    if sorted(f for g in grouped for f in g) != sorted(files):
+        raise ValueError("groups must partition the real files")
+    return [{f for g in grouped[k::cv] for f in g} for k in range(cv)]
+
+
 def make_folds(
     metas: Sequence[dict],
     real_files: Sequence[str],
@@ -80,11 +110,14 @@ def make_folds(
     cv: int = 5,
     families: Sequence[str] | None = None,
     max_test: int | None = None,
+    groups: Sequence[Sequence[str]] | None = None,
 ) -> list[Fold]:
     """The in-distribution split (same budget: the reference a held-out figure is compared with), one
-    fold per voice family present, and `cv` real-greeting folds (sorted files, every cv-th file).
+    fold per voice family present, and `cv` real-greeting folds (every cv-th group of sorted files).
 
-    `max_test` caps a family's test calls (a fixed random sample) to keep evaluation affordable."""
+    `groups`: real files that are one recording (`real_twins`) and must share a CV fold; by default
+    every file is its own group. `max_test` caps a family's test calls (a fixed random sample) to keep
+    evaluation affordable."""
     fam = [family(m) for m in metas]
     split = [m["split"] for m in metas]
     present = [f for f in (families or FAMILIES) if f in fam or (f == "real" and real_files)]
@@ -115,8 +148,7 @@ def make_folds(
             test = [f"call:{i}" for i in ids]
         folds.append(Fold(f"without {f}", "family", tr, va, test, note))
     files = sorted(real_files)
-    for k in range(cv if files else 0):
-        held = set(files[k::cv])
+    for k, held in enumerate(cv_held(files, cv, groups) if files else []):
         tr = [i for i in range(len(metas)) if split[i] != "val" and real_file(metas[i]) not in held]
         va = [i for i in range(len(metas)) if split[i] == "val" and real_file(metas[i]) not in held]
         folds.append(
@@ -271,7 +303,8 @@ def train_fold(corpus: Path, fold: Fold, budget: Budget) -> tuple[Any, dict]:
     d = corpus / "folds"
     d.mkdir(exist_ok=True)
     ckpt, info_path = d / f"{fold.slug}.pt", d / f"{fold.slug}.json"
-    key = {"budget": budget.__dict__, "n_train": len(fold.train_ids), "n_val": len(fold.val_ids)}
+    ids = hashlib.sha1(json.dumps([fold.train_ids, fold.val_ids]).encode()).hexdigest()[:12]
+    key = {"budget": budget.__dict__, "n_train": len(fold.train_ids), "n_val": len(fold.val_ids), "ids": ids}
     info = json.loads(info_path.read_text()) if info_path.exists() and ckpt.exists() else None
     if info is None or info.get("key") != key:
         r = train_member(
@@ -338,7 +371,8 @@ def run_folds(
     if [[m.get(k) for k in same] for m in test_metas] != [[m.get(k) for k in same] for m in metas]:
         raise ValueError(f"{test_corpus} does not hold the same calls as {corpus} (seed and size must match)")
     real_files = sorted(p.name for p in real_dir.glob("*.wav")) if real_dir.is_dir() else []
-    folds = make_folds(metas, real_files, cv=cv, families=families, max_test=max_test)
+    folds = make_folds(metas, real_files, cv=cv, families=families, max_test=max_test,
+                       groups=real_twins(real_dir, real_files))
     if only:
         folds = [f for f in folds if f.name in only or f.slug in only]
     ref = AmdModel(ref_model_path)
@@ -371,7 +405,7 @@ def run_folds(
         ours = verdicts(test, probs, CLASSES, detectors)
         results = []
         for it, v in zip(test, ours, strict=True):
-            tr = _anchors(it, ref.classes)
+            tr = speech_anchors(it, ref.classes)
             results.append(CallResult(it.call, v, it.ref_verdict, tr[0], tr[1]))
         if fold.kind == "real_cv":
             pooled["real_cv"] += results
@@ -400,7 +434,7 @@ def run_folds(
     return out
 
 
-def _anchors(it: TestItem, classes: Sequence[str]) -> tuple[float | None, float | None]:
+def speech_anchors(it: TestItem, classes: Sequence[str]) -> tuple[float | None, float | None]:
     """Latency anchors exactly as `evaluate_call` takes them (truth when known, else the VAD)."""
     from amd_model.tools.evaluation import build_trace
 

@@ -198,3 +198,24 @@ def test_the_scalar_path_hands_the_model_only_the_folds_probe_logit() -> None:
     machines = np.mean([f_emb[i][0][0] for i in range(30, 40) if i % 2])
     humans = np.mean([f_emb[i][0][0] for i in range(30, 40) if not i % 2])
     assert machines > humans  # the held-out calls' logits follow their class
+
+
+def test_the_probe_cv_never_trains_on_the_twin_of_a_greeting_it_tests(monkeypatch) -> None:
+    from amd_model.tools import encoder_probe
+
+    metas = _metas()
+    seen: list[set[int]] = []
+    monkeypatch.setattr(encoder_probe, "fit_logistic", lambda X, y, l2: seen.append({int(v) for v in X[:, 0]}))
+    tested: list[set[int]] = []
+    monkeypatch.setattr(encoder_probe, "predict", lambda model, X: (tested.append({int(v) for v in X[:, 0]}),
+                                                                    np.zeros(len(X), bool))[1])
+    X = np.arange(len(metas), dtype=float)[:, None]
+    twins = [["greeting0.wav", "greeting1.wav"], ["greeting2.wav", "greeting9.wav"]]
+    probe_folds(X, metas, groups=twins + [["unused.wav"]])
+    index = {f"greeting{k}.wav": 120 + k for k in range(10)}
+    cv = list(zip(seen[-5:], tested[-5:], strict=True))  # the last five fits are the CV folds
+    assert sorted(i for _, te in cv for i in te) == sorted(index.values())
+    for tr, te in cv:
+        for a, b in twins:
+            assert (index[a] in te) == (index[b] in te)
+            assert not {index[a], index[b]} & tr or not {index[a], index[b]} & te

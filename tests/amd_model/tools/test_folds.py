@@ -120,3 +120,37 @@ def test_eval_folds_trains_and_tests_every_fold_end_to_end(tmp_path, monkeypatch
     corpus.build(tmp_path / "s", 2, seed=3, workers=1, progress=False)  # real_pool "split"
     assert main(["eval", str(tmp_path / "s"), "--folds", "--real", str(real)]) == 2
     assert "real-pool all" in capsys.readouterr().err
+
+
+def _wav(path, x) -> None:
+    import soundfile as sf
+
+    sf.write(str(path), x, 8000, subtype="PCM_16")
+
+
+def test_real_twins_groups_a_re_encoded_copy_of_a_recording_and_nothing_else(tmp_path):
+    rng = np.random.default_rng(3)
+    a, b = 0.3 * rng.standard_normal(8000), 0.3 * rng.standard_normal(8000)
+    _wav(tmp_path / "a.wav", a)
+    _wav(tmp_path / "a_copy.wav", a + 1e-3 * rng.standard_normal(8000))  # same audio, re-encoded
+    _wav(tmp_path / "b.wav", b)  # same length, other audio
+    _wav(tmp_path / "a_short.wav", a[:7000])  # other length
+    groups = folds.real_twins(tmp_path, ["b.wav", "a_copy.wav", "a_short.wav", "a.wav"])
+    assert sorted(groups) == [["a.wav", "a_copy.wav"], ["a_short.wav"], ["b.wav"]]
+
+
+def test_real_cv_folds_hold_out_both_files_of_one_recording_together():
+    metas = _metas()
+    real = [f"g{k:02d}.wav" for k in range(10)]
+    groups = [["g00.wav", "g07.wav"], ["g03.wav", "g04.wav"]] + [[r] for r in real if r not in
+                                                                  ("g00.wav", "g07.wav", "g03.wav", "g04.wav")]
+    cv = [f for f in folds.make_folds(metas, real, cv=5, groups=groups) if f.kind == "real_cv"]
+    assert sorted(k for f in cv for k in f.test) == sorted(f"real:{r}" for r in real)
+    for f in cv:
+        held = {k[5:] for k in f.test}
+        for g in groups[:2]:
+            assert set(g) <= held or not set(g) & held  # a pair is tested together or not at all
+        used = {folds.real_file(metas[i]) for i in f.train_ids + f.val_ids} - {None}
+        assert not used & held
+    with pytest.raises(ValueError, match="partition"):
+        folds.make_folds(metas, real, cv=5, groups=[["g00.wav"]])
