@@ -267,6 +267,64 @@ def _probe_logits(emb: dict[int, list], test_emb: dict[str, tuple], train_ids: S
             {key: (on, [read(k, v) for k, v in enumerate(vs)]) for key, (on, vs) in test_emb.items()}, 1)
 
 
+def _crossfit_logits(emb: dict[int, list], train_ids: Sequence[int], metas: Sequence[dict], n_times: int,
+                     k: int = 5, seed: int = 0) -> dict[int, list]:
+    """The training calls' probe logits, each from a probe fitted without it (k parts of the fold's human
+    and machine training calls): a net trained on in-sample logits would learn to trust the probe as
+    it never is on a held-out call."""
+    hm = [i for i in train_ids if i in emb and metas[i]["label"] in ("human", "machine")]
+    part = np.random.default_rng(seed).permutation(len(hm)) % k
+    out: dict[int, list] = {}
+    for j in range(k):
+        rest = {i: emb[i] for i, p in zip(hm, part, strict=True) if p != j}
+        held = {i: emb[i] for i, p in zip(hm, part, strict=True) if p == j}
+        logits, _, _ = _probe_logits({**rest, **held}, {}, list(rest), metas, n_times)
+        out.update({i: logits[i] for i in held})
+    return out
+
+
+class ScratchNet:
+    """A net trained from scratch with the probe's logit (and which read-outs are in) as GRU inputs."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net.eval()
+
+    @staticmethod
+    def inputs(e: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        return np.c_[np.clip(e, -10, 10) / 5, flags].astype(np.float32)
+
+    def probs(self, feats: np.ndarray, e: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(feats.astype(np.float32))[None]
+            z, _ = self.net(x, extra=torch.from_numpy(self.inputs(e, flags))[None])
+            return torch.softmax(z[0], -1).numpy()
+
+
+def train_scratch(corpus: Path, fold: Any, extra: dict[int, np.ndarray], budget: Any, key: dict) -> tuple[Any, dict]:
+    """Train (or reuse from CORPUS/folds_probe/) the fold's net with `extra` inputs, under the fold
+    nets' own loop and budget (`train_member`), so the only difference from the fold net is the input."""
+    import torch
+
+    from amd_model.tools.net import AmdNet
+    from amd_model.tools.train import CLASSES, train_member
+
+    d = corpus / "folds_probe"
+    d.mkdir(exist_ok=True)
+    ckpt, info_path = d / f"{fold.slug}_s{budget.seed}.pt", d / f"{fold.slug}_s{budget.seed}.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() and ckpt.exists() else None
+    if info is None or info.get("key") != key:
+        r = train_member(corpus, ckpt, epochs=budget.max_epochs, hidden=budget.hidden, batch=32, lr=2e-3,
+                         seed=budget.seed, threads=budget.threads, max_minutes=budget.minutes,
+                         train_ids=fold.train_ids, val_ids=fold.val_ids, tag=f"{fold.name} + probe", extra=extra)
+        info = {"key": key, "epochs": r["epochs"], "train_minutes": r["train_minutes"]}
+        info_path.write_text(json.dumps(info))
+    net = AmdNet(len(CLASSES), hidden=budget.hidden, n_extra=next(iter(extra.values())).shape[1])
+    net.load_state_dict(torch.load(ckpt, weights_only=True))
+    return ScratchNet(net), info
+
+
 def preset_grid(detectors: Sequence[Any]) -> list[tuple[str, list[Any]]]:
     """The early machine detectors made stricter, one combination per entry (for a model whose
     p(machine) is confident sooner than the net the presets were tuned for)."""
@@ -311,7 +369,7 @@ def pick_preset(scored: Sequence[tuple[str, dict]], base: dict) -> str:
 def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], window_s: float,
         cache: Path | None, epochs: int = 6, proj: int = 32, emb_dropout: float = 0.0,
         retune: bool = False, max_val: int = 300, joint: bool = False, scalar: bool = False,
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0, scratch: bool = False, only: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
@@ -341,24 +399,37 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
     out: dict[str, Any] = {"times_s": list(times), "window_s": window_s, "workflow": workflow, "epochs": epochs,
                            "proj": proj, "emb_dropout": emb_dropout, "folds": []}
     pooled: dict[str, list] = {}
-    for fold in tqdm(bench.folds, desc="folds", unit="fold", file=sys.stderr):
+    folds = [f for f in bench.folds if not only or f.name in only or f.slug in only]
+    for fold in tqdm(folds, desc="folds", unit="fold", file=sys.stderr):
         net, info = train_fold(corpus, fold, Budget(minutes=4.0, max_epochs=15))
         tr = list(fold.train_ids)
         f_emb, f_test, f_dim = emb, test_emb, dim
-        if scalar:  # only the fold's linear probe's logit (per time) reaches the model: no voice identity
+        if scalar or scratch:  # only the fold's linear probe's logit (per time) reaches the model: no voice identity
             f_emb, f_test, f_dim = _probe_logits(emb, test_emb, tr, metas, len(times))
-        ef = [_avail(len(train_feats[i]), metas[i].get("speech_onset_ms"), times, f_emb.get(i, [None] * len(times)),
-                     f_dim) for i in tr]
-        ys = [step_targets(metas[i], len(train_feats[i])) for i in tr]
-        ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
-        if joint:
-            model: Any = train_joint(net, [train_feats[i].astype(np.float32) for i in tr], [e for e, _ in ef],
-                                     [f for _, f in ef], ys, ws, epochs=epochs, proj=proj, emb_dropout=emb_dropout,
-                                     seed=seed)
+        model: Any
+        if scratch:
+            f_emb = {**f_emb, **_crossfit_logits(emb, tr, metas, len(times), seed=seed)}
+            extra = {}
+            for i in [*tr, *fold.val_ids]:
+                e, f = _avail(len(train_feats[i]), metas[i].get("speech_onset_ms"), times,
+                              f_emb.get(i, [None] * len(times)), f_dim)
+                extra[i] = ScratchNet.inputs(e, f)
+            key = {"fold": info.get("key"), "times": list(times), "window_s": window_s, "crossfit": 5}
+            model, s_info = train_scratch(corpus, fold, extra, Budget(minutes=4.0, max_epochs=15, seed=seed), key)
+            info = {**info, "epochs": f"{info.get('epochs')}/{s_info['epochs']}"}
         else:
-            hs = gru_outputs(net, [train_feats[i] for i in tr])
-            model = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs, proj=proj,
-                                emb_dropout=emb_dropout, seed=seed)
+            ef = [_avail(len(train_feats[i]), metas[i].get("speech_onset_ms"), times,
+                         f_emb.get(i, [None] * len(times)), f_dim) for i in tr]
+            ys = [step_targets(metas[i], len(train_feats[i])) for i in tr]
+            ws = [step_weights(metas[i], y) for i, y in zip(tr, ys, strict=True)]
+            if joint:
+                model = train_joint(net, [train_feats[i].astype(np.float32) for i in tr], [e for e, _ in ef],
+                                    [f for _, f in ef], ys, ws, epochs=epochs, proj=proj, emb_dropout=emb_dropout,
+                                    seed=seed)
+            else:
+                hs = gru_outputs(net, [train_feats[i] for i in tr])
+                model = train_fused(net, hs, [e for e, _ in ef], [f for _, f in ef], ys, ws, epochs=epochs,
+                                    proj=proj, emb_dropout=emb_dropout, seed=seed)
 
         def both_probs(keys: Sequence[str], model: Any = model, f_test: dict = f_test, f_dim: int = f_dim,
                        net: Any = net) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -369,7 +440,7 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
                     plain.append(torch.softmax(net.head(torch.from_numpy(h)), -1).numpy())
                 onset, vs = f_test[k]
                 e, f = _avail(len(h), onset, times, vs, f_dim)
-                fused.append(model.probs(bench.items[k].feats, e, f) if joint else model.probs(h, e, f))
+                fused.append(model.probs(bench.items[k].feats, e, f) if joint or scratch else model.probs(h, e, f))
             return plain, fused
 
         chosen = None
@@ -382,9 +453,10 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
             chosen = (name, dict(grid)[name])
         test = [bench.items[k] for k in fold.test]
         plain, fused = both_probs(fold.test)
-        systems = [("net", plain, CLASSES, detectors), ("net+encoder", fused, CLASSES, detectors)]
+        new = "net trained with probe" if scratch else "net+encoder"
+        systems = [("net", plain, CLASSES, detectors), (new, fused, CLASSES, detectors)]
         if chosen is not None:
-            systems.append(("net+encoder, preset re-picked on val", fused, CLASSES, chosen[1]))
+            systems.append((f"{new}, preset re-picked on val", fused, CLASSES, chosen[1]))
         row = bench.fold_row(fold, test, systems, pooled, info.get("epochs"))
         if chosen is not None:
             row["preset_picked_on_val"] = chosen[0]
@@ -411,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="feed the embedding into the GRU and fine-tune the whole fold net (instead of a fused head)")
     p.add_argument("--scalar", action="store_true",
                    help="feed only each fold's linear probe logit (per time), not the 768-number embedding")
+    p.add_argument("--scratch", action="store_true",
+                   help="train a new net per fold with the probe's logit as a GRU input from the start (the fold "
+                        "nets' loop and budget; training calls get cross-fitted logits) instead of a fine-tune")
+    p.add_argument("--only", nargs="+", default=None, help="only these folds (names or slugs)")
     p.add_argument("--retune", action="store_true",
                    help="also re-pick the early machine detectors per fold on its validation calls")
     p.add_argument("--seed", type=int, default=0, help="seed of the head / fine-tune (the fold nets are fixed)")
@@ -420,11 +496,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.corpus}: no folds/ (run `callgate eval {args.corpus} --folds` first)", file=sys.stderr)
         return 2
     rep = run(args.corpus, args.real_dir, args.workflow, args.times, args.window_s, args.cache, args.epochs,
-              args.proj, args.emb_dropout, args.retune, joint=args.joint, scalar=args.scalar, seed=args.seed)
+              args.proj, args.emb_dropout, args.retune, joint=args.joint, scalar=args.scalar, seed=args.seed,
+              scratch=args.scratch, only=args.only)
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:
-        what = "the embedding in the GRU (fine-tuned), read up to" if args.joint else "a fused head with the embeddings up to"
+        what = ("a net trained with the probe's logit as an input, read up to" if args.scratch
+                else "the embedding in the GRU (fine-tuned), read up to" if args.joint
+                else "a fused head with the embeddings up to")
         print(format_fold_nets({**rep, "t_s": max(rep["times_s"])}, what))
     return 0
 

@@ -18,9 +18,12 @@ from amd_model.features import FRAMES_PER_STEP, N_MELS
 class AmdNet(nn.Module):
     """Dense front-end per 100 ms step + GRU over steps + linear head."""
 
-    def __init__(self, n_classes: int, hidden: int = 128, width: int = 256, dropout: float = 0.2) -> None:
+    def __init__(
+        self, n_classes: int, hidden: int = 128, width: int = 256, dropout: float = 0.2, n_extra: int = 0
+    ) -> None:
         super().__init__()
         self.hidden = hidden
+        self.n_extra = n_extra  # per-step inputs beside the log-mels, straight into the GRU (measurement only)
         self.register_buffer("feat_mean", torch.zeros(N_MELS))
         self.register_buffer("feat_std", torch.ones(N_MELS))
         # The whole step (10 frames x 40 mels) flattened: a dense layer over it acts as a 10-frame conv
@@ -33,7 +36,7 @@ class AmdNet(nn.Module):
             nn.ReLU(),
         )
         self.drop = nn.Dropout(dropout)  # on the GRU output, training only (identity in the export)
-        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.gru = nn.GRU(hidden + n_extra, hidden, batch_first=True)
         self.head = nn.Linear(hidden, n_classes)
 
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
@@ -42,11 +45,13 @@ class AmdNet(nn.Module):
         return self.front(x.reshape(x.shape[0], FRAMES_PER_STEP * N_MELS))
 
     def forward(
-        self, feats: torch.Tensor, h0: torch.Tensor | None = None
+        self, feats: torch.Tensor, h0: torch.Tensor | None = None, extra: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training form: feats (B, T, F, M) -> logits (B, T, C), final state (1, B, H)."""
+        """Training form: feats (B, T, F, M) [+ extra (B, T, n_extra)] -> logits (B, T, C), final state (1, B, H)."""
         b, t = feats.shape[:2]
         e = self.embed(feats.reshape(b * t, FRAMES_PER_STEP, N_MELS)).reshape(b, t, -1)
+        if self.n_extra:
+            e = torch.cat([e, extra if extra is not None else e.new_zeros(b, t, self.n_extra)], -1)
         if h0 is None:
             h0 = feats.new_zeros(1, b, self.hidden)
         out, h = self.gru(e, h0)

@@ -220,12 +220,15 @@ def train_member(
     train_ids: list[int] | None = None,
     val_ids: list[int] | None = None,
     tag: str | None = None,
+    extra: dict[int, np.ndarray] | None = None,
 ) -> dict:
     """Train one net on the train split, keep the epoch that scores best on val, save it to `ckpt`.
 
     No defaults here: `train()` owns the hyper-parameters and passes every one. `train_ids` /
     `val_ids` (indices into meta.jsonl) replace the corpus splits: the cross-validation folds of
-    `amd_model.tools.folds` train on everything but the held-out family or files."""
+    `amd_model.tools.folds` train on everything but the held-out family or files. `extra` (call index ->
+    (n_steps, k) array) feeds k more per-step inputs into the GRU (a measurement of
+    `amd_model.tools.encoder_fusion --scratch`; the shipped model has none)."""
     import torch
 
     from amd_model.tools.net import AmdNet
@@ -254,7 +257,8 @@ def train_member(
     va = val_ids if val_ids is not None else [i for i, m in enumerate(metas) if m["split"] == "val"]
 
     allf = np.concatenate([feats[i].reshape(-1, features.N_MELS).astype(np.float32) for i in tr[:800]])
-    net = AmdNet(len(CLASSES), hidden=hidden)
+    n_extra = next(iter(extra.values())).shape[1] if extra else 0
+    net = AmdNet(len(CLASSES), hidden=hidden, n_extra=n_extra)
     net.feat_mean.copy_(torch.from_numpy(allf.mean(0)))
     net.feat_std.copy_(torch.from_numpy(allf.std(0) + 1e-3))
     counts = np.bincount(np.concatenate([targets[i] for i in tr]), minlength=len(CLASSES)).astype(np.float64)
@@ -280,7 +284,10 @@ def train_member(
         x = np.zeros((len(idx), tmax, features.FRAMES_PER_STEP, features.N_MELS), dtype=np.float32)
         y = np.zeros((len(idx), tmax), dtype=np.int64)
         w = np.zeros((len(idx), tmax), dtype=np.float32)
+        ex = np.zeros((len(idx), tmax, n_extra), dtype=np.float32)
         for j, i in enumerate(idx):
+            if n_extra:
+                ex[j, : feats[i].shape[0]] = extra[i]  # type: ignore[index]
             f = feats[i].astype(np.float32)
             if augment:
                 # level jitter (+-8 dB) and spectral tilt: phones differ in gain and frequency response
@@ -301,7 +308,7 @@ def train_member(
             x[j, :n] = f
             y[j, :n] = targets[i]
             w[j, :n] = stepw[i] if augment else 1.0
-        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w)
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w), torch.from_numpy(ex)
 
     def predict(idx: list[int]) -> list[np.ndarray]:
         net.eval()
@@ -309,8 +316,8 @@ def train_member(
         with torch.no_grad():
             for s in range(0, len(idx), 64):
                 part = idx[s : s + 64]
-                x, _, _ = batchify(part, False)
-                p = torch.softmax(net(x)[0], -1).numpy()
+                x, _, _, ex = batchify(part, False)
+                p = torch.softmax(net(x, extra=ex)[0], -1).numpy()
                 outs += [p[j, : feats[i].shape[0]] for j, i in enumerate(part)]
         return outs
 
@@ -325,8 +332,8 @@ def train_member(
         tot, nb = 0.0, 0
         te = time.time()
         for s in range(0, len(order), batch):
-            x, y, w = batchify(list(order[s : s + batch]), True)
-            logits, _ = net(x)
+            x, y, w, ex = batchify(list(order[s : s + batch]), True)
+            logits, _ = net(x, extra=ex)
             loss = (lossf(logits.reshape(-1, len(CLASSES)), y.reshape(-1)) * w.reshape(-1)).sum() / (w > 0).sum()
             opt.zero_grad()
             loss.backward()

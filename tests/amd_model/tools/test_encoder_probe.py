@@ -219,3 +219,44 @@ def test_the_probe_cv_never_trains_on_the_twin_of_a_greeting_it_tests(monkeypatc
         for a, b in twins:
             assert (index[a] in te) == (index[b] in te)
             assert not {index[a], index[b]} & tr or not {index[a], index[b]} & te
+
+
+def test_cross_fitted_training_logits_come_from_probes_that_never_saw_the_call(monkeypatch) -> None:
+    from amd_model.tools import encoder_fusion, encoder_probe
+
+    fits: list[set[int]] = []
+    real_fit = encoder_probe.fit_logistic
+
+    def spy(X: np.ndarray, y: np.ndarray, l2: float = 10.0):  # noqa: ANN202
+        fits.append({int(round(v)) for v in X[:, 0]})
+        return real_fit(X, y, l2)
+
+    monkeypatch.setattr(encoder_probe, "fit_logistic", spy)
+    rng = np.random.default_rng(0)
+    metas = [{"label": "machine" if i % 2 else "human"} for i in range(50)] + [{"label": "ivr"}] * 5
+    emb = {i: [np.r_[i, rng.standard_normal(3) + (i % 2)]] for i in range(55)}
+    out = encoder_fusion._crossfit_logits(emb, list(range(55)), metas, 1, k=5)
+    assert sorted(out) == list(range(50))  # every human/machine training call, nothing else
+    assert len(fits) == 5 and all(len(f) == 40 for f in fits)
+    held = [set(range(50)) - f for f in fits]
+    assert sorted(i for h in held for i in h) == list(range(50))  # each call held out by exactly one probe
+    assert all(out[i][0].shape == (1,) for i in out)
+
+
+def test_a_net_with_extra_inputs_reads_them_and_runs_without_them() -> None:
+    torch = pytest.importorskip("torch")
+    from amd_model.tools.encoder_fusion import ScratchNet
+    from amd_model.tools.net import AmdNet
+
+    torch.manual_seed(0)
+    net = AmdNet(5, hidden=16, n_extra=2).eval()
+    feats = np.random.default_rng(0).standard_normal((12, 10, 40)).astype(np.float32)
+    e = np.r_[np.zeros((6, 1)), np.full((6, 1), 30.0)].astype(np.float32)  # a logit of 30 is clipped to 10
+    f = np.r_[np.zeros((6, 1)), np.ones((6, 1))].astype(np.float32)
+    assert ScratchNet.inputs(e, f)[-1].tolist() == [2.0, 1.0]
+    with_logit = ScratchNet(net).probs(feats, e, f)
+    without = ScratchNet(net).probs(feats, np.zeros_like(e), np.zeros_like(f))
+    assert np.allclose(with_logit[:6], without[:6], atol=1e-6) and not np.allclose(with_logit[6:], without[6:])
+    with torch.no_grad():
+        plain = torch.softmax(net(torch.from_numpy(feats)[None])[0][0], -1).numpy()  # no extra given: zeros
+    assert np.allclose(plain, without, atol=1e-6)
