@@ -302,29 +302,6 @@ class ScratchNet:
             return torch.softmax(z[0], -1).numpy()
 
 
-def train_scratch(corpus: Path, fold: Any, extra: dict[int, np.ndarray], budget: Any, key: dict) -> tuple[Any, dict]:
-    """Train (or reuse from CORPUS/folds_probe/) the fold's net with `extra` inputs, under the fold
-    nets' own loop and budget (`train_member`), so the only difference from the fold net is the input."""
-    import torch
-
-    from amd_model.tools.net import AmdNet
-    from amd_model.tools.train import CLASSES, train_member
-
-    d = corpus / "folds_probe"
-    d.mkdir(exist_ok=True)
-    ckpt, info_path = d / f"{fold.slug}_s{budget.seed}.pt", d / f"{fold.slug}_s{budget.seed}.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() and ckpt.exists() else None
-    if info is None or info.get("key") != key:
-        r = train_member(corpus, ckpt, epochs=budget.max_epochs, hidden=budget.hidden, batch=32, lr=2e-3,
-                         seed=budget.seed, threads=budget.threads, max_minutes=budget.minutes,
-                         train_ids=fold.train_ids, val_ids=fold.val_ids, tag=f"{fold.name} + probe", extra=extra)
-        info = {"key": key, "epochs": r["epochs"], "train_minutes": r["train_minutes"]}
-        info_path.write_text(json.dumps(info))
-    net = AmdNet(len(CLASSES), hidden=budget.hidden, n_extra=next(iter(extra.values())).shape[1])
-    net.load_state_dict(torch.load(ckpt, weights_only=True))
-    return ScratchNet(net), info
-
-
 def preset_grid(detectors: Sequence[Any]) -> list[tuple[str, list[Any]]]:
     """The early machine detectors made stricter, one combination per entry (for a model whose
     p(machine) is confident sooner than the net the presets were tuned for)."""
@@ -414,8 +391,10 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
                 e, f = _avail(len(train_feats[i]), metas[i].get("speech_onset_ms"), times,
                               f_emb.get(i, [None] * len(times)), f_dim)
                 extra[i] = ScratchNet.inputs(e, f)
-            key = {"fold": info.get("key"), "times": list(times), "window_s": window_s, "crossfit": 5}
-            model, s_info = train_scratch(corpus, fold, extra, Budget(minutes=4.0, max_epochs=15, seed=seed), key)
+            s_net, s_info = train_fold(corpus, fold, Budget(minutes=4.0, max_epochs=15, seed=seed), extra=extra,
+                                       store="folds_probe", suffix=f"_s{seed}",
+                                       key_extra={"probe_times": list(times), "window_s": window_s, "crossfit": 5})
+            model = ScratchNet(s_net)
             info = {**info, "epochs": f"{info.get('epochs')}/{s_info['epochs']}"}
         else:
             ef = [_avail(len(train_feats[i]), metas[i].get("speech_onset_ms"), times,

@@ -293,18 +293,25 @@ class Budget:
         )
 
 
-def train_fold(corpus: Path, fold: Fold, budget: Budget) -> tuple[Any, dict]:
-    """Train (or reuse, when CORPUS/folds/<slug>.pt was trained under the same budget) the fold's net."""
+def train_fold(
+    corpus: Path, fold: Fold, budget: Budget, *, extra: dict[int, np.ndarray] | None = None,
+    store: str = "folds", suffix: str = "", key_extra: dict | None = None,
+) -> tuple[Any, dict]:
+    """Train (or reuse, when CORPUS/<store>/<slug><suffix>.pt was trained under the same budget on the
+    same call ids) the fold's net. `extra` (call index -> per-step inputs) feeds more inputs into its GRU
+    (`amd_model.tools.encoder_fusion --scratch`); `key_extra` says what they were, for the reuse check."""
     import torch
 
     from amd_model.tools.net import AmdNet
     from amd_model.tools.train import CLASSES, train_member
 
-    d = corpus / "folds"
+    d = corpus / store
     d.mkdir(exist_ok=True)
-    ckpt, info_path = d / f"{fold.slug}.pt", d / f"{fold.slug}.json"
+    ckpt, info_path = d / f"{fold.slug}{suffix}.pt", d / f"{fold.slug}{suffix}.json"
     ids = hashlib.sha1(json.dumps([fold.train_ids, fold.val_ids]).encode()).hexdigest()[:12]
     key = {"budget": budget.__dict__, "n_train": len(fold.train_ids), "n_val": len(fold.val_ids), "ids": ids}
+    if key_extra:
+        key |= key_extra
     info = json.loads(info_path.read_text()) if info_path.exists() and ckpt.exists() else None
     if info is None or info.get("key") != key:
         r = train_member(
@@ -319,11 +326,12 @@ def train_fold(corpus: Path, fold: Fold, budget: Budget) -> tuple[Any, dict]:
             max_minutes=budget.minutes,
             train_ids=fold.train_ids,
             val_ids=fold.val_ids,
-            tag=fold.name,
+            tag=fold.name + (" + extra inputs" if extra else ""),
+            extra=extra,
         )
         info = {"key": key, "epochs": r["epochs"], "train_minutes": r["train_minutes"]}
         info_path.write_text(json.dumps(info))
-    net = AmdNet(len(CLASSES), hidden=budget.hidden)
+    net = AmdNet(len(CLASSES), hidden=budget.hidden, n_extra=next(iter(extra.values())).shape[1] if extra else 0)
     net.load_state_dict(torch.load(ckpt, weights_only=True))
     return net.eval(), info
 
