@@ -36,9 +36,9 @@ How it decides (`GateParams` holds every number; pipelines/presets/listen.json t
   gate learns the caller's pitch (median of the autocorrelation pitch of the windows it took for the
   caller) and scores a VAD segment's median pitch (its last six voiced windows) against it: each
   semitone beyond `pitch_free_st` costs `pitch_weight` dB (a closer pitch earns up to that much),
-  clipped to +-`pitch_clip_db`. At the gate's decision windows (`python -m turn_eval.gate_cues`, dev)
-  the pitch distance separates caller starts from background with AUC 0.68 (level relative to the
-  threshold 0.76, the two together 0.77 held out). Rejected speech at the caller's own pitch (within
+  clipped to +-`pitch_clip_db`. At the gate's decision windows (`python -m turn_eval.gate_cues
+  turn_eval/data/dev --fit`, re-run with scikit-learn's fit) the pitch distance separates caller starts
+  from background with AUC 0.61 (level relative to the threshold 0.77, the two together 0.79 held out). Rejected speech at the caller's own pitch (within
   `bg_learn_min_st`) does not teach the background level (a caller's soft words must not raise the
   bar for their next turn). Pitch costs ~30 µs per loud window.
 * VAD speech the gate did not open on is reported as a background span (start, end).
