@@ -15,6 +15,10 @@ own training), then run through the production decision layer on the fold's test
 alone. Training embeddings are taken at the labelled speech onset, test ones at the live VAD's (as a
 call would). A measurement before any change to the shipped model: the runtime would run the encoder
 once per listed time per call (7.5 ms each, off the event loop).
+
+Other modes: `--joint` feeds the embedding into the fold net's GRU and fine-tunes it; `--scalar` feeds
+only the fold probe's logit; `--scratch` trains a new net per fold (the fold nets' own loop and budget)
+with the probe's logit as a GRU input from the start, training calls getting cross-fitted logits.
 """
 
 from __future__ import annotations
