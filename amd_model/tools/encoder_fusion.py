@@ -137,7 +137,6 @@ def train_fused(net: Any, hs: Sequence[np.ndarray], es: Sequence[np.ndarray], fl
                 emb_dropout: float = 0.0) -> FusedHead:
     import torch
 
-
     head = FusedHead(net, es[0].shape[1], fl[0].shape[1], proj=proj, seed=seed)
     head.mu, head.sd, lossf = _scale_and_loss(es, fl, ys)
     W = torch.from_numpy(np.concatenate(ws))

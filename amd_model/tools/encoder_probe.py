@@ -192,9 +192,8 @@ class FoldBench:
                for it, v in zip(calls, verdicts(calls, probs, classes, detectors), strict=True)]
         return metrics(res, "ours"), res
 
-
     def fold_row(self, fold: Any, calls: Sequence[Any], systems: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str],
-                 Sequence[Any]]], pooled: dict[str, list], epochs: int | None) -> dict[str, Any]:
+                 Sequence[Any]]], pooled: dict[str, list], epochs: int | str | None) -> dict[str, Any]:
         """One fold's table row: each system (name, probabilities, classes, detectors) scored on its test
         calls; a real-greeting CV fold's results also go to `pooled` (see pooled_cv_row)."""
         row: dict[str, Any] = {"name": fold.name, "kind": fold.kind, "n": len(calls), "epochs": epochs}
