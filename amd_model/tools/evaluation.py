@@ -574,3 +574,64 @@ def format_real_report(rep: dict[str, Any]) -> str:
     o, a = rep["callgate"]["all"]["verdicts"], rep["asterisk"]["all"]["verdicts"]
     out.append(f"verdicts: callgate {dict(sorted(o.items()))}; asterisk {dict(sorted(a.items()))}")
     return "\n".join(out)
+
+
+def evaluate_real_humans(
+    detectors: Sequence[DetectorConfig],
+    *,
+    workflow: str = "default",
+    model: Any | None = None,
+    model_path: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Both systems on real people answering (`amd_model.tools.real_humans`, built from the Debian
+    packages' recordings into a temporary folder); None when those packages are not installed."""
+    import contextlib
+    import io
+    import tempfile
+
+    from amd_model.tools import real_humans
+
+    if real_humans.ensure_packages(install=False):
+        return None
+    if model is None:
+        from amd_model.runtime import AmdModel
+
+        model = AmdModel(Path(model_path) if model_path else None)
+    with tempfile.TemporaryDirectory(prefix="callgate-real-humans-") as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            real_humans.build(Path(tmp), seed=seed)
+        vad = OfflineSpeechDetector()
+        results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in read_labels(tmp)]
+        metas = [json.loads(x) for x in (Path(tmp) / "meta.jsonl").read_text().splitlines() if x.strip()]
+    speakers = {m["speaker"] for m in metas}
+    return {
+        "workflow": workflow,
+        "sources": sorted(real_humans.PACKAGES),
+        "n": len(results),
+        "recording_sets": len(speakers),
+        "callgate": metrics(results, "ours"),
+        "asterisk": metrics(results, "baseline"),
+    }
+
+
+def format_humans_report(rep: dict[str, Any]) -> str:
+    """Real people answering: the share called human per utterance length, and the human verdict's delay."""
+    sub = {k: (rep["callgate"]["accuracy_by_subtype"].get(k), rep["asterisk"]["accuracy_by_subtype"].get(k))
+           for k in ("real_short", "real_long")}
+    titles = {"real_short": "says <= 2.5 s, then waits", "real_long": "talks on for 2.5-7 s"}
+    out = [
+        f"Real human voices: {rep['n']} pickups built from the recordings of Debian "
+        f"{', '.join(rep['sources'])} ({rep['recording_sets']} recording sets; all answered by a person), "
+        f"preset '{rep['workflow']}'",
+        f"{'':<34}{'callgate human':>16}{'asterisk human':>16}",
+    ]
+    for key, (o, a) in sub.items():
+        if o:
+            out.append(f"{titles[key] + ' (n=' + str(o['n']) + ')':<34}{_f(o['accuracy'], True):>16}"
+                       f"{_f(a['accuracy'] if a else None, True):>16}")
+    lo = rep["callgate"]["latency_ms"]["human_after_utterance_end"]
+    la = rep["asterisk"]["latency_ms"]["human_after_utterance_end"]
+    out.append(f"human verdict after the first utterance ends, p50: callgate {_f(lo['p50'])} ms, "
+               f"asterisk {_f(la['p50'])} ms")
+    return "\n".join(out)

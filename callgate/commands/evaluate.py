@@ -10,8 +10,10 @@ callgate and for app_amd's default algorithm on the same files.
 First, unless --no-real, the same two systems on every real recording available (the development
 greetings, `--real DIR`, default CALLGATE_DEV_GREETINGS or ../shared/data/dev_greetings): the share
 called machine and the median machine verdict after the greeting's onset, split into the greetings held
-out from training and those mixed into training calls. The synthetic split's figures hold for that
-corpus only; these are the ones a user's real calls resemble.
+out from training and those mixed into training calls; then real people answering (pickups built from
+the read speech that Debian's alsa-utils and pocketsphinx-testdata ship, when installed: the share
+called human and the human verdict's delay). The synthetic split's figures hold for that corpus only;
+these are the ones a user's real calls resemble.
 
 `--folds` (DIR = a corpus built with `callgate corpus build --real-pool all`) measures generalization
 instead: leave-one-voice-family-out folds and k-fold cross-validation over the real greetings, a net
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     from amd_model.tools.evaluation import (
         evaluate_dir,
         evaluate_real_greetings,
+        evaluate_real_humans,
+        format_humans_report,
         format_real_report,
         format_report,
         read_labels,
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.real}: not a directory")
     if args.folds:
         return _run_folds(args, real_dir)
-    real = None
+    real = humans = None
     try:
         read_labels(args.dir, args.labels, args.meta, args.split)  # bad input fails before the long part
         if real_dir is not None and real_dir.is_dir():
@@ -114,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
             real = evaluate_real_greetings(real_dir, detectors, workflow=args.workflow, model_path=args.model)
             if not args.json:
                 print(format_real_report(real) + "\n", flush=True)
+        if real_dir is not None:
+            detectors = load_presets(args.presets)[args.workflow]
+            humans = evaluate_real_humans(detectors, workflow=args.workflow, model_path=args.model)
+            if not args.json:
+                print((format_humans_report(humans) if humans else "Real human voices: skipped (apt-get install "
+                       "alsa-utils pocketsphinx-testdata to measure them)") + "\n", flush=True)
         rep = evaluate_dir(
             args.dir,
             workflow=args.workflow,
@@ -130,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise CliError(str(e).strip("'\"")) from e
     if args.json:
-        print(json.dumps({"real_recordings": real, **rep} if real else rep, indent=2))
+        extra = {k: v for k, v in (("real_recordings", real), ("real_humans", humans)) if v}
+        print(json.dumps({**extra, **rep}, indent=2))
     else:
         print(format_report(rep))
     return 0
