@@ -1,0 +1,335 @@
+"""Refit only the shipped model's three linear heads, and measure what that buys and what it risks.
+
+The 1.3.0 members' GRUs already carry the call; on real greetings their heads stay at p(machine)
+0.6-0.9 for seconds, so real greetings wait for the late detectors (model card). Refitting the heads
+(160 -> 5 per member) on the frozen GRU states is minutes of CPU, so it can be cross-validated over the
+real greetings: a fold's heads never see its greetings, raw or inside corpus calls (twins share a
+fold). Then the same heads run on real *human* voices (`amd_model.tools.real_humans`) and on the
+greetings cut short (`real_voice_probe`'s pickup shape), where a model that learned "a natural voice
+is a machine" shows itself.
+
+    python -m amd_model.tools.head_refit CORPUS --humans DIR [--real-dir D] [--export OUT.onnx]
+
+CORPUS is a corpus built with `--real-pool all` (folds_s29); DIR a folder from
+`amd_model.tools.real_humans`. Every figure goes through the production decision layer (preset
+`default`). `--export` writes the heads fitted on all greetings into a copy of the shipped graph.
+
+Measured (amd_model/reports/head_refit.txt, model card): the refits that cut the greetings' machine
+verdict from 1522 to 640-994 ms (CV) also call 1-2 more of 72 short real-voice pickups machine; the one
+that leaves real people alone does not move the greetings. Not shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amd_model import features
+from amd_model.runtime import AmdModel
+from amd_model.tools.evaluation import OfflineSpeechDetector, build_trace, pad_call
+from amd_model.traces import replay_trace
+from callgate.audio import load_audio
+from processors.amd_decision import DetectorConfig, load_presets
+
+HEAD = "model.nets.{k}.head.{what}"
+SHIPPED = Path(__file__).parents[1] / "amd.onnx"
+CLASSES = ["none", "human", "machine", "ivr", "carrier_intercept"]
+
+
+@dataclass
+class Heads:
+    """The members' heads: W (K, C, H), b (K, C)."""
+
+    w: np.ndarray
+    b: np.ndarray
+
+    def probs(self, states: np.ndarray) -> np.ndarray:
+        """(n, K*H) GRU states -> (n, C) member-averaged probabilities, as the graph computes them."""
+        k, _c, h = self.w.shape
+        s = states.astype(np.float32).reshape(-1, k, h)
+        logits = np.einsum("nkh,kch->nkc", s, self.w) + self.b[None]
+        logits -= logits.max(-1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(-1, keepdims=True)).mean(1)
+
+
+def load_heads(path: Path) -> Heads:
+    import onnx
+    from onnx import numpy_helper
+
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    k = 0
+    ws, bs = [], []
+    while HEAD.format(k=k, what="weight") in init:
+        ws.append(init[HEAD.format(k=k, what="weight")])
+        bs.append(init[HEAD.format(k=k, what="bias")])
+        k += 1
+    return Heads(np.stack(ws).astype(np.float32), np.stack(bs).astype(np.float32))
+
+
+def export(src: Path, out: Path, heads: Heads, version: str) -> None:
+    """A copy of the graph (and its amd.json) with the heads replaced."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(src))
+    for t in m.graph.initializer:
+        for k in range(heads.w.shape[0]):
+            if t.name == HEAD.format(k=k, what="weight"):
+                t.CopyFrom(numpy_helper.from_array(heads.w[k], t.name))
+            elif t.name == HEAD.format(k=k, what="bias"):
+                t.CopyFrom(numpy_helper.from_array(heads.b[k], t.name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(out))
+    meta = json.loads(src.with_suffix(".json").read_text())
+    meta["version"] = version
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def gru_states(model: AmdModel, feats: Sequence[np.ndarray], batch: int = 64) -> list[np.ndarray]:
+    """Per call, the (n_steps, K*H) state after each step (float16), batched along calls."""
+    out: list[np.ndarray] = [np.zeros((0, model.hidden), np.float16)] * len(feats)
+    order = np.argsort([f.shape[0] for f in feats])
+    for lo in range(0, len(order), batch):
+        idx = order[lo : lo + batch]
+        n = max(feats[i].shape[0] for i in idx)
+        x = np.zeros((len(idx), n, features.FRAMES_PER_STEP, features.N_MELS), np.float32)
+        for j, i in enumerate(idx):
+            x[j, : feats[i].shape[0]] = feats[i]
+        st = np.zeros((1, len(idx), model.hidden), np.float32)
+        rec = np.zeros((len(idx), n, model.hidden), np.float16)
+        for t in range(n):
+            _p, st = model.session.run(None, {"feats": x[:, t], "state": st})
+            rec[:, t] = st[0]
+        for j, i in enumerate(idx):
+            out[i] = rec[j, : feats[i].shape[0]]
+    return out
+
+
+def pcm_feats(pcm: np.ndarray) -> np.ndarray:
+    n = pcm.size // features.STEP_SAMPLES
+    return features.logmel(pcm[: n * features.STEP_SAMPLES]).reshape(n, features.FRAMES_PER_STEP, features.N_MELS)
+
+
+def fit_heads(
+    states: Sequence[np.ndarray], targets: Sequence[np.ndarray], weights: Sequence[np.ndarray], start: Heads,
+    *, l2: float = 1e-3, steps: int = 150, lr: float = 1e-2, seed: int = 0,
+) -> Heads:
+    """Weighted cross-entropy per member on its own probabilities, pulled towards the shipped heads."""
+    import torch
+
+    torch.manual_seed(seed)
+    k, c, h = start.w.shape
+    s = torch.from_numpy(np.concatenate(states).astype(np.float32)).reshape(-1, k, h)
+    y = torch.from_numpy(np.concatenate(targets))
+    w = torch.from_numpy(np.concatenate(weights).astype(np.float32))
+    counts = np.bincount(y.numpy(), minlength=c).astype(np.float64)
+    cw = torch.tensor((counts.sum() / (c * np.maximum(counts, 1))) ** 0.5, dtype=torch.float32)
+    w0, b0 = torch.from_numpy(start.w), torch.from_numpy(start.b)
+    wt, bt = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([wt, bt], lr=lr)
+    wsum = (w * cw[y]).sum()
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = torch.einsum("nkh,kch->nkc", s, wt) + bt[None]
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, c), y.repeat_interleave(k), reduction="none")
+        loss = (ce.reshape(-1, k).mean(1) * w * cw[y]).sum() / wsum + l2 * ((wt - w0) ** 2).sum()
+        loss.backward()
+        opt.step()
+    return Heads(wt.detach().numpy().copy(), bt.detach().numpy().copy())
+
+
+@dataclass
+class Clip:
+    """A call whose states are known: what the decision layer needs to replay it under any heads."""
+
+    name: str
+    states: np.ndarray
+    speech: list
+    onset_ms: float | None = None
+    label: str | None = None
+    subtype: str | None = None
+
+
+def make_clip(model: AmdModel, vad: OfflineSpeechDetector, name: str, pcm: np.ndarray, **kw: object) -> Clip:
+    pcm = pad_call(pcm)
+    return Clip(name, gru_states(model, [pcm_feats(pcm)])[0], vad.events(pcm), **kw)  # type: ignore[arg-type]
+
+
+def verdict(clip: Clip, heads: Heads, detectors: Sequence[DetectorConfig]):  # noqa: ANN201 (Verdict)
+    return replay_trace(build_trace(clip.name, CLASSES, heads.probs(clip.states), clip.speech), detectors)
+
+
+def summarize_machine(clips: Sequence[Clip], heads_for: dict[str, Heads], detectors: Sequence[DetectorConfig]) -> str:
+    """Real greetings: share called machine and the machine verdicts' median ms after onset."""
+    lat, n_m = [], 0
+    for c in clips:
+        v = verdict(c, heads_for[c.name], detectors)
+        if v.label == "machine":
+            n_m += 1
+            if c.onset_ms is not None:
+                lat.append(v.t_ms - c.onset_ms)
+    p50 = f"{np.median(lat):.0f} ms" if lat else "-"
+    return f"{n_m}/{len(clips)} machine ({100 * n_m / max(1, len(clips)):.1f} %), machine p50 {p50}"
+
+
+def summarize_humans(clips: Sequence[Clip], heads: Heads, detectors: Sequence[DetectorConfig]) -> str:
+    out = []
+    for sub in sorted({c.subtype for c in clips}):
+        group = [c for c in clips if c.subtype == sub]
+        vs = [verdict(c, heads, detectors) for c in group]
+        n_h = sum(v.label == "human" for v in vs)
+        n_m = sum(v.label == "machine" for v in vs)
+        out.append(f"{sub}: {n_h}/{len(group)} human ({100 * n_h / len(group):.1f} %), {n_m} machine")
+    return "; ".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear experiment)
+    from amd_model.tools.asterisk_baseline import quiet_line
+    from amd_model.tools.corpus import DEV_GREETINGS, dev_greetings_split
+    from amd_model.tools.folds import cv_held, real_file, real_twins
+    from amd_model.tools.real_voice_probe import WAIT_MS
+    from amd_model.tools.train import BIZ_W, EARLY_STEPS, EARLY_W, load_features, load_meta, step_targets
+    from callgate.audio import SAMPLE_RATE
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--humans", type=Path, required=True, help="a folder from amd_model.tools.real_humans")
+    ap.add_argument("--real-dir", type=Path, default=DEV_GREETINGS)
+    ap.add_argument("--real-weight", type=float, default=2.0, help="loss weight of calls with a real greeting")
+    ap.add_argument("--l2", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--cv", type=int, default=5)
+    ap.add_argument("--cut-ms", type=int, default=700)
+    ap.add_argument("--workflow", default="default")
+    ap.add_argument("--export", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help="pickle of the GRU states (reused when present)")
+    args = ap.parse_args(argv)
+
+    model = AmdModel()
+    shipped = load_heads(SHIPPED)
+    detectors = load_presets()[args.workflow]
+    vad = OfflineSpeechDetector()
+    metas = load_meta(args.corpus)
+    files = sorted(p.name for p in args.real_dir.glob("*.wav"))
+    if args.cache and args.cache.is_file():
+        with open(args.cache, "rb") as fh:
+            states, greetings, cut, humans, split_clips = pickle.load(fh)
+    else:
+        feats = load_features(args.corpus, metas)
+        print(f"GRU states of {len(metas)} corpus calls ...", flush=True)
+        states = gru_states(model, [f.astype(np.float32) for f in feats])
+        greetings, cut = [], []
+        for f in files:
+            pcm = load_audio(args.real_dir / f)
+            ev = vad.events(pad_call(pcm))
+            onset = next((t for e, t, _ in ev if e == "start"), None)
+            greetings.append(make_clip(model, vad, f, pcm, onset_ms=onset, label="machine"))
+            if onset is not None:
+                k = int((onset + args.cut_ms) * SAMPLE_RATE / 1000)
+                short = np.concatenate([pcm[:k], quiet_line(WAIT_MS * SAMPLE_RATE // 1000, seed=1)])
+                cut.append(make_clip(model, vad, f, short, onset_ms=onset))
+        hmeta = [json.loads(x) for x in (args.humans / "meta.jsonl").read_text().splitlines() if x.strip()]
+        humans = [make_clip(model, vad, m["file"], load_audio(args.humans / m["file"]), subtype=m["subtype"])
+                  for m in hmeta]
+        split_clips = {
+            split: [make_clip(model, vad, m["file"], load_audio(args.corpus / m["file"]), label=m["label"],
+                              subtype=m.get("subtype"), onset_ms=m.get("speech_onset_ms"))
+                    for m in metas if m["split"] == split]
+            for split in ("val", "test")
+        }
+        if args.cache:
+            with open(args.cache, "wb") as fh:
+                pickle.dump((states, greetings, cut, humans, split_clips), fh)
+    targets, weights = [], []
+    for m, st in zip(metas, states, strict=True):
+        t = step_targets(m, st.shape[0])
+        wv = np.ones(t.shape[0], np.float32)
+        nz = np.flatnonzero(t)
+        if nz.size:
+            wv[nz[0] : nz[0] + EARLY_STEPS] *= EARLY_W
+        if m.get("subtype") == "human_business":
+            wv *= BIZ_W
+        if m.get("subtype") == "vm_real":
+            wv *= args.real_weight
+        targets.append(t)
+        weights.append(wv)
+    g_targets = []
+    for c in greetings:
+        t = np.zeros(c.states.shape[0], np.int64)
+        if c.onset_ms is not None:
+            t[int(c.onset_ms // 100) + 1 :] = CLASSES.index("machine")
+        g_targets.append(t)
+
+    train = [i for i, m in enumerate(metas) if m["split"] == "train"]
+
+    def fit(held: set[str]) -> Heads:
+        ids = [i for i in train if real_file(metas[i]) not in held]
+        g = [j for j, c in enumerate(greetings) if c.name not in held]
+        return fit_heads(
+            [states[i] for i in ids] + [greetings[j].states for j in g],
+            [targets[i] for i in ids] + [g_targets[j] for j in g],
+            [weights[i] for i in ids] + [np.full(g_targets[j].shape[0], args.real_weight, np.float32) for j in g],
+            shipped, l2=args.l2, steps=args.steps,
+        )
+
+    groups = real_twins(args.real_dir, files)
+    folds = cv_held(files, args.cv, groups)
+    cv_heads: dict[str, Heads] = {}
+    for j, held in enumerate(folds, 1):
+        h = fit(held)
+        print(f"fold {j}/{len(folds)}: {len(held)} greetings held out", flush=True)
+        for f in held:
+            cv_heads[f] = h
+    full = fit(set())
+    _tr, held_out_130 = dev_greetings_split([Path(f) for f in files])
+    unseen = {p.name for p in held_out_130}
+
+    ship_for = {f: shipped for f in files}
+    rows = [
+        ("real greetings (38), default", summarize_machine(greetings, ship_for, detectors),
+         summarize_machine(greetings, cv_heads, detectors)),
+        ("  the 19 1.3.0 never trained on", summarize_machine([c for c in greetings if c.name in unseen], ship_for, detectors),
+         summarize_machine([c for c in greetings if c.name in unseen], cv_heads, detectors)),
+        (f"greetings cut {args.cut_ms} ms after onset + silence", summarize_machine(cut, ship_for, detectors),
+         summarize_machine(cut, cv_heads, detectors)),
+        ("real human voices (real_humans)", summarize_humans(humans, shipped, detectors),
+         summarize_humans(humans, full, detectors)),
+    ]
+    for split, clips in split_clips.items():
+        res = {}
+        for name, heads in (("shipped", shipped), ("refit", full)):
+            ok = biz = nbiz = hum = nhum = 0
+            lat = []
+            for clip in clips:
+                v = verdict(clip, heads, detectors)
+                ok += v.label == clip.label
+                if clip.label == "human":
+                    nhum += 1
+                    hum += v.label == "human"
+                if clip.subtype == "human_business":
+                    nbiz += 1
+                    biz += v.label == "human"
+                if v.label == "machine" and clip.label == "machine" and clip.onset_ms is not None:
+                    lat.append(v.t_ms - clip.onset_ms)
+            res[name] = (f"{100 * ok / len(clips):.1f} %, humans {hum}/{nhum}, business {biz}/{nbiz}, "
+                         f"machine p50 {np.median(lat):.0f} ms")
+        rows.append((f"folds_s29 {split} split ({len(clips)})", res["shipped"], res["refit"]))
+    print(f"\npreset '{args.workflow}'; refit: l2 {args.l2}, {args.steps} steps, real weight {args.real_weight}; "
+          "real-greeting rows are 5-fold CV (twins grouped), the others use the heads fitted on all 38")
+    for name, a, b in rows:
+        print(f"{name}\n    1.3.0: {a}\n    refit: {b}")
+    if args.export:
+        export(SHIPPED, args.export, full, "1.3.0-heads")
+        print(f"wrote {args.export}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

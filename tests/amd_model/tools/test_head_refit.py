@@ -1,0 +1,64 @@
+"""Head refit: the states and heads it reads reproduce the shipped graph, and an export carries new heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amd_model.runtime import AmdModel
+from amd_model.tools import head_refit
+from callgate import synth
+from callgate.audio import SAMPLE_RATE, to_int16
+
+
+def _call() -> np.ndarray:
+    speech = synth.harmonic_vowel(160.0, 1.5, seed=2)
+    x = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech, np.zeros(3 * SAMPLE_RATE, np.float32)])
+    return to_int16(x + synth.white_noise(x.size / SAMPLE_RATE, rms=0.001, seed=3)[: x.size])
+
+
+def test_the_gru_states_and_heads_reproduce_the_shipped_graphs_probabilities():
+    model = AmdModel()
+    pcm = _call()
+    heads = head_refit.load_heads(head_refit.SHIPPED)
+    assert heads.w.shape[0] == 3 and heads.w.shape[1] == len(model.classes)
+    states = head_refit.gru_states(model, [head_refit.pcm_feats(pcm)])[0]
+    np.testing.assert_allclose(heads.probs(states), model.run(pcm), atol=2e-3)
+
+
+def test_a_batch_of_calls_of_different_lengths_gets_each_calls_own_states():
+    model = AmdModel()
+    a, b = _call(), _call()[: 2 * SAMPLE_RATE]
+    fa, fb = head_refit.pcm_feats(a), head_refit.pcm_feats(b)
+    together = head_refit.gru_states(model, [fa, fb])
+    alone = head_refit.gru_states(model, [fb])[0]
+    assert together[1].shape == alone.shape == (fb.shape[0], model.hidden)
+    np.testing.assert_allclose(together[1].astype(np.float32), alone.astype(np.float32), atol=1e-3)
+
+
+def test_an_exported_graph_runs_the_new_heads(tmp_path):
+    pytest.importorskip("onnx")
+    heads = head_refit.load_heads(head_refit.SHIPPED)
+    shifted = head_refit.Heads(heads.w, heads.b + np.array([0, 2.0, 0, 0, 0], np.float32))  # favour "human"
+    out = tmp_path / "amd.onnx"
+    head_refit.export(head_refit.SHIPPED, out, shifted, "test-heads")
+    new, old = AmdModel(out), AmdModel()
+    pcm = _call()
+    states = head_refit.gru_states(old, [head_refit.pcm_feats(pcm)])[0]
+    np.testing.assert_allclose(new.run(pcm), shifted.probs(states), atol=2e-3)
+    assert new.meta["version"] == "test-heads"
+    assert (new.run(pcm)[:, 1] > old.run(pcm)[:, 1]).all()
+
+
+def test_fitting_moves_the_heads_towards_the_targets_and_the_pull_holds_them_back():
+    pytest.importorskip("torch")
+    model = AmdModel()
+    heads = head_refit.load_heads(head_refit.SHIPPED)
+    states = head_refit.gru_states(model, [head_refit.pcm_feats(_call())])[0]
+    y = np.full(states.shape[0], 2, np.int64)  # say it is all "machine"
+    w = np.ones(states.shape[0], np.float32)
+    loose = head_refit.fit_heads([states], [y], [w], heads, l2=0.0, steps=60, lr=5e-2)
+    tight = head_refit.fit_heads([states], [y], [w], heads, l2=10.0, steps=60, lr=5e-2)
+    before, after_loose, after_tight = (h.probs(states)[:, 2].mean() for h in (heads, loose, tight))
+    assert after_loose > max(before, 0.9)
+    assert before <= after_tight < after_loose
