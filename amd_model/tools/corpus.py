@@ -47,6 +47,18 @@ APT_PACKAGES = ("espeak-ng", "flite", "sox", "asterisk-core-sounds-en-wav", "ast
 # ---------------------------------------------------------------- environment
 
 
+def apt_install(packages: list[str]) -> bool:
+    """apt-get install the Debian packages when running as root with apt (a fresh machine has none of
+    the voices and sounds); False when it could not try."""
+    if not (packages and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+        return False
+    print(f"installing {' '.join(packages)} ...", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", *packages], check=False, env=env, capture_output=True)
+    return True
+
+
 def ensure_tools(install: bool = True) -> dict[str, bool]:
     """Check (and as root, apt-install) the TTS engines and sounds the builder needs."""
     have = {
@@ -57,11 +69,7 @@ def ensure_tools(install: bool = True) -> dict[str, bool]:
         "asterisk-moh-opsound-wav": MOH.is_dir() and any(MOH.glob("*.wav")),
     }
     missing = [k for k, v in have.items() if not v]
-    if missing and install and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"installing {' '.join(missing)} ...", file=sys.stderr)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", *missing], check=False, env=env, capture_output=True)
+    if install and apt_install(missing):
         return ensure_tools(install=False)
     have["piper"] = _piper_model() is not None
     return have

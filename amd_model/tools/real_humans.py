@@ -29,10 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +55,10 @@ class Utterance:
 
 def ensure_packages(install: bool = True) -> list[str]:
     """The Debian packages whose recordings are missing (installed first when running as root)."""
+    from amd_model.tools.corpus import apt_install
+
     missing = [pkg for pkg, path in PACKAGES.items() if not path.is_dir()]
-    if missing and install and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"installing {' '.join(missing)} ...", file=sys.stderr)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", *missing], check=False, env=env, capture_output=True)
+    if install and apt_install(missing):
         return ensure_packages(install=False)
     return missing
 
@@ -109,7 +103,7 @@ def collect() -> list[Utterance]:
     return [u for u in out if u.audio.size > SAMPLE_RATE // 10]
 
 
-def _quiet(rng: np.random.Generator, secs: float) -> np.ndarray:
+def _quiet(secs: float) -> np.ndarray:
     return np.zeros(int(secs * SAMPLE_RATE), dtype=np.float32)
 
 
@@ -118,10 +112,10 @@ def build_call(
 ) -> tuple[np.ndarray, dict[str, float | str]]:
     """A pickup: open line, the utterance (and, for a double, a wait and the partner), quiet line."""
     lead = float(rng.uniform(0.2, 0.9))
-    parts = [_quiet(rng, lead), u.audio]
+    parts = [_quiet(lead), u.audio]
     if partner is not None:
-        parts += [_quiet(rng, float(rng.uniform(1.2, 2.0))), partner.audio]
-    parts.append(_quiet(rng, 8.0))
+        parts += [_quiet(float(rng.uniform(1.2, 2.0))), partner.audio]
+    parts.append(_quiet(8.0))
     x = np.concatenate(parts).astype(np.float64)
     speech_rms = float(np.sqrt(np.mean(np.square(u.audio, dtype=np.float64))) + 1e-9)
     x *= 10 ** (float(rng.uniform(-26, -12)) / 20) / speech_rms  # speech level -26..-12 dBFS
@@ -170,7 +164,7 @@ def build(out: Path, seed: int = 0, variants: int = 3) -> int:
     (out / "labels.csv").write_text("file,label,beep_onset_ms,split,subtype\n" + "\n".join(rows) + "\n")
     (out / "meta.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metas))
     speakers = sorted({u.speaker for u in utts})
-    print(f"{len(rows)} calls from {len(utts)} utterances of {len(speakers)} recordings sets "
+    print(f"{len(rows)} calls from {len(utts)} utterances of {len(speakers)} recording sets "
           f"({', '.join(speakers)}) -> {out}")
     return len(rows)
 
