@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from amd_model.tools.corpus import apt_install, read_wav, trim, write_wav
 from callgate import synth
 from callgate.audio import SAMPLE_RATE, resample
 
@@ -55,21 +55,10 @@ class Utterance:
 
 def ensure_packages(install: bool = True) -> list[str]:
     """The Debian packages whose recordings are missing (installed first when running as root)."""
-    from amd_model.tools.corpus import apt_install
-
     missing = [pkg for pkg, path in PACKAGES.items() if not path.is_dir()]
     if install and apt_install(missing):
         return ensure_packages(install=False)
     return missing
-
-
-def _wav(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as w:
-        rate, ch = w.getframerate(), w.getnchannels()
-        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    if ch > 1:
-        x = x.reshape(-1, ch).mean(axis=1)
-    return resample(x.astype(np.float32) / 32768.0, rate, SAMPLE_RATE)
 
 
 def _raw16k(path: Path) -> np.ndarray:
@@ -77,29 +66,22 @@ def _raw16k(path: Path) -> np.ndarray:
     return resample(x, 16000, SAMPLE_RATE)
 
 
-def _trim(x: np.ndarray, thresh_db: float = -35.0) -> np.ndarray:
-    """The speech: from the first to the last 10 ms frame within thresh_db of the loudest."""
-    from amd_model.tools.corpus import trim
-
-    return trim(x, thresh_db)
-
-
 def collect() -> list[Utterance]:
     """Every usable utterance of the installed packages (the alsa 'Noise' file is not speech)."""
     out: list[Utterance] = []
     for p in sorted(ALSA.glob("*.wav")):
         if p.stem != "Noise":
-            out.append(Utterance(f"alsa_{p.stem}", "alsa", _wav(p)))
+            out.append(Utterance(f"alsa_{p.stem}", "alsa", read_wav(p)))
     for p in sorted((PS_TEST / "cards").glob("*.wav")):
-        out.append(Utterance(f"an4_cards_{p.stem}", "an4_cards", _wav(p)))
+        out.append(Utterance(f"an4_cards_{p.stem}", "an4_cards", read_wav(p)))
     for stem in ("goforward", "numbers", "something"):
         p = PS_TEST / f"{stem}.raw"
         if p.is_file():
             out.append(Utterance(f"ps_{stem}", f"ps_{stem}", _raw16k(p)))
     for p in sorted((PS_TEST / "librivox").glob("*.wav")):
-        out.append(Utterance(f"librivox_{p.stem.rsplit('-', 1)[-1]}", "librivox", _wav(p)))
+        out.append(Utterance(f"librivox_{p.stem.rsplit('-', 1)[-1]}", "librivox", read_wav(p)))
     for u in out:
-        u.audio = _trim(u.audio)
+        u.audio = trim(u.audio, -35.0)  # the speech: first to last 10 ms frame within 35 dB of the loudest
     return [u for u in out if u.audio.size > SAMPLE_RATE // 10]
 
 
@@ -150,12 +132,7 @@ def build(out: Path, seed: int = 0, variants: int = 3) -> int:
                     continue
                 y, meta = build_call(u, partner, rng)
                 name = f"calls/{u.name}_{shape}_{k}.wav"
-                pcm = np.clip(np.round(y * 32767.0), -32768, 32767).astype(np.int16)
-                with wave.open(str(out / name), "wb") as w:
-                    w.setnchannels(1)
-                    w.setsampwidth(2)
-                    w.setframerate(SAMPLE_RATE)
-                    w.writeframes(pcm.tobytes())
+                write_wav(out / name, y)
                 long = u.audio.size * 1000 / SAMPLE_RATE > LONG_MS
                 sub = "real_long" if long else "real_short"
                 rows.append(f"{name},human,,test,{sub}")
