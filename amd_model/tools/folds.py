@@ -195,6 +195,7 @@ def prepare_items(
     from tqdm import tqdm
 
     from amd_model.tools.evaluation import LabelledCall, OfflineSpeechDetector, pad_call, read_real_greetings
+    from amd_model.tools.train import call_features
     from callgate.audio import load_audio
 
     sha = hashlib.sha1(Path(ref_model.path).read_bytes()).hexdigest()[:10]
@@ -225,12 +226,10 @@ def prepare_items(
         else:
             call = reals[name]
         pcm = pad_call(load_audio(call.path), min_ms)
-        n = pcm.size // features.STEP_SAMPLES
-        f = features.logmel(pcm[: n * features.STEP_SAMPLES])
         items[key] = TestItem(
             call=call,
             speech=vad.events(pcm),
-            feats=f.reshape(n, features.FRAMES_PER_STEP, features.N_MELS).astype(np.float16),
+            feats=call_features(pcm).astype(np.float16),
             ref_probs=ref_model.run(pcm),
         )
         if n_done % 200 == 0 or n_done == len(todo):  # an interrupted run keeps what it computed

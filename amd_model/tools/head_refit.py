@@ -33,13 +33,13 @@ import numpy as np
 from amd_model import features
 from amd_model.runtime import AmdModel
 from amd_model.tools.evaluation import OfflineSpeechDetector, build_trace, pad_call
+from amd_model.tools.train import CLASSES, call_features
 from amd_model.traces import replay_trace
 from callgate.audio import load_audio
 from processors.amd_decision import DetectorConfig, load_presets
 
 HEAD = "model.nets.{k}.head.{what}"
 SHIPPED = Path(__file__).parents[1] / "amd.onnx"
-CLASSES = ["none", "human", "machine", "ivr", "carrier_intercept"]
 
 
 @dataclass
@@ -112,11 +112,6 @@ def gru_states(model: AmdModel, feats: Sequence[np.ndarray], batch: int = 64) ->
     return out
 
 
-def pcm_feats(pcm: np.ndarray) -> np.ndarray:
-    n = pcm.size // features.STEP_SAMPLES
-    return features.logmel(pcm[: n * features.STEP_SAMPLES]).reshape(n, features.FRAMES_PER_STEP, features.N_MELS)
-
-
 def fit_heads(
     states: Sequence[np.ndarray], targets: Sequence[np.ndarray], weights: Sequence[np.ndarray], start: Heads,
     *, l2: float = 1e-3, steps: int = 150, lr: float = 1e-2, seed: int = 0,
@@ -159,7 +154,7 @@ class Clip:
 
 def make_clip(model: AmdModel, vad: OfflineSpeechDetector, name: str, pcm: np.ndarray, **kw: object) -> Clip:
     pcm = pad_call(pcm)
-    return Clip(name, gru_states(model, [pcm_feats(pcm)])[0], vad.events(pcm), **kw)  # type: ignore[arg-type]
+    return Clip(name, gru_states(model, [call_features(pcm)])[0], vad.events(pcm), **kw)  # type: ignore[arg-type]
 
 
 def verdict(clip: Clip, heads: Heads, detectors: Sequence[DetectorConfig]):  # noqa: ANN201 (Verdict)
@@ -191,12 +186,10 @@ def summarize_humans(clips: Sequence[Clip], heads: Heads, detectors: Sequence[De
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear experiment)
-    from amd_model.tools.asterisk_baseline import quiet_line
     from amd_model.tools.corpus import DEV_GREETINGS, dev_greetings_split
     from amd_model.tools.folds import cv_held, real_file, real_twins
-    from amd_model.tools.real_voice_probe import WAIT_MS
-    from amd_model.tools.train import BIZ_W, EARLY_STEPS, EARLY_W, load_features, load_meta, step_targets
-    from callgate.audio import SAMPLE_RATE
+    from amd_model.tools.real_voice_probe import cut_after_onset
+    from amd_model.tools.train import load_features, load_meta, step_targets, step_weights
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("corpus", type=Path)
@@ -228,13 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
         greetings, cut = [], []
         for f in files:
             pcm = load_audio(args.real_dir / f)
-            ev = vad.events(pad_call(pcm))
-            onset = next((t for e, t, _ in ev if e == "start"), None)
-            greetings.append(make_clip(model, vad, f, pcm, onset_ms=onset, label="machine"))
-            if onset is not None:
-                k = int((onset + args.cut_ms) * SAMPLE_RATE / 1000)
-                short = np.concatenate([pcm[:k], quiet_line(WAIT_MS * SAMPLE_RATE // 1000, seed=1)])
-                cut.append(make_clip(model, vad, f, short, onset_ms=onset))
+            clip = make_clip(model, vad, f, pcm, label="machine")
+            clip.onset_ms = next((t for e, t, _ in clip.speech if e == "start"), None)
+            greetings.append(clip)
+            if clip.onset_ms is not None:
+                short = cut_after_onset(pcm, clip.onset_ms, args.cut_ms)
+                cut.append(make_clip(model, vad, f, short, onset_ms=clip.onset_ms))
         hmeta = [json.loads(x) for x in (args.humans / "meta.jsonl").read_text().splitlines() if x.strip()]
         humans = [make_clip(model, vad, m["file"], load_audio(args.humans / m["file"]), subtype=m["subtype"])
                   for m in hmeta]
@@ -247,25 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
         if args.cache:
             with open(args.cache, "wb") as fh:
                 pickle.dump((states, greetings, cut, humans, split_clips), fh)
-    targets, weights = [], []
-    for m, st in zip(metas, states, strict=True):
-        t = step_targets(m, st.shape[0])
-        wv = np.ones(t.shape[0], np.float32)
-        nz = np.flatnonzero(t)
-        if nz.size:
-            wv[nz[0] : nz[0] + EARLY_STEPS] *= EARLY_W
-        if m.get("subtype") == "human_business":
-            wv *= BIZ_W
-        if m.get("subtype") == "vm_real":
-            wv *= args.real_weight
-        targets.append(t)
-        weights.append(wv)
-    g_targets = []
-    for c in greetings:
-        t = np.zeros(c.states.shape[0], np.int64)
-        if c.onset_ms is not None:
-            t[int(c.onset_ms // 100) + 1 :] = CLASSES.index("machine")
-        g_targets.append(t)
+    targets = [step_targets(m, st.shape[0]) for m, st in zip(metas, states, strict=True)]
+    weights = [step_weights(m, t) * (args.real_weight if m.get("subtype") == "vm_real" else 1.0)
+               for m, t in zip(metas, targets, strict=True)]
+    g_targets = [step_targets({"label": "machine", "speech_onset_ms": c.onset_ms}, c.states.shape[0]) for c in greetings]
 
     train = [i for i, m in enumerate(metas) if m["split"] == "train"]
 

@@ -30,6 +30,12 @@ from processors.amd_decision import DetectorConfig, load_presets
 WAIT_MS = 8000  # silence after the cut: longer than any preset's human decision needs
 
 
+def cut_after_onset(pcm: np.ndarray, onset_ms: float, cut_ms: int) -> np.ndarray:
+    """The recording up to `cut_ms` after the speech onset, then WAIT_MS of quiet line: a pickup's shape."""
+    cut = int((onset_ms + cut_ms) * SAMPLE_RATE / 1000)
+    return np.concatenate([pcm[:cut], quiet_line(WAIT_MS * SAMPLE_RATE // 1000, seed=1)])
+
+
 def probe(
     directory: Path, model: Any, detectors: Sequence[DetectorConfig], cut_ms: int = 700
 ) -> dict[str, Any]:
@@ -43,8 +49,7 @@ def probe(
         if start is None:
             counts["no_speech"] += 1
             continue
-        cut = int((start + cut_ms) * SAMPLE_RATE / 1000)
-        pcm = np.concatenate([pcm[:cut], quiet_line(WAIT_MS * SAMPLE_RATE // 1000, seed=1)])
+        pcm = cut_after_onset(pcm, start, cut_ms)
         trace = build_trace(call.file, model.classes, model.run(pcm), vad.events(pcm))
         v = replay_trace(trace, detectors)
         counts[v.label] += 1

@@ -50,6 +50,25 @@ def step_targets(meta: dict, n_steps: int) -> np.ndarray:
     return y
 
 
+def step_weights(meta: dict, targets: np.ndarray) -> np.ndarray:
+    """Per-step loss weights: business pickups upweighted (balance within human), and the first
+    EARLY_STEPS steps after evidence onset upweighted so the early posterior gets more capacity."""
+    wv = np.ones(targets.shape[0], dtype=np.float32)
+    nz = np.flatnonzero(targets)
+    if nz.size:
+        wv[nz[0] : nz[0] + EARLY_STEPS] *= EARLY_W
+    if meta.get("subtype") == "human_business":
+        wv *= BIZ_W
+    return wv
+
+
+def call_features(pcm: np.ndarray) -> np.ndarray:
+    """A whole call's log-mels as the net's steps: (n_steps, FRAMES_PER_STEP, N_MELS) float32."""
+    n = pcm.size // features.STEP_SAMPLES
+    f = features.logmel(pcm[: n * features.STEP_SAMPLES])
+    return f.reshape(n, features.FRAMES_PER_STEP, features.N_MELS)
+
+
 def load_features(corpus: Path, metas: list[dict], cache: Path | None = None) -> list[np.ndarray]:
     """Log-mel (n_steps, 10, 40) float16 per call; cached next to the corpus because it is reused often."""
     from callgate.audio import load_audio
@@ -61,10 +80,7 @@ def load_features(corpus: Path, metas: list[dict], cache: Path | None = None) ->
             return [z[f"f{i}"] for i in range(len(metas))]
     out = []
     for m in metas:
-        pcm = load_audio(corpus / m["file"])
-        n = pcm.size // features.STEP_SAMPLES
-        f = features.logmel(pcm[: n * features.STEP_SAMPLES])
-        out.append(f.reshape(n, features.FRAMES_PER_STEP, features.N_MELS).astype(np.float16))
+        out.append(call_features(load_audio(corpus / m["file"])).astype(np.float16))
     np.savez(cache, n=len(metas), **{f"f{i}": f for i, f in enumerate(out)})
     return out
 
@@ -243,17 +259,7 @@ def train_member(
     print(f"{tag}features: {len(feats)} calls in {time.time() - t0:.0f}s", flush=True)
     targets = [step_targets(m, f.shape[0]) for m, f in zip(metas, feats, strict=True)]
     tr = train_ids if train_ids is not None else [i for i, m in enumerate(metas) if m["split"] == "train"]
-    # Per-step loss weights: business pickups upweighted (balance within human), and the first
-    # EARLY_STEPS steps after evidence onset upweighted so the early posterior gets more capacity.
-    stepw = []
-    for m, t in zip(metas, targets, strict=True):
-        wv = np.ones(t.shape[0], dtype=np.float32)
-        nz = np.flatnonzero(t)
-        if nz.size:
-            wv[nz[0] : nz[0] + EARLY_STEPS] *= EARLY_W
-        if m.get("subtype") == "human_business":
-            wv *= BIZ_W
-        stepw.append(wv)
+    stepw = [step_weights(m, t) for m, t in zip(metas, targets, strict=True)]
     va = val_ids if val_ids is not None else [i for i, m in enumerate(metas) if m["split"] == "val"]
 
     allf = np.concatenate([feats[i].reshape(-1, features.N_MELS).astype(np.float32) for i in tr[:800]])

@@ -7,6 +7,7 @@ import pytest
 
 from amd_model.runtime import AmdModel
 from amd_model.tools import head_refit
+from amd_model.tools.train import call_features
 from callgate import synth
 from callgate.audio import SAMPLE_RATE, to_int16
 
@@ -22,14 +23,14 @@ def test_the_gru_states_and_heads_reproduce_the_shipped_graphs_probabilities():
     pcm = _call()
     heads = head_refit.load_heads(head_refit.SHIPPED)
     assert heads.w.shape[0] == 3 and heads.w.shape[1] == len(model.classes)
-    states = head_refit.gru_states(model, [head_refit.pcm_feats(pcm)])[0]
+    states = head_refit.gru_states(model, [call_features(pcm)])[0]
     np.testing.assert_allclose(heads.probs(states), model.run(pcm), atol=2e-3)
 
 
 def test_a_batch_of_calls_of_different_lengths_gets_each_calls_own_states():
     model = AmdModel()
     a, b = _call(), _call()[: 2 * SAMPLE_RATE]
-    fa, fb = head_refit.pcm_feats(a), head_refit.pcm_feats(b)
+    fa, fb = call_features(a), call_features(b)
     together = head_refit.gru_states(model, [fa, fb])
     alone = head_refit.gru_states(model, [fb])[0]
     assert together[1].shape == alone.shape == (fb.shape[0], model.hidden)
@@ -44,7 +45,7 @@ def test_an_exported_graph_runs_the_new_heads(tmp_path):
     head_refit.export(head_refit.SHIPPED, out, shifted, "test-heads")
     new, old = AmdModel(out), AmdModel()
     pcm = _call()
-    states = head_refit.gru_states(old, [head_refit.pcm_feats(pcm)])[0]
+    states = head_refit.gru_states(old, [call_features(pcm)])[0]
     np.testing.assert_allclose(new.run(pcm), shifted.probs(states), atol=2e-3)
     assert new.meta["version"] == "test-heads"
     assert (new.run(pcm)[:, 1] > old.run(pcm)[:, 1]).all()
@@ -54,7 +55,7 @@ def test_fitting_moves_the_heads_towards_the_targets_and_the_pull_holds_them_bac
     pytest.importorskip("torch")
     model = AmdModel()
     heads = head_refit.load_heads(head_refit.SHIPPED)
-    states = head_refit.gru_states(model, [head_refit.pcm_feats(_call())])[0]
+    states = head_refit.gru_states(model, [call_features(_call())])[0]
     y = np.full(states.shape[0], 2, np.int64)  # say it is all "machine"
     w = np.ones(states.shape[0], np.float32)
     loose = head_refit.fit_heads([states], [y], [w], heads, l2=0.0, steps=60, lr=5e-2)
