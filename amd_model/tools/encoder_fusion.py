@@ -54,19 +54,6 @@ def _avail(n_steps: int, onset_ms: float | None, times: Sequence[float], embs: S
     return e, flags
 
 
-def step_weights(meta: dict, targets: np.ndarray) -> np.ndarray:
-    """The net's own training weights: early steps after evidence onset and business pickups count more."""
-    from amd_model.tools.train import BIZ_W, EARLY_STEPS, EARLY_W
-
-    w = np.ones(len(targets), np.float32)
-    nz = np.flatnonzero(targets)
-    if nz.size:
-        w[nz[0] : nz[0] + EARLY_STEPS] *= EARLY_W
-    if meta.get("subtype") == "human_business":
-        w *= BIZ_W
-    return w
-
-
 def gru_outputs(net: Any, feats: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The frozen net's per-step GRU output (what its head reads), call by call."""
     import torch
@@ -354,7 +341,7 @@ def run(corpus: Path, real_dir: Path, workflow: str, times: Sequence[float], win
     from tqdm import tqdm
 
     from amd_model.tools.folds import Budget, train_fold
-    from amd_model.tools.train import CLASSES, load_features, step_targets
+    from amd_model.tools.train import CLASSES, load_features, step_targets, step_weights
 
     def val_keys(folds: list[Any]) -> dict[str, list[str]]:
         out = {}
