@@ -8,7 +8,7 @@ fold). Then the same heads run on real *human* voices (`amd_model.tools.real_hum
 greetings cut short (`real_voice_probe`'s pickup shape), where a model that learned "a natural voice
 is a machine" shows itself.
 
-    python -m amd_model.tools.head_refit CORPUS --humans DIR [--real-dir D] [--export OUT.onnx]
+    python -m amd_model.tools.head_refit CORPUS --humans DIR [--real-dir D] [--human-weight H] [--export OUT.onnx]
 
 CORPUS is a corpus built with `--real-pool all` (folds_s29); DIR a folder from
 `amd_model.tools.real_humans`. Every figure goes through the production decision layer (preset
@@ -16,7 +16,9 @@ CORPUS is a corpus built with `--real-pool all` (folds_s29); DIR a folder from
 
 Measured (amd_model/reports/head_refit.txt, model card): the refits that cut the greetings' machine
 verdict from 1522 to 640-994 ms (CV) also call 1-2 more of 72 short real-voice pickups machine; the one
-that leaves real people alone does not move the greetings. Not shipped.
+that leaves real people alone does not move the greetings. Training on the pickups too (`--human-weight
+4`, their row then cross-validated by recording set) does not buy the trade back (806 ms, 70/72). Not
+shipped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +163,17 @@ def verdict(clip: Clip, heads: Heads, detectors: Sequence[DetectorConfig]):  # n
     return replay_trace(build_trace(clip.name, CLASSES, heads.probs(clip.states), clip.speech), detectors)
 
 
+def heads_by_group(names: Sequence[str], group_of: dict[str, str], fit_without: Callable[[str], Heads],
+                   ) -> dict[str, Heads]:
+    """Cross-validation by group: each name gets the heads fitted without its whole group."""
+    out: dict[str, Heads] = {}
+    for g in sorted({group_of[n] for n in names}):
+        h = fit_without(g)
+        print(f"humans: recording set {g} held out", flush=True)
+        out.update({n: h for n in names if group_of[n] == g})
+    return out
+
+
 def summarize_machine(clips: Sequence[Clip], heads_for: dict[str, Heads], detectors: Sequence[DetectorConfig]) -> str:
     """Real greetings: share called machine and the machine verdicts' median ms after onset."""
     lat, n_m = [], 0
@@ -174,11 +187,11 @@ def summarize_machine(clips: Sequence[Clip], heads_for: dict[str, Heads], detect
     return f"{n_m}/{len(clips)} machine ({100 * n_m / max(1, len(clips)):.1f} %), machine p50 {p50}"
 
 
-def summarize_humans(clips: Sequence[Clip], heads: Heads, detectors: Sequence[DetectorConfig]) -> str:
+def summarize_humans(clips: Sequence[Clip], heads_for: dict[str, Heads], detectors: Sequence[DetectorConfig]) -> str:
     out = []
     for sub in sorted({c.subtype for c in clips}):
         group = [c for c in clips if c.subtype == sub]
-        vs = [verdict(c, heads, detectors) for c in group]
+        vs = [verdict(c, heads_for[c.name], detectors) for c in group]
         n_h = sum(v.label == "human" for v in vs)
         n_m = sum(v.label == "machine" for v in vs)
         out.append(f"{sub}: {n_h}/{len(group)} human ({100 * n_h / len(group):.1f} %), {n_m} machine")
@@ -196,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
     ap.add_argument("--humans", type=Path, required=True, help="a folder from amd_model.tools.real_humans")
     ap.add_argument("--real-dir", type=Path, default=DEV_GREETINGS)
     ap.add_argument("--real-weight", type=float, default=2.0, help="loss weight of calls with a real greeting")
+    ap.add_argument("--human-weight", type=float, default=0.0,
+                    help="train on the real-voice pickups too, at this loss weight (their row is then "
+                         "cross-validated by recording set); 0 = measure them only")
     ap.add_argument("--l2", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--cv", type=int, default=5)
@@ -244,15 +260,20 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
                for m, t in zip(metas, targets, strict=True)]
     g_targets = [step_targets({"label": "machine", "speech_onset_ms": c.onset_ms}, c.states.shape[0]) for c in greetings]
 
+    hmeta = {m["file"]: m for m in (json.loads(x) for x in (args.humans / "meta.jsonl").read_text().splitlines()
+                                      if x.strip())}
+    h_targets = [step_targets(hmeta[c.name], c.states.shape[0]) for c in humans]
     train = [i for i, m in enumerate(metas) if m["split"] == "train"]
 
-    def fit(held: set[str]) -> Heads:
+    def fit(held: set[str], held_speaker: str | None = None) -> Heads:
         ids = [i for i in train if real_file(metas[i]) not in held]
         g = [j for j, c in enumerate(greetings) if c.name not in held]
+        hs = [j for j, c in enumerate(humans) if hmeta[c.name]["speaker"] != held_speaker] if args.human_weight else []
         return fit_heads(
-            [states[i] for i in ids] + [greetings[j].states for j in g],
-            [targets[i] for i in ids] + [g_targets[j] for j in g],
-            [weights[i] for i in ids] + [np.full(g_targets[j].shape[0], args.real_weight, np.float32) for j in g],
+            [states[i] for i in ids] + [greetings[j].states for j in g] + [humans[j].states for j in hs],
+            [targets[i] for i in ids] + [g_targets[j] for j in g] + [h_targets[j] for j in hs],
+            [weights[i] for i in ids] + [np.full(g_targets[j].shape[0], args.real_weight, np.float32) for j in g]
+            + [np.full(h_targets[j].shape[0], args.human_weight, np.float32) for j in hs],
             shipped, l2=args.l2, steps=args.steps,
         )
 
@@ -265,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
         for f in held:
             cv_heads[f] = h
     full = fit(set())
+    human_heads = {c.name: full for c in humans}  # measured only: the full fit never saw them
+    if args.human_weight:
+        human_heads = heads_by_group([c.name for c in humans], {n: m["speaker"] for n, m in hmeta.items()},
+                                     lambda spk: fit(set(), held_speaker=spk))
     _tr, held_out_130 = dev_greetings_split([Path(f) for f in files])
     unseen = {p.name for p in held_out_130}
 
@@ -276,8 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
          summarize_machine([c for c in greetings if c.name in unseen], cv_heads, detectors)),
         (f"greetings cut {args.cut_ms} ms after onset + silence", summarize_machine(cut, ship_for, detectors),
          summarize_machine(cut, cv_heads, detectors)),
-        ("real human voices (real_humans)", summarize_humans(humans, shipped, detectors),
-         summarize_humans(humans, full, detectors)),
+        ("real human voices (real_humans)" + (" , CV by recording set" if args.human_weight else ""),
+         summarize_humans(humans, {c.name: shipped for c in humans}, detectors),
+         summarize_humans(humans, human_heads, detectors)),
     ]
     for split, clips in split_clips.items():
         res = {}
@@ -298,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
             res[name] = (f"{100 * ok / len(clips):.1f} %, humans {hum}/{nhum}, business {biz}/{nbiz}, "
                          f"machine p50 {np.median(lat):.0f} ms")
         rows.append((f"folds_s29 {split} split ({len(clips)})", res["shipped"], res["refit"]))
-    print(f"\npreset '{args.workflow}'; refit: l2 {args.l2}, {args.steps} steps, real weight {args.real_weight}; "
+    print(f"\npreset '{args.workflow}'; refit: l2 {args.l2}, {args.steps} steps, real weight {args.real_weight}, "
+          f"human weight {args.human_weight}; "
           "real-greeting rows are 5-fold CV (twins grouped), the others use the heads fitted on all 38")
     for name, a, b in rows:
         print(f"{name}\n    1.3.0: {a}\n    refit: {b}")

@@ -63,3 +63,18 @@ def test_fitting_moves_the_heads_towards_the_targets_and_the_pull_holds_them_bac
     before, after_loose, after_tight = (h.probs(states)[:, 2].mean() for h in (heads, loose, tight))
     assert after_loose > max(before, 0.9)
     assert before <= after_tight < after_loose
+
+
+def test_cross_validation_by_group_scores_each_clip_with_heads_that_never_saw_its_group():
+    heads = head_refit.load_heads(head_refit.SHIPPED)
+    fitted: dict[str, head_refit.Heads] = {}
+
+    def fit_without(group: str) -> head_refit.Heads:
+        fitted[group] = head_refit.Heads(heads.w, heads.b + len(fitted))
+        return fitted[group]
+
+    group_of = {"a1": "alsa", "a2": "alsa", "b1": "an4", "c1": "librivox"}
+    out = head_refit.heads_by_group(list(group_of), group_of, fit_without)
+    assert sorted(fitted) == ["alsa", "an4", "librivox"]
+    assert all(out[n] is fitted[g] for n, g in group_of.items())
+    assert out["a1"] is out["a2"] and out["a1"] is not out["b1"]
