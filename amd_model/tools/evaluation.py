@@ -600,10 +600,9 @@ def evaluate_real_humans(
         model = AmdModel(Path(model_path) if model_path else None)
     with tempfile.TemporaryDirectory(prefix="callgate-real-humans-") as tmp:
         with contextlib.redirect_stdout(io.StringIO()):
-            real_humans.build(Path(tmp), seed=seed)
+            metas = real_humans.build(Path(tmp), seed=seed)
         vad = OfflineSpeechDetector()
         results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in read_labels(tmp)]
-        metas = [json.loads(x) for x in (Path(tmp) / "meta.jsonl").read_text().splitlines() if x.strip()]
     speakers = {m["speaker"] for m in metas}
     return {
         "workflow": workflow,

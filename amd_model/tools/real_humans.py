@@ -114,8 +114,8 @@ def build_call(
     return y, meta
 
 
-def build(out: Path, seed: int = 0, variants: int = 3) -> int:
-    """Write `variants` single and `variants` double pickups per utterance; returns the call count."""
+def build(out: Path, seed: int = 0, variants: int = 3) -> list[dict]:
+    """Write `variants` single and `variants` double pickups per utterance; returns their meta.jsonl rows."""
     utts = collect()
     if not utts:
         raise SystemExit("no real human recordings found: install alsa-utils and pocketsphinx-testdata")
@@ -143,7 +143,7 @@ def build(out: Path, seed: int = 0, variants: int = 3) -> int:
     speakers = sorted({u.speaker for u in utts})
     print(f"{len(rows)} calls from {len(utts)} utterances of {len(speakers)} recording sets "
           f"({', '.join(speakers)}) -> {out}")
-    return len(rows)
+    return metas
 
 
 def main(argv: list[str] | None = None) -> int:

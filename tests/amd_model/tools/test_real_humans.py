@@ -47,10 +47,10 @@ def test_a_double_pickup_says_it_again_after_a_wait_of_1_2_to_2_s():
 def test_build_writes_a_callgate_eval_folder_of_human_calls(tmp_path, monkeypatch):
     utts = [_utt("short1", "s1", 1.0, 180.0), _utt("short2", "s1", 0.9, 190.0), _utt("long", "s2", 3.0, 120.0)]
     monkeypatch.setattr(real_humans, "collect", lambda: utts)
-    n = real_humans.build(tmp_path, seed=0, variants=2)
+    written = real_humans.build(tmp_path, seed=0, variants=2)
     calls = read_labels(tmp_path)
     # Speaker s1 has two utterances, so each gets singles and doubles; s2's only one gets singles.
-    assert n == len(calls) == 2 * 2 * 2 + 2
+    assert len(written) == len(calls) == 2 * 2 * 2 + 2
     assert {c.label for c in calls} == {"human"}
     subs = {c.file: c.subtype for c in calls}
     assert all(s == "real_long" for f, s in subs.items() if "long" in f)
@@ -59,6 +59,7 @@ def test_build_writes_a_callgate_eval_folder_of_human_calls(tmp_path, monkeypatc
         assert c.speech_onset_ms is not None and c.first_utterance_end_ms > c.speech_onset_ms
         assert load_audio(c.path).size > 8 * SAMPLE_RATE
     metas = [json.loads(x) for x in (tmp_path / "meta.jsonl").read_text().splitlines()]
+    assert metas == written
     assert {m["shape"] for m in metas} == {"single", "double"}
 
 
