@@ -29,6 +29,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -163,14 +164,19 @@ def verdict(clip: Clip, heads: Heads, detectors: Sequence[DetectorConfig]):  # n
     return replay_trace(build_trace(clip.name, CLASSES, heads.probs(clip.states), clip.speech), detectors)
 
 
-def heads_by_group(names: Sequence[str], group_of: dict[str, str], fit_without: Callable[[str], Heads],
-                   ) -> dict[str, Heads]:
+G = TypeVar("G", str, int)
+
+
+def heads_by_group(
+    names: Sequence[str], group_of: dict[str, G], fit_without: Callable[[G], Heads], what: str = "group"
+) -> dict[str, Heads]:
     """Cross-validation by group: each name gets the heads fitted without its whole group."""
     out: dict[str, Heads] = {}
     for g in sorted({group_of[n] for n in names}):
         h = fit_without(g)
-        print(f"humans: recording set {g} held out", flush=True)
-        out.update({n: h for n in names if group_of[n] == g})
+        held = [n for n in names if group_of[n] == g]
+        print(f"{what} {g}: {len(held)} held out", flush=True)
+        out.update(dict.fromkeys(held, h))
     return out
 
 
@@ -227,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
     vad = OfflineSpeechDetector()
     metas = load_meta(args.corpus)
     files = sorted(p.name for p in args.real_dir.glob("*.wav"))
+    hmeta = {m["file"]: m for m in (json.loads(x) for x in (args.humans / "meta.jsonl").read_text().splitlines()
+                                      if x.strip())}
     if args.cache and args.cache.is_file():
         with open(args.cache, "rb") as fh:
             states, greetings, cut, humans, split_clips = pickle.load(fh)
@@ -243,9 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
             if clip.onset_ms is not None:
                 short = cut_after_onset(pcm, clip.onset_ms, args.cut_ms)
                 cut.append(make_clip(model, vad, f, short, onset_ms=clip.onset_ms))
-        hmeta = [json.loads(x) for x in (args.humans / "meta.jsonl").read_text().splitlines() if x.strip()]
         humans = [make_clip(model, vad, m["file"], load_audio(args.humans / m["file"]), subtype=m["subtype"])
-                  for m in hmeta]
+                  for m in hmeta.values()]
         split_clips = {
             split: [make_clip(model, vad, m["file"], load_audio(args.corpus / m["file"]), label=m["label"],
                               subtype=m.get("subtype"), onset_ms=m.get("speech_onset_ms"))
@@ -260,8 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
                for m, t in zip(metas, targets, strict=True)]
     g_targets = [step_targets({"label": "machine", "speech_onset_ms": c.onset_ms}, c.states.shape[0]) for c in greetings]
 
-    hmeta = {m["file"]: m for m in (json.loads(x) for x in (args.humans / "meta.jsonl").read_text().splitlines()
-                                      if x.strip())}
     h_targets = [step_targets(hmeta[c.name], c.states.shape[0]) for c in humans]
     train = [i for i, m in enumerate(metas) if m["split"] == "train"]
 
@@ -279,17 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
 
     groups = real_twins(args.real_dir, files)
     folds = cv_held(files, args.cv, groups)
-    cv_heads: dict[str, Heads] = {}
-    for j, held in enumerate(folds, 1):
-        h = fit(held)
-        print(f"fold {j}/{len(folds)}: {len(held)} greetings held out", flush=True)
-        for f in held:
-            cv_heads[f] = h
+    cv_heads = heads_by_group(files, {f: j for j, held in enumerate(folds, 1) for f in held},
+                              lambda j: fit(folds[j - 1]), "greetings fold")
     full = fit(set())
     human_heads = {c.name: full for c in humans}  # measured only: the full fit never saw them
     if args.human_weight:
         human_heads = heads_by_group([c.name for c in humans], {n: m["speaker"] for n, m in hmeta.items()},
-                                     lambda spk: fit(set(), held_speaker=spk))
+                                     lambda spk: fit(set(), held_speaker=spk), "recording set")
     _tr, held_out_130 = dev_greetings_split([Path(f) for f in files])
     unseen = {p.name for p in held_out_130}
 
