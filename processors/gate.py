@@ -71,7 +71,16 @@ over it, quiet_open_db, open_offset_db, bg_mid_frac and grace_db gave 27/200 at 
 at 1: the same curve), and a per-call mel-cepstrum distance from the caller's learned mean (AUC 0.53 at
 the first decision of each VAD segment: 100-200 ms of phone-band speech does not say who speaks), nor
 does the Smart-Turn encoder's embedding of a segment's first 160-256 ms against the caller's earlier
-segments (cosine, AUC 0.46-0.59; amd_model.tools.encoder_probe.embed).
+segments (cosine, AUC 0.46-0.59; amd_model.tools.encoder_probe.embed). Two more probes settle both
+routes (one-off scripts, not kept): a speaker-verification embedding (Resemblyzer 0.1.4's pretrained
+GE2E LSTM from PyPI, the phone audio upsampled to 16 kHz) of a segment's first 100-300 ms against the
+caller's gated speech scores AUC 0.46 at real/dev's decision windows (0.44 with the labelled caller
+turns as the reference); on whole labelled segments it reaches 0.54 at 200 ms, 0.69 at 400 ms and
+0.83 at 1-2 s, a cue for a finished turn, not for a start. And an upper bound for every background
+re-learning rule: re-learning as background each stretch the gate took that the labels say was
+background leaves real/dev at 8/76, real_big/dev at 29/200 and real/test at 8/69 (from 9), with as
+many or more delayed starts. The openings are loud syllables of a TV 6-8 dB under a caller level the
+gate already knows, not a missing background level.
 
 `GateAnalyzer` is plain numpy (per 32 ms window ~20 µs, ~0.1 ms with the pitch cue on every window:
 scripts/bench_listen.py); `BackgroundSpeechGate` is the thin FrameProcessor placed after the VAD
