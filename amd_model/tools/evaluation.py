@@ -603,12 +603,18 @@ def evaluate_real_humans(
             metas = real_humans.build(Path(tmp), seed=seed)
         vad = OfflineSpeechDetector()
         results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in read_labels(tmp)]
-    speakers = {m["speaker"] for m in metas}
+    speaker_of = {m["file"]: m["speaker"] for m in metas}
+    by_set: dict[str, list[int]] = {}
+    for r in results:
+        n_human = by_set.setdefault(speaker_of[r.call.file], [0, 0])
+        n_human[0] += 1
+        n_human[1] += r.ours.label == "human"
     return {
         "workflow": workflow,
         "sources": sorted(real_humans.PACKAGES),
         "n": len(results),
-        "recording_sets": len(speakers),
+        "recording_sets": len(by_set),
+        "callgate_human_by_set": {k: {"n": v[0], "human": v[1]} for k, v in sorted(by_set.items())},
         "callgate": metrics(results, "ours"),
         "asterisk": metrics(results, "baseline"),
     }
@@ -633,4 +639,10 @@ def format_humans_report(rep: dict[str, Any]) -> str:
     la = rep["asterisk"]["latency_ms"]["human_after_utterance_end"]
     out.append(f"human verdict after the first utterance ends, p50: callgate {_f(lo['p50'])} ms, "
                f"asterisk {_f(la['p50'])} ms")
+    sets = rep.get("callgate_human_by_set", {})
+    worst = sorted(((v["human"] / v["n"], k, v) for k, v in sets.items() if v["human"] < v["n"]))[:6]
+    if worst:
+        out.append("recording sets callgate takes for a machine most often: "
+                   + ", ".join(f"{k} {v['human']}/{v['n']} human" for _, k, v in worst)
+                   + f" ({sum(v['human'] == v['n'] for v in sets.values())} of {len(sets)} sets all human)")
     return "\n".join(out)

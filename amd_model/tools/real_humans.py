@@ -9,7 +9,10 @@ apt-get where missing):
 * `alsa-utils`: /usr/share/sounds/alsa/*.wav, one woman saying "Front left", "Rear center", ...;
 * `pocketsphinx-testdata`: AN4 "cards" utterances ("ten of clubs"), goforward / numbers / something
   (16 kHz raw), and five LibriVox sentences read by one man (3-7 s: a person who talks on, the shape
-  a business pickup has).
+  a business pickup has);
+* `ktuberling-data`: KDE's word game, one short word ("ball", "patate") per file spoken by a native
+  speaker in each of 23 languages (0.6-1.6 s: the length of a "hello?"); four words per language, a
+  recording set each (sr and its script variants are one set).
 
 Each utterance becomes calls the way a person answers: 0.2-0.9 s of open line, the utterance, then
 quiet line (`single`); or the utterance, 1.2-2 s of waiting and a second utterance of the same
@@ -21,8 +24,8 @@ the first utterance's end), so the usual report, with app_amd beside, is the fig
     python -m amd_model.tools.real_humans --out /tmp/real_humans [--seed 0] [--variants 3]
     callgate eval /tmp/real_humans --no-real [--workflow W]
 
-Few speakers (about five) and read speech, not conversational "hello?": a floor under what real
-pickups do, not a measurement of them.
+About 29 recording sets of read speech (most of them one voice each), not conversational "hello?": a
+floor under what real pickups do, not a measurement of them.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from callgate.audio import SAMPLE_RATE, resample
 
 ALSA = Path("/usr/share/sounds/alsa")
 PS_TEST = Path("/usr/share/pocketsphinx/test/data")
-PACKAGES = {"alsa-utils": ALSA, "pocketsphinx-testdata": PS_TEST}
+KTUBERLING = Path("/usr/share/ktuberling/sounds")
+PACKAGES = {"alsa-utils": ALSA, "pocketsphinx-testdata": PS_TEST, "ktuberling-data": KTUBERLING}
+KT_PER_SET = 4  # words per ktuberling language (spread over its sorted files)
 LONG_MS = 2500  # utterances longer than this are a person who talks on (subtype real_long)
 
 
@@ -66,6 +71,26 @@ def _raw16k(path: Path) -> np.ndarray:
     return resample(x, 16000, SAMPLE_RATE)
 
 
+def _any_audio(path: Path) -> np.ndarray:
+    """An Ogg Vorbis or WAV file of any rate -> float32 mono at 8 kHz."""
+    import soundfile as sf
+
+    x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return resample(x.mean(axis=1), rate, SAMPLE_RATE).astype(np.float32)
+
+
+def ktuberling_sets(root: Path = KTUBERLING, per_set: int = KT_PER_SET) -> list[Utterance]:
+    """`per_set` words of each language folder, evenly spread; `sr@latin` etc. repeat `sr`'s files."""
+    out: list[Utterance] = []
+    if not root.is_dir():
+        return out
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and "@" not in p.name):
+        files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".ogg", ".wav"))
+        for f in files[:: max(1, len(files) // per_set)][:per_set]:
+            out.append(Utterance(f"kt_{d.name}_{f.stem}", f"ktuberling_{d.name}", _any_audio(f)))
+    return out
+
+
 def collect() -> list[Utterance]:
     """Every usable utterance of the installed packages (the alsa 'Noise' file is not speech)."""
     out: list[Utterance] = []
@@ -80,6 +105,7 @@ def collect() -> list[Utterance]:
             out.append(Utterance(f"ps_{stem}", f"ps_{stem}", _raw16k(p)))
     for p in sorted((PS_TEST / "librivox").glob("*.wav")):
         out.append(Utterance(f"librivox_{p.stem.rsplit('-', 1)[-1]}", "librivox", read_wav(p)))
+    out += ktuberling_sets()
     for u in out:
         u.audio = trim(u.audio, -35.0)  # the speech: first to last 10 ms frame within 35 dB of the loudest
     return [u for u in out if u.audio.size > SAMPLE_RATE // 10]
@@ -118,7 +144,7 @@ def build(out: Path, seed: int = 0, variants: int = 3) -> list[dict]:
     """Write `variants` single and `variants` double pickups per utterance; returns their meta.jsonl rows."""
     utts = collect()
     if not utts:
-        raise SystemExit("no real human recordings found: install alsa-utils and pocketsphinx-testdata")
+        raise SystemExit(f"no real human recordings found: install {' '.join(PACKAGES)}")
     calls = out / "calls"
     calls.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

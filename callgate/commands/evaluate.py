@@ -11,7 +11,7 @@ First, unless --no-real, the same two systems on every real recording available 
 greetings, `--real DIR`, default CALLGATE_DEV_GREETINGS or ../shared/data/dev_greetings): the share
 called machine and the median machine verdict after the greeting's onset, split into the greetings held
 out from training and those mixed into training calls; then real people answering (pickups built from
-the read speech that Debian's alsa-utils and pocketsphinx-testdata ship, when installed: the share
+the read speech that Debian's alsa-utils, pocketsphinx-testdata and ktuberling-data ship, when installed: the share
 called human and the human verdict's delay). The synthetic split's figures hold for that corpus only;
 these are the ones a user's real calls resemble.
 
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             humans = evaluate_real_humans(detectors, workflow=args.workflow, model_path=args.model)
             if not args.json:
                 print((format_humans_report(humans) if humans else "Real human voices: skipped (apt-get install "
-                       "alsa-utils pocketsphinx-testdata to measure them)") + "\n", flush=True)
+                       "alsa-utils pocketsphinx-testdata ktuberling-data to measure them)") + "\n", flush=True)
         rep = evaluate_dir(
             args.dir,
             workflow=args.workflow,

@@ -82,6 +82,29 @@ def test_eval_reports_the_real_human_set_per_length_through_the_shipped_model(mo
     assert subs["real_short"]["n"] == 12 and subs["real_long"]["n"] == 3
     text = format_humans_report(rep)
     assert "says <= 2.5 s, then waits (n=12)" in text and "talks on for 2.5-7 s (n=3)" in text
+    by_set = rep["callgate_human_by_set"]
+    assert {k: v["n"] for k, v in by_set.items()} == {"s1": 12, "s2": 3}
+    called_human = sum(round(v["accuracy"] * v["n"]) for v in subs.values())
+    assert sum(v["human"] for v in by_set.values()) == called_human
+    rep["callgate_human_by_set"] = {"s1": {"n": 12, "human": 9}, "s2": {"n": 3, "human": 3}}
+    assert "most often: s1 9/12 human (1 of 2 sets all human)" in format_humans_report(rep)
+
+
+def test_ktuberling_words_become_one_recording_set_per_language(tmp_path):
+    import soundfile as sf
+
+    t = np.arange(int(0.6 * 44100)) / 44100
+    word = np.stack([0.3 * np.sin(2 * np.pi * 150.0 * t)] * 2, axis=1).astype(np.float32)  # 0.6 s, stereo
+    for lang, n in (("en", 6), ("sr", 2), ("sr@latin", 2)):
+        (tmp_path / lang).mkdir()
+        for k in range(n):
+            sf.write(tmp_path / lang / f"w{k}.ogg", word, 44100)
+    (tmp_path / "en.soundtheme").write_text("<language code='en'/>")
+    utts = real_humans.ktuberling_sets(tmp_path, per_set=4)
+    assert [u.speaker for u in utts].count("ktuberling_en") == 4  # spread over the six, four kept
+    assert {u.speaker for u in utts} == {"ktuberling_en", "ktuberling_sr"}  # sr@latin repeats sr
+    assert all(abs(u.audio.size - 0.6 * 8000) < 80 and u.audio.dtype == np.float32 for u in utts)
+    assert real_humans.ktuberling_sets(tmp_path / "missing") == []
 
 
 def test_eval_skips_the_real_human_set_when_the_packages_are_missing(monkeypatch):
