@@ -583,12 +583,15 @@ def evaluate_real_humans(
     model: Any | None = None,
     model_path: str | Path | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any] | None:
     """Both systems on real people answering (`amd_model.tools.real_humans`, built from the Debian
     packages' recordings into a temporary folder); None when those packages are not installed."""
     import contextlib
     import io
     import tempfile
+
+    from tqdm import tqdm
 
     from amd_model.tools import real_humans
 
@@ -602,7 +605,9 @@ def evaluate_real_humans(
         with contextlib.redirect_stdout(io.StringIO()):
             metas = real_humans.build(Path(tmp), seed=seed)
         vad = OfflineSpeechDetector()
-        results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in read_labels(tmp)]
+        calls = read_labels(tmp)
+        bar = tqdm(calls, desc="real people", unit="call", disable=not progress)
+        results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in bar]
     speaker_of = {m["file"]: m["speaker"] for m in metas}
     by_set: dict[str, list[int]] = {}
     for r in results:

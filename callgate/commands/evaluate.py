@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
                 print(format_real_report(real) + "\n", flush=True)
         if real_dir is not None:
             detectors = load_presets(args.presets)[args.workflow]
-            humans = evaluate_real_humans(detectors, workflow=args.workflow, model_path=args.model)
+            humans = evaluate_real_humans(detectors, workflow=args.workflow, model_path=args.model,
+                                          progress=not args.no_progress and not args.json)
             if not args.json:
                 print((format_humans_report(humans) if humans else "Real human voices: skipped (apt-get install "
                        "alsa-utils pocketsphinx-testdata ktuberling-data to measure them)") + "\n", flush=True)
