@@ -207,15 +207,15 @@ def test_shipped_default_calls_a_confident_long_first_utterance_machine_before_m
     v = stream(DecisionLayer(dets), [m(0.1)] * 3 + [m(0.78)] * 30, {3: ("start", 300.0), 5: ("end", 500.0)})
     assert v is None or v.detector != "machine_talking"
 
-def test_shipped_default_machine_fast_waits_for_300_ms_of_talk() -> None:
-    """A clean one-word answer ("ball", 200 ms) with a greeting-like p(machine) is not called machine
-    by machine_fast; a caller still talking at 300 ms with the same probabilities is, at once."""
+def test_shipped_default_machine_fast_waits_for_200_ms_of_talk() -> None:
+    """A clean one-word answer ("ball", 150 ms) with a greeting-like p(machine) is not called machine
+    by machine_fast; a caller still talking at 200 ms with the same probabilities is, at once."""
     dets = load_presets()["default"]
     word = [m(0.1)] * 3 + [m(0.85)] * 2 + [m(0.5)] * 40
-    v = stream(DecisionLayer(dets), word, {3: ("start", 300.0), 5: ("end", 500.0)})
+    v = stream(DecisionLayer(dets), word, {3: ("start", 300.0), 4: ("end", 450.0)})
     assert v is None or v.detector != "machine_fast"
     v = stream(DecisionLayer(dets), [m(0.1)] * 3 + [m(0.85)] * 10, {3: ("start", 300.0)})
-    assert v is not None and (v.label, v.detector, v.t_ms) == ("machine", "machine_fast", 600.0)
+    assert v is not None and (v.label, v.detector, v.t_ms) == ("machine", "machine_fast", 500.0)
 
 
 def test_config_validation() -> None:
