@@ -8,7 +8,7 @@ fold). Then the same heads run on real *human* voices (`amd_model.tools.real_hum
 greetings cut short (`real_voice_probe`'s pickup shape), where a model that learned "a natural voice
 is a machine" shows itself.
 
-    python -m amd_model.tools.head_refit CORPUS --humans DIR [--real-dir D] [--human-weight H] [--export OUT.onnx]
+    python -m amd_model.tools.head_refit CORPUS --humans DIR [--real-dir D] [--human-weight H [--human-folds K]] [--export OUT.onnx]
 
 CORPUS is a corpus built with `--real-pool all` (folds_s29); DIR a folder from
 `amd_model.tools.real_humans`. Every figure goes through the production decision layer (preset
@@ -180,6 +180,16 @@ def heads_by_group(
     return out
 
 
+def human_speaker_folds(speakers: Sequence[str], k: int) -> dict[str, str]:
+    """Each recording set's CV fold: itself when k is 0 (or not below the number of sets), else one of k
+    folds dealt round robin over the sorted names (the fold's name lists its sets)."""
+    speakers = sorted(speakers)
+    if k <= 0 or k >= len(speakers):
+        return {s: s for s in speakers}
+    members = [speakers[i::k] for i in range(k)]
+    return {s: "+".join(group) for group in members for s in group}
+
+
 def summarize_machine(clips: Sequence[Clip], heads_for: dict[str, Heads], detectors: Sequence[DetectorConfig]) -> str:
     """Real greetings: share called machine and the machine verdicts' median ms after onset."""
     lat, n_m = [], 0
@@ -218,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
     ap.add_argument("--human-weight", type=float, default=0.0,
                     help="train on the real-voice pickups too, at this loss weight (their row is then "
                          "cross-validated by recording set); 0 = measure them only")
+    ap.add_argument("--human-folds", type=int, default=0,
+                    help="with --human-weight: cross-validate over this many folds of recording sets (round robin "
+                         "over their sorted names) instead of one fit per set; 0 = one per set")
     ap.add_argument("--l2", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--cv", type=int, default=5)
@@ -270,10 +283,13 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
     h_targets = [step_targets(hmeta[c.name], c.states.shape[0]) for c in humans]
     train = [i for i, m in enumerate(metas) if m["split"] == "train"]
 
-    def fit(held: set[str], held_speaker: str | None = None) -> Heads:
+    speaker_fold = human_speaker_folds(sorted({m["speaker"] for m in hmeta.values()}), args.human_folds)
+
+    def fit(held: set[str], held_fold: str | None = None) -> Heads:
         ids = [i for i in train if real_file(metas[i]) not in held]
         g = [j for j, c in enumerate(greetings) if c.name not in held]
-        hs = [j for j, c in enumerate(humans) if hmeta[c.name]["speaker"] != held_speaker] if args.human_weight else []
+        hs = ([j for j, c in enumerate(humans) if speaker_fold[hmeta[c.name]["speaker"]] != held_fold]
+              if args.human_weight else [])
         return fit_heads(
             [states[i] for i in ids] + [greetings[j].states for j in g] + [humans[j].states for j in hs],
             [targets[i] for i in ids] + [g_targets[j] for j in g] + [h_targets[j] for j in hs],
@@ -289,8 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
     full = fit(set())
     human_heads = {c.name: full for c in humans}  # measured only: the full fit never saw them
     if args.human_weight:
-        human_heads = heads_by_group([c.name for c in humans], {n: m["speaker"] for n, m in hmeta.items()},
-                                     lambda spk: fit(set(), held_speaker=spk), "recording set")
+        human_heads = heads_by_group([c.name for c in humans], {n: speaker_fold[m["speaker"]] for n, m in hmeta.items()},
+                                     lambda fold: fit(set(), held_fold=fold), "recording sets")
     _tr, held_out_130 = dev_greetings_split([Path(f) for f in files])
     unseen = {p.name for p in held_out_130}
 

@@ -78,3 +78,13 @@ def test_cross_validation_by_group_scores_each_clip_with_heads_that_never_saw_it
     assert sorted(fitted) == ["alsa", "an4", "librivox"]
     assert all(out[n] is fitted[g] for n, g in group_of.items())
     assert out["a1"] is out["a2"] and out["a1"] is not out["b1"]
+
+
+def test_recording_sets_are_dealt_into_k_folds_so_no_fit_hears_a_held_out_speaker():
+    sets = [f"s{i}" for i in range(7)]
+    folds = head_refit.human_speaker_folds(sets, 3)
+    assert len(set(folds.values())) == 3
+    assert sorted(len(f.split("+")) for f in set(folds.values())) == [2, 2, 3]
+    assert all(s in folds[s].split("+") for s in sets)  # a set's fold names it, so held out together
+    assert head_refit.human_speaker_folds(sets, 0) == {s: s for s in sets}
+    assert head_refit.human_speaker_folds(sets, 9) == {s: s for s in sets}
