@@ -237,13 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
     ap.add_argument("--cv", type=int, default=5)
     ap.add_argument("--cut-ms", type=int, default=700)
     ap.add_argument("--workflow", default="default")
+    ap.add_argument("--presets", type=Path, default=None, help="presets JSON (default: the shipped one)")
     ap.add_argument("--export", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None, help="pickle of the GRU states (reused when present)")
     args = ap.parse_args(argv)
 
     model = AmdModel()
     shipped = load_heads(SHIPPED)
-    detectors = load_presets()[args.workflow]
+    detectors = load_presets(args.presets)[args.workflow]
     vad = OfflineSpeechDetector()
     metas = load_meta(args.corpus)
     files = sorted(p.name for p in args.real_dir.glob("*.wav"))
