@@ -11,7 +11,7 @@ apt-get where missing):
   (16 kHz raw), and five LibriVox sentences read by one man (3-7 s: a person who talks on, the shape
   a business pickup has);
 * `ktuberling-data`: KDE's word game, one short word ("ball", "patate") per file spoken by a native
-  speaker in each of 23 languages (0.6-1.6 s: the length of a "hello?"); four words per language, a
+  speaker in each of 22 languages (0.5-2 s: the length of a "hello?"); four words per language, a
   recording set each (sr and its script variants are one set).
 
 Each utterance becomes calls the way a person answers: 0.2-0.9 s of open line, the utterance, then
@@ -24,7 +24,7 @@ the first utterance's end), so the usual report, with app_amd beside, is the fig
     python -m amd_model.tools.real_humans --out /tmp/real_humans [--seed 0] [--variants 3]
     callgate eval /tmp/real_humans --no-real [--workflow W]
 
-About 29 recording sets of read speech (most of them one voice each), not conversational "hello?": a
+28 recording sets of read speech (most of them one voice each), not conversational "hello?": a
 floor under what real pickups do, not a measurement of them.
 """
 
