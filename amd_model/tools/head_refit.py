@@ -182,13 +182,13 @@ def heads_by_group(
 
 
 def human_speaker_folds(speakers: Sequence[str], k: int) -> dict[str, str]:
-    """Each recording set's CV fold: itself when k is 0 (or not below the number of sets), else one of k
-    folds dealt round robin over the sorted names (the fold's name lists its sets)."""
-    speakers = sorted(speakers)
+    """Each recording set's CV fold: itself when k is 0 (or not below the number of sets), else one of the
+    k folds `folds.cv_held` deals over the sorted names (the fold's name lists its sets)."""
+    from amd_model.tools.folds import cv_held
+
     if k <= 0 or k >= len(speakers):
         return {s: s for s in speakers}
-    members = [speakers[i::k] for i in range(k)]
-    return {s: "+".join(group) for group in members for s in group}
+    return {s: "+".join(sorted(held)) for held in cv_held(speakers, k) for s in held}
 
 
 def summarize_machine(clips: Sequence[Clip], heads_for: dict[str, Heads], detectors: Sequence[DetectorConfig]) -> str:
