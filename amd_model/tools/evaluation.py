@@ -609,11 +609,11 @@ def evaluate_real_humans(
         bar = tqdm(calls, desc="real people", unit="call", disable=not progress)
         results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in bar]
     speaker_of = {m["file"]: m["speaker"] for m in metas}
-    by_set: dict[str, list[int]] = {}
+    by_set: dict[str, list[int]] = {}  # recording set -> [pickups, called human]
     for r in results:
-        n_human = by_set.setdefault(speaker_of[r.call.file], [0, 0])
-        n_human[0] += 1
-        n_human[1] += r.ours.label == "human"
+        counts = by_set.setdefault(speaker_of[r.call.file], [0, 0])
+        counts[0] += 1
+        counts[1] += r.ours.label == "human"
     return {
         "workflow": workflow,
         "sources": sorted(real_humans.PACKAGES),
