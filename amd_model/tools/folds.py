@@ -2,12 +2,12 @@
 
 Why: the synthetic test split shares voices, templates and channels with training, so it flatters the
 model; on recordings nobody here made it is a different model. A fold holds out one *voice family*
-(every call spoken by espeak-ng, flite, piper, the Asterisk Allison recordings, or the real dev
-greetings), trains a net on everything else, and tests on the held-out family; the real greetings are
-also split into k cross-validation folds (by file: a greeting is never in training and test of the
-same fold; two files of one recording share a fold). Every test call goes through the production
-decision layer (preset replay over the model's steps and the live VAD's speech events), as
-`callgate eval` does.
+(every call spoken by espeak-ng, flite, piper, festival, mbrola, pico, the Asterisk Allison
+recordings, or the real dev greetings), trains a net on everything else, and tests on the held-out
+family; the real greetings are also split into k cross-validation folds (by file: a greeting is never
+in training and test of the same fold; two files of one recording share a fold). Every test call goes
+through the production decision layer (preset replay over the model's steps and the live VAD's speech
+events), as `callgate eval` does.
 
 Each fold trains one net (the architecture of one member of the shipped ensemble) under a declared,
 reduced budget (`minutes` wall clock and `max_epochs` per fold, one CPU thread) so the whole set runs
@@ -34,11 +34,14 @@ import numpy as np
 
 from amd_model import features
 
-FAMILIES = ("espeak", "flite", "piper", "asterisk", "real")
+FAMILIES = ("espeak", "flite", "piper", "festival", "mbrola", "pico", "asterisk", "real")
 _ENGINE_FAMILY = {
     "espeak-ng": "espeak",
     "flite": "flite",
     "piper": "piper",
+    "festival": "festival",
+    "mbrola": "mbrola",  # through espeak-ng ("mbrola:us1") or festival ("mbrola:us1-festival"): one speaker
+    "pico": "pico",
     "asterisk": "asterisk",
     "real": "real",
 }

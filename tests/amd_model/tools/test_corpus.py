@@ -45,6 +45,8 @@ def test_three_calls_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         )
     meta = [json.loads(x) for x in open(tmp_path / "a" / "meta.jsonl")]
     assert [m["sha1"] for m in meta] == [m["sha1"] for m in a]
+    engines = json.loads((tmp_path / "a" / "corpus.json").read_text())["engines"]  # what the seed needs
+    assert {"espeak-ng", "flite"} <= set(engines) and "piper" not in engines
     c = corpus.build(tmp_path / "c", 3, seed=6, workers=1, progress=False)
     assert [m["sha1"] for m in c] != [m["sha1"] for m in a]
 
@@ -77,3 +79,111 @@ def test_room_reverb_and_agc_keep_length_and_peak() -> None:
     quiet_gain = corpus.rms(z[6000:]) / corpus.rms(x[6000:])
     loud_gain = corpus.rms(z[:3000]) / corpus.rms(x[:3000])
     assert quiet_gain > 1.5 * loud_gain  # the pause comes up relative to the speech
+
+
+# ---------------------------------------------------------------- the added voice engines
+
+PHRASE = "Hello, this is Dana speaking."
+
+
+def _check_utterance(y: np.ndarray, what: str) -> None:
+    """Non-silent speech at 8 kHz: a 5-word phrase lasts ~1-3 s (twice that if the engine's own rate
+    leaked through the resampling), most 10 ms frames are voiced, peak normalized to 0.5."""
+    assert y.dtype == np.float32 and y.ndim == 1, what
+    assert 0.8 * corpus.SR <= y.size <= 4.0 * corpus.SR, f"{what}: {y.size / corpus.SR:.2f} s"
+    assert np.isclose(np.abs(y).max(), 0.5, atol=1e-3) and corpus.rms(y) > 0.02, what
+    frames = y[: y.size // 80 * 80].reshape(-1, 80)
+    level = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-9)
+    assert np.mean(level > level.max() - 30) > 0.4, f"{what}: mostly silence"
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(y.size, 1 / corpus.SR)
+    assert spec[(freqs > 50) & (freqs < 3800)].sum() > 0.9 * spec.sum(), f"{what}: not speech-band (DC?)"
+
+
+def _voices_or_skip(engine: str, how: str) -> tuple[str, ...]:
+    names = corpus.engine_voices(engine)
+    if not names:
+        pytest.skip(f"{engine} is not installed ({how})")
+    return names
+
+
+@pytest.mark.parametrize(
+    ("engine", "how"),
+    [
+        ("festival", "apt festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"),
+        ("mbrola", "apt mbrola mbrola-us1 ... from Debian contrib/non-free"),
+        ("pico", "apt libttspico-utils from Debian non-free"),
+    ],
+)
+def test_debian_engine_speaks_every_voice(engine: str, how: str, tmp_path: Path) -> None:
+    for name in _voices_or_skip(engine, how):
+        v = corpus.Voice(engine, name, sox_pitch=80.0, sox_tempo=1.05)
+        _check_utterance(corpus.tts(PHRASE, v, tmp_path), v.describe())
+
+
+def test_piper_speaks_and_repeats_itself_for_the_same_seed(tmp_path: Path) -> None:
+    """Piper samples noise inside onnxruntime: the voice's seed must make a call sound the same on every
+    build, and another seed must not."""
+    _voices_or_skip("piper", f"pip install {corpus.PIPER_PIP}")
+    say = lambda v: corpus.tts(PHRASE, v, tmp_path)  # noqa: E731
+    a = say(corpus.Voice("piper", "joe-us", seed=3))
+    _check_utterance(a, "piper:joe-us")
+    assert np.array_equal(a, say(corpus.Voice("piper", "joe-us", seed=3)))
+    assert not np.array_equal(a, say(corpus.Voice("piper", "joe-us", seed=4)))
+
+
+def test_pick_voice_only_picks_installed_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amd_model.tools import folds
+
+    rng = np.random.default_rng(0)
+    base = {"espeak-ng": True, "flite": True, "festival": False, "mbrola": False, "pico": False, "piper": False}
+    assert {corpus.pick_voice(rng, base).engine for _ in range(300)} == {"espeak-ng", "flite"}
+    # with only espeak-ng and flite the draws are the ones older corpora were built from
+    rng = np.random.default_rng(0)
+    assert [corpus.pick_voice(rng, base).describe() for _ in range(3)] == [
+        "flite:rms pitch-115c tempo0.89",
+        "espeak-ng:en-us+m5 p69 s177",
+        "flite:awb pitch+115c tempo1.03",
+    ]
+    tools = corpus.ensure_tools(install=False)
+    installed = {e for e in corpus.ENGINE_WEIGHTS if tools.get(e)}
+    voices = [corpus.pick_voice(rng, tools) for _ in range(600)]
+    assert {v.engine for v in voices} == installed  # every installed engine, nothing else
+    for v in voices:
+        if v.engine in ("festival", "mbrola", "pico", "piper"):
+            assert v.name in corpus.engine_voices(v.engine)
+        assert folds.family({"voice": v.describe()}) != "none"
+    monkeypatch.setattr(corpus, "_piper_model", lambda: None)
+    assert not corpus.ensure_tools(install=False)["piper"]
+
+
+def test_a_missing_engine_is_skipped_with_a_reason(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(corpus, "_can_apt", lambda: False)
+    monkeypatch.setattr(corpus, "_apt_engine_voices", lambda e: ())
+    monkeypatch.setattr(corpus, "_piper_model", lambda: None)
+    tools = corpus.ensure_tools(install=True)
+    assert not (tools["festival"] or tools["mbrola"] or tools["pico"] or tools["piper"])
+    err = capsys.readouterr().err
+    assert "pico: not installed and not root, skipped (apt-get install libttspico-utils with contrib/non-free)" in err
+    assert "piper: not installed, skipped (pip install piper-tts==1.8.0" in err
+    assert {corpus.pick_voice(np.random.default_rng(1), tools).engine for _ in range(50)} <= {"espeak-ng", "flite"}
+
+
+def test_nonfree_source_uses_the_mirror_already_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deb822 = (
+        "Types: deb\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\nURIs: http://mirror.test/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/k.gpg\n\n"
+        "Types: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\nComponents: main\n"
+    )
+    monkeypatch.setattr(corpus, "_apt_sources", lambda: [(deb822, "/etc/apt/sources.list.d/debian.sources")])
+    assert corpus.debian_mirror() == ("http://mirror.test/debian", "/usr/share/keyrings/k.gpg")
+    one_line = "# old style\ndeb [arch=amd64] http://old.test/debian bookworm main\n"
+    monkeypatch.setattr(corpus, "_apt_sources", lambda: [(one_line, "/etc/apt/sources.list")])
+    assert corpus.debian_mirror() == ("http://old.test/debian", None)
+    monkeypatch.setattr(corpus, "_apt_sources", lambda: [(deb822, "/etc/apt/sources.list.d/debian.sources")])
+    monkeypatch.setattr(corpus, "NONFREE_SOURCE", tmp_path / "nf.sources")
+    monkeypatch.setattr(corpus, "_can_apt", lambda: True)
+    assert corpus.enable_nonfree_apt()
+    text = (tmp_path / "nf.sources").read_text()
+    assert "URIs: http://mirror.test/debian\n" in text and "Components: contrib non-free\n" in text
+    assert "Types: deb\n" in text and "Suites: " in text and "Signed-By: /usr/share/keyrings/k.gpg" in text

@@ -27,6 +27,13 @@ def test_family_and_real_file_are_read_from_the_voice_field():
     assert folds.family({"voice": "espeak-ng:en-gb+m3 p50 s150"}) == "espeak"
     assert folds.family({"voice": "flite:slt pitch-20c tempo0.95"}) == "flite"
     assert folds.family({"voice": "asterisk:allison"}) == "asterisk"
+    assert folds.family({"voice": "festival:cmu_us_slt_arctic_hts pitch+80c tempo1.05"}) == "festival"
+    assert folds.family({"voice": "festival:kal_diphone pitch-3c tempo0.91"}) == "festival"
+    assert folds.family({"voice": "mbrola:us1 pitch+12c tempo1.00"}) == "mbrola"
+    assert folds.family({"voice": "mbrola:en1-festival pitch+12c tempo1.00"}) == "mbrola"  # same diphones
+    assert folds.family({"voice": "pico:en-GB pitch-200c tempo1.10"}) == "pico"
+    assert folds.family({"voice": "piper:joe-us pitch+0c tempo1.00"}) == "piper"
+    assert {"festival", "mbrola", "pico", "piper"} <= set(folds.FAMILIES)
     assert folds.family({"voice": "none"}) == "none"
     assert folds.family({}) == "none"
     assert folds.real_file({"voice": "real:Ari_Voicemail.wav pitch+0c tempo1.00"}) == "Ari_Voicemail.wav"
