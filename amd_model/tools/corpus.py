@@ -30,7 +30,7 @@ import sys
 import tempfile
 import wave
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1050,16 +1050,27 @@ def build(
     progress: bool = True,
     real_pool: str = "split",
     channel: str = "v1",
+    engines: Sequence[str] | None = None,
 ) -> list[dict]:
     """Build `n` calls into `out` (labels.csv, meta.jsonl, calls/, eval/). Returns metas in index order.
 
-    `real_pool` as in build_call; with "all" no real greeting is held out, so eval/ gets none."""
+    `real_pool` as in build_call; with "all" no real greeting is held out, so eval/ gets none. `engines`
+    limits the voices to these TTS engines (default: every one installed): a seed gives the same calls
+    only with the same engine set, so `--engines espeak-ng,flite` rebuilds the corpora of 1.3.0 / 1.4.0."""
     if real_pool not in REAL_POOLS:
         raise ValueError(f"real_pool must be one of {REAL_POOLS}")
     tools = ensure_tools()
     for need in ("espeak-ng", "flite", "sox"):
         if not tools.get(need):
             raise RuntimeError(f"{need} is required (apt-get install -y {' '.join(APT_PACKAGES)})")
+    if engines is not None:
+        unknown = sorted(set(engines) - set(ENGINE_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; known: {', '.join(ENGINE_WEIGHTS)}")
+        missing = [e for e in engines if not tools.get(e)]
+        if missing:
+            raise RuntimeError(f"TTS engine(s) not installed: {', '.join(missing)}")
+        tools = {k: (v if k not in ENGINE_WEIGHTS else k in engines) for k, v in tools.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "calls").mkdir(exist_ok=True)
     if channel not in CHANNELS:

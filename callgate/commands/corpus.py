@@ -14,6 +14,14 @@ from pathlib import Path
 from callgate.cli import CliError
 
 
+def engine_list(value: str) -> list[str]:
+    """`--engines a,b` -> ["a", "b"]."""
+    names = [e.strip() for e in value.split(",") if e.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one TTS engine")
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`corpus build` options."""
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -37,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="v1",
         help="v2 adds room reverb, level ramps, handset AGC, clipping and AMR-NB round trips to v1's channel",
     )
+    b.add_argument("--engines", type=engine_list, default=None, metavar="E1,E2",
+                   help="TTS engines to draw voices from (default: every installed one: espeak-ng, flite, piper, "
+                        "festival, mbrola, pico); a seed reproduces a corpus only with the same set")
     b.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
 
@@ -57,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             real_pool=args.real_pool,
             channel=args.channel,
+            engines=args.engines,
         )
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise CliError(str(e)) from e
     by = collections.Counter((m["label"], m["subtype"]) for m in metas)
     splits = collections.Counter(m["split"] for m in metas)

@@ -16,10 +16,14 @@ from callgate.cli import CliError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`train` options."""
+    from callgate.commands.corpus import engine_list
+
     parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (built here if missing)")
     parser.add_argument("--n", type=int, default=16000, help="calls to build if the corpus is missing")
     parser.add_argument("--seed", type=int, default=11, help="corpus seed if the corpus is missing")
     parser.add_argument("--workers", type=int, default=2, help="corpus build processes")
+    parser.add_argument("--engines", type=engine_list, default=None, metavar="E1,E2",
+                        help="TTS engines of a corpus built here (default: every installed one)")
     parser.add_argument(
         "--out", type=Path, default=None, help="where amd.onnx/amd.json go (default amd_model/)"
     )
@@ -52,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.corpus / "meta.jsonl").exists():
         print(f"no corpus at {args.corpus}: building {args.n} calls (seed {args.seed})")
         try:
-            corpus.build(args.corpus, args.n, args.seed, workers=args.workers)
-        except RuntimeError as e:
+            corpus.build(args.corpus, args.n, args.seed, workers=args.workers, engines=args.engines)
+        except (RuntimeError, ValueError) as e:
             raise CliError(str(e)) from e
     if args.members < 1 or args.jobs < 1:
         raise CliError("--members and --jobs must be >= 1")

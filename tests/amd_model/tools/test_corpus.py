@@ -187,3 +187,14 @@ def test_nonfree_source_uses_the_mirror_already_configured(tmp_path: Path, monke
     text = (tmp_path / "nf.sources").read_text()
     assert "URIs: http://mirror.test/debian\n" in text and "Components: contrib non-free\n" in text
     assert "Types: deb\n" in text and "Suites: " in text and "Signed-By: /usr/share/keyrings/k.gpg" in text
+
+
+def test_engines_limit_the_voices_and_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`engines` keeps a build to the named TTS engines (how 1.3.0's espeak-ng + flite corpora are rebuilt)."""
+    monkeypatch.setattr(corpus, "_dev_greetings", lambda: ([], []))
+    metas = corpus.build(tmp_path / "a", 4, seed=5, workers=1, progress=False, engines=["flite"])
+    voices = [m["voice"] for m in metas if m.get("voice")]
+    assert voices and all(v.startswith(("flite:", "asterisk")) for v in voices)
+    assert list(json.loads((tmp_path / "a" / "corpus.json").read_text())["engines"]) == ["flite"]
+    with pytest.raises(ValueError, match="unknown TTS engine"):
+        corpus.build(tmp_path / "b", 1, seed=5, workers=1, progress=False, engines=["espeak"])
