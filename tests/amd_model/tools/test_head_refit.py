@@ -42,12 +42,14 @@ def test_an_exported_graph_runs_the_new_heads(tmp_path):
     heads = head_refit.load_heads(head_refit.SHIPPED)
     shifted = head_refit.Heads(heads.w, heads.b + np.array([0, 2.0, 0, 0, 0], np.float32))  # favour "human"
     out = tmp_path / "amd.onnx"
-    head_refit.export(head_refit.SHIPPED, out, shifted, "test-heads")
+    head_refit.export(head_refit.SHIPPED, out, shifted, "test-heads", {"l2": 0.5})
     new, old = AmdModel(out), AmdModel()
     pcm = _call()
     states = head_refit.gru_states(old, [call_features(pcm)])[0]
     np.testing.assert_allclose(new.run(pcm), shifted.probs(states), atol=2e-3)
     assert new.meta["version"] == "test-heads"
+    assert new.meta["head_refit"] == {"from_version": old.meta["version"], "l2": 0.5}  # where it came from
+    assert new.meta["size_bytes"] == out.stat().st_size
     assert (new.run(pcm)[:, 1] > old.run(pcm)[:, 1]).all()
 
 
