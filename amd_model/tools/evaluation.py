@@ -472,10 +472,11 @@ def evaluate_dir(
 # --- real recordings --------------------------------------------------------------------------------
 
 
-def read_real_greetings(directory: str | Path) -> list[LabelledCall]:
+def read_real_greetings(directory: str | Path, *, all_seen: bool = False) -> list[LabelledCall]:
     """The real greetings in `directory` (index.csv `file,kind,...` when present, else every WAV), all
     answered by a machine. `split` says whether model training saw the file: the corpus builder mixes a
-    fixed half (every other file in sorted order) into training calls and holds the other half out."""
+    fixed half (every other file in sorted order) into training calls and holds the other half out;
+    `all_seen` when the model's heads were refitted on every greeting (1.4.0), so none is held out."""
     from amd_model.tools.corpus import dev_greetings_split
 
     directory = Path(directory)
@@ -493,10 +494,21 @@ def read_real_greetings(directory: str | Path) -> list[LabelledCall]:
             path=p,
             label="machine",
             subtype=kinds.get(p.name) or "greeting",
-            split="seen_in_training" if p.name in seen_names else "held_out",
+            split="seen_in_training" if all_seen or p.name in seen_names else "held_out",
         )
         for p in files
     ]
+
+
+def refit_exposure(model: Any) -> dict[str, Any]:
+    """What real audio a model's heads were refitted on (amd.json `head_refit`, written by
+    `amd_model.tools.head_refit --export`): {"real_greetings": n, "real_human_pickups": n}, or {}."""
+    meta = getattr(model, "meta", None) or {}
+    return dict(meta.get("head_refit") or {})
+
+
+IN_SAMPLE = ("in-sample: model {version}'s heads were refitted on {what}, so this row measures fit, not "
+             "generalization; the cross-validated figures are in amd_model/MODEL_CARD.md")
 
 
 def real_greetings_metrics(results: Sequence[CallResult], side: str) -> dict[str, Any]:
@@ -532,18 +544,21 @@ def evaluate_real_greetings(
     model_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """The shipped model (with `workflow`'s preset) and the Asterisk baseline on every real greeting."""
-    calls = read_real_greetings(directory)
-    if not calls:
-        raise ValueError(f"{directory}: no WAV files")
     if model is None:
         from amd_model.runtime import AmdModel
 
         model = AmdModel(Path(model_path) if model_path else None)
+    refit = refit_exposure(model)
+    calls = read_real_greetings(directory, all_seen=bool(refit.get("real_greetings")))
+    if not calls:
+        raise ValueError(f"{directory}: no WAV files")
     vad = OfflineSpeechDetector()
     results = [evaluate_call(c, model, vad, detectors, workflow=workflow)[0] for c in calls]
     return {
         "directory": str(directory),
         "workflow": workflow,
+        "model_version": (getattr(model, "meta", None) or {}).get("version"),
+        "in_sample": bool(refit.get("real_greetings")),
         "callgate": real_greetings_metrics(results, "ours"),
         "asterisk": real_greetings_metrics(results, "baseline"),
     }
@@ -559,7 +574,7 @@ def format_real_report(rep: dict[str, Any]) -> str:
     titles = {
         "all": "all",
         "held_out": "held out from training",
-        "seen_in_training": "mixed into training calls",
+        "seen_in_training": "seen in training",
     }
     for key, title in titles.items():
         o, a = rep["callgate"][key], rep["asterisk"][key]
@@ -573,6 +588,8 @@ def format_real_report(rep: dict[str, Any]) -> str:
         )
     o, a = rep["callgate"]["all"]["verdicts"], rep["asterisk"]["all"]["verdicts"]
     out.append(f"verdicts: callgate {dict(sorted(o.items()))}; asterisk {dict(sorted(a.items()))}")
+    if rep.get("in_sample"):
+        out.append(IN_SAMPLE.format(version=rep.get("model_version"), what="every one of these greetings"))
     return "\n".join(out)
 
 
@@ -616,6 +633,8 @@ def evaluate_real_humans(
         counts[1] += r.ours.label == "human"
     return {
         "workflow": workflow,
+        "model_version": (getattr(model, "meta", None) or {}).get("version"),
+        "in_sample": bool(refit_exposure(model).get("real_human_pickups")),
         "sources": sorted(real_humans.PACKAGES),
         "n": len(results),
         "recording_sets": len(by_set),
@@ -650,4 +669,6 @@ def format_humans_report(rep: dict[str, Any]) -> str:
         out.append("recording sets callgate takes for a machine most often: "
                    + ", ".join(f"{k} {v['human']}/{v['n']} human" for _, k, v in worst)
                    + f" ({sum(v['human'] == v['n'] for v in sets.values())} of {len(sets)} sets all human)")
+    if rep.get("in_sample"):
+        out.append(IN_SAMPLE.format(version=rep.get("model_version"), what="these pickups (same seed)"))
     return "\n".join(out)

@@ -136,3 +136,19 @@ def test_real_greetings_report_splits_held_out_from_seen(tmp_path: Path) -> None
     assert lat is not None and 1000 <= lat <= 2500  # the fake calls machine after 1.5 s of speech
     text = format_real_report(rep)
     assert "held out from training (n=1)" in text and "asterisk" in text
+
+
+def test_real_greetings_are_all_in_sample_for_a_model_refitted_on_them(tmp_path: Path) -> None:
+    """A model whose heads were refitted on every greeting (amd.json `head_refit`) holds none of them
+    out, and the report says its figure is fit, not generalization."""
+    rng = np.random.default_rng(2)
+    speech = load_audio(MESSAGE)
+    for name in ("a.wav", "b.wav"):
+        save_wav(tmp_path / name, np.concatenate([rng.normal(0, 5, 4800).astype(np.int16), speech[:32000]]))
+    model = LoudnessModel()
+    model.meta = {"version": "9.9.9", "head_refit": {"from_version": "9.9.8", "real_greetings": 2}}
+    rep = evaluate_real_greetings(tmp_path, load_presets()["default"], model=model)
+    assert rep["in_sample"] and rep["callgate"]["held_out"]["n"] == 0
+    assert rep["callgate"]["seen_in_training"]["n"] == 2
+    assert "in-sample: model 9.9.9" in format_real_report(rep)
+    assert [c.split for c in read_real_greetings(tmp_path)] == ["seen_in_training", "held_out"]  # default split
