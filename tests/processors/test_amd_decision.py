@@ -197,15 +197,17 @@ def test_utterance_count_and_pause_conditions() -> None:
     assert v is not None and v.t_ms == 600.0
 
 
-def test_shipped_default_calls_a_confident_long_first_utterance_machine_before_machine_fast() -> None:
+def test_shipped_default_calls_a_long_first_utterance_machine_after_machine_fast_gave_up() -> None:
     """machine_talking (p(machine) >= 0.75 at every step of 500 ms, still in the first utterance)
-    decides a greeting the 0.8 / 900 ms machine_fast detector misses; a pickup that stopped talking
-    with the same probabilities is left to the later detectors."""
+    decides a greeting that only becomes confident after machine_fast's 900 ms; a pickup that stopped
+    talking with the same probabilities is left to the later detectors."""
     dets = load_presets()["default"]
-    v = stream(DecisionLayer(dets), [m(0.1)] * 3 + [m(0.78)] * 30, {3: ("start", 300.0)})
-    assert v is not None and (v.label, v.detector, v.t_ms) == ("machine", "machine_talking", 800.0)
-    v = stream(DecisionLayer(dets), [m(0.1)] * 3 + [m(0.78)] * 30, {3: ("start", 300.0), 5: ("end", 500.0)})
+    probs = [m(0.1)] * 3 + [m(0.6)] * 10 + [m(0.78)] * 20  # confident from 1400 ms, speech from 300 ms
+    v = stream(DecisionLayer(dets), probs, {3: ("start", 300.0)})
+    assert v is not None and (v.label, v.detector, v.t_ms) == ("machine", "machine_talking", 1800.0)
+    v = stream(DecisionLayer(dets), probs, {3: ("start", 300.0), 5: ("end", 500.0)})
     assert v is None or v.detector != "machine_talking"
+
 
 def test_shipped_default_machine_fast_waits_for_200_ms_of_talk() -> None:
     """A clean one-word answer ("ball", 150 ms) with a greeting-like p(machine) is not called machine

@@ -12,7 +12,7 @@ import pytest
 
 from amd_model.tools.structure_cv import Candidate, cv_folds, grid, main, merged
 from amd_model.traces import SpeechEvent, Trace, replay_trace, save_trace
-from processors.amd_decision import load_presets
+from processors.amd_decision import DEFAULT_PRESETS_PATH, load_presets
 
 CLASSES = ["none", "human", "machine", "ivr", "carrier_intercept"]
 
@@ -73,8 +73,15 @@ def test_cv_run_respects_the_caps_and_reports(tmp_path: Path, capsys: pytest.Cap
     (corpus / "tm.json").write_text(
         json.dumps(json.loads((corpus / "tm.json").read_text()) | {"truth": {"split": "test"}})
     )
+    # the preset the scenario is written against (machine_fast at 0.8), not whatever ships today
+    presets = json.loads(DEFAULT_PRESETS_PATH.read_text())
+    for d in presets["workflows"]["default"]["detectors"]:
+        if d["name"] == "machine_fast":
+            d["threshold"] = 0.8
+    (tmp_path / "presets.json").write_text(json.dumps(presets))
     rc = main(
-        ["--real-traces", str(real), "--corpus-traces", str(corpus), "--max-humans", "0", "--max-business", "0"]
+        ["--real-traces", str(real), "--corpus-traces", str(corpus), "--max-humans", "0", "--max-business", "0",
+         "--presets", str(tmp_path / "presets.json")]
     )
     out = capsys.readouterr().out
     assert rc == 0
