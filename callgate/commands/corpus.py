@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="v2 adds room reverb, level ramps, handset AGC, clipping and AMR-NB round trips to v1's channel",
     )
     b.add_argument("--engines", type=engine_list, default=None, metavar="E1,E2",
-                   help="TTS engines to draw voices from (default: every installed one: espeak-ng, flite, piper, "
-                        "festival, mbrola, pico); a seed reproduces a corpus only with the same set")
+                   help="TTS engines to draw voices from (default: espeak-ng, flite and piper where installed; "
+                        "`all` adds festival, mbrola and pico, installing them as root); a seed reproduces a "
+                        "corpus only with the same set")
     b.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
 

@@ -198,3 +198,5 @@ def test_engines_limit_the_voices_and_are_recorded(tmp_path: Path, monkeypatch: 
     assert list(json.loads((tmp_path / "a" / "corpus.json").read_text())["engines"]) == ["flite"]
     with pytest.raises(ValueError, match="unknown TTS engine"):
         corpus.build(tmp_path / "b", 1, seed=5, workers=1, progress=False, engines=["espeak"])
+    corpus.build(tmp_path / "c", 1, seed=5, workers=1, progress=False)  # the default: the engines before
+    assert set(json.loads((tmp_path / "c" / "corpus.json").read_text())["engines"]) <= set(corpus.DEFAULT_ENGINES)
