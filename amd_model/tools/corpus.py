@@ -187,6 +187,9 @@ def ensure_tools(install: bool = True, added: Sequence[str] = ()) -> dict[str, b
         have[e] = bool(engine_voices(e))
     if install:
         _report(have)
+        if not added:
+            print("corpus: festival, mbrola and pico are drawn only when --engines names them (or `all`): "
+                  "the generalization folds did not say they help (amd_model/MODEL_CARD.md)", file=sys.stderr)
     return have
 
 
