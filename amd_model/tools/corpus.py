@@ -1083,7 +1083,7 @@ def build(
     if engines is not None:
         unknown = sorted(set(engines) - set(ENGINE_WEIGHTS))
         if unknown:
-            raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; known: {', '.join(ENGINE_WEIGHTS)}")
+            raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; known: {', '.join(ENGINE_WEIGHTS)}, or all")
         missing = [e for e in engines if not tools.get(e)]
         if missing:
             raise RuntimeError(f"TTS engine(s) not installed: {', '.join(missing)}")
