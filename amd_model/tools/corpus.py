@@ -169,7 +169,7 @@ def _missing_debs(packages: tuple[str, ...]) -> list[str]:
 def ensure_tools(install: bool = True, added: Sequence[str] = ()) -> dict[str, bool]:
     """Check (and as root, apt-install) the TTS engines and sounds the builder needs: {name: usable}.
     `added`: the added Debian voice engines (festival, mbrola, pico) to install too when missing; the
-    default corpus does not use them (ADDED_ENGINES_NOTE). With `install`, also says on stderr which
+    default corpus does not use them (see DEFAULT_ENGINES). With `install`, also says on stderr which
     voice engines are there and how to add the others."""
     have = _base_tools()
     if install and _can_apt():
@@ -427,11 +427,10 @@ FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
 ENGINE_WEIGHTS = {"espeak-ng": 5, "flite": 3, "piper": 3, "festival": 2, "mbrola": 2, "pico": 2}
 # What a build draws from unless told otherwise (piper only where installed), as before the added engines.
 DEFAULT_ENGINES = ("espeak-ng", "flite", "piper")
-ADDED_ENGINES_NOTE = """festival, mbrola and pico are opt-in (`--engines all` or by name): measured by the
-generalization folds at 40 epochs (model card), a 3000-call corpus with them beside espeak-ng / flite /
-piper gave held-out Asterisk 62.7 -> 73.8 % and espeak 79.0 -> 81.2 %, but flite 87.2 -> 84.2 %, the
-real greetings held out 89.5 -> 63.2 % and business pickups 9-19 points fewer human, so the default
-stays as it was."""
+# festival, mbrola and pico are opt-in (`--engines all` or by name): measured by the generalization folds
+# at 40 epochs (model card), a 3000-call corpus with them beside espeak-ng / flite / piper gave held-out
+# Asterisk 62.7 -> 73.8 % and espeak 79.0 -> 81.2 %, but flite 87.2 -> 84.2 %, the real greetings held
+# out 89.5 -> 63.2 % and business pickups 3-19 points fewer human, so the default stays as it was.
 
 
 @dataclass
@@ -1080,14 +1079,13 @@ def build(
     for need in ("espeak-ng", "flite", "sox"):
         if not tools.get(need):
             raise RuntimeError(f"{need} is required (apt-get install -y {' '.join(APT_PACKAGES)})")
-    if engines is not None:
-        unknown = sorted(set(engines) - set(ENGINE_WEIGHTS))
-        if unknown:
-            raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; known: {', '.join(ENGINE_WEIGHTS)}, or all")
-        missing = [e for e in engines if not tools.get(e)]
-        if missing:
-            raise RuntimeError(f"TTS engine(s) not installed: {', '.join(missing)}")
-        tools = {k: (v if k not in ENGINE_WEIGHTS else k in engines) for k, v in tools.items()}
+    unknown = sorted(set(engines) - set(ENGINE_WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; known: {', '.join(ENGINE_WEIGHTS)}, or all")
+    missing = [e for e in engines if not tools.get(e)]
+    if missing:
+        raise RuntimeError(f"TTS engine(s) not installed: {', '.join(missing)}")
+    tools = {k: (v if k not in ENGINE_WEIGHTS else k in engines) for k, v in tools.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "calls").mkdir(exist_ok=True)
     if channel not in CHANNELS:

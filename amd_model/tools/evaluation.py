@@ -500,11 +500,15 @@ def read_real_greetings(directory: str | Path, *, all_seen: bool = False) -> lis
     ]
 
 
+def _model_meta(model: Any) -> dict[str, Any]:
+    """A model's amd.json ({} for a stand-in without one)."""
+    return getattr(model, "meta", None) or {}
+
+
 def refit_exposure(model: Any) -> dict[str, Any]:
     """What real audio a model's heads were refitted on (amd.json `head_refit`, written by
     `amd_model.tools.head_refit --export`): {"real_greetings": n, "real_human_pickups": n}, or {}."""
-    meta = getattr(model, "meta", None) or {}
-    return dict(meta.get("head_refit") or {})
+    return dict(_model_meta(model).get("head_refit") or {})
 
 
 IN_SAMPLE = ("in-sample: model {version}'s heads were refitted on {what}, so this row measures fit, not "
@@ -557,7 +561,7 @@ def evaluate_real_greetings(
     return {
         "directory": str(directory),
         "workflow": workflow,
-        "model_version": (getattr(model, "meta", None) or {}).get("version"),
+        "model_version": _model_meta(model).get("version"),
         "in_sample": bool(refit.get("real_greetings")),
         "callgate": real_greetings_metrics(results, "ours"),
         "asterisk": real_greetings_metrics(results, "baseline"),
@@ -633,7 +637,7 @@ def evaluate_real_humans(
         counts[1] += r.ours.label == "human"
     return {
         "workflow": workflow,
-        "model_version": (getattr(model, "meta", None) or {}).get("version"),
+        "model_version": _model_meta(model).get("version"),
         "in_sample": bool(refit_exposure(model).get("real_human_pickups")),
         "sources": sorted(real_humans.PACKAGES),
         "n": len(results),
