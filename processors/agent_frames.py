@@ -32,7 +32,8 @@ class BotPauseFrame(SystemFrame):
 
 @dataclass
 class BotResumeFrame(SystemFrame, CallEvent):
-    """It was a backchannel or noise: the bot goes on (`reason`: backchannel, noise, false_interruption)."""
+    """It was a backchannel or noise: the bot goes on (`reason`: backchannel, noise, false_interruption, or
+    background: the gate revoked its tentative opening)."""
 
     t_ms: float = 0.0
     onset_ms: float = 0.0
@@ -40,9 +41,8 @@ class BotResumeFrame(SystemFrame, CallEvent):
     text: str = ""
 
     def to_event(self) -> dict[str, Any]:
-        name = "backchannel" if self.reason == "backchannel" else (
-            "false_interruption_resumed" if self.reason == "false_interruption" else "noise_ignored"
-        )
+        name = {"backchannel": "backchannel", "false_interruption": "false_interruption_resumed",
+                "background": "background_ignored"}.get(self.reason, "noise_ignored")
         return {"event": name, "t_ms": round(self.t_ms), "onset_ms": round(self.onset_ms), "text": self.text}
 
 

@@ -216,6 +216,21 @@ class CallerSpeechStartedFrame(SystemFrame):
 
 
 @dataclass
+class CallerSpeechTentativeFrame(SystemFrame):
+    """The gate's two-stage opening: speech from t_ms *may* be the caller's. The bot pauses at once; a
+    CallerSpeechStartedFrame confirms it (a user turn or a barge-in), a CallerSpeechRevokedFrame drops it."""
+
+    t_ms: float = 0.0
+
+
+@dataclass
+class CallerSpeechRevokedFrame(SystemFrame):
+    """A tentative opening was background after all (decided at t_ms): the bot resumes, no turn starts."""
+
+    t_ms: float = 0.0
+
+
+@dataclass
 class CallerSpeechEndedFrame(SystemFrame):
     """The caller's speech (as the gate sees it) ended at t_ms: end of the last caller-level window."""
 

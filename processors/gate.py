@@ -101,7 +101,9 @@ from callgate.audio import SAMPLE_RATE
 from processors.frames import (
     BackgroundSpeechFrame,
     CallerSpeechEndedFrame,
+    CallerSpeechRevokedFrame,
     CallerSpeechStartedFrame,
+    CallerSpeechTentativeFrame,
     SpeechEndedFrame,
     SpeechStartedFrame,
 )
@@ -154,6 +156,16 @@ class GateParams:
     # probably the caller's own soft speech: it does not teach the background level (0 = every rejected
     # window teaches it; before the caller's pitch is known, every one does).
     bg_learn_min_st: float = 0.0
+    # Two-stage opening (confirm_ms > 0): a window within `tentative_db` of the open threshold opens the
+    # gate *tentatively* at once (the bot pauses; nothing is cancelled, no user turn starts); the opening
+    # is confirmed when `confirm_windows` single windows since then reach the open threshold +
+    # `confirm_extra_db`, and revoked (background) when `confirm_ms` pass, or the VAD segment ends, first.
+    # A TV's one loud syllable then pauses the bot for a moment instead of starting a turn, and a soft
+    # first syllable still reacts at once. 0 = one stage: the open threshold opens and confirms.
+    confirm_ms: float = 0.0
+    tentative_db: float = 0.0
+    confirm_windows: int = 1
+    confirm_extra_db: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
@@ -161,7 +173,8 @@ class GateParams:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown gate parameter(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: float(v) if k != "min_learn_windows" else int(v) for k, v in d.items()})
+        ints = ("min_learn_windows", "confirm_windows")
+        return cls(**{k: int(v) if k in ints else float(v) for k, v in d.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,7 +182,9 @@ class GateParams:
 
 @dataclass(frozen=True)
 class GateEvent:
-    kind: Literal["caller_start", "caller_end", "background_start", "background_end"]
+    kind: Literal[
+        "caller_tentative", "caller_revoked", "caller_start", "caller_end", "background_start", "background_end"
+    ]
     t_ms: float
 
 
@@ -249,6 +264,12 @@ class GateAnalyzer:
         self._windows = 0
         self.last_window_caller = False  # was the last window processed caller speech?
         self._flags: dict[int, bool] = {}  # window index -> caller speech (the last ~2 s)
+        # two-stage opening: the claimed start of a tentative opening, when it came, its confirming
+        # windows so far, and its windows (t0, level, tilt) to learn once it is settled
+        self._tentative: float | None = None
+        self._tent_t1 = 0.0
+        self._tent_hits = 0
+        self._tent_windows: list[tuple[float, float, float]] = []
 
     # --- state for the interruption handler and the endpointer -----------------------------------
 
@@ -345,6 +366,8 @@ class GateAnalyzer:
         """The VAD reports the speech ended at end_ms (end of its last voiced window)."""
         self._vad_active = False
         events: list[GateEvent] = []
+        if self._tentative is not None:
+            events += self._revoke(end_ms)
         if self.caller_open:
             self.caller_open = False
             events.append(GateEvent("caller_end", min(self._last_caller_ms, end_ms)))
@@ -411,21 +434,12 @@ class GateAnalyzer:
             need = self.open_threshold_db(t0)
             if self._bg_start is not None and t0 - self._bg_start >= self.p.midseg_after_ms:
                 need += self.p.midseg_extra_db
+            if self.p.confirm_ms > 0:
+                return self._decide_two_stage(t0, level, self._score(peak, tilt, t0), tilt, need)
             if self._score(peak, tilt, t0) >= need:
-                self.caller_open = True
-                # Date the start back to the VAD onset, also over a short rejected lead-in (a soft first
-                # word); after a long stretch of background, only over the last two windows.
-                if self._bg_start is None or t0 - self._bg_start <= self.p.lookback_ms:
-                    start = self._vad_onset if self._bg_start is None else self._bg_start
-                else:
-                    start = t0 - 2 * WIN_MS
-                if self._bg_start is not None:
-                    if start - self._bg_start >= 5 * WIN_MS:  # not just the soft onset of this speech
-                        events += [GateEvent("background_start", self._bg_start),
-                                   GateEvent("background_end", start)]
-                    self._bg_start = None
-                self._caller_start = start
-                self._last_caller_ms = t1
+                start = self._claim_start(t0)
+                events += self._settle_lead_in(start)
+                self._open(start, t1)
                 events.append(GateEvent("caller_start", start))
                 self._learn(level, tilt, t1)
                 self._flag(t0, True)
@@ -446,6 +460,75 @@ class GateAnalyzer:
             self._bg_start = t1
         self._note_rejected(False)
         return events
+
+    def _claim_start(self, t0: float) -> float:
+        """Where caller speech that opens the gate at window t0 began: the VAD onset, also over a short
+        rejected lead-in (a soft first word); after a long stretch of background, the last two windows."""
+        if self._bg_start is None or t0 - self._bg_start <= self.p.lookback_ms:
+            return self._vad_onset if self._bg_start is None else self._bg_start
+        return t0 - 2 * WIN_MS
+
+    def _settle_lead_in(self, start: float) -> list[GateEvent]:
+        """The rejected stretch before a caller start is a background span (unless it is just the soft
+        onset of this speech)."""
+        events: list[GateEvent] = []
+        if self._bg_start is not None:
+            if start - self._bg_start >= 5 * WIN_MS:
+                events += [GateEvent("background_start", self._bg_start), GateEvent("background_end", start)]
+            self._bg_start = None
+        return events
+
+    def _open(self, start: float, t1: float) -> None:
+        self.caller_open = True
+        self._caller_start = start
+        self._last_caller_ms = t1
+
+    def _decide_two_stage(self, t0: float, level: float, score: float, tilt: float, need: float) -> list[GateEvent]:
+        """Closed gate, two-stage opening: open tentatively, then confirm or revoke."""
+        t1 = t0 + WIN_MS
+        events: list[GateEvent] = []
+        if self._tentative is None:
+            if score < need - self.p.tentative_db:
+                if self._bg_start is None:
+                    self._bg_start = max(self._vad_onset, t0)
+                self._note_rejected(True)
+                self._learn_background(level, t1)
+                return events
+            start = self._claim_start(t0)
+            self._tentative, self._tent_t1, self._tent_hits, self._tent_windows = start, t1, 0, []
+            events.append(GateEvent("caller_tentative", start))
+        self._tent_windows.append((t0, level, tilt))
+        self._note_rejected(False)
+        if self._score(level, tilt, t0) >= need + self.p.confirm_extra_db:  # this window's level (+ pitch cue)
+            self._tent_hits += 1
+        if self._tent_hits >= self.p.confirm_windows:
+            start, self._tentative = self._tentative, None
+            events += self._settle_lead_in(start)
+            self._open(start, t1)
+            events.append(GateEvent("caller_start", start))
+            hold = self._hold_db()
+            for w0, lv, tl in self._tent_windows:
+                if lv >= hold:
+                    self._learn(lv, tl, w0 + WIN_MS)
+                    self._flag(w0, True)
+        elif t1 - self._tent_t1 >= self.p.confirm_ms:
+            events += self._revoke(t1)
+        return events
+
+    def _revoke(self, t_ms: float) -> list[GateEvent]:
+        """A tentative opening that was not confirmed: it was background from its claimed start."""
+        start, self._tentative = self._tentative, None
+        assert start is not None
+        if self._bg_start is None:
+            self._bg_start = start
+        for w0, lv, _tl in self._tent_windows:
+            self._learn_background(lv, w0 + WIN_MS)
+        self._tent_windows = []
+        return [GateEvent("caller_revoked", t_ms)]
+
+    def _hold_db(self) -> float:
+        base = self._baseline if self._baseline is not None else self.p.fallback_dbfs
+        return max(base - self.p.hold_offset_db, self._floor + self.p.floor_margin_db - self.p.grace_db)
 
     def _forget(self, t_ms: float) -> None:
         """Drop caller levels older than the rolling window; none left -> back to the static fallback."""
@@ -511,7 +594,9 @@ class BackgroundSpeechGate(FrameProcessor):
 
     Passes every frame on. The VAD's SpeechStartedFrame/SpeechEndedFrame are followed by the gate's
     CallerSpeechStartedFrame/CallerSpeechEndedFrame (only those start a user turn or a barge-in) and
-    a BackgroundSpeechFrame (event `background_speech`, with start and end) for rejected speech.
+    a BackgroundSpeechFrame (event `background_speech`, with start and end) for rejected speech. With
+    two stages (`confirm_ms`), a CallerSpeechTentativeFrame comes first (the interruption handler pauses
+    the bot on it) and a CallerSpeechRevokedFrame when it is not confirmed (the bot resumes).
     Per window the work is a few dot products and, on loud windows, one 512-point FFT (~20-100 µs), so it
     runs inline.
     """
@@ -546,6 +631,10 @@ class BackgroundSpeechGate(FrameProcessor):
                 if self.filter_vad:
                     await self.push_frame(SpeechStartedFrame(t_ms=e.t_ms))
                 await self.push_frame(CallerSpeechStartedFrame(t_ms=e.t_ms))
+            elif e.kind == "caller_tentative":
+                await self.push_frame(CallerSpeechTentativeFrame(t_ms=e.t_ms))
+            elif e.kind == "caller_revoked":
+                await self.push_frame(CallerSpeechRevokedFrame(t_ms=e.t_ms))
             elif e.kind == "caller_end":
                 if self.filter_vad:
                     await self.push_frame(SpeechEndedFrame(t_ms=e.t_ms))

@@ -50,7 +50,12 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
 from processors.agent_frames import BargeInFrame, BotPauseFrame, BotPlaybackFrame, BotResumeFrame
-from processors.frames import SpeechEndedFrame, SpeechStartedFrame
+from processors.frames import (
+    CallerSpeechRevokedFrame,
+    CallerSpeechTentativeFrame,
+    SpeechEndedFrame,
+    SpeechStartedFrame,
+)
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 CUE_FRAME = 160  # 20 ms
@@ -195,6 +200,7 @@ class Verdict(Enum):
     BACKCHANNEL = "backchannel"  # resume, no clear
     NOISE = "noise"  # resume, no clear
     FALSE_INTERRUPTION = "false_interruption"  # after a barge-in: it was a backchannel or noise; resume
+    BACKGROUND = "background"  # the gate revoked its tentative opening: background speech; resume
 
 
 @dataclass
@@ -238,6 +244,7 @@ class InterruptionAnalyzer:
     level_gate: LevelGate | None = None
     early: bool = False  # the current interruption was decided by the early cue
     vad_seen: bool = False  # the VAD reported speech since the current onset
+    tentative: bool = False  # the current pause rests on the gate's tentative opening, not confirmed yet
     _cue_onset: float | None = None
     _cue_levels: list[float] = field(default_factory=list)
     _cue_mels: list[np.ndarray] = field(default_factory=list)
@@ -248,7 +255,7 @@ class InterruptionAnalyzer:
     def _decide(self, verdict: Verdict, t_ms: float) -> Decision:
         d = Decision(verdict, t_ms, self.onset_ms, self.heard_text, self.end_ms)
         self.decisions.append(d)
-        if verdict in (Verdict.BACKCHANNEL, Verdict.NOISE, Verdict.FALSE_INTERRUPTION):
+        if verdict in (Verdict.BACKCHANNEL, Verdict.NOISE, Verdict.FALSE_INTERRUPTION, Verdict.BACKGROUND):
             self.state = "idle"
         elif verdict is Verdict.BARGE_IN:
             self.state = "interrupted"
@@ -306,7 +313,26 @@ class InterruptionAnalyzer:
         self.early = True
         return self._decide(Verdict.BARGE_IN, end_ms)
 
+    def caller_tentative(self, t_ms: float, now_ms: float) -> Decision | None:
+        """The gate opened tentatively on speech from t_ms: over the bot, pause at once (the caller hears
+        silence within Twilio's short buffer); the confirmation (`speech_start`) or `caller_revoked` follows."""
+        if not self.bot_speaking or self.state != "idle":
+            return None
+        self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", t_ms, None, "", []
+        self.got_final, self.early, self.vad_seen, self.tentative = False, False, False, True
+        return self._decide(Verdict.PAUSE, now_ms)
+
+    def caller_revoked(self, now_ms: float) -> Decision | None:
+        """The gate revoked its tentative opening: the pause was for background speech; resume."""
+        if not self.tentative:
+            return None
+        self.tentative = False
+        if self.state != "candidate" or self.vad_seen:
+            return None
+        return self._decide(Verdict.BACKGROUND, now_ms)
+
     def speech_start(self, t_ms: float, now_ms: float) -> Decision | None:
+        self.tentative = False  # (the gate's confirmation, in its filter mode)
         if self.state == "interrupted":
             self.vad_seen = True
             if self.end_ms is not None:
@@ -340,6 +366,8 @@ class InterruptionAnalyzer:
         else:
             self.text = text.strip()
         words = self.heard_text
+        if self.tentative:  # words in a tentative opening may be the TV's: the gate decides first
+            return None
         if self.state in ("candidate", "ended") and words and takes_floor(words, self.params.backchannel_max_words):
             return self._decide(Verdict.BARGE_IN, now_ms)
         return self.tick(now_ms)
@@ -349,7 +377,9 @@ class InterruptionAnalyzer:
         words = self.heard_text
         # a continuer, or one or two words that do not take the floor (likely a misheard continuer)
         backchannel = bool(words) and not takes_floor(words, p.backchannel_max_words)
-        if self.state == "candidate" and not self.vad_seen and self._cue_onset is None:
+        if self.state == "candidate" and self.tentative:
+            pass  # the gate confirms or revokes its tentative opening within its own time limit
+        elif self.state == "candidate" and not self.vad_seen and self._cue_onset is None:
             if now_ms - self.onset_ms >= p.early_novad_ms:  # the cue said no and the VAD hears no speech
                 return self._decide(Verdict.NOISE, now_ms)
         elif self.state == "candidate":
@@ -421,6 +451,10 @@ class InterruptionProcessor(FrameProcessor):
             if decision:
                 await self._act(decision)
             return
+        elif isinstance(frame, CallerSpeechTentativeFrame):
+            decision = a.caller_tentative(frame.t_ms, self.t_ms)
+        elif isinstance(frame, CallerSpeechRevokedFrame):
+            decision = a.caller_revoked(self.t_ms)
         elif isinstance(frame, SpeechStartedFrame):
             decision = a.speech_start(frame.t_ms, self.t_ms)
         elif isinstance(frame, SpeechEndedFrame):

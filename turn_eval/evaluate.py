@@ -220,6 +220,8 @@ GATE_SPACE = {
     "open_offset_db": (2.0, 9.0), "hold_offset_db": (8.0, 20.0), "grace_db": (0.0, 8.0), "percentile": (75.0, 97.0),
     "fallback_dbfs": (-42.0, -32.0), "close_ms": (150.0, 400.0), "media_extra_db": (0.0, 4.0),
     "lookback_ms": (200.0, 1200.0), "media_on_frac": (0.1, 0.6),
+    # the two-stage opening (confirm_ms 0 = one stage; confirm_windows is rounded down)
+    "confirm_ms": (0.0, 900.0), "tentative_db": (0.0, 5.0), "confirm_windows": (1.0, 4.99), "confirm_extra_db": (-3.0, 2.0),
 }
 ENDPOINT_SPACE = {
     "audio_weight": (0.0, 1.5), "text_weight": (0.3, 2.0), "combine_bias": (-2.0, 2.0), "p_high": (0.5, 0.98),

@@ -6,7 +6,8 @@ Both systems run on the production VAD state machine (processors.speech.SpeechAn
 Silero confidences cached by `callgate eval-turns`):
 
 * `plain_vad`: every VAD start is a turn start or a barge-in; the caller is heard from VAD onset to end.
-* `gate`: processors.gate.GateAnalyzer after that VAD; only its caller starts start a turn or a barge-in;
+* `gate`: processors.gate.GateAnalyzer after that VAD; only its caller starts start a turn or a barge-in
+  (with two stages: its confirmed openings; a revoked tentative opening only paused the bot, counted apart);
   the caller is heard from the start it claims to the end of that VAD segment (a VAD segment the gate
   never opened on is lost).
 
@@ -119,6 +120,10 @@ def format_report(r: GateReport) -> str:
         missed = "-" if name == "plain_vad" else str(s.gate_missed_turns)
         lines.append(f"{name:10s} {100 * s.bg_started:28.1f} % ({n_bg}/{s.bg_segments}) {s.caller_lost_pct:9.2f} % "
                      f"{delayed:>22s} {mx:>9s} {missed:>17s}")
+        if s.confirm_delayed_starts is not None:
+            lines.append(f"{'':10s} two stages: {s.bg_paused}/{s.bg_segments} background segments only paused the bot "
+                         f"(tentative, revoked); confirmations > 100 ms after plain VAD: {s.confirm_delayed_starts} "
+                         f"(p90 {s.confirm_delay_p90_ms:.0f} ms)")
     for name, axes in r.breakdown.items():
         lines.append(f"  {name}: " + "; ".join(f"{ax} {b}" for ax, b in axes.items()))
     return "\n".join(lines)

@@ -15,13 +15,17 @@ the next turn's start):
   opened (its claimed start to its final end), as a share of all caller speech: words no turn holds.
 * turn-start delay: emission time of the first turn start in [start - 300, end] minus the labelled
   start.
-* gate delay (callgate): emission of the gate's first caller-speech start in [start - 300, end] minus
+* gate delay (callgate): emission of the gate's first caller-speech start in [start - 300, end] (with a
+  two-stage gate: of the tentative opening that the first confirmation followed, when the bot pauses;
+  the confirmation's own delay is reported beside it) minus
   when plain VAD would have reported the caller: its first start during the turn's first spoken
   segment (or up to 300 ms before it), but never before
   start + 128 ms (its 96 ms confirmation, one window late at most; a VAD start in the 300 ms before
   the caller speaks is background, and a VAD already active on background has no start to compare).
   A gate already open at that moment adds nothing (0). A turn during which the gate never opened (and
   was not already open) is a gate-missed turn.
+* background pauses (two-stage gate): background segments in which the gate opened tentatively (the bot
+  paused) and revoked it, with no confirmed opening: a short silence in the bot's speech, no barge-in.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class Tally:
     start_delays: list[float] = field(default_factory=list)
     gate_delays: list[float] = field(default_factory=list)
     gate_missed: int = 0
+    bg_paused: int = 0  # two-stage gate: background segments that only paused the bot (revoked openings)
+    confirm_delays: list[float] = field(default_factory=list)  # two-stage: gate delay of the confirmation
     missed_starts: int = 0
     false_starts: int = 0
     quiet_minutes: float = 0.0
@@ -119,10 +125,15 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
                 tally.gate_missed += 1
             else:
                 tally.gate_delays.append(delay)
+            if run.gate_tentatives:
+                confirmed, _ref = gate_delay(turn, run, tentative=False)
+                if confirmed is not None:
+                    tally.confirm_delays.append(confirmed)
         for seg in turn["segments"]:
             a, b = float(seg["start_ms"]), float(seg["end_ms"])
             tally.caller_ms += b - a
             tally.lost_ms += (b - a) - min(b - a, _covered(a, b, run.speech))
+    tally.bg_paused += background_pauses(labels, run)
     for bg, hit in background_hits(labels, run):
         tally.bg_segments += 1
         tally.bg_started += hit
@@ -137,14 +148,20 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
 
 
 
-def gate_delay(turn: dict[str, Any], run: SystemRun) -> tuple[float | None, float]:
+def gate_delay(turn: dict[str, Any], run: SystemRun, tentative: bool = True) -> tuple[float | None, float]:
     """What the gate added to the moment this caller turn is heard (None: it never opened), and that
-    moment: when plain VAD would have reported the caller (see the module docstring)."""
+    moment: when plain VAD would have reported the caller (see the module docstring). A two-stage gate
+    is heard at its tentative opening (the bot pauses); `tentative=False`: at its confirmation."""
     s, e = float(turn["start_ms"]), float(turn["end_ms"])
     seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
     vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
     ref = max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
-    opened = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
+    # a tentative opening is when the system reacts (the bot pauses, the turn's audio is held from its
+    # claimed start); a confirmation follows it, a revoked one does not start the turn
+    confirmed = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
+    tents = [em for em, _c in run.gate_tentatives if s - 300 <= em <= e] if tentative else []
+    lead = [t for t in tents if confirmed and t <= confirmed[0]]  # the one that led to the confirmation
+    opened = lead[-1:] or confirmed
     if _open_at(run, ref):
         return 0.0, ref  # open (on background just before, or on the caller) already
     if opened:
@@ -165,6 +182,15 @@ def background_hits(labels: dict[str, Any], run: SystemRun) -> list[tuple[dict[s
             continue
         out.append((bg, any(a <= em <= b + 400 for em, _c in run.starts + run.gate_starts)))
     return out
+
+
+def background_pauses(labels: dict[str, Any], run: SystemRun) -> int:
+    """Scored background segments that only paused the bot: a tentative opening in them (two-stage
+    gate) that was revoked, with no turn start or confirmed opening."""
+    return sum(
+        1 for bg, hit in background_hits(labels, run)
+        if not hit and any(float(bg["start_ms"]) <= em <= float(bg["end_ms"]) + 400 for em, _c in run.gate_tentatives)
+    )
 
 @dataclass
 class Summary:
@@ -191,6 +217,9 @@ class Summary:
     gate_delay_max_ms: float | None
     gate_delayed_starts: int  # turn starts the gate delayed by more than 100 ms
     gate_missed_turns: int  # turns during which the gate never opened
+    bg_paused: int = 0  # two-stage gate: background segments that paused the bot and were revoked
+    confirm_delayed_starts: int | None = None  # two-stage gate: confirmations > 100 ms after plain VAD
+    confirm_delay_p90_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,6 +251,9 @@ def summarize(system: str, t: Tally) -> Summary:
         gate_delay_max_ms=float(np.max(t.gate_delays)) if t.gate_delays else None,
         gate_delayed_starts=int(sum(d > 100 for d in t.gate_delays)),
         gate_missed_turns=t.gate_missed,
+        bg_paused=t.bg_paused,
+        confirm_delayed_starts=int(sum(d > 100 for d in t.confirm_delays)) if t.confirm_delays else None,
+        confirm_delay_p90_ms=float(np.quantile(t.confirm_delays, 0.9)) if t.confirm_delays else None,
     )
 
 

@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     for r in results.values():
         print(f"  {r.system}: background started by level {r.bg_by_level}; missed starts {r.missed_starts}; "
               f"tentative/turn {r.tentative_per_turn:.2f}, cancelled/turn {r.cancels_per_turn:.2f}")
-    print("\nbackground-speech gate (background 6-20 dB below the caller; a barge-in is the gate opening):")
+    print("\nbackground-speech gate (background 6-20 dB below the caller; a barge-in is the gate opening, with two "
+          "stages its confirmation):")
     for r in results.values():
         line = (f"  {r.system:16s} background segments that started a turn or a barge-in "
                 f"{100 * r.bg_started:5.1f} % ({round(r.bg_started * r.bg_segments)}/{r.bg_segments}); "
@@ -135,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
         if r.gate_delay_max_ms is not None:
             line += (f"; turn starts the gate delayed > 100 ms: {r.gate_delayed_starts} (max delay "
                      f"{r.gate_delay_max_ms:.0f} ms); turns the gate never opened on: {r.gate_missed_turns}")
+        if r.confirm_delayed_starts is not None:
+            line += (f"\n  {'':16s} two stages (delays above: the tentative opening, when the bot pauses): "
+                     f"{r.bg_paused}/{r.bg_segments} background segments only paused the bot (revoked); "
+                     f"confirmations > 100 ms after plain VAD: {r.confirm_delayed_starts} "
+                     f"(p90 {r.confirm_delay_p90_ms:.0f} ms)")
         print(line)
     if args.plot:
         print("\ntrade-off curve (setting: median delay ms, premature ends on paused turns):")

@@ -12,7 +12,12 @@ from pipecat.tests.utils import run_test
 
 from callgate import synth
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE, to_int16
-from processors.frames import BackgroundSpeechFrame, CallerSpeechStartedFrame, SpeechStartedFrame
+from processors.frames import (
+    BackgroundSpeechFrame,
+    CallerSpeechStartedFrame,
+    SpeechEndedFrame,
+    SpeechStartedFrame,
+)
 from processors.gate import (
     WIN,
     WIN_MS,
@@ -346,3 +351,93 @@ def test_a_far_quieter_learned_background_lets_a_soft_caller_turn_open_at_once()
     assert baseline_far - 12.0 - 0.01 <= thr_far < thr_level - 3.0  # lower, but never below the bound
     assert after_level is None or after_level > 100.0  # too soft for the plain offset: late or never
     assert after_far is not None and after_far <= 64.0  # within the 100 ms a turn start may be delayed
+
+
+def _windows(levels_db: list[float], seed: int = 0) -> np.ndarray:
+    """One 32 ms window of white noise per level (dBFS RMS): the gate reads levels, not words."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(WIN * len(levels_db)).astype(np.float32)
+    x /= np.sqrt(np.mean(x**2))
+    gains = np.repeat([10 ** (lv / 20) * 32768 for lv in levels_db], WIN)
+    return np.clip(x * gains, -32768, 32767).astype(np.int16)
+
+
+def _learned_caller(params: GateParams) -> _Feed:
+    """A quiet line, then a caller heard for 2 s at about -20 dBFS (syllables and gaps), then a second of
+    silence: the caller level is learned and the noise floor stays the line's."""
+    feed = _Feed(GateAnalyzer(params))
+    feed.silence(1.0)
+    feed.audio(_windows([-20.0, -20.0, -20.0, -60.0] * 16))
+    feed.silence(1.0)
+    assert feed.gate.baseline_db == pytest.approx(-20.0, abs=1.0)
+    feed.events.clear()
+    return feed
+
+
+TWO_STAGE = {"open_offset_db": 8.0, "confirm_ms": 500.0, "tentative_db": 2.0, "confirm_windows": 3}
+
+
+def test_one_loud_background_syllable_opens_one_stage_but_two_stages_revoke_it() -> None:
+    """A TV line 12 dB under the caller with one syllable over the open threshold: the one-stage gate takes
+    it for the caller; the two-stage gate pauses on it tentatively, then revokes it as background."""
+    tv = [-32.0] * 4 + [-26.0] + [-32.0] * 15
+    one = _learned_caller(GateParams(open_offset_db=8.0))
+    one.audio(_windows(tv, seed=1))
+    assert "caller_start" in one.kinds()
+    two = _learned_caller(GateParams(**TWO_STAGE))
+    onset, end = two.audio(_windows(tv, seed=1))
+    assert two.kinds() == ["caller_tentative", "caller_revoked", "background_start", "background_end"]
+    assert two.events[2].t_ms == pytest.approx(onset) and two.events[3].t_ms == pytest.approx(end)
+    assert not two.gate.is_caller_speech() and not two.gate.window_is_caller(onset + 4 * WIN_MS)
+    assert two.gate.baseline_db == pytest.approx(-20.0, abs=1.0)  # background never teaches the caller level
+
+
+def test_two_stages_react_at_once_to_a_soft_caller_start_and_confirm_it_from_its_onset() -> None:
+    """The caller's first syllables 1.5 dB under the open threshold, then their usual level: the tentative
+    opening comes at the VAD's report (dated back to the onset) and the confirmation keeps that start;
+    the one-stage gate waits for the first loud window."""
+    soft_start = [-29.5] * 6 + [-21.0] * 20
+    one = _learned_caller(GateParams(open_offset_db=8.0))
+    onset, _end = one.audio(_windows(soft_start, seed=2))
+    first_one = next(e for e in one.events if e.kind == "caller_start")
+    two = _learned_caller(GateParams(**TWO_STAGE))
+    onset2, _end = two.audio(_windows(soft_start, seed=2))
+    kinds = two.kinds()
+    assert kinds[:2] == ["caller_tentative", "caller_start"] and "caller_revoked" not in kinds
+    assert two.events[0].t_ms == pytest.approx(onset2) and two.events[1].t_ms == pytest.approx(onset2)
+    assert first_one.t_ms == pytest.approx(onset)  # dated back too, but decided only at window 7:
+    assert two.gate.window_is_caller(onset2 + 8 * WIN_MS)
+
+
+def test_two_stage_decides_within_confirm_ms_and_at_the_vad_end() -> None:
+    """Unconfirmed after confirm_ms: revoked while the VAD still hears speech; a VAD segment that ends
+    first revokes it then."""
+    gate = _learned_caller(GateParams(**{**TWO_STAGE, "confirm_ms": 200.0})).gate
+    events = []
+    for i in range(20):  # one loud window, then quiet speech, VAD on from the start
+        events += gate.process_window(_windows([-26.0 if i == 3 else -33.0], seed=i))
+        if i == 2:
+            events += gate.vad_start(gate._t_ms - 3 * WIN_MS)
+    tent = next(k for k, e in enumerate(events) if e.kind == "caller_tentative")
+    rev = next(k for k, e in enumerate(events) if e.kind == "caller_revoked")
+    assert tent < rev and events[rev].t_ms - (gate._t_ms - 16 * WIN_MS) <= 200.0 + WIN_MS
+    short = _learned_caller(GateParams(**TWO_STAGE))
+    short.audio(_windows([-33.0, -26.0, -33.0, -33.0], seed=3))
+    assert short.kinds()[:2] == ["caller_tentative", "caller_revoked"]
+
+
+async def test_processor_pushes_the_tentative_and_revoked_frames() -> None:
+    from processors.frames import CallerSpeechRevokedFrame, CallerSpeechTentativeFrame
+
+    gate = _learned_caller(GateParams(**TWO_STAGE)).gate  # a caller level learned earlier in the call
+    t = gate._t_ms
+    pcm = np.concatenate([np.zeros(1600, np.int16), _windows([-32.0] * 4 + [-26.0] + [-32.0] * 15, seed=4)])
+    end_ms = t + len(pcm) / 8
+    frames = [*_frames(pcm[:2400]), SpeechStartedFrame(t_ms=t + 200.0), *_frames(pcm[2400:]),
+              SpeechEndedFrame(t_ms=end_ms)]
+    down, _ = await run_test(Pipeline([BackgroundSpeechGate(gate, filter_vad=True)]), frames_to_send=frames)
+    kinds = [type(f) for f in down if isinstance(f, CallerSpeechTentativeFrame | CallerSpeechRevokedFrame
+                                                  | CallerSpeechStartedFrame | SpeechStartedFrame)]
+    assert kinds == [CallerSpeechTentativeFrame, CallerSpeechRevokedFrame]  # no user turn, no VAD start passed on
+    bg = [f for f in down if isinstance(f, BackgroundSpeechFrame)]
+    assert len(bg) == 1 and bg[0].start_ms == pytest.approx(t + 200.0, abs=WIN_MS) and bg[0].end_ms == pytest.approx(end_ms)

@@ -113,6 +113,31 @@ def test_no_decision_when_the_bot_is_silent_or_the_gate_says_background():
     assert b.speech_start(1000, 1100) is None
 
 
+def test_a_tentative_gate_opening_pauses_the_bot_and_its_revocation_resumes_it():
+    """The two-stage gate: its tentative opening pauses at once; revoked (background), the bot resumes
+    without a clear, and the TV's words heard meanwhile never barge in."""
+    a = analyzer(barge_in_min_ms=500)
+    d = a.caller_tentative(1000, 1064)
+    assert d and d.verdict is Verdict.PAUSE and d.onset_ms == 1000
+    assert a.transcript("and now the weather for the weekend", False, 1300) is None
+    assert run_ticks(a, 1300, 1500) is None  # no duration barge-in while the gate has not confirmed
+    d = a.caller_revoked(1520)
+    assert d and d.verdict is Verdict.BACKGROUND and a.state == "idle"
+    assert a.caller_revoked(1600) is None  # once
+
+
+def test_a_confirmed_tentative_opening_goes_on_as_caller_speech_over_the_bot():
+    a = analyzer(barge_in_min_ms=500)
+    assert a.caller_tentative(1000, 1064).verdict is Verdict.PAUSE
+    assert a.speech_start(1000, 1128) is None  # the gate's confirmation: still the same pause
+    assert a.caller_revoked(1200) is None  # (a late revocation of a confirmed opening changes nothing)
+    d = run_ticks(a, 1140, 2000)
+    assert d and d.verdict is Verdict.BARGE_IN and d.t_ms == pytest.approx(1500, abs=20)
+    b = analyzer()
+    b.set_bot_speaking(False)
+    assert b.caller_tentative(1000, 1064) is None  # bot silent: nothing to pause
+
+
 def test_one_unsure_word_is_a_continuer_but_a_floor_word_interrupts():
     a = analyzer()
     a.speech_start(1000, 1100)
