@@ -41,6 +41,17 @@ How it decides (`GateParams` holds every number; pipelines/presets/listen.json t
   from background with AUC 0.61 (level relative to the threshold 0.77, the two together 0.79 held out). Rejected speech at the caller's own pitch (within
   `bg_learn_min_st`) does not teach the background level (a caller's soft words must not raise the
   bar for their next turn). Pitch costs ~30 µs per loud window.
+* Two stages (`confirm_ms` > 0; the shipped `agent` preset): a window within `tentative_db` of the open
+  threshold opens the gate *tentatively* at once (`caller_tentative`: the interruption handler pauses
+  the bot; no user turn starts, no barge-in, words heard meanwhile are held back); `confirm_windows`
+  single windows at the threshold + `confirm_extra_db` (level + pitch term) within `confirm_ms` confirm
+  it (`caller_start`, dated back as above), else it is revoked (`caller_revoked`, the span is
+  background, the bot resumes). A soft first syllable is reacted to at once, and one loud syllable of
+  a TV no longer makes a turn. Tuned on real_big/dev with the pitch term (35 optuna trials): 18/200
+  background segments (one stage: 29), 3 starts delayed > 100 ms at the tentative opening (8), 39/200
+  segments only paused the bot; on the held-out real/test, read once: 11/69 (one stage: 9/69), 1
+  delayed start (137 ms; one stage 5, 176 ms), 9/69 paused only. A 45-trial level-only search found
+  22/200 at 4 delayed at best.
 * VAD speech the gate did not open on is reported as a background span (start, end).
 
 Measured with `python -m turn_eval.gate_eval DIR` (gate vs plain VAD): the preset was chosen on a

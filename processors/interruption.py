@@ -23,6 +23,11 @@ confident "this takes the floor" clears at once, ~200 ms into the speech; anythi
 a cough, an unsure score) waits for words or duration as above. An early barge-in that never becomes
 VAD speech (a noise after all) resumes the bot (false-interruption recovery).
 
+The gate's two-stage opening: its tentative opening (`CallerSpeechTentativeFrame`) pauses the bot at
+once; words heard until the gate decides never take the floor (they may be the TV's); its confirmation
+(the gated SpeechStartedFrame) goes on as above, its revocation (`CallerSpeechRevokedFrame`) resumes the
+bot (`background`, event `background_ignored`).
+
 Speech is the caller's only if the background-speech gate says so: any object with
 `is_caller_speech(onset_ms, now_ms) -> bool` plugs in (`CallerSpeechGate`); without one, all speech
 counts. `InterruptionAnalyzer` is plain logic on audio-time events; `InterruptionProcessor` adapts it
