@@ -460,8 +460,7 @@ class GateAnalyzer:
                 self._note_rejected(True)
                 self._learn_background(level, t1)
             return events
-        hold = (self._baseline if self._baseline is not None else self.p.fallback_dbfs) - self.p.hold_offset_db
-        if level >= max(hold, self._floor + self.p.floor_margin_db - self.p.grace_db):
+        if level >= self._hold_db():
             self._last_caller_ms = t1
             self._learn(level, tilt, t1)
             self._flag(t0, True)
@@ -522,6 +521,7 @@ class GateAnalyzer:
                 if lv >= hold:
                     self._learn(lv, tl, w0 + WIN_MS)
                     self._flag(w0, True)
+            self._tent_windows = []
         elif t1 - self._tent_t1 >= self.p.confirm_ms:
             events += self._revoke(t1)
         return events
@@ -538,6 +538,7 @@ class GateAnalyzer:
         return [GateEvent("caller_revoked", t_ms)]
 
     def _hold_db(self) -> float:
+        """Once open, a window this loud is still the caller's (caller level - hold offset, above the floor)."""
         base = self._baseline if self._baseline is not None else self.p.fallback_dbfs
         return max(base - self.p.hold_offset_db, self._floor + self.p.floor_margin_db - self.p.grace_db)
 
