@@ -212,7 +212,7 @@ def _print_conversations(results: list[tuple]) -> bool:
         clear_txt = "\n".join(f"{c['dropped_ms']} ms dropped; heard: {c['played_text']!r}" for c in clears) or "none"
         kinds = [e["event"] for e in record.get("events", [])]
         notable = [k for k in ("amd", "conversation_start", "barge_in", "interruption", "backchannel", "noise_ignored",
-                               "false_interruption_resumed", "play_message", "hangup") if k in kinds]
+                               "background_ignored", "false_interruption_resumed", "play_message", "hangup") if k in kinds]
         if conv.name == "'uh-huh' over the bot":
             ok &= not clears
         if conv.name == "barge-in":

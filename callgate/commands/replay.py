@@ -3,8 +3,8 @@
 Accepts any WAV (converted to 8 kHz mono) or raw .ulaw. With --json: one JSON object per line, each
 with `event` and `t_ms` (audio time): beep, beep_end, speech_start, speech_end, amd, play_message,
 hangup, ..., and a final summary. `--workflow agent` adds the conversation's events: user_transcript,
-bot_turn_start, bot_turn_end, interruption (heard_text, dropped_ms), backchannel,
-false_interruption_resumed, latency; it replays in real time (its STT, LLM and TTS answer on the wall
+bot_turn_start, bot_turn_end, interruption (heard_text, dropped_ms), backchannel, noise_ignored,
+background_ignored, false_interruption_resumed, background_speech, user_turn_start, turn_end, latency; it replays in real time (its STT, LLM and TTS answer on the wall
 clock) and runs offline with no keys (pocketsphinx, the scripted dialog, the offline voice).
 """
 
