@@ -455,10 +455,7 @@ class GateAnalyzer:
                 self._learn(level, tilt, t1)
                 self._flag(t0, True)
             else:
-                if self._bg_start is None:
-                    self._bg_start = max(self._vad_onset, t0)
-                self._note_rejected(True)
-                self._learn_background(level, t1)
+                self._reject(t0, level)
             return events
         if level >= self._hold_db():
             self._last_caller_ms = t1
@@ -470,6 +467,14 @@ class GateAnalyzer:
             self._bg_start = t1
         self._note_rejected(False)
         return events
+
+    def _reject(self, t0: float, level: float) -> None:
+        """A closed-gate window not taken for the caller: background from here (if not already), and its
+        level teaches the background level."""
+        if self._bg_start is None:
+            self._bg_start = max(self._vad_onset, t0)
+        self._note_rejected(True)
+        self._learn_background(level, t0 + WIN_MS)
 
     def _claim_start(self, t0: float) -> float:
         """Where caller speech that opens the gate at window t0 began: the VAD onset, also over a short
@@ -499,10 +504,7 @@ class GateAnalyzer:
         events: list[GateEvent] = []
         if self._tentative is None:
             if score < need - self.p.tentative_db:
-                if self._bg_start is None:
-                    self._bg_start = max(self._vad_onset, t0)
-                self._note_rejected(True)
-                self._learn_background(level, t1)
+                self._reject(t0, level)
                 return events
             start = self._claim_start(t0)
             self._tentative, self._tent_t1, self._tent_hits, self._tent_windows = start, t1, 0, []

@@ -332,7 +332,7 @@ class InterruptionAnalyzer:
         if not self.tentative:
             return None
         self.tentative = False
-        if self.state != "candidate" or self.vad_seen:
+        if self.state != "candidate":  # an early-cue barge-in took over meanwhile
             return None
         return self._decide(Verdict.BACKGROUND, now_ms)
 
@@ -383,8 +383,8 @@ class InterruptionAnalyzer:
         # a continuer, or one or two words that do not take the floor (likely a misheard continuer)
         backchannel = bool(words) and not takes_floor(words, p.backchannel_max_words)
         if self.state == "candidate" and self.tentative:
-            pass  # the gate confirms or revokes its tentative opening within its own time limit
-        elif self.state == "candidate" and not self.vad_seen and self._cue_onset is None:
+            return None  # the gate confirms or revokes its tentative opening within its own time limit
+        if self.state == "candidate" and not self.vad_seen and self._cue_onset is None:
             if now_ms - self.onset_ms >= p.early_novad_ms:  # the cue said no and the VAD hears no speech
                 return self._decide(Verdict.NOISE, now_ms)
         elif self.state == "candidate":

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from processors.gate import WIN, WIN_MS, GateAnalyzer, GateParams
-from turn_eval.metrics import Summary, Tally, background_hits, gate_delay, score_call, summarize
+from turn_eval.metrics import (
+    Summary,
+    Tally,
+    background_hits,
+    format_two_stage,
+    gate_delay,
+    score_call,
+    summarize,
+)
 from turn_eval.runner import CallInputs, SystemRun, _speech_analyzer, gated_windows
 
 
@@ -120,10 +128,8 @@ def format_report(r: GateReport) -> str:
         missed = "-" if name == "plain_vad" else str(s.gate_missed_turns)
         lines.append(f"{name:10s} {100 * s.bg_started:28.1f} % ({n_bg}/{s.bg_segments}) {s.caller_lost_pct:9.2f} % "
                      f"{delayed:>22s} {mx:>9s} {missed:>17s}")
-        if s.confirm_delayed_starts is not None:
-            lines.append(f"{'':10s} two stages: {s.bg_paused}/{s.bg_segments} background segments only paused the bot "
-                         f"(tentative, revoked); confirmations > 100 ms after plain VAD: {s.confirm_delayed_starts} "
-                         f"(p90 {s.confirm_delay_p90_ms:.0f} ms)")
+        if (two := format_two_stage(s)) is not None:
+            lines.append(f"{'':10s} {two}")
     for name, axes in r.breakdown.items():
         lines.append(f"  {name}: " + "; ".join(f"{ax} {b}" for ax, b in axes.items()))
     return "\n".join(lines)

@@ -133,8 +133,9 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
             a, b = float(seg["start_ms"]), float(seg["end_ms"])
             tally.caller_ms += b - a
             tally.lost_ms += (b - a) - min(b - a, _covered(a, b, run.speech))
-    tally.bg_paused += background_pauses(labels, run)
-    for bg, hit in background_hits(labels, run):
+    hits = background_hits(labels, run)
+    tally.bg_paused += background_pauses(hits, run)
+    for bg, hit in hits:
         tally.bg_segments += 1
         tally.bg_started += hit
         bucket = tally.bg_by_level.setdefault(_level_bucket(float(bg["rel_db"])), [0, 0])
@@ -184,13 +185,22 @@ def background_hits(labels: dict[str, Any], run: SystemRun) -> list[tuple[dict[s
     return out
 
 
-def background_pauses(labels: dict[str, Any], run: SystemRun) -> int:
-    """Scored background segments that only paused the bot: a tentative opening in them (two-stage
-    gate) that was revoked, with no turn start or confirmed opening."""
+def background_pauses(hits: list[tuple[dict[str, Any], bool]], run: SystemRun) -> int:
+    """Of the scored background segments (`background_hits`), those that only paused the bot: a
+    tentative opening in them (two-stage gate) that was revoked, with no turn start or confirmed opening."""
     return sum(
-        1 for bg, hit in background_hits(labels, run)
+        1 for bg, hit in hits
         if not hit and any(float(bg["start_ms"]) <= em <= float(bg["end_ms"]) + 400 for em, _c in run.gate_tentatives)
     )
+
+
+def format_two_stage(s: Summary) -> str | None:
+    """The two-stage gate's own figures (None for a one-stage gate or a baseline)."""
+    if s.confirm_delayed_starts is None:
+        return None
+    return (f"two stages: {s.bg_paused}/{s.bg_segments} background segments only paused the bot (tentative, "
+            f"revoked); confirmations > 100 ms after plain VAD: {s.confirm_delayed_starts} "
+            f"(p90 {s.confirm_delay_p90_ms:.0f} ms)")
 
 @dataclass
 class Summary:

@@ -51,9 +51,8 @@ class SystemRun:
     gate_starts: list[tuple[float, float]] = field(default_factory=list)
     gate_ends: list[float] = field(default_factory=list)  # callgate: the gate's caller-speech ends
     # callgate, two-stage gate: tentative openings (emitted at, claimed start): the bot pauses, no turn
-    # starts; each is later confirmed (a gate start) or revoked (emitted at)
+    # starts; each is later confirmed (a gate start) or revoked
     gate_tentatives: list[tuple[float, float]] = field(default_factory=list)
-    gate_revoked: list[float] = field(default_factory=list)
 
 
 class CachedSmartTurn:
@@ -328,8 +327,6 @@ def gated_windows(
                 run.gate_starts.append((t1, g.t_ms))
             elif g.kind == "caller_tentative":
                 run.gate_tentatives.append((t1, g.t_ms))
-            elif g.kind == "caller_revoked":
-                run.gate_revoked.append(t1)
             elif g.kind == "caller_end":
                 run.gate_ends.append(g.t_ms)
         yield i, win, events, vad_end

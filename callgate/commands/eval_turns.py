@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         tune,
         write_preset,
     )
-    from turn_eval.metrics import format_table
+    from turn_eval.metrics import format_table, format_two_stage
     from turn_eval.runner import SYSTEMS
 
     if not args.dir.is_dir():
@@ -136,11 +136,8 @@ def run(args: argparse.Namespace) -> int:
         if r.gate_delay_max_ms is not None:
             line += (f"; turn starts the gate delayed > 100 ms: {r.gate_delayed_starts} (max delay "
                      f"{r.gate_delay_max_ms:.0f} ms); turns the gate never opened on: {r.gate_missed_turns}")
-        if r.confirm_delayed_starts is not None:
-            line += (f"\n  {'':16s} two stages (delays above: the tentative opening, when the bot pauses): "
-                     f"{r.bg_paused}/{r.bg_segments} background segments only paused the bot (revoked); "
-                     f"confirmations > 100 ms after plain VAD: {r.confirm_delayed_starts} "
-                     f"(p90 {r.confirm_delay_p90_ms:.0f} ms)")
+        if (two := format_two_stage(r)) is not None:
+            line += f"\n  {'':16s} {two} (the delays above: at the tentative opening, when the bot pauses)"
         print(line)
     if args.plot:
         print("\ntrade-off curve (setting: median delay ms, premature ends on paused turns):")
