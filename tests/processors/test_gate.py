@@ -392,21 +392,32 @@ def test_one_loud_background_syllable_opens_one_stage_but_two_stages_revoke_it()
     assert two.gate.baseline_db == pytest.approx(-20.0, abs=1.0)  # background never teaches the caller level
 
 
+def _decided_at(gate: GateAnalyzer, pcm: np.ndarray) -> list[tuple[int, str, float]]:
+    """Feed one VAD segment as _Feed does (the VAD reports it at its 3rd window, dated to the onset);
+    each event with the index of the window during which it was emitted."""
+    onset, out = gate._t_ms, []
+    for i in range(len(pcm) // WIN):
+        events = gate.process_window(pcm[i * WIN : (i + 1) * WIN])
+        if i == 2:
+            events += gate.vad_start(onset)
+        out += [(i, e.kind, e.t_ms - onset) for e in events]
+    return out
+
+
 def test_two_stages_react_at_once_to_a_soft_caller_start_and_confirm_it_from_its_onset() -> None:
     """The caller's first syllables 1.5 dB under the open threshold, then their usual level: the tentative
     opening comes at the VAD's report (dated back to the onset) and the confirmation keeps that start;
     the one-stage gate waits for the first loud window."""
     soft_start = [-29.5] * 6 + [-21.0] * 20
-    one = _learned_caller(GateParams(open_offset_db=8.0))
-    onset, _end = one.audio(_windows(soft_start, seed=2))
-    first_one = next(e for e in one.events if e.kind == "caller_start")
-    two = _learned_caller(GateParams(**TWO_STAGE))
-    onset2, _end = two.audio(_windows(soft_start, seed=2))
-    kinds = two.kinds()
-    assert kinds[:2] == ["caller_tentative", "caller_start"] and "caller_revoked" not in kinds
-    assert two.events[0].t_ms == pytest.approx(onset2) and two.events[1].t_ms == pytest.approx(onset2)
-    assert first_one.t_ms == pytest.approx(onset)  # dated back too, but decided only at window 7:
-    assert two.gate.window_is_caller(onset2 + 8 * WIN_MS)
+    one = _decided_at(_learned_caller(GateParams(open_offset_db=8.0)).gate, _windows(soft_start, seed=2))
+    assert [(i, k) for i, k, _t in one][:1] == [(6, "caller_start")]  # the first loud window
+    assert one[0][2] == pytest.approx(0.0)  # dated back to the onset too
+    two_gate = _learned_caller(GateParams(**TWO_STAGE)).gate
+    two = _decided_at(two_gate, _windows(soft_start, seed=2))
+    assert [(i, k) for i, k, _t in two][:2] == [(2, "caller_tentative"), (8, "caller_start")]  # VAD report; 3rd loud window
+    assert two[0][2] == pytest.approx(0.0) and two[1][2] == pytest.approx(0.0)
+    assert "caller_revoked" not in [k for _i, k, _t in two]
+    assert two_gate.window_is_caller(two_gate._t_ms - 10 * WIN_MS)
 
 
 def test_two_stage_decides_within_confirm_ms_and_at_the_vad_end() -> None:
