@@ -61,7 +61,7 @@ from callgate.settings import Settings, get_settings
 from callgate.store import CallStore, DbTokenStore, FallbackTokenStore
 from pipelines.actions import CallGoneError
 from pipelines.call import CallConfig
-from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow
+from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow, warm_up
 from pipelines.message import MessageCache
 from pipelines.twilio_amd import TWILIO_AMD_PARAMS, TwilioAmdFields
 from processors.amd import get_shared_model
@@ -226,6 +226,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(get_shared_model, settings.amd_model_path)
         except (OSError, ValueError) as e:
             logger.error(f"AMD model cannot be loaded: {e}")
+        try:  # the conversation's models too: the first call's greeting is not late by their loading
+            await asyncio.to_thread(warm_up, settings, state.messages)
+        except (OSError, ValueError, RuntimeError) as e:
+            logger.error(f"agent workflow cannot be built: {e}")
         if guard.open:
             logger.warning("control API open: dev mode without CALLGATE_API_KEYS (loopback only)")
         elif not settings.api_key_list:

@@ -15,6 +15,10 @@ that buffer's length and no `clear` is needed yet). Then the analyzer decides:
 A confirmed barge-in that afterwards turns out to be a backchannel or noise (short, no real words)
 resumes the bot's turn from the first word the caller did not hear (false-interruption recovery).
 
+A bot turn whose first audio comes while the caller is already talking (a slow greeting, a caller who
+speaks first) is treated as speech over the bot from the caller's own onset: it pauses at once, and the
+caller who goes on gets the floor; the bot never starts over them.
+
 Early cue (two-stage): the 20 ms frames from the caller's energy onset (a frame at the gate's open
 threshold, not Silero's start, which comes 100-400 ms into a line) go through a small audio-only
 classifier (`BargeCue`: log-mel shape and level contour of the first 200 ms -> a one-hidden-layer MLP,
@@ -250,6 +254,8 @@ class InterruptionAnalyzer:
     early: bool = False  # the current interruption was decided by the early cue
     vad_seen: bool = False  # the VAD reported speech since the current onset
     tentative: bool = False  # the current pause rests on the gate's tentative opening, not confirmed yet
+    caller_speaking: bool = False  # the caller's (gated) speech is going on, bot audio or not
+    caller_onset_ms: float = 0.0
     _cue_onset: float | None = None
     _cue_levels: list[float] = field(default_factory=list)
     _cue_mels: list[np.ndarray] = field(default_factory=list)
@@ -275,8 +281,17 @@ class InterruptionAnalyzer:
         """A pause or an interruption is being decided: caller transcripts are not a user turn yet."""
         return self.state in ("candidate", "ended")
 
-    def set_bot_speaking(self, speaking: bool) -> None:
+    def set_bot_speaking(self, speaking: bool, now_ms: float = 0.0) -> Decision | None:
+        """The player started or stopped feeding bot audio. A turn whose first audio comes while the
+        caller is already talking (a greeting that took long to synthesize, a caller who talks first)
+        does not start over them: it pauses at once and is decided like speech that began over it."""
+        starting = speaking and not self.bot_speaking
         self.bot_speaking = speaking
+        if not (starting and self.caller_speaking and self.state == "idle"):
+            return None
+        self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", self.caller_onset_ms, None, "", []
+        self.got_final, self.early, self.vad_seen, self.tentative = False, False, True, False
+        return self._decide(Verdict.PAUSE, now_ms)
 
     def audio(self, pcm: np.ndarray, t0_ms: float) -> Decision | None:
         """One 20 ms frame of caller audio starting at t0_ms: the early cue's onset and look."""
@@ -338,6 +353,9 @@ class InterruptionAnalyzer:
 
     def speech_start(self, t_ms: float, now_ms: float) -> Decision | None:
         self.tentative = False  # (the gate's confirmation, in its filter mode)
+        caller = self.gate is None or self.gate.is_caller_speech(t_ms, now_ms)
+        if caller:
+            self.caller_speaking, self.caller_onset_ms = True, t_ms
         if self.state == "interrupted":
             self.vad_seen = True
             if self.end_ms is not None:
@@ -345,15 +363,14 @@ class InterruptionAnalyzer:
             return None
         if self.state == "candidate":
             self.vad_seen = True  # the early cue paused the bot already
-        if not self.bot_speaking or self.state != "idle":
-            return None
-        if self.gate is not None and not self.gate.is_caller_speech(t_ms, now_ms):
+        if not self.bot_speaking or self.state != "idle" or not caller:
             return None
         self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", t_ms, None, "", []
         self.got_final, self.early, self.vad_seen = False, False, True
         return self._decide(Verdict.PAUSE, now_ms)
 
     def speech_end(self, t_ms: float, now_ms: float) -> Decision | None:
+        self.caller_speaking = False
         if self.state == "candidate":
             self.state, self.end_ms = "ended", t_ms
         elif self.state == "interrupted":
@@ -439,7 +456,7 @@ class InterruptionProcessor(FrameProcessor):
         a = self.analyzer
         decision: Decision | None = None
         if isinstance(frame, BotPlaybackFrame):
-            a.set_bot_speaking(frame.speaking)
+            decision = a.set_bot_speaking(frame.speaking, self.t_ms)
         elif isinstance(frame, InputAudioRawFrame):
             self._samples += len(frame.audio) // 2
             await self.push_frame(frame, direction)

@@ -3,19 +3,23 @@ offline voice), the conversation's events, and a barge-in over the bot's greetin
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from callgate.audio import save_wav, to_int16
 from callgate.cli import main
 from callgate.synth import concat, silence, speech, telephone_channel
+from pipelines.services import offline_tts
 
 
 def test_replay_agent_offline_prints_conversation_events(tmp_path, capsys, monkeypatch):
     for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
-    # The agent greets first (inbound, amd off); the caller cuts in 2 s into the greeting, then waits.
-    caller = concat(silence(2.0), speech("Stop, stop, I need to change my appointment please.", voice="en-us+m3"))
+    # The agent greets first (inbound, amd off); the caller cuts in 3.5 s into the call, then waits. The
+    # replay runs on the wall clock: 3.5 s leaves the greeting's first word room on a loaded machine
+    # (cut in before any word is heard and the context rightly keeps nothing: the test below).
+    caller = concat(silence(3.5), speech("Stop, stop, I need to change my appointment please.", voice="en-us+m3"))
     wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(7.0)))))
     rc = main(["replay", str(wav), "--workflow", "agent", "--amd", "off", "--json", "--tail", "0"])
     assert rc == 0
@@ -32,3 +36,34 @@ def test_replay_agent_offline_prints_conversation_events(tmp_path, capsys, monke
     assert heard and heard == said[: len(heard)] and len(heard) < len(said) and inter["dropped_ms"] > 0
     assert first_bot["interrupted"] and first_bot["heard"] == inter["heard_text"]
     assert any(t["role"] == "caller" for t in summary["transcript"])
+
+
+def test_replay_agent_a_late_greeting_does_not_start_over_a_caller_who_is_talking(tmp_path, capsys, monkeypatch):
+    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
+    # The greeting's synthesis is slow (a cold voice, a slow vendor): it is ready 3 s into the call, while
+    # the caller (who spoke first, from 1 s to about 4 s) is still talking.
+    synthesize, calls = offline_tts.LocalVoice.asynthesize, []
+
+    async def slow_first(self, text):
+        calls.append(text)
+        if len(calls) == 1:
+            await asyncio.sleep(3.0)
+        return await synthesize(self, text)
+
+    monkeypatch.setattr(offline_tts.LocalVoice, "asynthesize", slow_first)
+    caller = concat(silence(1.0), speech("Hello, yes, I am calling about my appointment on Friday.", voice="en-us+m3"))
+    wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(6.0)))))
+    assert main(["replay", str(wav), "--workflow", "agent", "--amd", "off", "--json", "--tail", "0"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    first = lambda kind: next(e for e in events if e["event"] == kind)  # noqa: E731
+    talk_start, bot_start, barge = first("user_turn_start"), first("bot_turn_start"), first("barge_in")
+    assert talk_start["t_ms"] < bot_start["t_ms"] < first("speech_end")["t_ms"]  # the greeting came mid-speech
+    # it yielded at once to the speech already going on (dated from the caller's onset, not the bot's start)
+    assert barge["onset_ms"] < bot_start["t_ms"] and barge["t_ms"] - bot_start["t_ms"] <= 400
+    summary = events[-1]
+    greeting = next(t for t in summary["transcript"] if t["role"] == "bot")
+    assert greeting["interrupted"] and greeting["heard"] == ""
+    # the caller's turn is answered
+    assert any(e["event"] == "bot_turn_start" and e["turn"] == 2 for e in events)

@@ -283,3 +283,40 @@ async def test_words_that_make_a_barge_in_follow_the_barge_in_frame_downstream()
     down, _ = await run_test(InterruptionProcessor(), frames_to_send=frames)
     kinds = [type(f) for f in down if isinstance(f, BargeInFrame | TranscriptionFrame)]
     assert kinds == [BargeInFrame, TranscriptionFrame], kinds
+
+
+def test_a_bot_turn_whose_audio_starts_while_the_caller_talks_pauses_and_yields_to_them():
+    """A greeting that took long to synthesize does not start over a caller who is already talking."""
+    a = InterruptionAnalyzer(InterruptionParams(barge_in_min_ms=1200))
+    assert a.speech_start(1000, 1100) is None  # the bot is silent: an ordinary user turn, no decision
+    d = a.set_bot_speaking(True, 1600)
+    assert d and d.verdict is Verdict.PAUSE and d.onset_ms == 1000 and d.t_ms == 1600
+    d = run_ticks(a, 1620, 3000)  # the caller's speech is dated from its own onset, not the bot's start
+    assert d and d.verdict is Verdict.BARGE_IN and d.t_ms == pytest.approx(2200, abs=20)
+
+
+def test_a_bot_turn_that_starts_during_a_short_continuer_resumes_once_it_ends():
+    a = InterruptionAnalyzer(InterruptionParams())
+    a.speech_start(1000, 1100)
+    assert a.set_bot_speaking(True, 1200).verdict is Verdict.PAUSE
+    a.speech_end(1300, 1400)
+    d = a.transcript("uh-huh", True, 1500)
+    assert d and d.verdict is Verdict.BACKCHANNEL
+
+
+def test_a_bot_turn_after_the_caller_stopped_starts_normally():
+    a = InterruptionAnalyzer(InterruptionParams())
+    a.speech_start(1000, 1100)
+    a.speech_end(1800, 1900)
+    assert a.set_bot_speaking(True, 2500) is None and a.state == "idle"
+    assert a.set_bot_speaking(True, 2600) is None  # already speaking: not a new start
+
+
+def test_background_speech_the_gate_rejects_does_not_hold_a_starting_bot_turn():
+    class NotCaller:
+        def is_caller_speech(self, onset_ms: float, now_ms: float) -> bool:
+            return False
+
+    a = InterruptionAnalyzer(InterruptionParams(), gate=NotCaller())
+    a.speech_start(1000, 1100)
+    assert a.set_bot_speaking(True, 1200) is None and a.state == "idle"
