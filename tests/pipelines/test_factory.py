@@ -14,3 +14,19 @@ def test_warm_up_loads_the_conversation_models_every_call_shares(tmp_path):
     shipped_cue.cache_clear()
     warm_up(get_settings(), MessageCache(tmp_path))
     assert shared_text_model.cache_info().currsize == 1 and shipped_cue.cache_info().currsize == 1
+
+
+def test_warm_up_builds_whichever_agent_the_folder_has_and_skips_an_empty_one(tmp_path, monkeypatch):
+    example = get_settings().agents_dir / "example.toml"
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    monkeypatch.setenv("AGENTS_DIR", str(folder))
+    get_settings.cache_clear()
+    try:
+        warm_up(get_settings(), MessageCache(tmp_path))  # nothing to build: no error
+        (folder / "front_desk.toml").write_text(example.read_text())
+        shipped_cue.cache_clear()
+        warm_up(get_settings(), MessageCache(tmp_path))
+        assert shipped_cue.cache_info().currsize == 1
+    finally:
+        get_settings.cache_clear()
