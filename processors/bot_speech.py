@@ -400,7 +400,10 @@ class PlayoutLedger:
         dropped_here = sum(len(i) / 2 / SAMPLES_PER_MS for k, i in self.queue if k == "audio")
         for t in self.turns.values():
             unfinished = not t.resolved or any(not m.played for m in t.marks)
-            if t.interrupted_at_ms is None and t.marks and unfinished:
+            # a turn whose first audio went out before any of its word marks (cleared at once: it began while
+            # the caller was talking) is interrupted too, with nothing heard
+            fresh = not t.words() and t.first_release_ms is not None and not t.reply_done
+            if t.interrupted_at_ms is None and ((t.marks and unfinished) or fresh):
                 t.interrupted_at_ms = now_ms
                 t.dropped_ms = dropped_twilio + dropped_here
                 t.server_clock_words = [w for s, w in t.pipecat_starts if s <= now_ms]

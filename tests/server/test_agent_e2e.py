@@ -215,3 +215,39 @@ async def test_a_line_said_into_a_pause_of_the_greeting_is_heard_once_as_the_cal
     # each line was answered by its own reply: the LLM saw the lines one by one, in order
     users = [[m["content"] for m in r["messages"] if m["role"] == "user"] for r in oa.requests]
     assert users == [lines[:1], lines], users
+
+
+async def test_a_slow_greeting_does_not_start_over_a_caller_who_talks_first(server_factory, tmp_path):
+    """Cartesia's first audio takes 1.5 s; the caller starts talking at 0.3 s and goes on for ~3 s. The
+    greeting must not play over them: it pauses at its first frame and yields (nothing of it heard), and
+    the caller's words are answered, with the greeting kept in the context as unheard."""
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
+    line = "Hello, I am calling because I need to change my appointment on Friday morning please."
+    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
+    oa = OpenAIStandIn(first_token_ms=100).start()
+    ct = CartesiaStandIn(first_audio_ms=1500, realtime_factor=4.0).start()
+    try:
+        dg.say(line)
+        oa.script(Reply(text="Sure, which day would suit you better?"))
+        script = parse_script({"voice": "en-us+m3", "tail_ms": 3000,
+                               "step": [{"say": line, "after": "start", "at_ms": 300}]})
+        server, report = await scripted_agent_call(server_factory, tmp_path, (dg, oa, ct), script)
+    finally:
+        for v in (dg, oa, ct):
+            v.stop()
+    assert report.ok, report.summary
+    said = report.of("caller_line")[0]
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    record = server.state.finished[sid]
+    events = record.events
+    first_audio = next(e for e in events if e["event"] == "bot_turn_start")
+    assert said["start_ms"] < first_audio["t_ms"] < said["end_ms"]  # the greeting came while they talked
+    barge = next(e for e in events if e["event"] == "barge_in")
+    assert barge["t_ms"] - first_audio["t_ms"] <= 400  # it yielded at once
+    clears = report.of("clear")
+    assert clears and clears[0]["played_words"] == []  # the phone played none of its words
+    bots = [t for t in record.transcript if t["role"] == "bot"]
+    assert bots[0]["interrupted"] and bots[0]["heard"] == ""
+    assert len(bots) >= 2 and not bots[1]["interrupted"]  # the caller was answered
