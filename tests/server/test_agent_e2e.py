@@ -251,3 +251,5 @@ async def test_a_slow_greeting_does_not_start_over_a_caller_who_talks_first(serv
     bots = [t for t in record.transcript if t["role"] == "bot"]
     assert bots[0]["interrupted"] and bots[0]["heard"] == ""
     assert len(bots) >= 2 and not bots[1]["interrupted"]  # the caller was answered
+    # ... by an LLM that was not told it had greeted them (they never heard it)
+    assert oa.requests and not [m for m in oa.requests[-1]["messages"] if m["role"] == "assistant"]
