@@ -17,7 +17,8 @@ resumes the bot's turn from the first word the caller did not hear (false-interr
 
 A bot turn whose first audio comes while the caller is already talking (a slow greeting, a caller who
 speaks first) is treated as speech over the bot from the caller's own onset: it pauses at once, and the
-caller who goes on gets the floor; the bot never starts over them.
+caller who goes on gets the floor; the bot never starts over them. A lone "Hello?" that meets the
+start of a bot turn is the caller's opening, which that turn answers: it resumes (`OPENERS`).
 
 Early cue (two-stage): the 20 ms frames from the caller's energy onset (a frame at the gate's open
 threshold, not Silero's start, which comes 100-400 ms into a line) go through a small audio-only
@@ -85,12 +86,21 @@ FLOOR_WORDS = frozenset(
 )
 
 
-def takes_floor(text: str, max_words: int = 2) -> bool:
-    """Words that claim the turn: more than `max_words`, or a floor word, and not a pure continuer."""
+# Said as the bot's turn begins ("Hello?" as the greeting starts), these are the caller's own opening,
+# which the turn answers: they do not take the floor from it.
+OPENERS = frozenset({"hello", "hi", "hey", "yes", "yeah", "hallo", "hiya"})
+
+
+def takes_floor(text: str, max_words: int = 2, *, openers: bool = False) -> bool:
+    """Words that claim the turn: more than `max_words`, or a floor word, and not a pure continuer.
+    `openers`: the speech began with the bot's turn, so a lone greeting word does not count."""
     if is_backchannel(text, max_words):
         return False
     tokens = normalize(text).replace("-", " ").split()
-    return len(tokens) > max_words or any(t.strip("'") in FLOOR_WORDS for t in tokens)
+    floor = FLOOR_WORDS - OPENERS if openers else FLOOR_WORDS
+    if openers and tokens and all(t.strip("'") in OPENERS for t in tokens):
+        return False
+    return len(tokens) > max_words or any(t.strip("'") in floor for t in tokens)
 
 
 class CallerSpeechGate(Protocol):
@@ -224,6 +234,7 @@ class InterruptionParams:
     early_false_ms: float = 600.0  # an early barge-in with no VAD speech by then was a noise: resume
     early_novad_ms: float = 450.0  # an early pause the cue did not confirm and the VAD never did: resume
     early_rearm_ms: float = 300.0  # quiet needed after one early look before the next
+    opener_overlap_ms: float = 300.0  # speech that began before the bot's turn or this soon into it: an opener
 
 
 @dataclass
@@ -256,6 +267,7 @@ class InterruptionAnalyzer:
     tentative: bool = False  # the current pause rests on the gate's tentative opening, not confirmed yet
     caller_speaking: bool = False  # the caller's (gated) speech is going on, bot audio or not
     caller_onset_ms: float = 0.0
+    bot_start_ms: float | None = None  # when the bot's current stretch of audio began
     _cue_onset: float | None = None
     _cue_levels: list[float] = field(default_factory=list)
     _cue_mels: list[np.ndarray] = field(default_factory=list)
@@ -287,6 +299,8 @@ class InterruptionAnalyzer:
         does not start over them: it pauses at once and is decided like speech that began over it."""
         starting = speaking and not self.bot_speaking
         self.bot_speaking = speaking
+        if starting:
+            self.bot_start_ms = now_ms
         if not (starting and self.caller_speaking and self.state == "idle"):
             return None
         self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", self.caller_onset_ms, None, "", []
@@ -327,6 +341,8 @@ class InterruptionAnalyzer:
         caller_level = self.level_gate is None or max(self._cue_levels) >= self.level_gate.open_threshold_db(t0_ms)
         if p < self.params.early_threshold or not caller_level or self.state not in ("idle", "candidate"):
             return None
+        if self._opener(self.onset_ms if self.state == "candidate" else onset):
+            return None  # it met the start of the bot's turn: a "Hello?" may be the caller's opening; words decide
         if self.state == "idle":
             self.onset_ms, self.end_ms, self.text, self.finals, self.got_final = onset, None, "", [], False
             self.vad_seen = False
@@ -390,7 +406,7 @@ class InterruptionAnalyzer:
         words = self.heard_text
         if self.tentative:  # words in a tentative opening may be the TV's: the gate decides first
             return None
-        if self.state in ("candidate", "ended") and words and takes_floor(words, self.params.backchannel_max_words):
+        if self.state in ("candidate", "ended") and words and self._takes_floor(words):
             return self._decide(Verdict.BARGE_IN, now_ms)
         return self.tick(now_ms)
 
@@ -398,7 +414,7 @@ class InterruptionAnalyzer:
         p = self.params
         words = self.heard_text
         # a continuer, or one or two words that do not take the floor (likely a misheard continuer)
-        backchannel = bool(words) and not takes_floor(words, p.backchannel_max_words)
+        backchannel = bool(words) and not self._takes_floor(words)
         if self.state == "candidate" and self.tentative:
             return None  # the gate confirms or revokes its tentative opening within its own time limit
         if self.state == "candidate" and not self.vad_seen and self._cue_onset is None:
@@ -427,6 +443,16 @@ class InterruptionAnalyzer:
             if short and now_ms - self.end_ms >= p.transcript_wait_ms and (not words or backchannel):
                 return self._decide(Verdict.FALSE_INTERRUPTION, now_ms)
         return None
+
+    def _takes_floor(self, words: str) -> bool:
+        """`takes_floor`, where a caller's "Hello?" that met the start of the bot's turn is their opening
+        (the turn, a greeting most often, answers it: it resumes instead of yielding)."""
+        return takes_floor(words, self.params.backchannel_max_words, openers=self._opener(self.onset_ms))
+
+    def _opener(self, onset_ms: float) -> bool:
+        """Speech from `onset_ms` began before the bot's turn or within `opener_overlap_ms` of its start."""
+        start = self.bot_start_ms
+        return start is not None and onset_ms <= start + self.params.opener_overlap_ms
 
     def turn_taken(self) -> None:
         """The workflow made the caller's speech a user turn: the interruption is over."""

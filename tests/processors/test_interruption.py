@@ -320,3 +320,38 @@ def test_background_speech_the_gate_rejects_does_not_hold_a_starting_bot_turn():
     a = InterruptionAnalyzer(InterruptionParams(), gate=NotCaller())
     a.speech_start(1000, 1100)
     assert a.set_bot_speaking(True, 1200) is None and a.state == "idle"
+
+
+def test_a_hello_that_meets_the_start_of_the_bots_turn_is_the_callers_opening_not_a_barge_in():
+    a = InterruptionAnalyzer(InterruptionParams())
+    a.speech_start(1000, 1100)  # "Hello?" ...
+    assert a.set_bot_speaking(True, 1150).verdict is Verdict.PAUSE  # ... as the greeting begins
+    a.speech_end(1400, 1500)
+    d = a.transcript("Hello?", True, 1600)
+    assert d and d.verdict is Verdict.BACKCHANNEL  # the greeting answers it: resume, no clear
+
+
+def test_hello_later_in_the_bots_turn_still_takes_the_floor():
+    a = InterruptionAnalyzer(InterruptionParams())
+    a.set_bot_speaking(True, 1000)
+    a.speech_start(3000, 3100)
+    d = a.transcript("hello?", False, 3300)
+    assert d and d.verdict is Verdict.BARGE_IN
+
+
+def test_an_opener_with_more_words_takes_the_floor_from_the_greeting():
+    a = InterruptionAnalyzer(InterruptionParams())
+    a.speech_start(1000, 1100)
+    a.set_bot_speaking(True, 1150)
+    d = a.transcript("hello I need to cancel", False, 1700)
+    assert d and d.verdict is Verdict.BARGE_IN
+
+
+@pytest.mark.parametrize(("text", "openers", "floor"), [
+    ("hello", False, True), ("hello", True, False), ("hi there", True, False), ("hey wait", True, True),
+    ("yeah", True, False), ("no", True, True),
+])
+def test_takes_floor_lets_greeting_words_pass_only_as_an_opening(text, openers, floor):
+    from processors.interruption import takes_floor
+
+    assert takes_floor(text, openers=openers) is floor

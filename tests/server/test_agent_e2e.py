@@ -253,3 +253,32 @@ async def test_a_slow_greeting_does_not_start_over_a_caller_who_talks_first(serv
     assert len(bots) >= 2 and not bots[1]["interrupted"]  # the caller was answered
     # ... by an LLM that was not told it had greeted them (they never heard it)
     assert oa.requests and not [m for m in oa.requests[-1]["messages"] if m["role"] == "assistant"]
+
+
+async def test_a_hello_said_as_the_greeting_starts_is_answered_by_the_greeting(server_factory, tmp_path):
+    """Both sides open at once: the caller's "Hello?" meets the greeting's first audio. The greeting pauses
+    for it and goes on, no `clear`; the "Hello?" is not a turn of its own (the greeting answers it)."""
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
+    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
+    oa = OpenAIStandIn(first_token_ms=100).start()
+    ct = CartesiaStandIn(first_audio_ms=600, realtime_factor=4.0).start()
+    try:
+        dg.say("Hello?")
+        script = parse_script({"voice": "en-us+f2", "tail_ms": 3000,
+                               "step": [{"say": "Hello?", "after": "start", "at_ms": 800}]})
+        server, report = await scripted_agent_call(server_factory, tmp_path, (dg, oa, ct), script)
+    finally:
+        for v in (dg, oa, ct):
+            v.stop()
+    assert report.ok, report.summary
+    said = report.of("caller_line")[0]
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    record = server.state.finished[sid]
+    first_audio = next(e for e in record.events if e["event"] == "bot_turn_start")
+    assert said["start_ms"] - 300 <= first_audio["t_ms"] <= said["end_ms"], (said, first_audio)  # they met
+    assert not report.of("clear")
+    bots = [t for t in record.transcript if t["role"] == "bot"]
+    assert not bots[0]["interrupted"] and bots[0]["heard"] == bots[0]["text"]
+    assert not [t for t in record.transcript if t["role"] == "caller"] and not oa.requests
