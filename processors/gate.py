@@ -177,6 +177,7 @@ class GateParams:
     tentative_db: float = 0.0
     confirm_windows: int = 1
     confirm_extra_db: float = 0.0
+    confirm_quiet_db: float = 0.0  # while no background level is known, confirming needs this much more
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
@@ -511,7 +512,8 @@ class GateAnalyzer:
             events.append(GateEvent("caller_tentative", start))
         self._tent_windows.append((t0, level, tilt))
         self._note_rejected(False)
-        if self._score(level, tilt, t0) >= need + self.p.confirm_extra_db:  # this window's level (+ pitch cue)
+        extra = self.p.confirm_extra_db + (self.p.confirm_quiet_db if self._bg_level is None else 0.0)
+        if self._score(level, tilt, t0) >= need + extra:  # this window's level (+ pitch cue)
             self._tent_hits += 1
         if self._tent_hits >= self.p.confirm_windows:
             start, self._tentative = self._tentative, None

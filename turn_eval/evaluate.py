@@ -222,6 +222,7 @@ GATE_SPACE = {
     "lookback_ms": (200.0, 1200.0), "media_on_frac": (0.1, 0.6),
     # the two-stage opening (confirm_ms 0 = one stage; confirm_windows is rounded down)
     "confirm_ms": (0.0, 900.0), "tentative_db": (0.0, 5.0), "confirm_windows": (1.0, 4.99), "confirm_extra_db": (-3.0, 2.0),
+    "confirm_quiet_db": (0.0, 4.0),
 }
 ENDPOINT_SPACE = {
     "audio_weight": (0.0, 1.5), "text_weight": (0.3, 2.0), "combine_bias": (-2.0, 2.0), "p_high": (0.5, 0.98),

@@ -452,3 +452,19 @@ async def test_processor_pushes_the_tentative_and_revoked_frames() -> None:
     assert kinds == [CallerSpeechTentativeFrame, CallerSpeechRevokedFrame]  # no user turn, no VAD start passed on
     bg = [f for f in down if isinstance(f, BackgroundSpeechFrame)]
     assert len(bg) == 1 and bg[0].start_ms == pytest.approx(t + 200.0, abs=WIN_MS) and bg[0].end_ms == pytest.approx(end_ms)
+
+
+def test_confirm_quiet_db_asks_more_of_a_confirmation_only_until_a_background_level_is_learned() -> None:
+    """Speech 1 dB over the open threshold: two stages confirm it; with confirm_quiet_db 3 they revoke it
+    while no background level is known, and confirm it again once one is."""
+    seg = _windows([-27.0] * 12, seed=5)
+    plain = _learned_caller(GateParams(**TWO_STAGE))
+    plain.audio(seg)
+    assert plain.kinds()[:2] == ["caller_tentative", "caller_start"]
+    strict = _learned_caller(GateParams(**TWO_STAGE, confirm_quiet_db=3.0))
+    strict.audio(seg)
+    assert strict.gate.background_db is None and strict.kinds()[:2] == ["caller_tentative", "caller_revoked"]
+    strict.gate._bg_level = -34.0  # a background level learned meanwhile
+    strict.events.clear()
+    strict.audio(seg)
+    assert strict.kinds()[:2] == ["caller_tentative", "caller_start"]
