@@ -1,6 +1,7 @@
 """The background-speech gate alone, beside plain VAD, on a labelled turn set (fast: no endpointer).
 
     python -m turn_eval.gate_eval turn_eval/data/real/test [--params '{"open_offset_db": 5}']
+    python -m turn_eval.gate_eval turn_eval/data/real_big/dev --tune 40   # search the two-stage numbers
 
 Both systems run on the production VAD state machine (processors.speech.SpeechAnalyzer, replaying the
 Silero confidences cached by `callgate eval-turns`):
@@ -197,6 +198,46 @@ def explain(calls: list[CallInputs], gate_params: GateParams, vad_params: dict[s
     return lines
 
 
+# What `--tune` searches by default (the two-stage opening) and what it minimizes: background segments
+# let in, plus starts delayed > 100 ms (x2), turns never opened on (x20), background pauses (x0.1), and
+# caller speech lost beyond 3.2 % (x10 per point).
+TUNE_SPACE = {"confirm_quiet_db": (0.0, 4.0), "confirm_windows": (1.0, 4.99), "confirm_ms": (500.0, 1300.0),
+              "confirm_extra_db": (-3.0, 1.0), "tentative_db": (2.0, 5.5)}
+
+
+def tune_objective(s: Summary) -> float:
+    hits = s.bg_started * s.bg_segments
+    lost = max(0.0, s.caller_lost_pct - 3.2)
+    return hits + 2 * s.gate_delayed_starts + 20 * s.gate_missed_turns + 0.1 * (s.bg_paused or 0) + 10 * lost
+
+
+def tune_gate(calls: list[CallInputs], base: GateParams, vad_params: dict[str, float], trials: int,
+              space: dict[str, tuple[float, float]] = TUNE_SPACE, seed: int = 1) -> tuple[GateParams, list[str]]:
+    """Optuna TPE over `space` from `base` (tried first); returns the best parameters and a line per trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    g0 = base.to_dict()
+    study.enqueue_trial({k: g0[k] for k in space})
+    lines: list[str] = []
+
+    def params(trial: optuna.Trial) -> GateParams:
+        return GateParams.from_dict({**g0, **{k: trial.suggest_float(k, lo, hi) for k, (lo, hi) in space.items()}})
+
+    def run(trial: optuna.Trial) -> float:
+        s = evaluate_gate(calls, params(trial), vad_params).summaries["gate"]
+        v = tune_objective(s)
+        lines.append(f"trial {trial.number}: objective {v:.1f}, background {s.bg_started * s.bg_segments:.0f}/"
+                     f"{s.bg_segments}, delayed {s.gate_delayed_starts}, missed {s.gate_missed_turns}, paused "
+                     f"{s.bg_paused}, lost {s.caller_lost_pct:.2f} % {json.dumps(trial.params)}")
+        print(lines[-1], flush=True)
+        return v
+
+    study.optimize(run, n_trials=trials)
+    return params(study.best_trial), lines
+
+
 def main() -> None:
     from loguru import logger
 
@@ -211,12 +252,18 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--explain", action="store_true",
                    help="also list each background segment the gate opened on and each delayed start, with its state")
+    p.add_argument("--tune", type=int, default=0, metavar="N",
+                   help="search the two-stage numbers (TUNE_SPACE) for N trials on this set; print the best")
     args = p.parse_args()
     preset = load_listen_preset(args.workflow)
     gp = preset.gate
     if args.params:
         gp = GateParams.from_dict({**gp.to_dict(), **json.loads(args.params)})
     calls = load_set(args.folder)
+    if args.tune:
+        best, _lines = tune_gate(calls, gp, preset.vad, args.tune)
+        print("best:", json.dumps({k: getattr(best, k) for k in TUNE_SPACE}))
+        gp = best
     report = evaluate_gate(calls, gp, preset.vad)
     lines = explain(calls, gp, preset.vad) if args.explain else []
     if args.json:

@@ -150,3 +150,18 @@ def test_explain_lists_the_background_the_gate_let_in_and_the_caller_start_it_mi
     assert any(ln.startswith("c.wav caller turn 1") and "never opened" in ln for ln in lines)
     assert not any("caller turn 0" in ln for ln in lines)  # the first turn opened at once
     assert lines[-1] == "background segments opened on: 1, 1 of them before any background level was learned"
+
+
+def test_tune_tries_the_base_first_and_returns_the_best_trials_parameters(tmp_path) -> None:
+    from turn_eval.gate_eval import TUNE_SPACE, tune_gate, tune_objective
+
+    build_set(tmp_path, "test", 1, seed=9)
+    data = load_labels(tmp_path)
+    calls = [load_call(tmp_path, n, lab) for n, lab in data["files"].items()]
+    base = GateParams(confirm_ms=870.0, tentative_db=3.0, confirm_windows=2)
+    best, lines = tune_gate(calls, base, {}, trials=3)
+    assert len(lines) == 3 and lines[0].startswith("trial 0:")
+    assert '"confirm_ms": 870.0' in lines[0]  # the base is trial 0
+    scores = [float(line.split("objective ")[1].split(",")[0]) for line in lines]
+    assert tune_objective(evaluate_gate(calls, best, {}).summaries["gate"]) == pytest.approx(min(scores), abs=0.06)
+    assert all(lo <= getattr(best, k) <= hi for k, (lo, hi) in TUNE_SPACE.items())
