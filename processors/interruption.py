@@ -135,7 +135,8 @@ def is_backchannel(text: str, max_words: int = 2) -> bool:
     return True
 
 
-def _mel_bank(n_fft: int = 256, bands: int = 12, lo_hz: float = 100.0, hi_hz: float = 3800.0) -> np.ndarray:
+def mel_bank(n_fft: int = 256, bands: int = 12, lo_hz: float = 100.0, hi_hz: float = 3800.0) -> np.ndarray:
+    """Triangular mel filters over an 8 kHz rFFT of `n_fft` points (bands x bins)."""
     freq = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
     mel = np.linspace(2595 * np.log10(1 + lo_hz / 700), 2595 * np.log10(1 + hi_hz / 700), bands + 2)
     hz = 700 * (10 ** (mel / 2595) - 1)
@@ -146,7 +147,7 @@ def _mel_bank(n_fft: int = 256, bands: int = 12, lo_hz: float = 100.0, hi_hz: fl
     return fb
 
 
-_MEL = _mel_bank()
+_MEL = mel_bank()
 _HANN = np.hanning(CUE_FRAME).astype(np.float32)
 
 

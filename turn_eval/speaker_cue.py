@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from processors.gate import WIN, WIN_MS, GateAnalyzer, GateEvent, GateParams
+from processors.interruption import mel_bank
 from turn_eval.features import auc
 from turn_eval.gate_cues import _label
 from turn_eval.runner import _speech_analyzer
@@ -31,18 +32,7 @@ MIN_ENROL = 30
 HORIZONS_MS = (200, 400, 870, None)  # None: up to the gate's own decision
 
 
-def _mel_bank(bands: int = 24, lo_hz: float = 100.0, hi_hz: float = 3800.0, rate: int = 8000) -> np.ndarray:
-    freq = np.fft.rfftfreq(WIN, 1 / rate)
-    mel = np.linspace(2595 * np.log10(1 + lo_hz / 700), 2595 * np.log10(1 + hi_hz / 700), bands + 2)
-    hz = 700 * (10 ** (mel / 2595) - 1)
-    fb = np.zeros((bands, len(freq)), np.float32)
-    for i in range(bands):
-        lo, c, hi = hz[i], hz[i + 1], hz[i + 2]
-        fb[i] = np.clip(np.minimum((freq - lo) / (c - lo), (hi - freq) / (hi - c)), 0, None)
-    return fb
-
-
-_FB = _mel_bank()
+_FB = mel_bank(WIN, bands=24)
 _HANN = np.hanning(WIN).astype(np.float32)
 _K = np.arange(_FB.shape[0])
 _DCT = np.cos(np.pi / _FB.shape[0] * (_K[None, :] + 0.5) * np.arange(1, N_MFCC + 1)[:, None])  # c1..c12

@@ -295,15 +295,6 @@ def test_a_bot_turn_whose_audio_starts_while_the_caller_talks_pauses_and_yields_
     assert d and d.verdict is Verdict.BARGE_IN and d.t_ms == pytest.approx(2200, abs=20)
 
 
-def test_a_bot_turn_that_starts_during_a_short_continuer_resumes_once_it_ends():
-    a = InterruptionAnalyzer(InterruptionParams())
-    a.speech_start(1000, 1100)
-    assert a.set_bot_speaking(True, 1200).verdict is Verdict.PAUSE
-    a.speech_end(1300, 1400)
-    d = a.transcript("uh-huh", True, 1500)
-    assert d and d.verdict is Verdict.BACKCHANNEL
-
-
 def test_a_bot_turn_after_the_caller_stopped_starts_normally():
     a = InterruptionAnalyzer(InterruptionParams())
     a.speech_start(1000, 1100)
@@ -322,13 +313,15 @@ def test_background_speech_the_gate_rejects_does_not_hold_a_starting_bot_turn():
     assert a.set_bot_speaking(True, 1200) is None and a.state == "idle"
 
 
-def test_a_hello_that_meets_the_start_of_the_bots_turn_is_the_callers_opening_not_a_barge_in():
+@pytest.mark.parametrize("words", ["uh-huh", "Hello?"])
+def test_a_bot_turn_that_starts_during_a_continuer_or_a_hello_resumes_once_it_ends(words):
+    """A "Hello?" that meets the greeting's start is the caller's opening, which the greeting answers."""
     a = InterruptionAnalyzer(InterruptionParams())
-    a.speech_start(1000, 1100)  # "Hello?" ...
-    assert a.set_bot_speaking(True, 1150).verdict is Verdict.PAUSE  # ... as the greeting begins
+    a.speech_start(1000, 1100)
+    assert a.set_bot_speaking(True, 1150).verdict is Verdict.PAUSE
     a.speech_end(1400, 1500)
-    d = a.transcript("Hello?", True, 1600)
-    assert d and d.verdict is Verdict.BACKCHANNEL  # the greeting answers it: resume, no clear
+    d = a.transcript(words, True, 1600)
+    assert d and d.verdict is Verdict.BACKCHANNEL  # resume, no clear
 
 
 def test_hello_later_in_the_bots_turn_still_takes_the_floor():

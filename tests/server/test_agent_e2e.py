@@ -4,6 +4,7 @@ Deepgram, OpenAI and Cartesia stand-ins speaking their real wire protocols (the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -26,17 +27,17 @@ max_call_secs = 120
 
 
 def agent_vendors(
-    tmp_path, deepgram: dict[str, Any] | None = None, **openai: Any
+    tmp_path, deepgram: dict[str, Any] | None = None, cartesia: dict[str, Any] | None = None, **openai: Any
 ) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
-    """The `tester` agent file and the three stand-ins at these tests' latencies (`deepgram`: other
-    Deepgram stand-in arguments; `openai`: more arguments for the OpenAI stand-in, e.g. its scripted
+    """The `tester` agent file and the three stand-ins at these tests' latencies (`deepgram`, `cartesia`:
+    other stand-in arguments; `openai`: more arguments for the OpenAI stand-in, e.g. its scripted
     `default` reply)."""
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "tester.toml").write_text(AGENT)
     dg_args = deepgram or {"final_ms": 150, "interim_every_ms": 200, "endpoint_ms": 300}
     dg = DeepgramStandIn(transcriber=None, **dg_args).start()
     oa = OpenAIStandIn(first_token_ms=100, **openai).start()
-    ct = CartesiaStandIn(first_audio_ms=80, realtime_factor=4.0).start()
+    ct = CartesiaStandIn(**{"first_audio_ms": 80, "realtime_factor": 4.0, **(cartesia or {})}).start()
     try:
         yield dg, oa, ct
     finally:
@@ -221,21 +222,13 @@ async def test_a_slow_greeting_does_not_start_over_a_caller_who_talks_first(serv
     """Cartesia's first audio takes 1.5 s; the caller starts talking at 0.3 s and goes on for ~3 s. The
     greeting must not play over them: it pauses at its first frame and yields (nothing of it heard), and
     the caller's words are answered, with the greeting kept in the context as unheard."""
-    (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
     line = "Hello, I am calling because I need to change my appointment on Friday morning please."
-    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
-    oa = OpenAIStandIn(first_token_ms=100).start()
-    ct = CartesiaStandIn(first_audio_ms=1500, realtime_factor=4.0).start()
-    try:
+    with contextmanager(agent_vendors)(tmp_path, cartesia={"first_audio_ms": 1500}) as (dg, oa, ct):
         dg.say(line)
         oa.script(Reply(text="Sure, which day would suit you better?"))
         script = parse_script({"voice": "en-us+m3", "tail_ms": 3000,
                                "step": [{"say": line, "after": "start", "at_ms": 300}]})
         server, report = await scripted_agent_call(server_factory, tmp_path, (dg, oa, ct), script)
-    finally:
-        for v in (dg, oa, ct):
-            v.stop()
     assert report.ok, report.summary
     said = report.of("caller_line")[0]
     sid = report.summary["call_sid"]
@@ -258,19 +251,11 @@ async def test_a_slow_greeting_does_not_start_over_a_caller_who_talks_first(serv
 async def test_a_hello_said_as_the_greeting_starts_is_answered_by_the_greeting(server_factory, tmp_path):
     """Both sides open at once: the caller's "Hello?" meets the greeting's first audio. The greeting pauses
     for it and goes on, no `clear`; the "Hello?" is not a turn of its own (the greeting answers it)."""
-    (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "tester.toml").write_text(AGENT)
-    dg = DeepgramStandIn(transcriber=None, final_ms=150, interim_every_ms=200, endpoint_ms=300).start()
-    oa = OpenAIStandIn(first_token_ms=100).start()
-    ct = CartesiaStandIn(first_audio_ms=600, realtime_factor=4.0).start()
-    try:
+    with contextmanager(agent_vendors)(tmp_path, cartesia={"first_audio_ms": 600}) as (dg, oa, ct):
         dg.say("Hello?")
         script = parse_script({"voice": "en-us+f2", "tail_ms": 3000,
                                "step": [{"say": "Hello?", "after": "start", "at_ms": 800}]})
         server, report = await scripted_agent_call(server_factory, tmp_path, (dg, oa, ct), script)
-    finally:
-        for v in (dg, oa, ct):
-            v.stop()
     assert report.ok, report.summary
     said = report.of("caller_line")[0]
     sid = report.summary["call_sid"]
