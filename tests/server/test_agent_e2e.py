@@ -56,6 +56,14 @@ def agent_server(server_factory, tmp_path, rest, vendors, **overrides):
     )
 
 
+async def finished_record(server, report):
+    """The server's record of the call the simulator just made (it closes just after the socket)."""
+    assert report.ok, report.summary
+    sid = report.summary["call_sid"]
+    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
+    return server.state.finished[sid]
+
+
 async def scripted_agent_call(
     server_factory, tmp_path, vendors, script, network_delay_ms: float = 0.0, params: dict | None = None, **overrides
 ):
@@ -229,11 +237,7 @@ async def test_a_slow_greeting_does_not_start_over_a_caller_who_talks_first(serv
         script = parse_script({"voice": "en-us+m3", "tail_ms": 3000,
                                "step": [{"say": line, "after": "start", "at_ms": 300}]})
         server, report = await scripted_agent_call(server_factory, tmp_path, (dg, oa, ct), script)
-    assert report.ok, report.summary
-    said = report.of("caller_line")[0]
-    sid = report.summary["call_sid"]
-    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
-    record = server.state.finished[sid]
+    said, record = report.of("caller_line")[0], await finished_record(server, report)
     events = record.events
     first_audio = next(e for e in events if e["event"] == "bot_turn_start")
     assert said["start_ms"] < first_audio["t_ms"] < said["end_ms"]  # the greeting came while they talked
@@ -256,11 +260,7 @@ async def test_a_hello_said_as_the_greeting_starts_is_answered_by_the_greeting(s
         script = parse_script({"voice": "en-us+f2", "tail_ms": 3000,
                                "step": [{"say": "Hello?", "after": "start", "at_ms": 800}]})
         server, report = await scripted_agent_call(server_factory, tmp_path, (dg, oa, ct), script)
-    assert report.ok, report.summary
-    said = report.of("caller_line")[0]
-    sid = report.summary["call_sid"]
-    await wait_until(lambda: sid in server.state.finished, timeout=15, what="the call record")
-    record = server.state.finished[sid]
+    said, record = report.of("caller_line")[0], await finished_record(server, report)
     first_audio = next(e for e in record.events if e["event"] == "bot_turn_start")
     assert said["start_ms"] - 300 <= first_audio["t_ms"] <= said["end_ms"], (said, first_audio)  # they met
     assert not report.of("clear")
