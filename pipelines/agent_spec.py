@@ -83,6 +83,12 @@ def _check_type(key: str, value: Any) -> Any:
     raise AgentSpecError(f"unknown agent key {key!r}")
 
 
+def agent_names(settings: Settings) -> list[str]:
+    """The agents settings.agents_dir holds (file stems, sorted; none if the folder is missing)."""
+    folder = Path(settings.agents_dir).expanduser()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
 def agent_path(name: str, settings: Settings) -> Path:
     """The file an agent name refers to, inside settings.agents_dir (AgentSpecError otherwise)."""
     if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
@@ -95,7 +101,7 @@ def agent_path(name: str, settings: Settings) -> Path:
     if path.parent != folder:
         raise AgentSpecError(f"agent {name!r} is outside the agents folder")
     if not path.is_file():
-        have = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+        have = agent_names(settings)
         raise AgentSpecError(f"no agent named {stem!r} in {folder} (have: {', '.join(have) or 'none'})")
     return path
 

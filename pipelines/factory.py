@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipecat.processors.frame_processor import FrameProcessor
@@ -120,8 +119,9 @@ def warm_up(settings: Any, messages: MessageCache) -> None:
     """Build (and drop) one agent call's processors, so the models every call shares (Silero, Smart-Turn,
     the endpointer's text model, the barge-in cue, the AMD model) load at start-up: the first call's
     build took 1.5 s cold on 2 cores, and its greeting came that much late."""
-    folder = Path(settings.agents_dir).expanduser()
-    agents = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+    from pipelines.agent_spec import agent_names
+
+    agents = agent_names(settings)
     if not agents:
         return  # no agent to build: the agent workflow cannot take calls anyway
     name = DEFAULT_AGENT if DEFAULT_AGENT in agents else agents[0]

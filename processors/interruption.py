@@ -276,6 +276,11 @@ class InterruptionAnalyzer:
     _quiet_ms: float = 0.0
     last_probability: float | None = None
 
+    def _candidate(self, onset_ms: float, *, vad_seen: bool, tentative: bool = False) -> None:
+        """Caller speech from onset_ms over the bot: a pause to decide, with nothing heard of it yet."""
+        self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", onset_ms, None, "", []
+        self.got_final, self.early, self.vad_seen, self.tentative = False, False, vad_seen, tentative
+
     def _decide(self, verdict: Verdict, t_ms: float) -> Decision:
         d = Decision(verdict, t_ms, self.onset_ms, self.heard_text, self.end_ms)
         self.decisions.append(d)
@@ -304,8 +309,7 @@ class InterruptionAnalyzer:
             self.bot_start_ms = now_ms
         if not (starting and self.caller_speaking and self.state == "idle"):
             return None
-        self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", self.caller_onset_ms, None, "", []
-        self.got_final, self.early, self.vad_seen, self.tentative = False, False, True, False
+        self._candidate(self.caller_onset_ms, vad_seen=True)
         return self._decide(Verdict.PAUSE, now_ms)
 
     def audio(self, pcm: np.ndarray, t0_ms: float) -> Decision | None:
@@ -331,8 +335,7 @@ class InterruptionAnalyzer:
         end_ms = t0_ms + len(pcm) / SAMPLES_PER_MS
         caller = self.level_gate is None or level >= self.level_gate.open_threshold_db(t0_ms)
         if self.state == "idle" and caller:  # pause now: when the clear comes, Twilio's buffer has drained
-            self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", self._cue_onset, None, "", []
-            self.got_final, self.early, self.vad_seen = False, False, False
+            self._candidate(self._cue_onset, vad_seen=False, tentative=self.tentative)
             return self._decide(Verdict.PAUSE, end_ms)
         if len(self._cue_levels) < self.cue.frames:
             return None
@@ -355,8 +358,7 @@ class InterruptionAnalyzer:
         silence within Twilio's short buffer); the confirmation (`speech_start`) or `caller_revoked` follows."""
         if not self.bot_speaking or self.state != "idle":
             return None
-        self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", t_ms, None, "", []
-        self.got_final, self.early, self.vad_seen, self.tentative = False, False, False, True
+        self._candidate(t_ms, vad_seen=False, tentative=True)
         return self._decide(Verdict.PAUSE, now_ms)
 
     def caller_revoked(self, now_ms: float) -> Decision | None:
@@ -382,8 +384,7 @@ class InterruptionAnalyzer:
             self.vad_seen = True  # the early cue paused the bot already
         if not self.bot_speaking or self.state != "idle" or not caller:
             return None
-        self.state, self.onset_ms, self.end_ms, self.text, self.finals = "candidate", t_ms, None, "", []
-        self.got_final, self.early, self.vad_seen = False, False, True
+        self._candidate(t_ms, vad_seen=True)  # (tentative was cleared above)
         return self._decide(Verdict.PAUSE, now_ms)
 
     def speech_end(self, t_ms: float, now_ms: float) -> Decision | None:
