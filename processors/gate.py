@@ -51,7 +51,9 @@ How it decides (`GateParams` holds every number; pipelines/presets/listen.json t
   background segments (one stage: 29), 3 starts delayed > 100 ms at the tentative opening (8), 39/200
   segments only paused the bot; on the held-out real/test, read once: 11/69 (one stage: 9/69), 1
   delayed start (137 ms; one stage 5, 176 ms), 9/69 paused only. A 45-trial level-only search found
-  22/200 at 4 delayed at best.
+  22/200 at 4 delayed at best. The cues only ever bring a tentative opening sooner (over a segment's
+  first windows the pitch is a guess), and until a background level is learned it needs
+  `tentative_quiet_db` less; the README has the figures of the current preset.
 * VAD speech the gate did not open on is reported as a background span (start, end).
 
 Measured with `python -m turn_eval.gate_eval DIR` (gate vs plain VAD): the preset was chosen on a
@@ -178,6 +180,7 @@ class GateParams:
     confirm_windows: int = 1
     confirm_extra_db: float = 0.0
     confirm_quiet_db: float = 0.0  # while no background level is known, confirming needs this much more
+    tentative_quiet_db: float = 0.0  # ... and a tentative opening this much less (the bot pauses on any likely start)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
@@ -447,7 +450,7 @@ class GateAnalyzer:
             if self._bg_start is not None and t0 - self._bg_start >= self.p.midseg_after_ms:
                 need += self.p.midseg_extra_db
             if self.p.confirm_ms > 0:
-                return self._decide_two_stage(t0, level, self._score(peak, tilt, t0), tilt, need)
+                return self._decide_two_stage(t0, level, peak, tilt, need)
             if self._score(peak, tilt, t0) >= need:
                 start = self._claim_start(t0)
                 events += self._settle_lead_in(start)
@@ -499,12 +502,15 @@ class GateAnalyzer:
         self._caller_start = start
         self._last_caller_ms = t1
 
-    def _decide_two_stage(self, t0: float, level: float, score: float, tilt: float, need: float) -> list[GateEvent]:
-        """Closed gate, two-stage opening: open tentatively, then confirm or revoke."""
+    def _decide_two_stage(self, t0: float, level: float, peak: float, tilt: float, need: float) -> list[GateEvent]:
+        """Closed gate, two-stage opening: open tentatively, then confirm (level + cues) or revoke. The cues
+        may only bring a tentative opening sooner: over a segment's first windows the pitch is a guess, and
+        a guess against the caller there would delay a soft first syllable while the bot talks on."""
         t1 = t0 + WIN_MS
         events: list[GateEvent] = []
         if self._tentative is None:
-            if score < need - self.p.tentative_db:
+            quiet = self.p.tentative_quiet_db if self._bg_level is None else 0.0
+            if max(peak, self._score(peak, tilt, t0)) < need - self.p.tentative_db - quiet:
                 self._reject(t0, level)
                 return events
             start = self._claim_start(t0)

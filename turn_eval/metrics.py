@@ -22,7 +22,8 @@ the next turn's start):
   segment (or up to 300 ms before it), but never before
   start + 128 ms (its 96 ms confirmation, one window late at most; a VAD start in the 300 ms before
   the caller speaks is background, and a VAD already active on background has no start to compare).
-  A gate already open at that moment adds nothing (0). A turn during which the gate never opened (and
+  A gate already open at that moment adds nothing (0), nor does a tentative opening still pending
+  then (the bot paused on the background just before the caller began). A turn during which the gate never opened (and
   was not already open) is a gate-missed turn.
 * background pauses (two-stage gate): background segments in which the gate opened tentatively (the bot
   paused) and revoked it, with no confirmed opening: a short silence in the bot's speech, no barge-in.
@@ -85,6 +86,13 @@ def _open_at(run: SystemRun, t: float) -> bool:
     """Was the gate open for (what it took for) caller speech at t?"""
     before = [em for em, _c in run.gate_starts if em <= t]
     return bool(before) and not any(before[-1] <= x <= t for x in run.gate_ends)
+
+
+def _pending_at(run: SystemRun, t: float) -> bool:
+    """Was a tentative opening (the bot paused) waiting to be confirmed or revoked at t?"""
+    before = [em for em, _c in run.gate_tentatives if em <= t]
+    settled = run.gate_revokes + [em for em, _c in run.gate_starts]
+    return bool(before) and not any(before[-1] <= x <= t for x in settled)
 
 
 def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
@@ -163,8 +171,8 @@ def gate_delay(turn: dict[str, Any], run: SystemRun, tentative: bool = True) -> 
     tents = [em for em, _c in run.gate_tentatives if s - 300 <= em <= e] if tentative else []
     lead = [t for t in tents if confirmed and t <= confirmed[0]]  # the one that led to the confirmation
     opened = lead[-1:] or confirmed
-    if _open_at(run, ref):
-        return 0.0, ref  # open (on background just before, or on the caller) already
+    if _open_at(run, ref) or (tentative and _pending_at(run, ref)):
+        return 0.0, ref  # open, or opened tentatively (the bot paused), already: on background just before
     if opened:
         return max(0.0, opened[0] - ref), ref
     return None, ref

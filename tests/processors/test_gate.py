@@ -251,6 +251,35 @@ def test_a_background_voice_at_another_pitch_is_rejected_where_level_alone_lets_
     assert _opens_after_caller(GateParams(**_PITCH), "Yes, and it was on Monday.", "en-us+m3", -27.0)
 
 
+def test_the_pitch_cue_never_holds_back_a_tentative_opening_only_a_confirmation() -> None:
+    """Over a segment's first windows the pitch is a guess, and a guess against the caller would delay a
+    soft caller start while the bot talks on: a high voice 8.5 dB under a low caller, within tentative_db
+    of the open threshold by level, pauses the bot; the pitch cue then refuses to confirm it."""
+    feed = _Feed(GateAnalyzer(GateParams(**_PITCH, **{k: v for k, v in TWO_STAGE.items() if k != "open_offset_db"})))
+    feed.audio(_at_level(_voice(_CALLER_LINE), -20))
+    feed.silence(1.0)
+    feed.events.clear()
+    feed.audio(_at_level(_voice("And now the weather for the weekend.", "en-us+f4"), -29.5))
+    assert feed.kinds()[:2] == ["caller_tentative", "caller_revoked"]
+    assert "caller_start" not in feed.kinds()
+
+
+def test_tentative_quiet_db_pauses_on_softer_starts_only_until_a_background_level_is_learned() -> None:
+    """A start 3 dB under the tentative threshold: paused on (and confirmed by its louder rest) while no
+    background level is known; once one is, it waits for the louder rest."""
+    soft_start = [-33.0] * 6 + [-21.0] * 20
+
+    def first(bg_level: float | None) -> tuple[int, str]:
+        gate = _learned_caller(GateParams(**TWO_STAGE, tentative_quiet_db=4.0)).gate
+        if bg_level is not None:  # a background level learned earlier in the call
+            gate._bg_levels.extend([(gate._t_ms, bg_level)] * 20)
+            gate._bg_level = bg_level
+        return next((i, k) for i, k, _t in _decided_at(gate, _windows(soft_start, seed=6)))
+
+    assert first(None) == (2, "caller_tentative")  # at the VAD's report
+    assert first(-40.0) == (6, "caller_tentative")  # the first loud window
+
+
 def test_the_callers_own_soft_speech_does_not_teach_the_background_level() -> None:
     params = GateParams(**_PITCH, bg_mid_frac=0.5, bg_learn_min_st=3.0, floor_margin_db=9.0)
 

@@ -60,6 +60,23 @@ def test_gate_delay_is_measured_against_plain_vad_and_an_open_gate_adds_nothing(
     assert t2.gate_missed == 3
 
 
+def test_a_tentative_opening_pending_when_the_caller_begins_delays_nothing_and_a_revoked_one_does() -> None:
+    """The bot paused on the TV just before turn 2 (a tentative opening still pending at the caller's VAD
+    report): that turn is heard at once however late the confirmation comes. Turn 3's tentative opening
+    was revoked before the caller began, so its late confirmation counts in full."""
+    run = SystemRun(
+        vad_starts=[1096, 9096, 16096],
+        gate_tentatives=[(1096, 1000), (8500, 8400), (15500, 15400), (16900, 16000)],
+        gate_revokes=[15700],
+        gate_starts=[(1150, 1000), (9900, 8400), (17000, 16000)],
+        gate_ends=[1900, 9950, 17050],
+    )
+    t = Tally()
+    score_call(_labels(), run, t)
+    assert t.gate_delays == [0.0, 0.0, pytest.approx(16900 - 16128)]
+    assert summarize("gate", t).gate_delayed_starts == 1
+
+
 def test_a_background_talker_is_never_the_callers_own_voice() -> None:
     _audio, labels = build_call("test", 26, seed=9)  # a flite 'kal' caller behind a TV
     assert labels["voice"] == "flite:kal" and labels["condition"] == "tv"
