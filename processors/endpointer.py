@@ -13,7 +13,9 @@ The combined probability p (a weighted mean of the two models, or the one that h
 much silence ends the turn: `final_min_ms` at p >= `p_high`, the backstop at p <= `p_low`, linear in
 between, and up to `incomplete_ms` when p < `p_unfinished` (clearly unfinished). Greedy: once p >= `tentative_p` after `tentative_ms` of silence a *tentative* turn end is
 emitted at once (the agent starts its LLM, holding the reply); if the caller goes on, `turn_cancelled`
-follows; the *final* end releases the reply. A scrapped reply is never heard.
+follows; the *final* end releases the reply. A scrapped reply is never heard. While the gate holds a
+tentative opening (the caller may have resumed, unconfirmed yet) no final end is made: the gate's
+confirmation takes a few windows, and a pause that went on counting meanwhile cut turns short.
 
 `EndpointAnalyzer` is plain Python (per 32 ms window; it asks for a Smart-Turn inference through
 `pending_audio_request` and takes the answer with `set_audio_probability`, so whoever drives it decides
@@ -417,10 +419,14 @@ class EndpointAnalyzer:
         names = [n for n, v in (("smart_turn", self._p_audio), ("text", self._fresh_text())) if v is not None]
         return "+".join(names) or "silence"
 
-    def process_window(self, x: np.ndarray, caller: bool, caller_start_ms: float | None = None) -> list[EndpointEvent]:
+    def process_window(
+        self, x: np.ndarray, caller: bool, caller_start_ms: float | None = None, hold: bool = False
+    ) -> list[EndpointEvent]:
         """One 32 ms window: `caller` = the gate counted it as the caller's speech.
 
         `caller_start_ms`: the gate's (backdated) start of the caller speech that this window opened.
+        `hold`: the gate has opened tentatively (the caller may have resumed, unconfirmed yet): no final
+        end now; the pause goes on counting, so a revoked opening ends the turn at once if it is due.
         """
         t0 = self._t_ms
         self._t_ms += WIN_MS
@@ -462,7 +468,7 @@ class EndpointAnalyzer:
         if self.state == "turn" and p is not None and p >= self.p.tentative_p and silence >= self.p.tentative_ms:
             self.state, self._tentative_at = "tentative", t1
             events.append(EndpointEvent("turn_end", t1, self._source(), p, True, silence))
-        if silence >= self.required_silence_ms(p):
+        if not hold and silence >= self.required_silence_ms(p):
             source = self._source() if p is not None and p >= self.p.p_low else "silence"
             events.append(EndpointEvent("turn_end", t1, source, p if p is not None else 0.0, False, silence))
             self.state, self._final_at = "idle", t1
@@ -522,7 +528,7 @@ class SemanticEndpointer(FrameProcessor):
         for i in range(n):
             win = self._pending[i * WIN : (i + 1) * WIN]
             caller = self.gate.window_is_caller(self.analyzer.t_ms)
-            for e in self.analyzer.process_window(win, caller, self._caller_start):
+            for e in self.analyzer.process_window(win, caller, self._caller_start, hold=self.gate.tentative_open):
                 await self._push_event(e)
             self._caller_start = None if caller else self._caller_start
             req = self.analyzer.pending_audio_request

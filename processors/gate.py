@@ -326,6 +326,11 @@ class GateAnalyzer:
         """The learned level of rejected (background) speech, None until enough was heard."""
         return self._bg_level
 
+    @property
+    def tentative_open(self) -> bool:
+        """Is a tentative opening waiting to be confirmed or revoked (the caller may have started)?"""
+        return self._tentative is not None
+
     def is_caller_speech(self, t_ms: float | None = None, now_ms: float | None = None) -> bool:
         """Is the caller speaking (at t_ms, within the last second; default: now)? `now_ms` is accepted for
         the interruption handler's hook signature and not needed: the gate keeps its own audio clock."""

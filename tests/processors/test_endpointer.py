@@ -113,6 +113,27 @@ def test_greedy_end_is_cancelled_when_the_caller_goes_on() -> None:
     assert ep.state == "turn"
 
 
+def test_a_tentative_gate_opening_holds_the_final_end_until_it_is_settled() -> None:
+    """The gate has opened tentatively in the pause (the caller may have resumed, not yet confirmed): no
+    final end meanwhile. Confirmed, the turn goes on; revoked, the overdue end comes at once."""
+    def paused(hold_from: int, hold_windows: int) -> tuple[EndpointAnalyzer, list]:
+        ep = EndpointAnalyzer(EndpointerParams(final_min_ms=200, tentative_ms=128), use_text=False)
+        ev = [e for _ in range(20) for e in ep.process_window(SPEECH, True, None)]
+        for i in range(60):
+            ev += ep.process_window(QUIET, False, None, hold=hold_from <= i < hold_from + hold_windows)
+        return ep, ev
+
+    _ep, free = paused(0, 0)
+    due = next(k for k, e in enumerate(free) if e.kind == "turn_end" and not e.tentative)
+    held_ep, held = paused(3, 60)  # held from the 4th pause window to the end: no final end at all
+    assert not [e for e in held if e.kind == "turn_end" and not e.tentative]
+    assert [e.kind for e in held_ep.process_window(SPEECH, True, None)][:1] in ([], ["turn_cancelled"])
+    assert held_ep.state == "turn"  # the caller went on: the same turn
+    _ep, revoked = paused(3, 50)  # revoked after the 53rd pause window: the overdue end at once
+    ends = [e.silence_ms for e in revoked if e.kind == "turn_end" and not e.tentative]
+    assert free[due].silence_ms < 53 * WIN_MS and ends == [54 * WIN_MS]
+
+
 def test_silence_backstop_follows_the_callers_own_pauses() -> None:
     p = EndpointerParams(backstop_default_ms=1200, backstop_min_ms=500, backstop_max_ms=2500, backstop_margin_ms=200,
                          min_pauses=2, incomplete_ms=3000)
