@@ -82,17 +82,21 @@ def _covered(a: float, b: float, intervals: list[tuple[float, float]]) -> float:
     return sum(max(0.0, min(b, y) - max(a, x)) for x, y in intervals)
 
 
+def _still_on(begins: list[float], stops: list[float], t: float) -> bool:
+    """Did the last of `begins` at or before t come with none of `stops` between it and t?"""
+    before = [b for b in begins if b <= t]
+    return bool(before) and not any(before[-1] <= x <= t for x in stops)
+
+
 def _open_at(run: SystemRun, t: float) -> bool:
     """Was the gate open for (what it took for) caller speech at t?"""
-    before = [em for em, _c in run.gate_starts if em <= t]
-    return bool(before) and not any(before[-1] <= x <= t for x in run.gate_ends)
+    return _still_on([em for em, _c in run.gate_starts], run.gate_ends, t)
 
 
 def _pending_at(run: SystemRun, t: float) -> bool:
     """Was a tentative opening (the bot paused) waiting to be confirmed or revoked at t?"""
-    before = [em for em, _c in run.gate_tentatives if em <= t]
-    settled = run.gate_revokes + [em for em, _c in run.gate_starts]
-    return bool(before) and not any(before[-1] <= x <= t for x in settled)
+    confirmed = [em for em, _c in run.gate_starts]
+    return _still_on([em for em, _c in run.gate_tentatives], run.gate_revokes + confirmed, t)
 
 
 def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
