@@ -190,7 +190,8 @@ def explain(calls: list[CallInputs], gate_params: GateParams, vad_params: dict[s
             on_bg = not any(s - 300 <= v <= ref for v in run.vad_starts)
             lines.append(
                 f"{c.name} caller turn {k} at {s:.0f} ms: "
-                f"{'never opened' if delay is None else f'opened {delay:.0f} ms after plain VAD'}; "
+                f"{'never opened' if delay is None else f'opened {delay:.0f} ms after plain VAD'} "
+                f"(plain VAD: {ref - s:.0f} ms after the turn began); "
                 f"by then its best window was {short:.1f} dB under the threshold"
                 f"{'; the VAD was already on (background)' if on_bg else ''}; condition {c.labels.get('condition')}")
     lines.append(f"background segments opened on: {n_hits}, {n_unlearned} of them before any background "

@@ -19,9 +19,11 @@ the next turn's start):
   two-stage gate: of the tentative opening that the first confirmation followed, when the bot pauses;
   the confirmation's own delay is reported beside it) minus
   when plain VAD would have reported the caller: its first start during the turn's first spoken
-  segment (or up to 300 ms before it), but never before
-  start + 128 ms (its 96 ms confirmation, one window late at most; a VAD start in the 300 ms before
-  the caller speaks is background, and a VAD already active on background has no start to compare).
+  segment (or up to 300 ms before it), but never before start + 128 ms (its 96 ms confirmation, one
+  window late at most; a VAD start in the 300 ms before the caller speaks is background, and a VAD
+  already active on background when the turn begins has no start to compare: start + 128 ms). Where the
+  VAD missed the first segment (and was not on), its first start later in the turn: the gate, after the
+  VAD, cannot hear sooner, and what the VAD missed is lost speech.
   A gate already open at that moment adds nothing (0), nor does a tentative opening still pending
   then (the bot paused on the background just before the caller began). A turn during which the gate never opened (and
   was not already open) is a gate-missed turn.
@@ -160,15 +162,26 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         tally.quiet_minutes += max(0.0, quiet) / 60000
 
 
+def plain_vad_hears(turn: dict[str, Any], run: SystemRun) -> float:
+    """When plain VAD would have reported this caller turn: its first start in the turn's first spoken
+    segment (or up to 300 ms before it), never before start + 128 ms; a VAD already on (background) when
+    the turn begins has it at once (start + 128 ms). Where the VAD missed the first segment and first
+    reported the caller later in the turn, that later start: the gate sits after the VAD, so a start the
+    VAD itself heard late is the VAD's delay, not the gate's (its words show as lost speech)."""
+    s, e = float(turn["start_ms"]), float(turn["end_ms"])
+    seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
+    vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
+    if not vad and not _still_on(run.vad_starts, run.vad_ends, s):
+        vad = [v for v in run.vad_starts if seg0_end < v <= e]
+    return max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
+
 
 def gate_delay(turn: dict[str, Any], run: SystemRun, tentative: bool = True) -> tuple[float | None, float]:
     """What the gate added to the moment this caller turn is heard (None: it never opened), and that
     moment: when plain VAD would have reported the caller (see the module docstring). A two-stage gate
     is heard at its tentative opening (the bot pauses); `tentative=False`: at its confirmation."""
     s, e = float(turn["start_ms"]), float(turn["end_ms"])
-    seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
-    vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
-    ref = max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
+    ref = plain_vad_hears(turn, run)
     # a tentative opening is when the system reacts (the bot pauses, the turn's audio is held from its
     # claimed start); a confirmation follows it, a revoked one does not start the turn
     confirmed = [em for em, _c in run.gate_starts if s - 300 <= em <= e]

@@ -46,6 +46,7 @@ class SystemRun:
     cancels: list[float] = field(default_factory=list)
     speech: list[tuple[float, float]] = field(default_factory=list)  # user turns (claimed start, end)
     vad_starts: list[float] = field(default_factory=list)  # callgate: ungated VAD start emissions
+    vad_ends: list[float] = field(default_factory=list)  # callgate: ungated VAD segment ends
     # callgate: the gate's caller-speech starts (emitted at, claimed start): each one is what the
     # interruption handler barges in on, whether or not the endpointer opens a new turn for it.
     gate_starts: list[tuple[float, float]] = field(default_factory=list)
@@ -322,6 +323,7 @@ def gated_windows(
                 events += gate.vad_start(e.t_ms)
             else:
                 events += gate.vad_end(e.t_ms)
+                run.vad_ends.append(e.t_ms)
                 vad_end = e.t_ms
         for g in events:
             if g.kind == "caller_start":

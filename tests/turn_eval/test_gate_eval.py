@@ -10,7 +10,7 @@ from callgate.audio import save_wav, to_int16
 from processors.gate import GateParams
 from turn_eval.dataset import REAL_SPEAKERS, build_call, build_set, load_labels
 from turn_eval.gate_eval import evaluate_gate, format_report
-from turn_eval.metrics import Tally, score_call, summarize
+from turn_eval.metrics import Tally, plain_vad_hears, score_call, summarize
 from turn_eval.runner import SystemRun, load_call
 
 
@@ -182,3 +182,25 @@ def test_tune_tries_the_base_first_and_returns_the_best_trials_parameters(tmp_pa
     scores = [float(line.split("objective ")[1].split(",")[0]) for line in lines]
     assert tune_objective(evaluate_gate(calls, best, {}).summaries["gate"]) == pytest.approx(min(scores), abs=0.06)
     assert all(lo <= getattr(best, k) <= hi for k, (lo, hi) in TUNE_SPACE.items())
+
+
+def test_a_turn_start_plain_vad_itself_heard_late_is_not_charged_to_the_gate() -> None:
+    """Turn 2's first word (9000-9400 ms) was missed by the VAD (music over it); plain VAD first reported
+    the caller in the second word, at 9700 ms, and the gate, after the VAD, paused the bot with it: the
+    gate added nothing. Turn 3 began while the VAD was still on background, so the caller is due at
+    start + 128 ms and the gate's 400 ms counts."""
+    labels = _labels()
+    labels["turns"][1]["segments"] = [{"text": "well", "start_ms": 9000, "end_ms": 9400},
+                                      {"text": "okay", "start_ms": 9600, "end_ms": 10000}]
+    run = SystemRun(
+        vad_starts=[1096, 9700, 15500],
+        vad_ends=[1900, 9950],  # the VAD segment from 15500 (background) is still on when turn 3 begins
+        gate_tentatives=[(1096, 1000), (9700, 9600), (16528, 16000)],
+        gate_starts=[(1150, 1000), (9800, 9600), (16700, 16000)],
+        gate_ends=[1900, 9950, 17050],
+    )
+    t = Tally()
+    score_call(labels, run, t)
+    assert t.gate_delays == [0.0, 0.0, pytest.approx(16528 - 16128)]
+    assert plain_vad_hears(labels["turns"][1], run) == 9700
+    assert plain_vad_hears(labels["turns"][2], run) == 16128
