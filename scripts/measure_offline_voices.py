@@ -23,8 +23,8 @@ import numpy as np
 
 from callgate import synth
 from callgate.audio import SAMPLE_RATE, to_float, to_int16
-from pipelines.services.offline_stt import PocketsphinxRecognizer
 from pipelines.services.offline_tts import LocalVoice
+from pipelines.services.sphinx import PocketsphinxRecognizer
 
 SENTENCES = [
     "Hi, this is Riley from Callgate Dental.",

@@ -25,6 +25,7 @@ from pipelines.services.chat_server import farewell_server, offline_dialog_serve
 from pipelines.services.offline_stt import PocketsphinxSTTService
 from pipelines.services.offline_tts import LocalTTSService, LocalVoice
 from pipelines.services.resilience import FailoverLLMSwitcher, FailoverSwitcher, VendorHealth
+from pipelines.services.sphinx import shared_pool
 from pipelines.services.vendors import NO_KEY, BoundedDeepgramSTTService, TimedOpenAILLMService
 
 
@@ -81,7 +82,7 @@ def build_agent_services(
     kinds: dict[str, str] = {}
     fallback = settings.vendor_fallback
 
-    offline_stt = PocketsphinxSTTService()
+    offline_stt = PocketsphinxSTTService(pool=shared_pool(settings.offline_stt_workers))
     if settings.deepgram_api_key:
         deepgram = BoundedDeepgramSTTService(
             connect_wait_secs=settings.vendor_connect_timeout_secs,

@@ -59,11 +59,11 @@ Transcriber = Callable[[bytes, int], str]
 
 
 def pocketsphinx_transcriber() -> Transcriber:
-    """Transcribe with the offline recognizer (loaded on first use)."""
-    from pipelines.services.offline_stt import PocketsphinxRecognizer
+    """Transcribe with the offline recognizer, in its worker processes (pocketsphinx holds the GIL while
+    it decodes: in a thread here it would stall a server running in the same process)."""
+    from pipelines.services.sphinx import shared_pool
 
-    rec = PocketsphinxRecognizer()
-    return rec.transcribe
+    return shared_pool().transcribe_blocking
 
 
 def _phrases_end(text: str, k: int) -> int:

@@ -25,8 +25,9 @@ from pipecat.services.openai.llm import OpenAILLMService
 from callgate.settings import Settings
 from pipelines.agent_spec import AgentSpec
 from pipelines.services import build_agent_services
-from pipelines.services.offline_stt import PocketsphinxRecognizer, PocketsphinxSTTService
+from pipelines.services.offline_stt import PocketsphinxSTTService
 from pipelines.services.offline_tts import LocalTTSService, LocalVoice
+from pipelines.services.sphinx import PocketsphinxRecognizer
 from simulator.vendors import Reply, vendor_stand_ins
 from tests.pipelines.agent_call import CALLER_LINES, caller_pcm, run_call
 

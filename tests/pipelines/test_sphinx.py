@@ -1,0 +1,65 @@
+"""The offline recognizer's worker processes: the event loop stays free while pocketsphinx decodes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+
+from pipelines.services.sphinx import DecoderPool, _worker_warm
+from tests.pipelines.agent_call import caller_pcm
+
+
+async def test_a_segment_decodes_in_a_worker_process_with_the_same_words() -> None:
+    pool = DecoderPool(1)
+    try:
+        pid = await asyncio.wrap_future(pool._executor().submit(_worker_warm))
+        assert pid != os.getpid()
+        text = await pool.transcribe(caller_pcm("no thank you goodbye"))
+        assert "goodbye" in text
+    finally:
+        pool.close()
+
+
+async def test_a_long_noisy_segment_never_stalls_the_event_loop() -> None:
+    """pocketsphinx holds the GIL while it decodes: in a thread, these 3 s of loud noise kept the loop
+    from running for as long as the decode took (seconds). In the worker the loop ticks on."""
+    pool = DecoderPool(1)
+    pool.warm()
+    noise = np.random.default_rng(0).normal(0, 3000, 8000 * 3).astype(np.int16).tobytes()
+    gaps: list[float] = []
+    done = False
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        t0 = time.perf_counter()
+        await pool.transcribe(noise)
+        took = time.perf_counter() - t0
+    finally:
+        done = True
+        await tick
+        pool.close()
+    assert took > 0.5  # the decode was real work (seconds on this CPU) ...
+    assert max(gaps) < min(0.5, took / 2)  # ... and the loop never waited for it
+
+
+async def test_a_dead_worker_loses_one_segment_and_the_pool_recovers() -> None:
+    pool = DecoderPool(1)
+    try:
+        pid = await asyncio.wrap_future(pool._executor().submit(_worker_warm))
+        os.kill(pid, 9)
+        await asyncio.sleep(0.2)
+        assert await pool.transcribe(caller_pcm("hello")) == ""
+        assert "goodbye" in await pool.transcribe(caller_pcm("no thank you goodbye"))
+    finally:
+        pool.close()
