@@ -84,6 +84,7 @@ from processors.interruption import (
 from processors.vad_bridge import VadFrameBridge
 
 STT_FINAL_WAIT_MS = 1200.0  # after VAD end: use the interim text if no final comes by then
+STT_DECODE_WAIT_MS = 10_000.0  # ... but while the offline STT still decodes the speech, wait up to this
 MARK_RESOLVE_WAIT_MS = 2000.0  # after a clear: marks whose echo never came count as not played
 DEFAULT_GOODBYE = "Thank you for your time. Goodbye!"
 
@@ -514,7 +515,9 @@ class AgentWorkflow(Workflow):
             if self.leaver.play_started_ms is not None:
                 self.phase = "voicemail"
         if self._user_end_ms is not None and not self._user_speaking:
-            if self.t_ms - self._user_end_ms >= STT_FINAL_WAIT_MS + self._user_end_lag:
+            waited = self.t_ms - self._user_end_ms - self._user_end_lag
+            decoding = self.services.stt_in_flight() > 0 and waited < STT_DECODE_WAIT_MS
+            if waited >= STT_FINAL_WAIT_MS and not decoding:
                 if self._finals or self._interim:
                     await self._maybe_end_user_turn(timeout=True)
                 else:  # speech without words (noise): not a turn

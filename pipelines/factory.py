@@ -117,8 +117,8 @@ def build_call_processors(
 
 def warm_up(settings: Any, messages: MessageCache) -> None:
     """Build (and drop) one agent call's processors, so the models every call shares (Silero, Smart-Turn,
-    the endpointer's text model, the barge-in cue, the AMD model) load at start-up: the first call's
-    build took 1.5 s cold on 2 cores, and its greeting came that much late."""
+    the endpointer's text model, the barge-in cue, the AMD model, the offline STT's decoder processes) load
+    at start-up: the first call's build took 1.5 s cold on 2 cores, and its greeting came that much late."""
     from pipelines.agent_spec import agent_names
 
     agents = agent_names(settings)
@@ -127,3 +127,7 @@ def warm_up(settings: Any, messages: MessageCache) -> None:
     name = DEFAULT_AGENT if DEFAULT_AGENT in agents else agents[0]
     call = CallConfig(settings=settings, workflow="agent", params={"workflow": "agent", "agent": name})
     build_call_processors(call, messages)
+    if not settings.deepgram_api_key or settings.vendor_fallback:
+        from pipelines.services.sphinx import shared_pool
+
+        shared_pool(settings.offline_stt_workers).warm()  # the offline STT's decoder processes start now

@@ -149,7 +149,7 @@ def _start_server(port: int, rest_url: str, workdir: Path) -> subprocess.Popen:
         "CALLGATE_API_KEYS": API_KEY,
         "TOKEN_STORE_PATH": str(workdir / "used-tokens.sqlite3"),
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'callgate.db'}",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
     }
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(

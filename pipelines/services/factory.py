@@ -10,6 +10,7 @@ Every call gets fresh service objects; only the loopback chat servers are shared
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,9 @@ class AgentServices:
     tts: FrameProcessor
     kinds: dict[str, str] = field(default_factory=dict)  # role -> "deepgram" | "pocketsphinx" | ...
     health: VendorHealth = field(default_factory=VendorHealth)
+    # segments the offline STT is still decoding: its words come only when a decode ends, which on a
+    # loaded CPU can be seconds after the caller stopped, and the turn must wait for them
+    stt_in_flight: Callable[[], int] = lambda: 0
 
 
 def _language(code: str) -> Language | str:
@@ -147,4 +151,6 @@ def build_agent_services(
     else:
         tts, kinds["tts"] = LocalTTSService(voice=offline_voice(settings), **tts_kwargs), "offline"
 
-    return AgentServices(stt=stt, llm=llm, tts=tts, kinds=kinds, health=health)
+    return AgentServices(
+        stt=stt, llm=llm, tts=tts, kinds=kinds, health=health, stt_in_flight=lambda: offline_stt.in_flight
+    )

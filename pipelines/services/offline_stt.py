@@ -31,6 +31,7 @@ class PocketsphinxSTTService(SegmentedSTTService):
             **kwargs,
         )
         self._pool = pool or shared_pool()
+        self.in_flight = 0  # segments sent to a decoder whose text has not come back yet
 
     @property
     def wants_wav_segments(self) -> bool:
@@ -44,7 +45,11 @@ class PocketsphinxSTTService(SegmentedSTTService):
         self._pool.warm()  # the workers load their decoders while AMD listens, not on the first words
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
-        text = await self._pool.transcribe(audio, self.sample_rate)
+        self.in_flight += 1
+        try:
+            text = await self._pool.transcribe(audio, self.sample_rate)
+        finally:
+            self.in_flight -= 1
         await self.stop_ttfb_metrics()
         if text:
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True)

@@ -67,3 +67,30 @@ def test_replay_agent_a_late_greeting_does_not_start_over_a_caller_who_is_talkin
     assert greeting["interrupted"] and greeting["heard"] == ""
     # the caller's turn is answered
     assert any(e["event"] == "bot_turn_start" and e["turn"] == 2 for e in events)
+
+
+def test_replay_agent_waits_for_words_the_offline_stt_is_still_decoding(tmp_path, capsys, monkeypatch):
+    """On a loaded CPU the offline STT's words can come seconds after the caller stopped. The turn waits
+    for them (it used to be dropped as wordless noise 1.2 s after the speech, and the caller, waiting for
+    an answer, got none)."""
+    from pipelines.services import sphinx
+
+    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
+    transcribe = sphinx.DecoderPool.transcribe
+
+    async def slow(self, pcm, rate=8000):
+        text = await transcribe(self, pcm, rate)
+        await asyncio.sleep(3.0)
+        return text
+
+    monkeypatch.setattr(sphinx.DecoderPool, "transcribe", slow)
+    # the greeting plays first (inbound, amd off); the caller answers once it is over
+    caller = concat(silence(7.0), speech("Yes, I can talk now.", voice="en-us+m3"))
+    wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(8.0)))))
+    assert main(["replay", str(wav), "--workflow", "agent", "--amd", "off", "--json", "--tail", "0"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    said = [e for e in events if e["event"] == "user_transcript"]
+    assert said and said[0]["end_ms"] > 7000, [e["event"] for e in events]
+    assert [e for e in events if e["event"] == "bot_turn_start" and e["t_ms"] > said[0]["end_ms"]]
