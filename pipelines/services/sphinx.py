@@ -15,7 +15,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -60,20 +60,22 @@ class PocketsphinxRecognizer:
 _worker_recognizer: PocketsphinxRecognizer | None = None
 
 
-def _worker_transcribe(pcm: bytes, rate: int) -> str:
-    """In a worker process: decode with that process's one recognizer."""
+def _worker() -> PocketsphinxRecognizer:
+    """In a worker process: its one recognizer, with the decoder loaded."""
     global _worker_recognizer
     if _worker_recognizer is None:
         _worker_recognizer = PocketsphinxRecognizer()
-    return _worker_recognizer.transcribe(pcm, rate)
+        _worker_recognizer._get()
+    return _worker_recognizer
+
+
+def _worker_transcribe(pcm: bytes, rate: int) -> str:
+    return _worker().transcribe(pcm, rate)
 
 
 def _worker_warm() -> int:
-    """In a worker process: load the decoder now, so the first caller's words do not wait for it."""
-    global _worker_recognizer
-    if _worker_recognizer is None:
-        _worker_recognizer = PocketsphinxRecognizer()
-    _worker_recognizer._get()
+    """Load the decoder now, so the first caller's words do not wait for it; returns the worker's pid."""
+    _worker()
     return os.getpid()
 
 
@@ -102,31 +104,31 @@ class DecoderPool:
         for _ in range(self.workers):
             pool.submit(_worker_warm)
 
-    @staticmethod
-    def _clip(pcm: bytes, rate: int) -> bytes:
+    def _submit(self, pool: ProcessPoolExecutor, pcm: bytes, rate: int) -> Future[str]:
         limit = int(MAX_SEGMENT_SECS * rate) * 2
         if len(pcm) > limit:
             logger.warning(f"offline STT: a {len(pcm) / 2 / rate:.0f} s segment, decoding its first {MAX_SEGMENT_SECS:.0f} s")
-            return pcm[:limit]
-        return pcm
+            pcm = pcm[:limit]
+        return pool.submit(_worker_transcribe, pcm, rate)
 
-    def _broken(self, pool: ProcessPoolExecutor) -> None:
+    def _lost(self, pool: ProcessPoolExecutor) -> str:
+        """A worker died (the pool is broken): the segment is lost; the next one gets a fresh pool."""
+        logger.error("offline STT: a decoder process died; the segment is lost, the pool restarts")
         with self._lock:
             if self._pool is pool:
                 self._pool, self._warmed = None, False
         pool.shutdown(wait=False, cancel_futures=True)
+        return ""
 
     async def transcribe(self, pcm: bytes, rate: int = SAMPLE_RATE) -> str:
         """Decode one segment in a worker; '' when nothing was recognized or the worker died."""
         if not pcm:
             return ""
         pool = self._executor()
-        try:
-            return await asyncio.wrap_future(pool.submit(_worker_transcribe, self._clip(pcm, rate), rate))
+        try:  # a pool broken by an earlier death refuses the submit itself
+            return await asyncio.wrap_future(self._submit(pool, pcm, rate))
         except BrokenProcessPool:
-            logger.error("offline STT: a decoder process died; the segment is lost, the pool restarts")
-            self._broken(pool)
-            return ""
+            return self._lost(pool)
 
     def transcribe_blocking(self, pcm: bytes, rate: int = SAMPLE_RATE) -> str:
         """The same, for a caller on a plain thread (it waits without holding the GIL)."""
@@ -134,11 +136,9 @@ class DecoderPool:
             return ""
         pool = self._executor()
         try:
-            return pool.submit(_worker_transcribe, self._clip(pcm, rate), rate).result()
+            return self._submit(pool, pcm, rate).result()
         except BrokenProcessPool:
-            logger.error("offline STT: a decoder process died; the segment is lost, the pool restarts")
-            self._broken(pool)
-            return ""
+            return self._lost(pool)
 
     def close(self) -> None:
         with self._lock:
