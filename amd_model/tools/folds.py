@@ -487,6 +487,24 @@ def _row(name: str, n: int, m: dict, r: dict, real: bool) -> str:
     return f"{name:<22}{n:>5}  {cells(m)}  | {cells(r)}"
 
 
+def fold_errors(m: dict[str, Any], top: int = 4) -> str:
+    """Where a fold's verdicts go wrong: its subtypes under 90 % and its commonest wrong verdicts (a held-out
+    voice that is misheard as another voice reads differently from prompts whose words were never heard)."""
+    subs = [
+        f"{k} {round(v['accuracy'] * v['n'])}/{v['n']}"
+        for k, v in m["accuracy_by_subtype"].items()
+        if v["n"] and v["accuracy"] < 0.9
+    ]
+    wrong = sorted(
+        ((n, t, p) for t, row in m["confusion"].items() for p, n in row.items() if t != p and n),
+        key=lambda x: (-x[0], x[1], x[2]),
+    )[:top]
+    return (
+        f"{'; '.join(subs) or 'every subtype >= 90 %'} | "
+        f"{', '.join(f'{t} -> {p} {n}' for n, t, p in wrong) or 'no wrong verdict'}"
+    )
+
+
 def format_folds(rep: dict[str, Any]) -> str:
     """Fold model beside the shipped model, fold by fold, then the acceptance lines."""
     ver = rep["reference_model"]["version"]
@@ -515,6 +533,8 @@ def format_folds(rep: dict[str, Any]) -> str:
     if "real_cv_pooled" in rep:
         p = rep["real_cv_pooled"]
         out.append(_row("real cv, all folds", p["n"], p["fold_model"], p["reference"], True))
+    out += ["", "where each fold model errs (subtypes under 90 % | commonest wrong verdicts):"]
+    out += [f"  {f['name']:<22} {fold_errors(f['fold_model'])}" for f in rep["folds"]]
     out += ["", "training per fold (epochs reached / minutes):"]
     out += [
         f"  {f['name']:<22} train {f['n_train']}, val {f['n_val']}: {f['train']['epochs']} epochs, "

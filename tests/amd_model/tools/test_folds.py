@@ -120,7 +120,7 @@ def test_eval_folds_trains_and_tests_every_fold_end_to_end(tmp_path, monkeypatch
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "synthetic split" in out and "real cv 1/2" in out and "real cv, all folds" in out
-    assert "NOT held out" in out and "acceptance (issue 11)" in out
+    assert "NOT held out" in out and "acceptance (issue 11)" in out and "where each fold model errs" in out
     assert out.strip().endswith((tmp_path / "r.txt").read_text().strip())  # epoch lines come first
     assert len(list((tmp_path / "c" / "folds").glob("*.pt"))) >= 4  # one net per fold, kept for reruns
 
@@ -161,3 +161,17 @@ def test_real_cv_folds_hold_out_both_files_of_one_recording_together():
         assert not used & held
     with pytest.raises(ValueError, match="partition"):
         folds.make_folds(metas, real, cv=5, groups=[["g00.wav"]])
+
+
+def test_fold_errors_names_the_weak_subtypes_and_the_commonest_wrong_verdicts():
+    from amd_model.tools.folds import fold_errors
+
+    m = {
+        "accuracy_by_subtype": {"ivr_menu": {"n": 56, "accuracy": 13 / 56}, "human_short": {"n": 68, "accuracy": 1.0},
+                                "vm_carrier": {"n": 143, "accuracy": 115 / 143}},
+        "confusion": {"ivr": {"ivr": 24, "machine": 52, "human": 1}, "machine": {"machine": 115, "human": 26},
+                      "human": {"human": 68}},
+    }
+    assert fold_errors(m) == "ivr_menu 13/56; vm_carrier 115/143 | ivr -> machine 52, machine -> human 26, ivr -> human 1"
+    perfect = {"accuracy_by_subtype": {"human_short": {"n": 3, "accuracy": 1.0}}, "confusion": {"human": {"human": 3}}}
+    assert fold_errors(perfect) == "every subtype >= 90 % | no wrong verdict"
