@@ -145,7 +145,7 @@ class Settings(BaseSettings):
         "f786b574-daa5-4673-aa0c-cbe3e8534c02", description="Cartesia voice id when the agent file names none."
     )
     offline_stt_workers: int = Field(
-        2, ge=1, description="Processes that decode the offline STT (pocketsphinx), shared by all calls."
+        2, ge=1, description="Processes that decode the offline STT (pocketsphinx), per server worker, shared by its calls."
     )
     offline_tts_engine: str = Field("flite", description="Offline TTS: flite (word timings) or espeak-ng.")
     offline_tts_voice: str = Field("rms", description="Offline voice: flite slt|kal|awb|rms, or an espeak-ng voice.")

@@ -1,6 +1,8 @@
 """Start the server on localhost, place simulated calls into it, and print what happened.
 
-Each scenario's audio is generated offline (espeak-ng voices through a telephone channel); the calls
+Each scenario's audio is generated offline (espeak-ng and flite voices through a telephone channel;
+the talking callers use flite's awb and rms, which the offline STT understands: it garbled the espeak
+voices' lines, "Yes, I need to move my appointment." -> "yeah the one"); the calls
 run concurrently through the real server over real WebSockets, with the simulator standing in for
 Twilio's Media Streams and REST API.
 
@@ -72,7 +74,7 @@ def build_conversations() -> list[Conversation]:
     return [
         Conversation(
             "three turns", "a person answers 'Hello?' and talks with the agent",
-            {"voice": "en-us+m3", "tail_ms": 2000, "step": [
+            {"voice": "flite:awb", "tail_ms": 2000, "step": [
                 {"say": "Hello?", "after": "start", "at_ms": 600},
                 {"say": "Yes, I need to move my appointment.", "gap_ms": 1500},
                 {"say": "Friday would be best.", "gap_ms": 1500},
@@ -82,7 +84,7 @@ def build_conversations() -> list[Conversation]:
         ),
         Conversation(
             "barge-in", "cuts the greeting short; the context keeps only what was heard",
-            {"voice": "en-us+f2", "tail_ms": 4000, "step": [
+            {"voice": "flite:rms", "tail_ms": 4000, "step": [
                 {"say": "Sorry, I really have to stop you right there.", "after": "bot_audio", "at_ms": 1800},
             ]},
             {**agent, "amd": "off"},

@@ -12,11 +12,12 @@ nothing heavy (numpy, soxr, pocketsphinx), so a fresh worker is ready in about a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
-import os
+import queue
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 
 import numpy as np
 from loguru import logger
@@ -57,94 +58,113 @@ class PocketsphinxRecognizer:
         return " ".join(w for w in (hyp.hypstr if hyp else "").split() if not w.startswith("<"))
 
 
-_worker_recognizer: PocketsphinxRecognizer | None = None
+def _serve(conn: Connection) -> None:
+    """A worker process: load the decoder, then decode (pcm, rate) messages until None or the parent is gone."""
+    rec = PocketsphinxRecognizer()
+    rec._get()
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        conn.send(rec.transcribe(*msg))
 
 
-def _worker() -> PocketsphinxRecognizer:
-    """In a worker process: its one recognizer, with the decoder loaded."""
-    global _worker_recognizer
-    if _worker_recognizer is None:
-        _worker_recognizer = PocketsphinxRecognizer()
-        _worker_recognizer._get()
-    return _worker_recognizer
+class _Worker:
+    """One decoder process and the pipe to it (a daemon: it ends with the server process)."""
 
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="callgate-pocketsphinx")
+        self.proc.start()
+        child.close()
 
-def _worker_transcribe(pcm: bytes, rate: int) -> str:
-    return _worker().transcribe(pcm, rate)
+    def call(self, pcm: bytes, rate: int) -> str:
+        self.conn.send((pcm, rate))
+        return self.conn.recv()
 
-
-def _worker_warm() -> int:
-    """Load the decoder now, so the first caller's words do not wait for it; returns the worker's pid."""
-    _worker()
-    return os.getpid()
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.conn.close()
+        self.proc.join(1.0)
+        if self.proc.is_alive():
+            self.proc.kill()
 
 
 class DecoderPool:
-    """pocketsphinx decodes in `workers` child processes (spawned, so no lock or thread of the server is
-    inherited); a crashed worker breaks the pool, which is rebuilt for the next segment."""
+    """pocketsphinx decodes in `workers` daemon child processes (spawned, so no lock or thread of the
+    server is inherited), each fed by its own thread over a pipe; a worker that dies loses the segment it
+    had and is replaced. (concurrent.futures' ProcessPoolExecutor was the first choice: its workers
+    missed their shutdown sentinel when the pool lived in a uvicorn worker process, which then never
+    exited.)"""
 
     def __init__(self, workers: int = 2) -> None:
         self.workers = max(1, workers)
-        self._pool: ProcessPoolExecutor | None = None
-        self._warmed = False
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._all: list[_Worker] = []
+        self._threads: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def _executor(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            return self._pool
-
     def warm(self) -> None:
-        """Start the workers and load their decoders in the background (returns at once; once per pool)."""
-        if self._warmed:
-            return
-        self._warmed = True
-        pool = self._executor()
-        for _ in range(self.workers):
-            pool.submit(_worker_warm)
+        """Start the workers (they load their decoders in the background); returns at once."""
+        with self._lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="pocketsphinx")
+                for _ in range(self.workers):
+                    self._add()
 
-    def _submit(self, pool: ProcessPoolExecutor, pcm: bytes, rate: int) -> Future[str]:
+    def _add(self) -> None:
+        w = _Worker()
+        self._all.append(w)
+        self._idle.put(w)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._all if w.proc.pid is not None]
+
+    def transcribe_blocking(self, pcm: bytes, rate: int = SAMPLE_RATE) -> str:
+        """Decode one segment in a worker, waiting (without the GIL) on this thread; '' when nothing was
+        recognized or the worker died."""
+        if not pcm:
+            return ""
         limit = int(MAX_SEGMENT_SECS * rate) * 2
         if len(pcm) > limit:
             logger.warning(f"offline STT: a {len(pcm) / 2 / rate:.0f} s segment, decoding its first {MAX_SEGMENT_SECS:.0f} s")
             pcm = pcm[:limit]
-        return pool.submit(_worker_transcribe, pcm, rate)
-
-    def _lost(self, pool: ProcessPoolExecutor) -> str:
-        """A worker died (the pool is broken): the segment is lost; the next one gets a fresh pool."""
-        logger.error("offline STT: a decoder process died; the segment is lost, the pool restarts")
-        with self._lock:
-            if self._pool is pool:
-                self._pool, self._warmed = None, False
-        pool.shutdown(wait=False, cancel_futures=True)
-        return ""
+        self.warm()
+        w = self._idle.get()
+        try:
+            return w.call(pcm, rate)
+        except (EOFError, OSError):
+            logger.error("offline STT: a decoder process died; the segment is lost, a new one starts")
+            with self._lock:
+                self._all.remove(w)
+                w.stop()
+                w = _Worker()
+                self._all.append(w)
+            return ""
+        finally:
+            self._idle.put(w)
 
     async def transcribe(self, pcm: bytes, rate: int = SAMPLE_RATE) -> str:
-        """Decode one segment in a worker; '' when nothing was recognized or the worker died."""
-        if not pcm:
-            return ""
-        pool = self._executor()
-        try:  # a pool broken by an earlier death refuses the submit itself
-            return await asyncio.wrap_future(self._submit(pool, pcm, rate))
-        except BrokenProcessPool:
-            return self._lost(pool)
-
-    def transcribe_blocking(self, pcm: bytes, rate: int = SAMPLE_RATE) -> str:
-        """The same, for a caller on a plain thread (it waits without holding the GIL)."""
-        if not pcm:
-            return ""
-        pool = self._executor()
-        try:
-            return self._submit(pool, pcm, rate).result()
-        except BrokenProcessPool:
-            return self._lost(pool)
+        """The same, awaited: the pool's own threads wait on the workers, so queued segments never hold
+        the loop's default executor."""
+        self.warm()
+        assert self._threads is not None
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self.transcribe_blocking, pcm, rate)
 
     def close(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            workers, self._all = self._all, []
+            threads, self._threads = self._threads, None
+            self._idle = queue.SimpleQueue()
+        for w in workers:
+            w.stop()
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
 
 
 _shared: DecoderPool | None = None

@@ -8,16 +8,15 @@ import time
 
 import numpy as np
 
-from pipelines.services.sphinx import DecoderPool, _worker_warm
+from pipelines.services.sphinx import DecoderPool
 from tests.pipelines.agent_call import caller_pcm
 
 
 async def test_a_segment_decodes_in_a_worker_process_with_the_same_words() -> None:
     pool = DecoderPool(1)
     try:
-        pid = await asyncio.wrap_future(pool._executor().submit(_worker_warm))
-        assert pid != os.getpid()
         text = await pool.transcribe(caller_pcm("no thank you goodbye"))
+        assert pool.pids() and os.getpid() not in pool.pids()
         assert "goodbye" in text
     finally:
         pool.close()
@@ -56,7 +55,8 @@ async def test_a_long_noisy_segment_never_stalls_the_event_loop() -> None:
 async def test_a_dead_worker_loses_one_segment_and_the_pool_recovers() -> None:
     pool = DecoderPool(1)
     try:
-        pid = await asyncio.wrap_future(pool._executor().submit(_worker_warm))
+        assert "goodbye" in await pool.transcribe(caller_pcm("no thank you goodbye"))
+        (pid,) = pool.pids()
         os.kill(pid, 9)
         await asyncio.sleep(0.2)
         assert await pool.transcribe(caller_pcm("hello")) == ""
