@@ -38,6 +38,7 @@ from turn_eval.metrics import (
     gate_delay,
     score_call,
     summarize,
+    vad_on_at,
 )
 from turn_eval.runner import CallInputs, SystemRun, _speech_analyzer, gated_windows
 
@@ -187,7 +188,7 @@ def explain(calls: list[CallInputs], gate_params: GateParams, vad_params: dict[s
             s = float(turn["start_ms"])
             near = [(i, d) for i, d in gate.decisions.items() if s - 300 <= i * WIN_MS and (i + 1) * WIN_MS <= ref + 100]
             short = min((d[1] - d[0] for _i, d in near), default=float("nan"))
-            on_bg = not any(s - 300 <= v <= ref for v in run.vad_starts)
+            on_bg = vad_on_at(run, s)
             lines.append(
                 f"{c.name} caller turn {k} at {s:.0f} ms: "
                 f"{'never opened' if delay is None else f'opened {delay:.0f} ms after plain VAD'} "

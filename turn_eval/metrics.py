@@ -162,6 +162,11 @@ def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
         tally.quiet_minutes += max(0.0, quiet) / 60000
 
 
+def vad_on_at(run: SystemRun, t: float) -> bool:
+    """Was plain VAD already on (a segment begun and not ended) at t?"""
+    return _still_on(run.vad_starts, run.vad_ends, t)
+
+
 def plain_vad_hears(turn: dict[str, Any], run: SystemRun) -> float:
     """When plain VAD would have reported this caller turn: its first start in the turn's first spoken
     segment (or up to 300 ms before it), never before start + 128 ms; a VAD already on (background) when
@@ -171,7 +176,7 @@ def plain_vad_hears(turn: dict[str, Any], run: SystemRun) -> float:
     s, e = float(turn["start_ms"]), float(turn["end_ms"])
     seg0_end = float(turn["segments"][0]["end_ms"]) if turn["segments"] else e
     vad = [v for v in run.vad_starts if s - 300 <= v <= seg0_end]
-    if not vad and not _still_on(run.vad_starts, run.vad_ends, s):
+    if not vad and not vad_on_at(run, s):
         vad = [v for v in run.vad_starts if seg0_end < v <= e]
     return max(vad[0], s + VAD_CONFIRM_MS) if vad else s + VAD_CONFIRM_MS
 
