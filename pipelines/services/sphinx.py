@@ -140,14 +140,17 @@ class DecoderPool:
             return w.call(pcm, rate)
         except (EOFError, OSError):
             logger.error("offline STT: a decoder process died; the segment is lost, a new one starts")
+            w.stop()
             with self._lock:
-                self._all.remove(w)
-                w.stop()
-                w = _Worker()
-                self._all.append(w)
+                if w in self._all:  # not closed meanwhile: replace it
+                    self._all.remove(w)
+                    w = _Worker()
+                    self._all.append(w)
             return ""
         finally:
-            self._idle.put(w)
+            with self._lock:
+                if w in self._all:
+                    self._idle.put(w)
 
     async def transcribe(self, pcm: bytes, rate: int = SAMPLE_RATE) -> str:
         """The same, awaited: the pool's own threads wait on the workers, so queued segments never hold

@@ -63,3 +63,14 @@ async def test_a_dead_worker_loses_one_segment_and_the_pool_recovers() -> None:
         assert "goodbye" in await pool.transcribe(caller_pcm("no thank you goodbye"))
     finally:
         pool.close()
+
+
+async def test_closing_the_pool_mid_decode_ends_the_segment_quietly_and_starts_no_new_worker() -> None:
+    pool = DecoderPool(1)
+    pool.warm()
+    noise = np.random.default_rng(1).normal(0, 3000, 8000 * 3).astype(np.int16).tobytes()
+    decode = asyncio.create_task(pool.transcribe(noise))
+    await asyncio.sleep(0.5)
+    pool.close()
+    assert await asyncio.wait_for(decode, 10) == ""
+    assert pool.pids() == []
