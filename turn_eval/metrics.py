@@ -95,12 +95,6 @@ def _open_at(run: SystemRun, t: float) -> bool:
     return _still_on([em for em, _c in run.gate_starts], run.gate_ends, t)
 
 
-def _pending_at(run: SystemRun, t: float) -> bool:
-    """Was a tentative opening (the bot paused) waiting to be confirmed or revoked at t?"""
-    confirmed = [em for em, _c in run.gate_starts]
-    return _still_on([em for em, _c in run.gate_tentatives], run.gate_revokes + confirmed, t)
-
-
 def score_call(labels: dict[str, Any], run: SystemRun, tally: Tally) -> None:
     turns = sorted(labels["turns"], key=lambda t: t["start_ms"])
     dur = float(labels["duration_ms"])
@@ -187,17 +181,16 @@ def gate_delay(turn: dict[str, Any], run: SystemRun, tentative: bool = True) -> 
     is heard at its tentative opening (the bot pauses); `tentative=False`: at its confirmation."""
     s, e = float(turn["start_ms"]), float(turn["end_ms"])
     ref = plain_vad_hears(turn, run)
-    # a tentative opening is when the system reacts (the bot pauses, the turn's audio is held from its
-    # claimed start); a confirmation follows it, a revoked one does not start the turn
-    confirmed = [em for em, _c in run.gate_starts if s - 300 <= em <= e]
-    tents = [em for em, _c in run.gate_tentatives if s - 300 <= em <= e] if tentative else []
-    lead = [t for t in tents if confirmed and t <= confirmed[0]]  # the one that led to the confirmation
-    opened = lead[-1:] or confirmed
-    if _open_at(run, ref) or (tentative and _pending_at(run, ref)):
-        return 0.0, ref  # open, or opened tentatively (the bot paused), already: on background just before
-    if opened:
-        return max(0.0, opened[0] - ref), ref
-    return None, ref
+    if _open_at(run, ref):
+        return 0.0, ref  # already open (on background just before): the turn is heard as it starts
+    confirmed = sorted(em for em, _c in run.gate_starts if s - 300 <= em <= e)
+    if not confirmed:
+        return None, ref  # a tentative opening that was revoked never made the turn heard
+    # A tentative opening is when the system reacts (the bot pauses, the turn's audio is held from its
+    # claimed start): the one that led to the first confirmation, i.e. the last one before it. One that
+    # was pending when the caller began but was revoked does not count (the bot resumed over the caller).
+    lead = [em for em, _c in run.gate_tentatives if em <= confirmed[0]] if tentative else []
+    return max(0.0, (lead[-1] if lead else confirmed[0]) - ref), ref
 
 
 def background_hits(labels: dict[str, Any], run: SystemRun) -> list[tuple[dict[str, Any], bool]]:

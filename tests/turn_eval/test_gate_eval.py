@@ -77,6 +77,23 @@ def test_a_tentative_opening_pending_when_the_caller_begins_delays_nothing_and_a
     assert summarize("gate", t).gate_delayed_starts == 1
 
 
+def test_a_tentative_opening_pending_when_the_caller_begins_but_revoked_does_not_make_the_turn_heard() -> None:
+    """The bot paused on the TV just before turns 2 and 3, but both openings were revoked during the turn
+    (the bot resumed over the caller): turn 2 is heard at the later opening that was confirmed, turn 3,
+    never confirmed, was never heard (all of it taken for background)."""
+    run = SystemRun(
+        vad_starts=[1096, 9096, 16096],
+        gate_tentatives=[(1096, 1000), (8900, 8800), (9700, 9600), (15900, 15800)],
+        gate_revokes=[9400, 16600],
+        gate_starts=[(1150, 1000), (9800, 9600)],
+        gate_ends=[1900, 9950],
+    )
+    t = Tally()
+    score_call(_labels(), run, t)
+    assert t.gate_delays == [0.0, pytest.approx(9700 - 9128)]
+    assert t.gate_missed == 1
+
+
 def test_a_background_talker_is_never_the_callers_own_voice() -> None:
     _audio, labels = build_call("test", 26, seed=9)  # a flite 'kal' caller behind a TV
     assert labels["voice"] == "flite:kal" and labels["condition"] == "tv"
