@@ -53,7 +53,10 @@ How it decides (`GateParams` holds every number; pipelines/presets/listen.json t
   delayed start (137 ms; one stage 5, 176 ms), 9/69 paused only. A 45-trial level-only search found
   22/200 at 4 delayed at best. The cues only ever bring a tentative opening sooner (over a segment's
   first windows the pitch is a guess), and until a background level is learned it needs
-  `tentative_quiet_db` less; the README has the figures of the current preset.
+  `tentative_quiet_db` less; the README has the figures of the current preset. A revoked opening
+  teaches the background level with its windows only if `learn_revoked` (off in the preset: on lines
+  with no background those windows were the caller's own soft words, and the raised threshold then
+  took the rest of the turn for background).
 * VAD speech the gate did not open on is reported as a background span (start, end).
 
 Measured with `python -m turn_eval.gate_eval DIR` (gate vs plain VAD): the preset was chosen on a
@@ -181,6 +184,10 @@ class GateParams:
     confirm_extra_db: float = 0.0
     confirm_quiet_db: float = 0.0  # while no background level is known, confirming needs this much more
     tentative_quiet_db: float = 0.0  # ... and a tentative opening this much less (the bot pauses on any likely start)
+    # A revoked tentative opening teaches the background level with its windows (True), or not: they lay
+    # near the threshold, and on a line with no background they are the caller's own soft words, which
+    # then raise the threshold over the rest of the turn.
+    learn_revoked: bool = True
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
@@ -188,8 +195,8 @@ class GateParams:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown gate parameter(s): {', '.join(sorted(unknown))}")
-        ints = ("min_learn_windows", "confirm_windows")
-        return cls(**{k: int(v) if k in ints else float(v) for k, v in d.items()})
+        ints, bools = ("min_learn_windows", "confirm_windows"), ("learn_revoked",)
+        return cls(**{k: int(v) if k in ints else bool(v) if k in bools else float(v) for k, v in d.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -547,7 +554,7 @@ class GateAnalyzer:
         assert start is not None
         if self._bg_start is None:
             self._bg_start = start
-        for w0, lv, _tl in self._tent_windows:
+        for w0, lv, _tl in self._tent_windows if self.p.learn_revoked else ():
             self._learn_background(lv, w0 + WIN_MS)
         self._tent_windows = []
         return [GateEvent("caller_revoked", t_ms)]

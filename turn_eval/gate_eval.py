@@ -256,6 +256,9 @@ def main() -> None:
                    help="also list each background segment the gate opened on and each delayed start, with its state")
     p.add_argument("--tune", type=int, default=0, metavar="N",
                    help="search the two-stage numbers (TUNE_SPACE) for N trials on this set; print the best")
+    p.add_argument("--space", default=None, metavar="JSON",
+                   help='with --tune: more parameters to search, {"name": [low, high]} (added to TUNE_SPACE)')
+    p.add_argument("--seed", type=int, default=1, help="with --tune: the sampler's seed")
     args = p.parse_args()
     preset = load_listen_preset(args.workflow)
     gp = preset.gate
@@ -263,8 +266,9 @@ def main() -> None:
         gp = GateParams.from_dict({**gp.to_dict(), **json.loads(args.params)})
     calls = load_set(args.folder)
     if args.tune:
-        best, _lines = tune_gate(calls, gp, preset.vad, args.tune)
-        print("best:", json.dumps({k: getattr(best, k) for k in TUNE_SPACE}))
+        space = {**TUNE_SPACE, **{k: (float(lo), float(hi)) for k, (lo, hi) in json.loads(args.space or "{}").items()}}
+        best, _lines = tune_gate(calls, gp, preset.vad, args.tune, space, args.seed)
+        print("best:", json.dumps({k: getattr(best, k) for k in space}))
         gp = best
     report = evaluate_gate(calls, gp, preset.vad)
     lines = explain(calls, gp, preset.vad) if args.explain else []

@@ -497,3 +497,22 @@ def test_confirm_quiet_db_asks_more_of_a_confirmation_only_until_a_background_le
     strict.events.clear()
     strict.audio(seg)
     assert strict.kinds()[:2] == ["caller_tentative", "caller_start"]
+
+
+def test_revoked_openings_teach_the_background_level_only_when_learn_revoked_is_set() -> None:
+    """The caller's own soft phrases, each opened tentatively and revoked (no background level known, so
+    confirming asks 3 dB more): learned as background, they raise the open threshold over the rest of
+    the call; with learn_revoked off the gate keeps no background level and its threshold."""
+    params = {**TWO_STAGE, "confirm_quiet_db": 3.0, "bg_mid_frac": 0.5}
+    soft = [_windows([-27.0] * 12, seed=6 + k) for k in range(3)]
+    taught = _learned_caller(GateParams(**params))
+    kept = _learned_caller(GateParams(**params, learn_revoked=False))
+    thr0 = kept.gate.open_threshold_db()
+    for feed in (taught, kept):
+        for seg in soft:
+            feed.audio(seg)
+            feed.silence(1.0)
+        assert feed.kinds().count("caller_revoked") >= 2
+    assert taught.gate.background_db == pytest.approx(-27.0, abs=1.5)
+    assert taught.gate.open_threshold_db() > thr0 + 2.0
+    assert kept.gate.background_db is None and kept.gate.open_threshold_db() == pytest.approx(thr0)

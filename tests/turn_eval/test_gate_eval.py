@@ -125,6 +125,20 @@ def test_gate_eval_runs_the_gate_beside_plain_vad(tmp_path) -> None:
     assert "plain_vad" in text and "gate" in text
 
 
+def test_gate_eval_tune_searches_the_extra_space_given_on_the_command_line(tmp_path, monkeypatch, capsys) -> None:
+    import json
+    import sys
+
+    from turn_eval import gate_eval
+
+    build_set(tmp_path, "test", 1, seed=9)
+    monkeypatch.setattr(sys, "argv", ["gate_eval", str(tmp_path), "--tune", "2", "--seed", "3",
+                                      "--space", '{"pitch_weight": [0.1, 0.2]}'])
+    gate_eval.main()
+    best = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best:"))[5:])
+    assert set(best) == set(gate_eval.TUNE_SPACE) | {"pitch_weight"}
+
+
 def test_gate_cues_are_recorded_at_closed_gate_decisions_and_labelled_from_the_call(tmp_path) -> None:
     from turn_eval.gate_cues import fit_logistic, record
 
