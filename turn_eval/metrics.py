@@ -25,8 +25,9 @@ the next turn's start):
   VAD missed the first segment (and was not on), its first start later in the turn: the gate, after the
   VAD, cannot hear sooner, and what the VAD missed is lost speech.
   A gate already open at that moment adds nothing (0), nor does a tentative opening still pending
-  then (the bot paused on the background just before the caller began). A turn during which the gate never opened (and
-  was not already open) is a gate-missed turn.
+  then that goes on to be confirmed (the bot paused on the background just before the caller began);
+  one revoked during the turn does not count (the bot resumed over the caller). A turn during which the
+  gate never confirmed an opening (and was not already open) is a gate-missed turn.
 * background pauses (two-stage gate): background segments in which the gate opened tentatively (the bot
   paused) and revoked it, with no confirmed opening: a short silence in the bot's speech, no barge-in.
 """
