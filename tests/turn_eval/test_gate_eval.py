@@ -133,7 +133,7 @@ def test_gate_eval_tune_searches_the_extra_space_given_on_the_command_line(tmp_p
 
     build_set(tmp_path, "test", 1, seed=9)
     monkeypatch.setattr(sys, "argv", ["gate_eval", str(tmp_path), "--tune", "2", "--seed", "3",
-                                      "--space", '{"pitch_weight": [0.1, 0.2]}'])
+                                      "--space", '{"pitch_weight": [0.1, 0.3]}'])
     gate_eval.main()
     best = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best:"))[5:])
     assert set(best) == set(gate_eval.TUNE_SPACE) | {"pitch_weight"}
