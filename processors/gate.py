@@ -554,8 +554,9 @@ class GateAnalyzer:
         assert start is not None
         if self._bg_start is None:
             self._bg_start = start
-        for w0, lv, _tl in self._tent_windows if self.p.learn_revoked else ():
-            self._learn_background(lv, w0 + WIN_MS)
+        if self.p.learn_revoked:
+            for w0, lv, _tl in self._tent_windows:
+                self._learn_background(lv, w0 + WIN_MS)
         self._tent_windows = []
         return [GateEvent("caller_revoked", t_ms)]
 

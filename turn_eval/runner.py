@@ -54,7 +54,6 @@ class SystemRun:
     # callgate, two-stage gate: tentative openings (emitted at, claimed start): the bot pauses, no turn
     # starts; each is later confirmed (a gate start) or revoked
     gate_tentatives: list[tuple[float, float]] = field(default_factory=list)
-    gate_revokes: list[float] = field(default_factory=list)  # when a tentative opening was revoked
 
 
 class CachedSmartTurn:
@@ -330,8 +329,6 @@ def gated_windows(
                 run.gate_starts.append((t1, g.t_ms))
             elif g.kind == "caller_tentative":
                 run.gate_tentatives.append((t1, g.t_ms))
-            elif g.kind == "caller_revoked":
-                run.gate_revokes.append(t1)
             elif g.kind == "caller_end":
                 run.gate_ends.append(g.t_ms)
         yield i, win, events, vad_end

@@ -142,10 +142,9 @@ class DecoderPool:
             logger.error("offline STT: a decoder process died; the segment is lost, a new one starts")
             w.stop()
             with self._lock:
-                if w in self._all:  # not closed meanwhile: replace it
+                if w in self._all:  # not closed meanwhile: replace it (the dead one is not put back below)
                     self._all.remove(w)
-                    w = _Worker()
-                    self._all.append(w)
+                    self._add()
             return ""
         finally:
             with self._lock:

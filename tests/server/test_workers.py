@@ -101,9 +101,9 @@ async def test_serve_two_workers_share_metrics_and_drain_together(tmp_path):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
             while loop.time() < deadline and rate <= 13:
-                history.append((loop.time(), await lag_count(client, server)))
-                rate = max([(c1 - c0) / (t1 - t0) for t0, c0 in history for t1, c1 in history
-                            if t1 - t0 >= 1.5] or [0.0])
+                t1, c1 = loop.time(), await lag_count(client, server)
+                rate = max([rate] + [(c1 - c0) / (t1 - t0) for t0, c0 in history if t1 - t0 >= 1.5])
+                history.append((t1, c1))
                 await asyncio.sleep(0.25)
         server.signal(signal.SIGTERM)
         code = await asyncio.to_thread(server.proc.wait, 30)

@@ -67,7 +67,6 @@ def test_a_tentative_opening_pending_when_the_caller_begins_delays_nothing_and_a
     run = SystemRun(
         vad_starts=[1096, 9096, 16096],
         gate_tentatives=[(1096, 1000), (8500, 8400), (15500, 15400), (16900, 16000)],
-        gate_revokes=[15700],
         gate_starts=[(1150, 1000), (9900, 8400), (17000, 16000)],
         gate_ends=[1900, 9950, 17050],
     )
@@ -84,7 +83,6 @@ def test_a_tentative_opening_pending_when_the_caller_begins_but_revoked_does_not
     run = SystemRun(
         vad_starts=[1096, 9096, 16096],
         gate_tentatives=[(1096, 1000), (8900, 8800), (9700, 9600), (15900, 15800)],
-        gate_revokes=[9400, 16600],
         gate_starts=[(1150, 1000), (9800, 9600)],
         gate_ends=[1900, 9950],
     )
