@@ -104,7 +104,7 @@ class DecoderPool:
 
     def __init__(self, workers: int = 2) -> None:
         self.workers = max(1, workers)
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()  # None: the pool closed
         self._all: list[_Worker] = []
         self._threads: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -135,7 +135,11 @@ class DecoderPool:
             logger.warning(f"offline STT: a {len(pcm) / 2 / rate:.0f} s segment, decoding its first {MAX_SEGMENT_SECS:.0f} s")
             pcm = pcm[:limit]
         self.warm()
-        w = self._idle.get()
+        idle = self._idle
+        w = idle.get()
+        if w is None:  # closed while this segment waited for a worker
+            idle.put(None)  # ... and so were the others waiting
+            return ""
         try:
             return w.call(pcm, rate)
         except (EOFError, OSError):
@@ -162,7 +166,8 @@ class DecoderPool:
         with self._lock:
             workers, self._all = self._all, []
             threads, self._threads = self._threads, None
-            self._idle = queue.SimpleQueue()
+            idle, self._idle = self._idle, queue.SimpleQueue()
+        idle.put(None)  # wakes the segments still waiting for a worker: they get ''
         for w in workers:
             w.stop()
         if threads is not None:

@@ -74,3 +74,18 @@ async def test_closing_the_pool_mid_decode_ends_the_segment_quietly_and_starts_n
     pool.close()
     assert await asyncio.wait_for(decode, 10) == ""
     assert pool.pids() == []
+
+
+async def test_closing_the_pool_wakes_a_segment_still_waiting_for_a_worker() -> None:
+    """A segment from a plain thread (as the Deepgram stand-in sends them) queued behind a busy worker when
+    the pool closes gets '' at once; its thread used to wait forever on the old queue."""
+    pool = DecoderPool(1)
+    pool.warm()
+    noise = np.random.default_rng(2).normal(0, 3000, 8000 * 3).astype(np.int16).tobytes()
+    busy = asyncio.create_task(pool.transcribe(noise))
+    await asyncio.sleep(0.3)
+    waiting = asyncio.create_task(asyncio.to_thread(pool.transcribe_blocking, noise))
+    await asyncio.sleep(0.3)
+    pool.close()
+    assert await asyncio.wait_for(waiting, 5) == ""
+    assert await asyncio.wait_for(busy, 10) == ""
