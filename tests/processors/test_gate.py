@@ -516,3 +516,26 @@ def test_revoked_openings_teach_the_background_level_only_when_learn_revoked_is_
     assert taught.gate.background_db == pytest.approx(-27.0, abs=1.5)
     assert taught.gate.open_threshold_db() > thr0 + 2.0
     assert kept.gate.background_db is None and kept.gate.open_threshold_db() == pytest.approx(thr0)
+
+
+def test_a_revoked_opening_at_the_callers_own_pitch_does_not_teach_the_background_level() -> None:
+    """learn_revoked with the pitch guard (the agent preset): soft lines opened tentatively and revoked
+    teach the background level when another person says them, not when the caller mumbles them, so the
+    caller's own soft words never raise the bar for their next turn; without the guard they do."""
+
+    def background_after(voice: str, guard_st: float) -> float | None:
+        two_stage = {k: v for k, v in TWO_STAGE.items() if k != "open_offset_db"}
+        params = GateParams(**_PITCH, **two_stage, confirm_extra_db=2.0, bg_mid_frac=0.5, floor_margin_db=9.0,
+                            learn_revoked=True, bg_learn_min_st=guard_st)
+        feed = _Feed(GateAnalyzer(params))
+        feed.audio(_at_level(_voice(_CALLER_LINE), -20))
+        feed.events.clear()
+        for line in _TV_LINES:
+            feed.silence(1.0)
+            feed.audio(_at_level(_voice(line, voice), -29.5))
+        assert feed.kinds().count("caller_revoked") >= 4 and "caller_start" not in feed.kinds()
+        return feed.gate.background_db
+
+    assert background_after("en-us+m3", 3.0) is None
+    assert background_after("en-us+f4", 3.0) == pytest.approx(-26.0, abs=1.5)
+    assert background_after("en-us+m3", 0.0) is not None
