@@ -61,7 +61,11 @@ How it decides (`GateParams` holds every number; pipelines/presets/listen.json t
   a TV's first lines stayed unknown and their loud syllables got confirmed (real_s10/dev: 17 of 19
   background openings came before any background level was learned). The pitch-guarded rule, re-tuned:
   real_big / real_s10 / real_s11 dev 15 / 17 / 12 background openings (was 23 / 19 / 15), 1 / 2 / 5
-  delayed starts (1 / 4 / 4), 0 / 1 / 1 turns never opened (0 / 0 / 2).
+  delayed starts (1 / 4 / 4), 0 / 1 / 1 turns never opened (0 / 0 / 2). The stricter confirmation
+  while no background level is known (`confirm_quiet_db`) lasts only `confirm_quiet_ms` into the call
+  (20 s in the preset): a line with no background learned by then has none, and the margin had kept
+  soft caller turns on such lines unconfirmed for the whole call (dev: 16 / 21 / 16 background, 1 / 1 /
+  3 delayed, 0 / 0 / 0 never opened).
 * VAD speech the gate did not open on is reported as a background span (start, end).
 
 Measured with `python -m turn_eval.gate_eval DIR` (gate vs plain VAD): the preset was chosen on a
@@ -197,7 +201,8 @@ class GateParams:
     tentative_db: float = 0.0
     confirm_windows: int = 1
     confirm_extra_db: float = 0.0
-    confirm_quiet_db: float = 0.0  # while no background level is known, confirming needs this much more
+    confirm_quiet_db: float = 0.0  # while no background level is known, confirming needs this much more ...
+    confirm_quiet_ms: float = 0.0  # ... for this long into the call (0 = all call): a line still quiet by then has none
     tentative_quiet_db: float = 0.0  # ... and a tentative opening this much less (the bot pauses on any likely start)
     # A revoked tentative opening teaches the background level with its windows (True), or not: they lay
     # near the threshold, and on a line with no background they are the caller's own soft words, which
@@ -550,7 +555,8 @@ class GateAnalyzer:
         if self._hist[-1][3] == self._hist[-1][3]:
             self._tent_pitches.append(self._hist[-1][3])
         self._note_rejected(False)
-        extra = self.p.confirm_extra_db + (self.p.confirm_quiet_db if self._bg_level is None else 0.0)
+        quiet_line = self._bg_level is None and (not self.p.confirm_quiet_ms or t0 < self.p.confirm_quiet_ms)
+        extra = self.p.confirm_extra_db + (self.p.confirm_quiet_db if quiet_line else 0.0)
         if self._score(level, tilt, t0) >= need + extra:  # this window's level (+ pitch cue)
             self._tent_hits += 1
         if self._tent_hits >= self.p.confirm_windows:

@@ -539,3 +539,25 @@ def test_a_revoked_opening_at_the_callers_own_pitch_does_not_teach_the_backgroun
     assert background_after("en-us+m3", 3.0) is None
     assert background_after("en-us+f4", 3.0) == pytest.approx(-26.0, abs=1.5)
     assert background_after("en-us+m3", 0.0) is not None
+
+
+def test_the_quiet_line_confirmation_margin_expires_on_a_line_that_stays_without_background() -> None:
+    """While no background level is known, confirming asks confirm_quiet_db more (the first TV of a call
+    is where most background got through), but only for confirm_quiet_ms into the call: on a line still
+    without background by then, a soft caller turn 7 dB under their level is confirmed, not revoked."""
+    soft = [-27.0] * 12
+
+    def soft_turns(quiet_ms: float) -> list[str]:
+        feed = _learned_caller(GateParams(**TWO_STAGE, confirm_quiet_db=3.0, confirm_quiet_ms=quiet_ms))
+        assert feed.gate._t_ms < 6000
+        kinds = []
+        for k in range(2):  # one before 6 s into the call, one after
+            feed.events.clear()
+            feed.audio(_windows(soft, seed=7 + k))
+            kinds.append("caller_start" if "caller_start" in feed.kinds() else "caller_revoked")
+            feed.silence(3.0)
+        assert feed.gate.background_db is None
+        return kinds
+
+    assert soft_turns(6000.0) == ["caller_revoked", "caller_start"]
+    assert soft_turns(0.0) == ["caller_revoked", "caller_revoked"]
