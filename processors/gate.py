@@ -312,8 +312,7 @@ class GateAnalyzer:
         self._tentative: float | None = None
         self._tent_t1 = 0.0
         self._tent_hits = 0
-        self._tent_windows: list[tuple[float, float, float]] = []
-        self._tent_pitches: list[float] = []  # Hz of the tentative opening's voiced windows
+        self._tent_windows: list[tuple[float, float, float, float]] = []  # (t0, level, tilt, pitch Hz or nan)
 
     # --- state for the interruption handler and the endpointer -----------------------------------
 
@@ -549,11 +548,8 @@ class GateAnalyzer:
                 return events
             start = self._claim_start(t0)
             self._tentative, self._tent_t1, self._tent_hits, self._tent_windows = start, t1, 0, []
-            self._tent_pitches = []
             events.append(GateEvent("caller_tentative", start))
-        self._tent_windows.append((t0, level, tilt))
-        if self._hist[-1][3] == self._hist[-1][3]:
-            self._tent_pitches.append(self._hist[-1][3])
+        self._tent_windows.append((t0, level, tilt, self._hist[-1][3]))
         self._note_rejected(False)
         quiet_line = self._bg_level is None and (not self.p.confirm_quiet_ms or t0 < self.p.confirm_quiet_ms)
         extra = self.p.confirm_extra_db + (self.p.confirm_quiet_db if quiet_line else 0.0)
@@ -565,7 +561,7 @@ class GateAnalyzer:
             self._open(start, t1)
             events.append(GateEvent("caller_start", start))
             hold = self._hold_db()
-            for w0, lv, tl in self._tent_windows:
+            for w0, lv, tl, _pitch in self._tent_windows:
                 if lv >= hold:
                     self._learn(lv, tl, w0 + WIN_MS)
                     self._flag(w0, True)
@@ -580,10 +576,10 @@ class GateAnalyzer:
         assert start is not None
         if self._bg_start is None:
             self._bg_start = start
-        if self.p.learn_revoked and not self._near_caller_pitch(self._tent_pitches):
-            for w0, lv, _tl in self._tent_windows:
+        if self.p.learn_revoked and not self._near_caller_pitch([w[3] for w in self._tent_windows if w[3] == w[3]]):
+            for w0, lv, _tl, _pitch in self._tent_windows:
                 self._learn_background(lv, w0 + WIN_MS, pitch_checked=True)
-        self._tent_windows, self._tent_pitches = [], []
+        self._tent_windows = []
         return [GateEvent("caller_revoked", t_ms)]
 
     def _hold_db(self) -> float:
