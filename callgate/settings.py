@@ -1,6 +1,9 @@
 """One typed settings object for the whole server, read from environment variables (and `.env`).
 
-Every variable is documented in README.md; nothing else in the project reads `os.environ`.
+Every server variable is documented in README.md and read only here. Outside the server's settings,
+the environment gives: the CLI's `CALLGATE_API_KEY` (`callgate campaign`), prometheus_client's own
+`PROMETHEUS_MULTIPROC_DIR` (set by `callgate serve --workers N`), and the tools' data paths
+(`CALLGATE_DEV_GREETINGS`, `CALLGATE_ASTERISK_SOUNDS`, `CALLGATE_MOH_DIR`).
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ class Settings(BaseSettings):
     listen_finalize_on_tentative: bool = Field(
         False,
         description="agent (with LISTEN_ENDPOINTER_ENDS_TURNS): also send the STT's Finalize (Deepgram) on the "
-        "endpointer's tentative turn end, not only at the VAD's stop: the final words come ~25 ms sooner at "
-        "p50 (scripts/bench_agent_latency.py), but a pause after words that sound complete ('Yes,') then "
+        "endpointer's tentative turn end, not only at the VAD's stop: no p50 gain measured "
+        "(scripts/bench_agent_latency.py), and a pause after words that sound complete ('Yes,') then "
         "gets its final words in time to close the turn there (off: the VAD's later stop guards it).",
     )
     amd_callback_url: str | None = Field(

@@ -6,7 +6,7 @@ Usage: python scripts/bench_beep.py [seconds]
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import numpy as np
@@ -48,4 +48,9 @@ def bench(secs: float = 30.0) -> None:
 
 
 if __name__ == "__main__":
-    bench(float(sys.argv[1]) if len(sys.argv) > 1 else 30.0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("seconds", nargs="?", type=float, default=30.0, help="audio to time (default 30)")
+    args = ap.parse_args()
+    if args.seconds <= 0:
+        ap.error("seconds must be > 0")
+    bench(args.seconds)

@@ -17,8 +17,8 @@ Usage: python scripts/bench_twilio_amd.py [DEV_GREETINGS_DIR]   (default ../shar
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
@@ -61,9 +61,15 @@ def recordings(greetings_dir: Path) -> list[tuple[str, str, np.ndarray]]:
 
 
 def main() -> None:
-    greetings_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "dev_greetings"
-    if not (greetings_dir / "index.csv").is_file():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("greetings", nargs="?", type=Path, help="folder of real greetings with index.csv "
+                    "(default: ../shared/data/dev_greetings)")
+    args = ap.parse_args()
+    greetings_dir = args.greetings or ROOT.parent / "shared" / "data" / "dev_greetings"
+    if args.greetings is None and not (greetings_dir / "index.csv").is_file():
         greetings_dir = Path("/work/shared/data/dev_greetings")
+    if not (greetings_dir / "index.csv").is_file():
+        ap.error(f"{greetings_dir}: no index.csv of greetings there")
     logger.remove()
     model, vad, presets = AmdModel(), OfflineSpeechDetector(), load_presets()
     systems = ["twilio_rules", *PRESETS]
