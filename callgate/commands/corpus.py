@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("split", "all"),
         default="split",
         help="real greetings in calls: 'split' = fixed training/held-out halves (default); 'all' = any, "
-        "for `callgate eval-folds` corpora, whose folds drop calls by greeting file",
+        "for `callgate eval --folds` corpora, whose folds drop calls by greeting file",
     )
     b.add_argument(
         "--channel",
