@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         "against it, never against the Host header. Unset: http://HOST:PORT, for local use.",
     )
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(8080, ge=1, le=65535)
 
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = Field(

@@ -68,7 +68,11 @@ class RejectedCall(Exception):
 
 def webhook_url(url: str, params: Mapping[str, str] | None = None) -> str:
     """`url` with `/twiml` added when it has no path, and `params` merged into its query string."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number in 0-65535 raises here)
+    except ValueError as e:  # also a broken IPv6 host ("http://[::1")
+        raise RejectedCall(f"server URL must be http(s)://host[:port][/path], got {url!r} ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RejectedCall(f"server URL must be http(s)://host[:port][/path], got {url!r}")
     path = parts.path if parts.path not in ("", "/") else "/twiml"

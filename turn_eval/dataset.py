@@ -387,12 +387,15 @@ def load_labels(folder: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
         files = data["files"]
         for name, f in files.items():
+            float(f["duration_ms"])
             for t in f["turns"]:
                 float(t["start_ms"]), float(t["end_ms"])
-                for p in t.get("pauses", []):
+                for p in t["pauses"]:
                     float(p[0]), float(p[1])
+                for s in t["segments"]:
+                    float(s["start_ms"]), float(s["end_ms"]), s["text"].split()
             for b in f.get("background", []):
-                float(b["start_ms"]), float(b["end_ms"])
+                float(b["start_ms"]), float(b["end_ms"]), float(b["rel_db"]), b["kind"]
             if not (Path(folder) / name).is_file():
                 raise ValueError(f"{name} is labelled but missing")
     except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:

@@ -240,6 +240,30 @@ def tune_gate(calls: list[CallInputs], base: GateParams, vad_params: dict[str, f
     return params(study.best_trial), lines
 
 
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """`text` parsed as a JSON object; ValueError naming `option` otherwise."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{option}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{option}: want a JSON object, {{\"name\": ...}}, got {text!r}")
+    return doc
+
+
+def parse_space(text: str | None) -> dict[str, tuple[float, float]]:
+    """`--space`: {"gate parameter": [low, high], ...}; ValueError naming what is wrong."""
+    names = set(GateParams().to_dict())
+    space = {}
+    for k, v in _json_object(text or "{}", "--space").items():
+        if k not in names:
+            raise ValueError(f"--space: unknown gate parameter {k!r}")
+        if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v) and v[0] < v[1]):
+            raise ValueError(f"--space: {k} wants [low, high] with low < high, got {json.dumps(v)}")
+        space[k] = (float(v[0]), float(v[1]))
+    return space
+
+
 def main() -> None:
     from loguru import logger
 
@@ -260,13 +284,24 @@ def main() -> None:
                    help='with --tune: more parameters to search, {"name": [low, high]} (added to TUNE_SPACE)')
     p.add_argument("--seed", type=int, default=1, help="with --tune: the sampler's seed")
     args = p.parse_args()
-    preset = load_listen_preset(args.workflow)
-    gp = preset.gate
-    if args.params:
-        gp = GateParams.from_dict({**gp.to_dict(), **json.loads(args.params)})
-    calls = load_set(args.folder)
+    if args.tune < 0:
+        raise SystemExit("--tune must be >= 0")
+    try:
+        preset = load_listen_preset(args.workflow)
+        gp = preset.gate
+        if args.params:
+            over = _json_object(args.params, "--params")
+            try:
+                gp = GateParams.from_dict({**gp.to_dict(), **over})
+            except (TypeError, ValueError) as e:  # an unknown name, a value that is not a number
+                raise ValueError(f"--params: {e}") from None
+        space = {**TUNE_SPACE, **parse_space(args.space)} if args.tune else TUNE_SPACE
+        calls = load_set(args.folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e)) from None
+    if not calls:
+        raise SystemExit(f"{args.folder}: labels.json lists no files")
     if args.tune:
-        space = {**TUNE_SPACE, **{k: (float(lo), float(hi)) for k, (lo, hi) in json.loads(args.space or "{}").items()}}
         best, _lines = tune_gate(calls, gp, preset.vad, args.tune, space, args.seed)
         print("best:", json.dumps({k: getattr(best, k) for k in space}))
         gp = best

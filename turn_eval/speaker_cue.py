@@ -152,7 +152,13 @@ def main() -> None:
     preset = load_listen_preset("agent")
     if not preset.gate.confirm_ms:
         raise SystemExit("the agent preset's gate has one stage: no tentative openings to score")
-    for line in measure(load_set(args.folder, progress=True), preset.gate, preset.vad):
+    try:
+        calls = load_set(args.folder, progress=True)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if len(calls) < 2:
+        raise SystemExit(f"{args.folder}: {len(calls)} call(s); needs 2 or more (the first half builds the world model)")
+    for line in measure(calls, preset.gate, preset.vad):
         print(line)
 
 

@@ -74,20 +74,23 @@ def read_contacts(path: Path, tz_column: str | None):
 
     if not path.is_file():
         raise CampaignError(f"no contacts file {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [h.strip() for h in reader.fieldnames or []]
-        phone_col = next((h for h in fields if h.lower() in PHONE_COLUMNS), None)
-        if phone_col is None:
-            raise CampaignError(f"{path}: no phone column (one of {', '.join(PHONE_COLUMNS)}); found {fields}")
-        if tz_column and tz_column not in fields:
-            raise CampaignError(f"{path}: no column {tz_column!r}")
-        contacts = []
-        for i, rec in enumerate(reader, start=2):
-            rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
-            data = {k: v for k, v in rec.items() if k not in (phone_col, tz_column)}
-            contacts.append(Contact(row=i, phone=rec.get(phone_col, ""), tz=rec.get(tz_column or "") or None,
-                                    data=data))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [h.strip() for h in reader.fieldnames or []]
+            phone_col = next((h for h in fields if h.lower() in PHONE_COLUMNS), None)
+            if phone_col is None:
+                raise CampaignError(f"{path}: no phone column (one of {', '.join(PHONE_COLUMNS)}); found {fields}")
+            if tz_column and tz_column not in fields:
+                raise CampaignError(f"{path}: no column {tz_column!r}")
+            contacts = []
+            for i, rec in enumerate(reader, start=2):
+                rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
+                data = {k: v for k, v in rec.items() if k not in (phone_col, tz_column)}
+                contacts.append(Contact(row=i, phone=rec.get(phone_col, ""), tz=rec.get(tz_column or "") or None,
+                                        data=data))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CampaignError(f"{path}: not a UTF-8 CSV file ({e})") from e
     return contacts
 
 

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--n must be positive")
     if args.workers <= 0:
         raise CliError("--workers must be positive")
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out}: not a directory")
     try:
         metas = corpus.build(
             args.out,

@@ -303,6 +303,10 @@ def run(args: argparse.Namespace) -> int:
     from callgate.cli import CliError
     from simulator.rest import RestStandIn
 
+    if not args.speed > 0:
+        raise CliError("--speed must be > 0")
+    if not 0 <= args.port <= 65535:
+        raise CliError("--port must be 0-65535 (0 = a free one)")
     print("callgate demo: generating call audio with offline voices ...", flush=True)
     try:
         scenarios = build_scenarios()

@@ -200,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--network-delay-ms needs a paced call: use --speed, not --fast")
     if (args.audio is None) == (args.script is None):
         raise CliError("give AUDIO or --script (one of them)")
+    if args.rest_port is not None and not 0 <= args.rest_port <= 65535:
+        raise CliError("--rest-port must be 0-65535 (0 = any free port)")
+    if args.save_received is not None and args.save_received.is_dir():
+        raise CliError(f"--save-received {args.save_received}: a folder, not a WAV file")
     params = _params(args)
     script = None
     if args.script is not None:
@@ -224,7 +228,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(report.summary)
     if args.save_received:
-        save_wav(args.save_received, np.frombuffer(ulaw_to_pcm(report.received_ulaw), dtype=np.int16))
+        try:
+            save_wav(args.save_received, np.frombuffer(ulaw_to_pcm(report.received_ulaw), dtype=np.int16))
+        except OSError as e:
+            raise CliError(f"cannot write {args.save_received}: {e.strerror or e}") from None
     if not report.ok:
         raise CliError(report.error or "call rejected")
     sys.stdout.flush()

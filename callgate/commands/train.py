@@ -50,17 +50,26 @@ def run(args: argparse.Namespace) -> int:
     from amd_model.tools import corpus, train
 
     out = args.out or train.HERE
+    if args.corpus.exists() and not args.corpus.is_dir():
+        raise CliError(f"--corpus {args.corpus}: not a directory")
     if args.eval_only:
-        print(json.dumps(train.evaluate(out / "amd.onnx", args.corpus / "eval"), indent=1))
+        if not (args.corpus / "eval" / "meta.jsonl").is_file():
+            raise CliError(f"{args.corpus}: no eval/meta.jsonl (build the corpus with `callgate corpus build`)")
+        try:
+            print(json.dumps(train.evaluate(out / "amd.onnx", args.corpus / "eval"), indent=1))
+        except FileNotFoundError as e:
+            raise CliError(str(e)) from e
         return 0
+    if args.members < 1 or args.jobs < 1:  # before a corpus build that can take hours
+        raise CliError("--members and --jobs must be >= 1")
     if not (args.corpus / "meta.jsonl").exists():
+        if args.n <= 0 or args.workers <= 0:
+            raise CliError("--n and --workers must be positive")
         print(f"no corpus at {args.corpus}: building {args.n} calls (seed {args.seed})")
         try:
             corpus.build(args.corpus, args.n, args.seed, workers=args.workers, engines=args.engines)
         except (RuntimeError, ValueError) as e:
             raise CliError(str(e)) from e
-    if args.members < 1 or args.jobs < 1:
-        raise CliError("--members and --jobs must be >= 1")
     info = train.train(
         args.corpus,
         out,

@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from processors.amd_decision import DEFAULT_PRESETS_PATH, load_presets, preset_to_json
 
     out = args.out or DEFAULT_PRESETS_PATH
+    if out.is_dir():
+        raise CliError(f"--out {out}: a folder, not a presets JSON file")
     base_path = args.base or (out if out.is_file() else DEFAULT_PRESETS_PATH)
     try:
         presets = load_presets(base_path)

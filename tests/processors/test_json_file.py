@@ -26,3 +26,12 @@ def test_both_preset_loaders_use_it(tmp_path) -> None:
         load_presets(tmp_path / "amd.json")
     with pytest.raises(FileNotFoundError, match="listen presets file not found"):
         load_listen_preset("agent", tmp_path / "listen.json")
+
+
+def test_read_json_on_a_folder_or_a_binary_file_says_so_without_a_traceback(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"AMD presets file is a folder, not a JSON file: "):
+        read_json(tmp_path, "AMD presets file")
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF\x80\x81\xfe\xff")
+    with pytest.raises(ValueError, match=r"a\.wav: not valid JSON \(not UTF-8 text\)"):
+        read_json(wav, "listen presets file")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from callgate.audio import pcm_to_ulaw
-from simulator.phone import CallReport, PhoneCall, StreamClient, simulate_call, webhook_url
+from simulator.phone import CallReport, PhoneCall, RejectedCall, StreamClient, simulate_call, webhook_url
 from simulator.rest import RestStandIn
 from tests.simulator.conftest import STREAM_TOKEN, Session, tone
 
@@ -317,3 +317,9 @@ def test_webhook_url():
         webhook_url("https://h/hook?a=1&workflow=x", {"workflow": "y", "m": "a b"})
         == "https://h/hook?a=1&workflow=y&m=a+b"
     )
+
+
+def test_webhook_url_with_a_port_out_of_range_or_a_broken_host_is_a_rejected_call():
+    for url in ("http://127.0.0.1:99999", "http://h:abc", "http://[::1"):
+        with pytest.raises(RejectedCall, match="server URL must be"):
+            webhook_url(url)

@@ -233,3 +233,30 @@ def test_a_turn_start_plain_vad_itself_heard_late_is_not_charged_to_the_gate() -
     assert t.gate_delays == [0.0, 0.0, pytest.approx(16528 - 16128)]
     assert plain_vad_hears(labels["turns"][1], run) == 9700
     assert plain_vad_hears(labels["turns"][2], run) == 16128
+
+
+def test_gate_eval_bad_params_space_workflow_or_folder_say_so_without_a_traceback(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from turn_eval import gate_eval
+
+    (tmp_path / "labels.json").write_text('{"files": {}}')
+    cases = [
+        ([str(tmp_path / "nope")], "no labels.json"),
+        ([str(tmp_path)], "lists no files"),
+        ([str(tmp_path), "--workflow", "nope"], "no listen preset for workflow 'nope'"),
+        ([str(tmp_path), "--params", "{bad"], "--params: not valid JSON"),
+        ([str(tmp_path), "--params", "[1]"], "--params: want a JSON object"),
+        ([str(tmp_path), "--params", '{"nope": 1}'], "--params: unknown gate parameter"),
+        ([str(tmp_path), "--params", '{"open_offset_db": null}'], "--params:"),
+        ([str(tmp_path), "--tune", "1", "--space", "{bad"], "--space: not valid JSON"),
+        ([str(tmp_path), "--tune", "1", "--space", '{"nope": [0, 1]}'], "--space: unknown gate parameter"),
+        ([str(tmp_path), "--tune", "1", "--space", '{"pitch_weight": 1}'], "wants [low, high]"),
+        ([str(tmp_path), "--tune", "1", "--space", '{"pitch_weight": [3, 1]}'], "low < high"),
+        ([str(tmp_path), "--tune", "-1"], "--tune must be >= 0"),
+    ]
+    for argv, needle in cases:
+        monkeypatch.setattr(sys, "argv", ["gate_eval", *argv])
+        with pytest.raises(SystemExit) as e:
+            gate_eval.main()
+        assert needle in str(e.value.code), (argv, e.value.code)
