@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from processors.amd_decision import STEP_MS, DecisionLayer, DetectorConfig, Verdict
+from processors.json_file import read_json
 
 TRACE_VERSION = 1
 
@@ -136,7 +137,7 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
 
 
 def load_trace(path: str | Path) -> Trace:
-    return Trace.from_dict(json.loads(Path(path).read_text()))
+    return Trace.from_dict(read_json(path, "trace file"))
 
 
 def load_traces(path: str | Path) -> list[Trace]:

@@ -60,6 +60,8 @@ def resample(x: np.ndarray, in_rate: int, out_rate: int = SAMPLE_RATE) -> np.nda
 def load_audio(path: str | Path) -> np.ndarray:
     """Read a WAV (any rate, channels, 8/16/32-bit PCM or µ-law) or raw .ulaw file as 8 kHz mono int16."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioFormatError(f"{path}: a folder, not an audio file")
     if not path.is_file():
         raise AudioFormatError(f"{path}: no such file")
     if path.suffix.lower() in (".ulaw", ".mulaw", ".ul", ".raw"):

@@ -540,6 +540,8 @@ def plot_tradeoff(result: TuneResult, path: str | Path) -> Path:
     fig.suptitle(f"AMD trade-off, workflow {result.workflow} ({ch.n} traces, {len(cs)} candidates)")
     fig.tight_layout()
     path = Path(path)
+    if not path.suffix:  # savefig would add .png itself: return the name it writes
+        path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

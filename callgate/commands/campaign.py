@@ -96,14 +96,25 @@ def read_contacts(path: Path, tz_column: str | None):
 
 async def _run(args: argparse.Namespace) -> int:
     import httpx
+    from loguru import logger
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from callgate.settings import Settings
     from callgate.store import CallStore
     from callgate.store import campaigns as cs
 
+    logger.disable("pipecat")  # no banner: this command only places calls through the server
+    try:
+        from pipelines.factory import UnknownWorkflowError, check_workflow
+    finally:
+        logger.enable("pipecat")
+
     if args.rate <= 0 or args.max_concurrent < 1:
         raise cs.CampaignError("--rate must be > 0 and --max-concurrent >= 1")
+    try:
+        check_workflow(args.workflow)  # the server's own list: it would refuse every call
+    except UnknownWorkflowError as e:
+        raise cs.CampaignError(str(e)) from e
     settings = Settings()
     options = cs.CampaignOptions(
         workflow=args.workflow, agent=args.agent, message=args.message, rate=args.rate,
@@ -111,6 +122,8 @@ async def _run(args: argparse.Namespace) -> int:
         retries=cs.parse_retries(args.retries) if args.retries else {},
         retry_after_secs=cs.parse_duration(args.retry_after), call_timeout_secs=cs.parse_duration(args.call_timeout),
     )
+    if options.call_timeout_secs <= 0:
+        raise cs.CampaignError("--call-timeout must be > 0")
     claim_timeout = cs.parse_duration(args.claim_timeout)
     contacts = read_contacts(args.contacts, args.tz_column)
     campaign_id = args.campaign_id or "c-" + hashlib.sha256(

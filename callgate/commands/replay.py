@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         params["amd"] = "off"
     if args.speed is not None and not args.speed > 0:
         raise CliError("--speed must be > 0")
+    if not args.tail >= 0:
+        raise CliError("--tail must be >= 0")
     call = CallConfig(settings=settings, workflow=workflow, call_sid="replay", stream_sid="replay", params=params)
 
     def emit(event: dict) -> None:

@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.trials < 1:
         raise CliError("--trials must be >= 1")
+    if args.population is not None and args.population < 2:
+        raise CliError("--population must be >= 2 (NSGA-II breeds pairs)")
+    if args.bound is not None and not 0 < args.bound <= 1:
+        raise CliError("--bound must be in (0, 1]: the floor on human precision or recall")
     counterpart = presets.get(COUNTERPART.get(args.workflow, ""))
     try:
         result = tune(

@@ -137,3 +137,134 @@ def test_campaign_run_on_a_binary_contacts_file_says_so_without_a_traceback(tmp_
     db = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
     assert main(["campaign", "run", str(wav), "--database-url", db, "--no-wait", "--quiet"]) == 2
     _one_error_line(capsys, "campaign", "not a UTF-8 CSV file")
+
+
+def test_replay_refuses_a_negative_tail_before_replaying(tmp_path, capsys, monkeypatch) -> None:
+    from pipelines import replay
+
+    def no_replay(*_a, **_k):
+        raise AssertionError("replayed before the options were checked")
+
+    monkeypatch.setattr(replay, "replay_pcm", no_replay)
+    assert main(["replay", str(_wav(tmp_path / "a.wav")), "--tail", "-5"]) == 2
+    _one_error_line(capsys, "replay", "--tail")
+
+
+def test_replay_of_a_folder_says_it_is_a_folder(tmp_path, capsys) -> None:
+    assert main(["replay", str(tmp_path)]) == 2
+    _one_error_line(capsys, "replay", "a folder, not an audio file")
+
+
+def test_eval_error_messages_keep_their_closing_quote(tmp_path, capsys) -> None:
+    _wav(tmp_path / "a.wav")
+    (tmp_path / "labels.csv").write_text("name,kind\na.wav,human\n")
+    assert main(["eval", str(tmp_path), "--no-real", "--no-progress"]) == 2
+    _one_error_line(capsys, "eval", "at least 'file' and 'label'")
+
+
+def test_eval_refuses_zero_or_negative_jobs_before_evaluating(tmp_path, capsys, monkeypatch) -> None:
+    from amd_model.tools import evaluation
+
+    def no_eval(*_a, **_k):
+        raise AssertionError("evaluated before the options were checked")
+
+    monkeypatch.setattr(evaluation, "evaluate_dir", no_eval)
+    _wav(tmp_path / "a.wav")
+    (tmp_path / "labels.csv").write_text("file,label\na.wav,human\n")
+    for jobs in ("0", "-2"):
+        assert main(["eval", str(tmp_path), "--no-real", "--no-progress", "--jobs", jobs]) == 2
+        _one_error_line(capsys, "eval", "--jobs")
+
+
+def test_eval_report_without_folds_writes_the_printed_table(tmp_path, capsys, monkeypatch) -> None:
+    from amd_model.tools import evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate_dir", lambda *_a, **_k: {"n": 1})
+    monkeypatch.setattr(evaluation, "format_report", lambda rep: f"the table of {rep['n']} call")
+    _wav(tmp_path / "a.wav")
+    (tmp_path / "labels.csv").write_text("file,label\na.wav,human\n")
+    report = tmp_path / "report.txt"
+    assert main(["eval", str(tmp_path), "--no-real", "--no-progress", "--report", str(report)]) == 0
+    assert "the table of 1 call" in capsys.readouterr().out
+    assert report.read_text() == "the table of 1 call\n"
+
+
+def _one_trace(folder) -> None:
+    from amd_model.traces import Trace, save_trace
+
+    steps = [[100.0 * k, 0.9, 0.04, 0.03, 0.02, 0.01] for k in range(1, 6)]
+    classes = ["none", "human", "machine", "ivr", "carrier_intercept"]
+    save_trace(Trace(call_id="a", classes=classes, steps=steps, label="human"), folder)
+
+
+def test_tune_on_a_traces_file_that_is_not_json_names_the_file(tmp_path, capsys) -> None:
+    bad = tmp_path / "traces" / "b.json"
+    bad.parent.mkdir()
+    bad.write_text("not json")
+    out = str(tmp_path / "presets.json")
+    for traces in (bad, bad.parent):
+        assert main(["tune", str(traces), "--workflow", "default", "--trials", "1", "--out", out]) == 2
+        _one_error_line(capsys, "tune", f"{bad}: not valid JSON")
+
+
+def _no_tune(monkeypatch) -> None:
+    from amd_model.tools import tuning
+
+    def no_tune(*_a, **_k):
+        raise AssertionError("tuning started before the options were checked")
+
+    monkeypatch.setattr(tuning, "tune", no_tune)
+
+
+def test_tune_refuses_a_population_under_two_before_tuning(tmp_path, capsys, monkeypatch) -> None:
+    _no_tune(monkeypatch)
+    _one_trace(tmp_path / "traces")
+    argv = ["tune", str(tmp_path / "traces"), "--workflow", "power_dial", "--trials", "1", "--dry-run"]
+    for population in ("0", "1", "-3"):
+        assert main([*argv, "--population", population]) == 2, population
+        _one_error_line(capsys, "tune", "--population")
+
+
+def test_tune_refuses_a_bound_outside_0_1_before_tuning(tmp_path, capsys, monkeypatch) -> None:
+    _no_tune(monkeypatch)
+    _one_trace(tmp_path / "traces")
+    argv = ["tune", str(tmp_path / "traces"), "--workflow", "power_dial", "--trials", "1", "--dry-run"]
+    for bound in ("-1", "0", "1.5"):
+        assert main([*argv, "--bound", bound]) == 2, bound
+        _one_error_line(capsys, "tune", "--bound")
+
+
+def test_tune_plot_without_a_suffix_reports_the_png_it_wrote(tmp_path, capsys) -> None:
+    pytest.importorskip("optuna")
+    pytest.importorskip("matplotlib")
+    _one_trace(tmp_path / "traces")
+    plot = tmp_path / "tradeoff"
+    argv = ["tune", str(tmp_path / "traces"), "--workflow", "default", "--trials", "1", "--dry-run"]
+    assert main([*argv, "--plot", str(plot)]) == 0
+    assert f"plot saved to {plot}.png\n" in capsys.readouterr().out
+    assert (tmp_path / "tradeoff.png").is_file()
+
+
+def _campaign_run_argv(tmp_path, monkeypatch) -> list[str]:
+    """`campaign run` on one contact, with the campaign's start replaced by a failure."""
+    from callgate.store import campaigns
+
+    async def no_campaign(*_a, **_k):
+        raise AssertionError("the campaign started before the options were checked")
+
+    monkeypatch.setattr(campaigns, "create_or_resume", no_campaign)
+    (tmp_path / "contacts.csv").write_text("phone\n+14155550100\n")
+    return ["campaign", "run", str(tmp_path / "contacts.csv"), "--server", "http://127.0.0.1:9",
+            "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", "--no-wait", "--quiet"]
+
+
+def test_campaign_run_refuses_an_unknown_workflow_before_calling(tmp_path, capsys, monkeypatch) -> None:
+    assert main([*_campaign_run_argv(tmp_path, monkeypatch), "--workflow", "voicemail"]) == 2
+    _one_error_line(capsys, "campaign", "unknown workflow 'voicemail'; choose one of: agent, ")
+
+
+def test_campaign_run_refuses_a_zero_call_timeout_before_calling(tmp_path, capsys, monkeypatch) -> None:
+    argv = _campaign_run_argv(tmp_path, monkeypatch)
+    for timeout in ("0", "0m"):
+        assert main([*argv, "--call-timeout", timeout]) == 2, timeout
+        _one_error_line(capsys, "campaign", "--call-timeout")
