@@ -287,11 +287,13 @@ class Budget:
     hidden: int = 160
     threads: int = 1
     seed: int = 0
+    warp: float = 0.0  # vocal tract length perturbation in training: alpha in [1 - warp, 1 + warp] (0 = off)
 
     def describe(self) -> str:
         return (
             f"one net (GRU {self.hidden}, seed {self.seed}) per fold, <= {self.minutes:g} min wall clock "
             f"and <= {self.max_epochs} epochs, {self.threads} CPU thread"
+            + (f", VTLP +-{self.warp:g}" if self.warp else "")
         )
 
 
@@ -309,6 +311,7 @@ def train_fold(
 
     d = corpus / store
     d.mkdir(exist_ok=True)
+    suffix += f"-vtlp{budget.warp:g}" if budget.warp else ""
     ckpt, info_path = d / f"{fold.slug}{suffix}.pt", d / f"{fold.slug}{suffix}.json"
     ids = hashlib.sha1(json.dumps([fold.train_ids, fold.val_ids]).encode()).hexdigest()[:12]
     key = {"budget": budget.__dict__, "n_train": len(fold.train_ids), "n_val": len(fold.val_ids), "ids": ids}
@@ -330,6 +333,7 @@ def train_fold(
             val_ids=fold.val_ids,
             tag=fold.name + (" + extra inputs" if extra else ""),
             extra=extra,
+            warp=budget.warp,
         )
         info = {"key": key, "epochs": r["epochs"], "train_minutes": r["train_minutes"]}
         info_path.write_text(json.dumps(info))

@@ -218,6 +218,27 @@ def train(
     return info
 
 
+def vtlp_source_bands(alpha: float) -> np.ndarray:
+    """For each mel band, the (fractional) band it takes its energy from when the spectrum is warped by
+    `alpha` (vocal tract length perturbation, Jaitly & Hinton 2013: f -> alpha * f up to a knee at 80 % of
+    the top band, then linear so that the top stays the top)."""
+    mel = np.linspace(2595 * np.log10(1 + features.FMIN / 700), 2595 * np.log10(1 + features.FMAX / 700),
+                      features.N_MELS + 2)
+    centers = (700 * (10 ** (mel / 2595) - 1))[1:-1]
+    top = centers[-1]
+    knee = 0.8 * top * min(alpha, 1.0)  # in warped (target) frequency
+    src = np.where(centers <= knee, centers / alpha, top - (top - knee / alpha) * (top - centers) / (top - knee))
+    return np.interp(src, centers, np.arange(features.N_MELS, dtype=np.float64))
+
+
+def warp_bands(f: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Log-mel frames (..., N_MELS) re-read at fractional bands `src` (linear interpolation)."""
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, features.N_MELS - 1)
+    frac = (src - i0).astype(np.float32)
+    return f[..., i0] * (1 - frac) + f[..., i1] * frac
+
+
 def _train_member_kw(kw: dict) -> dict:
     return train_member(**kw)
 
@@ -237,6 +258,7 @@ def train_member(
     val_ids: list[int] | None = None,
     tag: str | None = None,
     extra: dict[int, np.ndarray] | None = None,
+    warp: float = 0.0,
 ) -> dict:
     """Train one net on the train split, keep the epoch that scores best on val, save it to `ckpt`.
 
@@ -306,6 +328,8 @@ def train_member(
                     floor = float(np.quantile(f, 0.9)) - rng.uniform(2.5, 7.0)
                     shape = np.linspace(0, -1, features.N_MELS) * rng.uniform(0, 2)
                     f = np.logaddexp(f, floor + shape + rng.standard_normal(f.shape) * 0.5)
+                if warp:  # vocal tract length perturbation: the same words from another speaker's formants
+                    f = warp_bands(f, vtlp_source_bands(rng.uniform(1 - warp, 1 + warp)))
                 if rng.random() < 0.5:  # SpecAugment-style band mask
                     b0 = int(rng.integers(0, features.N_MELS - 6))
                     f[:, :, b0 : b0 + int(rng.integers(1, 6))] = float(np.median(f))

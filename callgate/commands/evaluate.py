@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fold-minutes", type=float, default=5.0, help="training wall-clock budget per fold")
     parser.add_argument("--fold-epochs", type=int, default=12, help="at most this many epochs per fold")
+    parser.add_argument("--fold-warp", type=float, default=0.0,
+                        help="train each fold with vocal tract length perturbation, alpha in 1 +- this (0 = off)")
     parser.add_argument("--cv", type=int, default=5, help="real-greeting cross-validation folds (default 5)")
     parser.add_argument(
         "--only", action="append", default=None, metavar="FOLD", help="run only this fold (repeatable)"
@@ -108,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
     real_dir = None if args.no_real else (args.real or DEV_GREETINGS)
     if args.real is not None and not args.real.is_dir():
         raise CliError(f"{args.real}: not a directory")
+    if args.traces is not None and args.traces.exists() and not args.traces.is_dir():
+        raise CliError(f"--traces {args.traces}: not a directory")
+    if args.report is not None and args.report.is_dir():
+        raise CliError(f"--report {args.report}: a folder, not a file")
+    if args.jobs < 1:
+        raise CliError("--jobs must be >= 1")
     if args.folds:
         return _run_folds(args, real_dir)
     real = humans = None
@@ -136,16 +144,24 @@ def run(args: argparse.Namespace) -> int:
             model_path=args.model,
             limit=args.limit,
             progress=not args.no_progress,
-            jobs=max(1, args.jobs),
+            jobs=args.jobs,
         )
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise CliError(str(e).strip("'\"")) from e
+        raise CliError(_message(e)) from e
+    table = format_report(rep)
     if args.json:
         extra = {k: v for k, v in (("real_recordings", real), ("real_humans", humans)) if v}
         print(json.dumps({**extra, **rep}, indent=2))
     else:
-        print(format_report(rep))
+        print(table)
+    if args.report:
+        args.report.write_text(table + "\n")
     return 0
+
+
+def _message(e: Exception) -> str:
+    """The error's text; a KeyError's own str() wraps it in quotes, so take its argument instead."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 def _run_folds(args: argparse.Namespace, real_dir: Path | None) -> int:
@@ -157,15 +173,15 @@ def _run_folds(args: argparse.Namespace, real_dir: Path | None) -> int:
     from amd_model.tools.folds import Budget, format_folds, run_folds
     from processors.amd_decision import load_presets
 
-    if args.fold_minutes <= 0 or args.fold_epochs < 1 or args.cv < 2:
-        raise CliError("--fold-minutes must be > 0, --fold-epochs >= 1, --cv >= 2")
+    if args.fold_minutes <= 0 or args.fold_epochs < 1 or args.cv < 2 or not 0 <= args.fold_warp < 0.5:
+        raise CliError("--fold-minutes must be > 0, --fold-epochs >= 1, --cv >= 2, 0 <= --fold-warp < 0.5")
     try:
         detectors = load_presets(args.presets)[args.workflow]
         rep = run_folds(
             args.dir,
             real_dir or Path("/nonexistent"),
             detectors,
-            budget=Budget(minutes=args.fold_minutes, max_epochs=args.fold_epochs),
+            budget=Budget(minutes=args.fold_minutes, max_epochs=args.fold_epochs, warp=args.fold_warp),
             cv=args.cv,
             ref_model_path=args.model,
             only=args.only,
@@ -174,7 +190,7 @@ def _run_folds(args: argparse.Namespace, real_dir: Path | None) -> int:
             max_test=args.max_test,
         )
     except (FileNotFoundError, KeyError, ValueError) as e:
-        raise CliError(str(e).strip("'\"")) from e
+        raise CliError(_message(e)) from e
     text = json.dumps(rep, indent=2, default=str) if args.json else format_folds(rep)
     print(text)
     if args.report:
