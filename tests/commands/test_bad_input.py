@@ -216,22 +216,16 @@ def _no_tune(monkeypatch) -> None:
     monkeypatch.setattr(tuning, "tune", no_tune)
 
 
-def test_tune_refuses_a_population_under_two_before_tuning(tmp_path, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize(("option", "values"), [("--population", ("0", "1", "-3")), ("--bound", ("-1", "0", "1.5"))])
+def test_tune_refuses_a_population_under_two_or_a_bound_outside_0_1_before_tuning(
+    tmp_path, capsys, monkeypatch, option: str, values: tuple[str, ...]
+) -> None:
     _no_tune(monkeypatch)
     _one_trace(tmp_path / "traces")
     argv = ["tune", str(tmp_path / "traces"), "--workflow", "power_dial", "--trials", "1", "--dry-run"]
-    for population in ("0", "1", "-3"):
-        assert main([*argv, "--population", population]) == 2, population
-        _one_error_line(capsys, "tune", "--population")
-
-
-def test_tune_refuses_a_bound_outside_0_1_before_tuning(tmp_path, capsys, monkeypatch) -> None:
-    _no_tune(monkeypatch)
-    _one_trace(tmp_path / "traces")
-    argv = ["tune", str(tmp_path / "traces"), "--workflow", "power_dial", "--trials", "1", "--dry-run"]
-    for bound in ("-1", "0", "1.5"):
-        assert main([*argv, "--bound", bound]) == 2, bound
-        _one_error_line(capsys, "tune", "--bound")
+    for value in values:
+        assert main([*argv, option, value]) == 2, value
+        _one_error_line(capsys, "tune", option)
 
 
 def test_tune_plot_without_a_suffix_reports_the_png_it_wrote(tmp_path, capsys) -> None:
