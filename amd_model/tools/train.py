@@ -222,13 +222,15 @@ def vtlp_source_bands(alpha: float) -> np.ndarray:
     """For each mel band, the (fractional) band it takes its energy from when the spectrum is warped by
     `alpha` (vocal tract length perturbation, Jaitly & Hinton 2013: f -> alpha * f up to a knee at 80 % of
     the top band, then linear so that the top stays the top)."""
-    mel = np.linspace(2595 * np.log10(1 + features.FMIN / 700), 2595 * np.log10(1 + features.FMAX / 700),
-                      features.N_MELS + 2)
-    centers = (700 * (10 ** (mel / 2595) - 1))[1:-1]
-    top = centers[-1]
+    centers, top = _MEL_CENTERS_HZ, _MEL_CENTERS_HZ[-1]
     knee = 0.8 * top * min(alpha, 1.0)  # in warped (target) frequency
     src = np.where(centers <= knee, centers / alpha, top - (top - knee / alpha) * (top - centers) / (top - knee))
     return np.interp(src, centers, np.arange(features.N_MELS, dtype=np.float64))
+
+
+_MEL_CENTERS_HZ = features._mel_to_hz(  # the centre of each band of features.mel_filterbank
+    np.linspace(features._hz_to_mel(features.FMIN), features._hz_to_mel(features.FMAX), features.N_MELS + 2)
+)[1:-1]
 
 
 def warp_bands(f: np.ndarray, src: np.ndarray) -> np.ndarray:
