@@ -25,6 +25,12 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2, no traceback."""
 
 
+def check_port(port: int | None, option: str) -> None:
+    """A TCP port option: 1-65535, or 0 for any free one (the OS would bind another port, or fail late)."""
+    if port is not None and not 0 <= port <= 65535:
+        raise CliError(f"{option} must be 0-65535 (0 = any free port)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callgate", description="Who picked up, and what do we do now?")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

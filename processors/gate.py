@@ -226,6 +226,10 @@ class GateParams:
     # then raise the threshold over the rest of the turn (`bg_learn_min_st` also guards them: a revoked
     # stretch at the caller's own pitch never teaches).
     learn_revoked: bool = True
+    # A tentative opening still pending when its VAD segment ends is kept this long (the bot stays paused):
+    # if the VAD starts again meanwhile, the same opening goes on (a caller's short soft first word, a
+    # pause, then the rest: revoking at the word's end resumed the bot over them). 0 = revoke at the end.
+    bridge_ms: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
@@ -330,6 +334,7 @@ class GateAnalyzer:
         self._tent_t1 = 0.0
         self._tent_hits = 0
         self._tent_windows: list[tuple[float, float, float, float]] = []  # (t0, level, tilt, pitch Hz or nan)
+        self._bridge_end: float | None = None  # the pending tentative opening outlived its VAD segment, ended here
 
     # --- state for the interruption handler and the endpointer -----------------------------------
 
@@ -410,6 +415,8 @@ class GateAnalyzer:
     def vad_start(self, onset_ms: float) -> list[GateEvent]:
         """The VAD reports speech from onset_ms: re-read the buffered windows since then."""
         self._vad_active, self._vad_onset = True, onset_ms
+        if self._bridge_end is not None:  # a bridged tentative opening goes on: this segment has to confirm it
+            self._bridge_end, self._tent_t1, self._tent_hits = None, onset_ms, 0
         events: list[GateEvent] = []
         recent = [h for h in self._hist if h[0] >= onset_ms - 1e-6]
         for i, (t0, level, _tilt, _pitch) in enumerate(recent):
@@ -431,11 +438,19 @@ class GateAnalyzer:
         """The VAD reports the speech ended at end_ms (end of its last voiced window)."""
         self._vad_active = False
         events: list[GateEvent] = []
+        if self._tentative is not None and self.p.bridge_ms > 0:
+            self._bridge_end = end_ms  # settled by the next VAD start, or revoked `bridge_ms` from here
+            return events
         if self._tentative is not None:
             events += self._revoke(end_ms)
         if self.caller_open:
             self.caller_open = False
             events.append(GateEvent("caller_end", min(self._last_caller_ms, end_ms)))
+        return events + self._close_background(end_ms)
+
+    def _close_background(self, end_ms: float) -> list[GateEvent]:
+        """The rejected speech of the VAD segment that ended at end_ms, as a background span."""
+        events: list[GateEvent] = []
         if self._bg_start is not None:
             if end_ms - self._bg_start >= 2 * WIN_MS:
                 events += [GateEvent("background_start", self._bg_start), GateEvent("background_end", end_ms)]
@@ -459,6 +474,9 @@ class GateAnalyzer:
         self._flag(t0, False)
         if not self._vad_active:
             self._note_rejected(False)
+            if self._bridge_end is not None and self._t_ms - self._bridge_end >= self.p.bridge_ms:
+                end, self._bridge_end = self._bridge_end, None
+                return self._revoke(self._t_ms) + self._close_background(end)
             if self.caller_open and self._t_ms - self._last_caller_ms >= self.p.close_ms:
                 self.caller_open = False
                 return [GateEvent("caller_end", self._last_caller_ms)]

@@ -12,7 +12,7 @@ AnsweredBy accuracy in Twilio's terms (machine_start / human), MachineDetectionD
 from answer) median and p90, and latency from the greeting's onset (machines) or from the end of the
 pickup's first utterance (humans), over correct verdicts.
 
-Usage: python scripts/bench_twilio_amd.py [DEV_GREETINGS_DIR]   (default ../shared/data/dev_greetings)
+Usage: python scripts/bench_twilio_amd.py [DEV_GREETINGS_DIR]   (default CALLGATE_DEV_GREETINGS or ../shared/data/dev_greetings)
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from loguru import logger
 
 from amd_model.runtime import AmdModel
 from amd_model.tools.asterisk_baseline import TWILIO_DEFAULTS, run_asterisk_amd, twilio_answered_by
+from amd_model.tools.corpus import DEV_GREETINGS
 from amd_model.tools.evaluation import OfflineSpeechDetector, build_trace, pad_call
 from amd_model.traces import replay_trace
 from callgate.audio import load_audio, to_int16
 from callgate.synth import concat, silence, speech, telephone_channel
 from processors.amd_decision import load_presets
 
-ROOT = Path(__file__).resolve().parents[1]
 PICKUPS = [
     ("Hello?", "en-us+m3"),
     ("Hi, this is Dana.", "en-us+f2"),
@@ -62,12 +62,10 @@ def recordings(greetings_dir: Path) -> list[tuple[str, str, np.ndarray]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("greetings", nargs="?", type=Path, help="folder of real greetings with index.csv "
-                    "(default: ../shared/data/dev_greetings)")
+    ap.add_argument("greetings", nargs="?", type=Path, default=DEV_GREETINGS, help="folder of real greetings "
+                    "with index.csv (default: CALLGATE_DEV_GREETINGS or ../shared/data/dev_greetings)")
     args = ap.parse_args()
-    greetings_dir = args.greetings or ROOT.parent / "shared" / "data" / "dev_greetings"
-    if args.greetings is None and not (greetings_dir / "index.csv").is_file():
-        greetings_dir = Path("/work/shared/data/dev_greetings")
+    greetings_dir = args.greetings
     if not (greetings_dir / "index.csv").is_file():
         ap.error(f"{greetings_dir}: no index.csv of greetings there")
     logger.remove()

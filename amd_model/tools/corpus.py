@@ -43,7 +43,10 @@ SR = 8000
 CLASSES_CALL = ("human", "machine", "ivr", "carrier_intercept", "unknown")
 ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 MOH = Path("/usr/share/asterisk/moh")
-DEV_GREETINGS = Path(os.environ.get("CALLGATE_DEV_GREETINGS", "/work/shared/data/dev_greetings"))
+# the development greetings: ../shared beside the checkout (wherever it is cloned), or CALLGATE_DEV_GREETINGS
+DEV_GREETINGS = Path(
+    os.environ.get("CALLGATE_DEV_GREETINGS", Path(__file__).resolve().parents[3] / "shared" / "data" / "dev_greetings")
+)
 APT_PACKAGES = ("espeak-ng", "flite", "sox", "asterisk-core-sounds-en-wav", "asterisk-moh-opsound-wav")
 # Voice families beyond espeak-ng/flite (each one a held-out fold in folds.py), as apt groups
 # (engine, packages, needs contrib/non-free): one apt-get call each, so a group that is unavailable

@@ -300,13 +300,12 @@ def _print_table(results: list[tuple]) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from callgate.cli import CliError
+    from callgate.cli import CliError, check_port
     from simulator.rest import RestStandIn
 
     if not args.speed > 0:
         raise CliError("--speed must be > 0")
-    if not 0 <= args.port <= 65535:
-        raise CliError("--port must be 0-65535 (0 = a free one)")
+    check_port(args.port, "--port")
     print("callgate demo: generating call audio with offline voices ...", flush=True)
     try:
         scenarios = build_scenarios()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from callgate.audio import AudioFormatError, load_audio, save_wav, ulaw_to_pcm
-from callgate.cli import CliError
+from callgate.cli import CliError, check_port
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--network-delay-ms needs a paced call: use --speed, not --fast")
     if (args.audio is None) == (args.script is None):
         raise CliError("give AUDIO or --script (one of them)")
-    if args.rest_port is not None and not 0 <= args.rest_port <= 65535:
-        raise CliError("--rest-port must be 0-65535 (0 = any free port)")
+    check_port(args.rest_port, "--rest-port")
     if args.save_received is not None and args.save_received.is_dir():
         raise CliError(f"--save-received {args.save_received}: a folder, not a WAV file")
     params = _params(args)

@@ -466,6 +466,33 @@ def test_two_stage_decides_within_confirm_ms_and_at_the_vad_end() -> None:
     assert short.kinds()[:2] == ["caller_tentative", "caller_revoked"]
 
 
+def test_a_soft_first_word_and_a_short_pause_keep_one_tentative_opening_with_bridge_ms() -> None:
+    """A soft first word ("So...") that reaches the tentative level but not the confirmation, a 320 ms
+    pause, then the caller's usual level: without a bridge the opening is revoked at the word's end (the
+    bot resumes over the caller) and the turn starts at the second word; with one, the same opening goes
+    on and is confirmed from the first word's onset. A pause longer than the bridge still revokes."""
+    word, rest = [-30.5, -29.5, -30.0, -30.5], [-21.0] * 12
+
+    def run(bridge_ms: float, pause_s: float) -> tuple[_Feed, float]:
+        feed = _learned_caller(GateParams(**TWO_STAGE, bridge_ms=bridge_ms))
+        onset, _ = feed.audio(_windows(word, seed=4))
+        feed.silence(pause_s)
+        feed.audio(_windows(rest, seed=5))
+        return feed, onset
+
+    def caller(feed: _Feed) -> list[str]:
+        return [k for k in feed.kinds() if k.startswith("caller_")]
+
+    plain, onset = run(0.0, 0.32)
+    assert caller(plain)[:4] == ["caller_tentative", "caller_revoked", "caller_tentative", "caller_start"]
+    assert next(e for e in plain.events if e.kind == "caller_start").t_ms > onset + 300
+    bridged, onset = run(450.0, 0.32)
+    assert caller(bridged)[:2] == ["caller_tentative", "caller_start"]
+    assert bridged.events[1].t_ms == pytest.approx(onset)  # the turn's audio is heard from the first word
+    long_pause, _ = run(450.0, 0.8)
+    assert long_pause.kinds()[:4] == ["caller_tentative", "caller_revoked", "background_start", "background_end"]
+
+
 async def test_processor_pushes_the_tentative_and_revoked_frames() -> None:
     from processors.frames import CallerSpeechRevokedFrame, CallerSpeechTentativeFrame
 
