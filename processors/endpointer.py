@@ -528,7 +528,7 @@ class SemanticEndpointer(FrameProcessor):
         for i in range(n):
             win = self._pending[i * WIN : (i + 1) * WIN]
             caller = self.gate.window_is_caller(self.analyzer.t_ms)
-            for e in self.analyzer.process_window(win, caller, self._caller_start, hold=self.gate.tentative_open):
+            for e in self.analyzer.process_window(win, caller, self._caller_start, hold=self.gate.tentative_heard):
                 await self._push_event(e)
             self._caller_start = None if caller else self._caller_start
             req = self.analyzer.pending_audio_request

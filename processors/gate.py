@@ -66,6 +66,9 @@ How it decides (`GateParams` holds every number; pipelines/presets/listen.json t
   (20 s in the preset): a line with no background learned by then has none, and the margin had kept
   soft caller turns on such lines unconfirmed for the whole call (dev: 16 / 21 / 16 background, 1 / 1 /
   3 delayed, 0 / 0 / 0 never opened).
+* Bridge (`bridge_ms`): a tentative opening still pending when its VAD segment ends stays pending (the bot
+  paused) that long; a VAD start meanwhile continues it with a fresh `confirm_ms`. A caller's soft first
+  word and a short pause no longer resume the bot over them (turn_eval/RESULTS.md has the figures).
 * VAD speech the gate did not open on is reported as a background span (start, end).
 
 Measured with `python -m turn_eval.gate_eval DIR` (gate vs plain VAD): the preset was chosen on a
@@ -380,6 +383,12 @@ class GateAnalyzer:
     def tentative_open(self) -> bool:
         """Is a tentative opening waiting to be confirmed or revoked (the caller may have started)?"""
         return self._tentative is not None
+
+    @property
+    def tentative_heard(self) -> bool:
+        """Is a tentative opening pending with its speech still heard? (Not in a bridged pause: there the
+        bot stays paused, but the endpointer may end the turn as if the opening had been revoked.)"""
+        return self._tentative is not None and self._bridge_end is None
 
     def is_caller_speech(self, t_ms: float | None = None, now_ms: float | None = None) -> bool:
         """Is the caller speaking (at t_ms, within the last second; default: now)? `now_ms` is accepted for

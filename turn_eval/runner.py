@@ -228,7 +228,7 @@ def run_callgate(
                 ep.set_transcript(text)
                 last_text = text
         caller = gate.window_is_caller(t0)
-        for e in ep.process_window(win, caller, caller_start if caller else None, hold=gate.tentative_open):
+        for e in ep.process_window(win, caller, caller_start if caller else None, hold=gate.tentative_heard):
             if e.kind == "user_turn_start":
                 run.starts.append((t1, e.t_ms))
                 turn_start, last_text = e.t_ms, ""

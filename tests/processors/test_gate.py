@@ -477,6 +477,8 @@ def test_a_soft_first_word_and_a_short_pause_keep_one_tentative_opening_with_bri
         feed = _learned_caller(GateParams(**TWO_STAGE, bridge_ms=bridge_ms))
         onset, _ = feed.audio(_windows(word, seed=4))
         feed.silence(pause_s)
+        if bridge_ms and pause_s * 1000 < bridge_ms:  # the bot stays paused; the endpointer is not held
+            assert feed.gate.tentative_open and not feed.gate.tentative_heard
         feed.audio(_windows(rest, seed=5))
         return feed, onset
 
