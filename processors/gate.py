@@ -2,140 +2,39 @@
 
 The VAD says *someone* speaks; it cannot say *who*. Background speech reaches a phone's microphone
 from across a room, so it is quieter than the caller (seed 001; Retell and Krisp's BVC rely on the
-same prior). The gate learns, per call, how loud the caller is and rejects speech well below that.
-Measured on the dev set (`python -m turn_eval.features`): the loudest of the last three 32 ms windows
-relative to the caller's learned level separates caller from background windows with AUC 0.885; the
-raw level 0.819; spectral tilt, flatness, centroid and onset sharpness 0.52-0.63 alone (0.928 all
-together, but most of that gain comes from how our synthetic rooms colour the background, so the
-spectral cue stays an optional, off-by-default `tilt_weight`); a speaker cue, the pitch, does not
-depend on the room and is used (below).
+same prior). The gate learns, per call, how loud the caller is and rejects speech well below that;
+level relative to the caller's learned level was the best cue measured (AUC 0.885 per window; spectral
+cues depend on the room and stay off, speaker embeddings need more audio than a turn start gives).
+turn_eval/RESULTS.md keeps every measurement behind these rules and the cues that were not kept.
 
 How it decides (`GateParams` holds every number; pipelines/presets/listen.json tunes them):
 
-* Caller level = 85th percentile of the levels of the caller's own windows of the last 30 s; until
-  `min_learn_windows` of them were heard, a static fallback (-35 dBFS on the window peak) stands in.
-* A VAD segment opens the gate (caller speech starts) when the window peak reaches the caller level
-  minus `open_offset_db`, and never below the line's noise floor plus `floor_margin_db`. The start is
-  dated back to the VAD's onset, so no audio is clipped.
-* Grace: for `grace_ms` after the caller's last word the open threshold drops by `grace_db`, so the
-  soft start of the caller's next word is never taken for background.
-* Once open, windows down to `hold_offset_db` below the caller level keep it open; `close_ms`
-  without one closes it (caller speech ends at its last caller-level window).
-* Media mode: when over the last 10 s more than `media_on_frac` of the time was rejected speech
-  (a TV, music with vocals), the open threshold rises by `media_extra_db` until it drops below half.
-* Only windows within `learn_offset_db` of the caller level teach it: background that got through
-  once must not drag the caller level down and let more background in (on the dev split this
-  feedback was the main source of background openings).
-* Background level memory: the level of the speech the gate rejected is learned the same way (85th
-  percentile, 30 s); once known, the open threshold rises to `bg_mid_frac` of the way from it to the
-  caller level (a TV 7 dB under the caller: the door closes to ~3.5 dB under; a TV 18 dB under: no
-  change), never above caller level - `min_open_offset_db`. Where the learned background lies far below
-  the caller, the same midpoint may also *lower* the threshold, down to caller level -
-  `max_open_offset_db` (a TV 25 dB under: a soft first word 9 dB under the caller opens at once).
-* Pitch cue (`pitch_weight`): background speech is usually another person, at another pitch. The
-  gate learns the caller's pitch (median of the autocorrelation pitch of the windows it took for the
-  caller) and scores a VAD segment's median pitch (its last six voiced windows) against it: each
-  semitone beyond `pitch_free_st` costs `pitch_weight` dB (a closer pitch earns up to that much),
-  clipped to +-`pitch_clip_db`. At the gate's decision windows (`python -m turn_eval.gate_cues
-  turn_eval/data/dev --fit`, re-run with scikit-learn's fit) the pitch distance separates caller starts
-  from background with AUC 0.61 (level relative to the threshold 0.77, the two together 0.79 held out). Rejected speech at the caller's own pitch (within
-  `bg_learn_min_st`) does not teach the background level (a caller's soft words must not raise the
-  bar for their next turn). Pitch costs ~30 µs per loud window.
-* Two stages (`confirm_ms` > 0; the shipped `agent` preset): a window within `tentative_db` of the open
-  threshold opens the gate *tentatively* at once (`caller_tentative`: the interruption handler pauses
-  the bot; no user turn starts, no barge-in, words heard meanwhile are held back); `confirm_windows`
-  single windows at the threshold + `confirm_extra_db` (level + pitch term) within `confirm_ms` confirm
-  it (`caller_start`, dated back as above), else it is revoked (`caller_revoked`, the span is
-  background, the bot resumes). A soft first syllable is reacted to at once, and one loud syllable of
-  a TV no longer makes a turn. Tuned on real_big/dev with the pitch term (35 optuna trials): 18/200
-  background segments (one stage: 29), 3 starts delayed > 100 ms at the tentative opening (8), 39/200
-  segments only paused the bot; on the held-out real/test, read once: 11/69 (one stage: 9/69), 1
-  delayed start (137 ms; one stage 5, 176 ms), 9/69 paused only. A 45-trial level-only search found
-  22/200 at 4 delayed at best. The cues only ever bring a tentative opening sooner (over a segment's
-  first windows the pitch is a guess), and until a background level is learned it needs
-  `tentative_quiet_db` less; the README has the figures of the current preset. A revoked opening
-  teaches the background level with its windows only if `learn_revoked`, and, with `bg_learn_min_st`,
-  only if the revoked stretch's median pitch lies that far from the caller's (the preset: 2 st). On
-  lines with no background the revoked windows are the caller's own soft words, and learned as
-  background they raised the threshold over the rest of the turn; with no revoked opening teaching,
-  a TV's first lines stayed unknown and their loud syllables got confirmed (real_s10/dev: 17 of 19
-  background openings came before any background level was learned). The pitch-guarded rule, re-tuned:
-  real_big / real_s10 / real_s11 dev 15 / 17 / 12 background openings (was 23 / 19 / 15), 1 / 2 / 5
-  delayed starts (1 / 4 / 4), 0 / 1 / 1 turns never opened (0 / 0 / 2). The stricter confirmation
-  while no background level is known (`confirm_quiet_db`) lasts only `confirm_quiet_ms` into the call
-  (20 s in the preset): a line with no background learned by then has none, and the margin had kept
-  soft caller turns on such lines unconfirmed for the whole call (dev: 16 / 21 / 16 background, 1 / 1 /
-  3 delayed, 0 / 0 / 0 never opened).
-* Bridge (`bridge_ms`): a tentative opening still pending when its VAD segment ends stays pending (the bot
-  paused) that long; a VAD start meanwhile continues it with a fresh `confirm_ms`. A caller's soft first
-  word and a short pause no longer resume the bot over them (turn_eval/RESULTS.md has the figures).
+* Caller level = 85th percentile of the caller's own window levels over the last 30 s (a static
+  fallback until `min_learn_windows` were heard); only windows within `learn_offset_db` of it teach it,
+  so background that got through once cannot drag it down.
+* A VAD segment opens the gate when the 3-window peak reaches caller level - `open_offset_db` (never
+  below the noise floor + `floor_margin_db`); the start is dated back to the VAD's onset, so nothing is
+  clipped. For `grace_ms` after the caller's last word the threshold drops by `grace_db`. Once open,
+  windows down to `hold_offset_db` under the caller level keep it open; `close_ms` without one closes it.
+* Media mode: more than `media_on_frac` of the last 10 s rejected -> the threshold rises `media_extra_db`.
+* Background level: rejected speech is learned the same way; once known, the threshold moves to
+  `bg_mid_frac` of the way from it to the caller level (within `min_open_offset_db` /
+  `max_open_offset_db` of the caller), so a TV 7 dB under is held off and one 25 dB under costs nothing.
+* Pitch (`pitch_weight`): background is usually another person. A segment's median pitch against the
+  caller's learned pitch moves its score by up to `pitch_clip_db`; rejected or revoked speech at the
+  caller's own pitch (`bg_learn_min_st`) never teaches the background level.
+* Two stages (`confirm_ms` > 0, the `agent` preset): a window within `tentative_db` of the threshold
+  (`tentative_quiet_db` more while no background level is known) opens *tentatively* at once
+  (`caller_tentative`: the bot pauses, no turn starts); `confirm_windows` windows at threshold +
+  `confirm_extra_db` (+ `confirm_quiet_db` on a line still without background, for `confirm_quiet_ms`)
+  within `confirm_ms` confirm it (`caller_start`, dated back), else it is revoked (`caller_revoked`, the
+  bot resumes; its windows teach the background level if `learn_revoked`). One loud TV syllable only
+  pauses the bot; a soft first syllable is reacted to at once.
+* Bridge (`bridge_ms`): an opening still pending when its VAD segment ends stays pending that long; a VAD
+  start meanwhile continues it with a fresh `confirm_ms` (a soft first word, a pause, then the rest).
+* Re-arm (`rearm_ms`): an opening that reaches its time limit within that long of a confirming window
+  goes on from that window (a caller who starts while the bot is paused on a TV is not talked over).
 * VAD speech the gate did not open on is reported as a background span (start, end).
-
-Measured with `python -m turn_eval.gate_eval DIR` (gate vs plain VAD): the preset was chosen on a
-300-call real-background dev split (level + pitch: 15.5 % of background segments open the gate, 4
-caller starts delayed > 100 ms; level only: 14.0 %, 10); on the held-out test split 24.6 % (plain
-VAD 88 %; level only 13.0 %) with 1 delayed start (level only 6). Spectral tilt (`tilt_weight`) moved
-the dev figure by one segment and depends on how the synthetic room colours the background, so it
-stays off; `midseg_extra_db` is off too. `max_open_offset_db` 10 (real_big/dev: 14.0 % -> 14.5 %,
-29/200, delayed starts 10 -> 8; turn_eval/data/dev: 10 -> 11 of 48, 3 -> 2): test 13.0 % (9/69)
-unchanged, delayed starts 6 -> 5, the longest 489 -> 176 ms, lost 3.78 -> 3.75 %.
-
-What limits it (failure analysis on real_big/dev, level-only preset before max_open_offset_db): 19 of the 28
-background openings come before any background level is learned, typically the first TV line after the
-caller's first turn, when the TV before it had been taken for the caller under the static fallback, so
-nothing had been rejected yet; the rest are TV 6-9 dB under the caller whose loud syllables reach the
-threshold. The 10 delayed starts are soft turn starts 1-3 dB under the threshold (3 on lines with no
-background at all, 4 while the VAD was already on background). Every level-only lever moves along one trade-off (open_offset_db 8/9/10/11,
-before max_open_offset_db: 28/39/44/51 of 200 background segments at 10/6/3/1 delayed starts) and none
-reached both bars. Also measured there and not kept, each only a point on that curve or worse: a higher
-threshold once a segment was rejected for 200-300 ms (midseg_extra_db 2-4), a second window required
-to open, a faster-learned background level, a lower threshold on lines where nothing was rejected for 10-30 s, Silero's own
-confidence as a score term (+-3 dB), and a per-window mean cepstrum against the caller's (AUC 0.61,
-the wrong way round: the decision windows mix the caller's onset with what was before it). Later, also
-not kept: re-learning as background a closed stretch the gate took whose level lay 3-7 dB under the
-caller's (the continuous TV it had let in; real_big/dev 16-24/200 background but 15-62 delayed starts,
-the caller's own quieter turns re-learned too; a pitch guard did not fix it; a 40-trial random search
-over it, quiet_open_db, open_offset_db, bg_mid_frac and grace_db gave 27/200 at 11 delayed, 41 at 4, 53
-at 1: the same curve), and a per-call mel-cepstrum distance from the caller's learned mean (AUC 0.53 at
-the first decision of each VAD segment: 100-200 ms of phone-band speech does not say who speaks), nor
-does the Smart-Turn encoder's embedding of a segment's first 160-256 ms against the caller's earlier
-segments (cosine, AUC 0.46-0.59; amd_model.tools.encoder_probe.embed). Two more probes settle both
-routes (one-off scripts, not kept): a speaker-verification embedding (Resemblyzer 0.1.4's pretrained
-GE2E LSTM from PyPI, the phone audio upsampled to 16 kHz) of a segment's first 100-300 ms against the
-caller's gated speech scores AUC 0.46 at real/dev's decision windows (0.44 with the labelled caller
-turns as the reference); on whole labelled segments it reaches 0.54 at 200 ms, 0.69 at 400 ms and
-0.83 at 1-2 s, a cue for a finished turn, not for a start. And an upper bound for every background
-re-learning rule: re-learning as background each stretch the gate took that the labels say was
-background leaves real/dev at 8/76, real_big/dev at 29/200 and real/test at 8/69 (from 9), with as
-many or more delayed starts. The openings are loud syllables of a TV 6-8 dB under a caller level the
-gate already knows, not a missing background level.
-Measured after the delay metric was fixed, not kept (one-off probes): a sustained-pitch confirmation
-(a tentative opening confirmed once N of its windows within 3-4 dB of the open threshold carry the
-caller's learned pitch): N 4 within 1.5 st changes little (real_big / real_s10 / real_s11 dev: 22 / 22 /
-18 background openings, 1 / 4 / 4 delayed starts, 0 / 0 / 2 turns never opened; the preset 23 / 19 / 15,
-1 / 4 / 4, 0 / 0 / 2), and a wider 4 st lets in 30 / 27 / 24 for 0 turns never opened: a caller's own
-pitch moves 3-4 st between turns (s11 dev_0191: learned 108 Hz, the missed turn at 82-90 Hz). A YIN
-pitch tracker (cumulative mean normalised difference) in place of the autocorrelation one: pitch AUC at
-the decision windows 0.72 -> 0.75 (real/dev), real_big/dev 22/200 at the same delayed start; against
-Praat on the 38 real greetings through the phone channel both trackers are off by an octave on 15-17 %
-of voiced windows, so it was not swapped. The same GE2E encoder (exported to ONNX with its mel bank cut
-to 8 kHz; cosine 0.99999 to Resemblyzer's own on the upsampled audio), asked at the two-stage gate's
-tentative openings over their first 200 / 400 / 600 / 800 ms against the caller's last 8 s of gated
-windows, separates caller and background openings with AUC 0.65 / 0.81 / 0.88 / 0.93 (100 calls of
-real_big/dev), and was tried inside the gate: as a veto on level-confirmed openings (cosine >= 0.6 at
-400 ms, else a second look at the time limit; only for openings within 3 dB of the threshold) the
-three dev sets let in 14 / 17 / 11 background openings (the preset 16 / 21 / 16) for 2 / 1 / 4 delayed
-starts (1 / 1 / 3) and 1 / 2 / 0 caller turns never opened (0 / 0 / 0); limited to calls with no
-background level learned, 15 / 19 / 12 at 1 / 1 / 4 delayed and 1 / 2 / 0 never opened. A rescue
-(revoked openings at cosine >= 0.70 confirmed) lets in 10 and 8 more on real_s10 / real_s11 for one
-delayed start fewer. Some callers score 0.39-0.54 against their own enrolment (real_s10 dev_0286: 1.5 s
-enrolled), and the delayed starts left are callers who start while a TV is already talking, whose
-opening audio is the mix. Not kept. For those, an onset cue (inside a VAD segment being rejected, a
-3-window peak 4 or 6 dB over the median of the segment's last 500 ms, within 6 dB of the threshold,
-opens tentatively): delayed starts 1 / 1 / 3 -> 2 / 0 / 2 with the same background openings, but the
-bot pauses on 287 background segments instead of 191 and the new tentative openings on TV syllables
-make one more caller start late (real_big dev_0062: the timer of an opening on the TV ran out inside
-the caller's first words). Not kept.
 
 `GateAnalyzer` is plain numpy (per 32 ms window ~20 µs, ~0.1 ms with the pitch cue on every window:
 scripts/bench_listen.py); `BackgroundSpeechGate` is the thin FrameProcessor placed after the VAD
@@ -233,6 +132,10 @@ class GateParams:
     # if the VAD starts again meanwhile, the same opening goes on (a caller's short soft first word, a
     # pause, then the rest: revoking at the word's end resumed the bot over them). 0 = revoke at the end.
     bridge_ms: float = 0.0
+    # An opening that reaches its time limit within this long of a confirming window goes on from that
+    # window with a fresh `confirm_ms` (a caller who starts loud while the bot is paused on a TV: revoking
+    # on the TV's clock resumed the bot over their first words). 0 = always revoke at `confirm_ms`.
+    rearm_ms: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
@@ -336,6 +239,7 @@ class GateAnalyzer:
         self._tentative: float | None = None
         self._tent_t1 = 0.0
         self._tent_hits = 0
+        self._tent_last_hit = -1e9  # end of its last confirming window
         self._tent_windows: list[tuple[float, float, float, float]] = []  # (t0, level, tilt, pitch Hz or nan)
         self._bridge_end: float | None = None  # the pending tentative opening outlived its VAD segment, ended here
 
@@ -599,6 +503,7 @@ class GateAnalyzer:
         extra = self.p.confirm_extra_db + (self.p.confirm_quiet_db if quiet_line else 0.0)
         if self._score(level, tilt, t0) >= need + extra:  # this window's level (+ pitch cue)
             self._tent_hits += 1
+            self._tent_last_hit = t1
         if self._tent_hits >= self.p.confirm_windows:
             start, self._tentative = self._tentative, None
             events += self._settle_lead_in(start)
@@ -611,7 +516,15 @@ class GateAnalyzer:
                     self._flag(w0, True)
             self._tent_windows = []
         elif t1 - self._tent_t1 >= self.p.confirm_ms:
-            events += self._revoke(t1)
+            if self.p.rearm_ms and t1 - self._tent_last_hit <= self.p.rearm_ms and self._tent_t1 < self._tent_last_hit - WIN_MS:
+                # the caller may just have begun: go on from that window (the stretch before is background)
+                if self._bg_start is None:
+                    self._bg_start = self._tentative
+                self._tent_t1 = self._tent_last_hit - WIN_MS
+                self._tentative = max(self._tentative, self._tent_last_hit - 3 * WIN_MS)
+                self._tent_windows = [w for w in self._tent_windows if w[0] >= self._tentative - 1e-6]
+            else:
+                events += self._revoke(t1)
         return events
 
     def _revoke(self, t_ms: float) -> list[GateEvent]:

@@ -495,6 +495,31 @@ def test_a_soft_first_word_and_a_short_pause_keep_one_tentative_opening_with_bri
     assert long_pause.kinds()[:4] == ["caller_tentative", "caller_revoked", "background_start", "background_end"]
 
 
+def test_an_opening_that_times_out_just_after_the_callers_first_loud_window_goes_on_with_rearm_ms() -> None:
+    """The bot is paused on a TV (one syllable at the tentative level, then quieter); the caller starts
+    loud just before that opening's time limit, dips, and goes on. Without rearm the opening is revoked
+    inside the caller's first words (the bot resumes over them) and a new one follows; with it the same
+    opening goes on from the caller's window and is confirmed there, the TV before it a background span."""
+    levels = [-29.5] + [-33.0] * 14 + [-22.0, -31.0, -22.0, -22.0] + [-21.0] * 6
+    params = {**TWO_STAGE, "confirm_windows": 2}
+
+    def run(rearm_ms: float) -> tuple[list[tuple[int, str, float]], float]:
+        gate = _learned_caller(GateParams(**params, rearm_ms=rearm_ms)).gate
+        onset = gate._t_ms
+        return _decided_at(gate, _windows(levels, seed=6)), onset
+
+    plain, _ = run(0.0)
+    assert [k for _i, k, _t in plain if k.startswith("caller_")] == [
+        "caller_tentative", "caller_revoked", "caller_tentative", "caller_start"]
+    rearmed, _ = run(160.0)
+    kinds = [k for _i, k, _t in rearmed]
+    assert [k for k in kinds if k.startswith("caller_")] == ["caller_tentative", "caller_start"]
+    start = next(t for _i, k, t in rearmed if k == "caller_start")
+    assert 12 * WIN_MS <= start <= 15 * WIN_MS  # near the caller's first loud window (15), not the TV's onset
+    span = [t for _i, k, t in rearmed if k.startswith("background_")]
+    assert span == [pytest.approx(0.0), pytest.approx(start)]
+
+
 async def test_processor_pushes_the_tentative_and_revoked_frames() -> None:
     from processors.frames import CallerSpeechRevokedFrame, CallerSpeechTentativeFrame
 
