@@ -74,16 +74,17 @@ class DiskSmartTurn(CachedSmartTurn):
 
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
-        self.path = Path(folder) / CACHE_DIR / "smart_turn.json"
+        self.path = Path(folder) / CACHE_DIR / "smart_turn.v2.json"
         if self.path.is_file():
             try:
-                raw = json.loads(self.path.read_text())
-                self.cache = {(k.split("|")[0], int(k.split("|")[1]), int(k.split("|")[2])): v for k, v in raw.items()}
-            except (ValueError, IndexError):
+                for key, p in json.loads(self.path.read_text()).items():
+                    session, name, a, b = key.split("|")
+                    self.cache[(session, name, int(a), int(b))] = p
+            except ValueError:
                 self.cache = {}
 
     def save(self) -> None:
-        self.path.write_text(json.dumps({f"{n}|{a}|{b}": v for (n, a, b), v in self.cache.items()}))
+        self.path.write_text(json.dumps({"|".join(map(str, k)): v for k, v in self.cache.items()}))
 
 
 def evaluate(

@@ -57,19 +57,24 @@ class SystemRun:
 
 
 class CachedSmartTurn:
-    """Smart-Turn probabilities memoised by (file, turn-audio bounds): tuning reruns never re-infer."""
+    """Smart-Turn probabilities memoised by (session, file, turn-audio bounds): tuning reruns never re-infer.
+
+    Two sessions: callgate's (float attention softmax, processors.endpointer.smart_turn_graph) and, for the
+    Pipecat baseline, Pipecat's own.
+    """
 
     def __init__(self) -> None:
-        self._model: SmartTurnModel | None = None
-        self.cache: dict[tuple[str, int, int], float] = {}
+        self._models: dict[str, SmartTurnModel] = {}
+        self.cache: dict[tuple[str, str, int, int], float] = {}
         self.calls = 0
 
-    def probability(self, key: str, pcm: np.ndarray, a: int, b: int) -> float:
-        k = (key, a, b)
+    def probability(self, key: str, pcm: np.ndarray, a: int, b: int, *, pipecat: bool = False) -> float:
+        session = "pipecat" if pipecat else "callgate"
+        k = (session, key, a, b)
         if k not in self.cache:
-            if self._model is None:
-                self._model = SmartTurnModel()
-            self.cache[k] = self._model.probability(pcm[max(0, a) : b])
+            if session not in self._models:
+                self._models[session] = SmartTurnModel(float_softmax=not pipecat)
+            self.cache[k] = self._models[session].probability(pcm[max(0, a) : b])
             self.calls += 1
         return self.cache[k]
 
@@ -173,7 +178,7 @@ def run_pipecat_default(call: CallInputs, smart: CachedSmartTurn, infer_ms: floa
             a = int((turn_speech_start - pre_ms) * 8)
             b = int(t * 8)
             a = max(a, b - 8 * 8000)
-            p = smart.probability(call.name, call.pcm, a, b)
+            p = smart.probability(call.name, call.pcm, a, b, pipecat=True)
             if p > 0.5:
                 pending_end = t + infer_ms
         elif in_turn and not speaking and silence_from is not None and pending_end is None:

@@ -162,16 +162,34 @@ def test_audio_request_carries_the_turn_and_a_stale_answer_is_ignored() -> None:
     assert ep.probability() is None
 
 
-def test_smart_turn_runs_the_bundled_model_on_8khz_audio() -> None:
-    x = synth.speech("Hello, I would like to change my address please.")
-    pcm = to_int16(synth.telephone_channel(x))
-    p = SmartTurnModel().probability(pcm)
-    assert 0.0 <= p <= 1.0
+def test_smart_turn_runs_the_bundled_model_on_8khz_audio_as_pipecat_does_or_with_float_softmax() -> None:
     from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
     pipecat = LocalSmartTurnAnalyzerV3(sample_rate=SAMPLE_RATE)
     pipecat.set_sample_rate(SAMPLE_RATE)
-    assert p == pytest.approx(pipecat._predict_endpoint(pcm.astype(np.float32) / 32768.0)["probability"], abs=1e-4)
+    ours, pipecats = SmartTurnModel(), SmartTurnModel(float_softmax=False)
+    moved = []
+    for text in ("Hello, I would like to change my address please.", "My number is", "Yes, that's right."):
+        pcm = to_int16(synth.telephone_channel(synth.speech(text)))
+        ref = pipecat._predict_endpoint(pcm.astype(np.float32) / 32768.0)["probability"]
+        assert pipecats.probability(pcm) == pytest.approx(ref, abs=1e-4)  # the baseline is Pipecat's session
+        p = ours.probability(pcm)
+        assert 0.0 <= p <= 1.0 and abs(p - ref) < 0.1
+        moved.append(abs(p - ref))
+    assert max(moved) > 1e-4  # the softmaxes really left the fused int8 kernel
+
+
+def test_smart_turn_graph_declares_only_the_attention_softmaxes_as_extra_outputs() -> None:
+    import onnx
+
+    from processors.endpointer import smart_turn_graph
+
+    plain, patched = onnx.load_from_string(smart_turn_graph(False)), onnx.load_from_string(smart_turn_graph(True))
+    extra = [o.name for o in patched.graph.output][len(plain.graph.output):]
+    softmax_out = {n.output[0]: n for n in patched.graph.node if n.op_type == "Softmax"}
+    assert [o.name for o in plain.graph.output] == ["logits"] and len(extra) == 4  # one per encoder layer
+    assert all(name in softmax_out for name in extra)
+    assert len(softmax_out) == 5  # the attention-pooling softmax is float already and stays out
 
 
 @pytest.mark.parametrize("secs", [0.3, 2.5, 7.95, 9.0])
