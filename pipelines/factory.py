@@ -127,6 +127,9 @@ def warm_up(settings: Any, messages: MessageCache) -> None:
     name = DEFAULT_AGENT if DEFAULT_AGENT in agents else agents[0]
     call = CallConfig(settings=settings, workflow="agent", params={"workflow": "agent", "agent": name})
     build_call_processors(call, messages)
+    from processors.endpointer import shared_smart_turn
+
+    shared_smart_turn()  # loaded lazily by the first pause otherwise: that decision came ~0.8 s late
     if not settings.deepgram_api_key or settings.vendor_fallback:
         from pipelines.services.sphinx import shared_pool
 

@@ -248,7 +248,7 @@ _SMART_TURN_LOCK = threading.Lock()
 def shared_smart_turn() -> SmartTurnModel:
     """The process's one Smart-Turn session (ONNX Runtime sessions are thread-safe), loaded on first use.
 
-    Call it off the event loop (loading takes ~0.3 s). It also pins BLAS to one thread for the process:
+    Call it off the event loop (loading and patching the graph take ~0.8 s; the server's warm-up does it). It also pins BLAS to one thread for the process:
     the log-mel product is the only BLAS call on this path, and an unpinned OpenBLAS spreads that 80x201
     by 201x800 product over every core, 1.6 -> 14.7 ms wall here, and worse with many calls at once; a
     server runs its calls side by side, so one thread per call is what scales.

@@ -9,11 +9,15 @@ from processors.endpointer import shared_text_model
 from processors.interruption import shipped_cue
 
 
-def test_warm_up_loads_the_conversation_models_every_call_shares(tmp_path):
+def test_warm_up_loads_the_conversation_models_every_call_shares(tmp_path, monkeypatch):
+    import processors.endpointer as endpointer
+
     shared_text_model.cache_clear()
     shipped_cue.cache_clear()
+    monkeypatch.setattr(endpointer, "_SMART_TURN", None)
     warm_up(get_settings(), MessageCache(tmp_path))
     assert shared_text_model.cache_info().currsize == 1 and shipped_cue.cache_info().currsize == 1
+    assert endpointer._SMART_TURN is not None and endpointer._SMART_TURN.float_softmax
 
 
 def test_warm_up_builds_whichever_agent_the_folder_has_and_skips_an_empty_one(tmp_path, monkeypatch):
