@@ -4,7 +4,8 @@
    softmaxes kept in float: 20 % faster), run once per pause on the turn's last 8 s, off the event loop;
    one session per process, one thread per inference.
 2. Text: a transcript-completeness model (hashed word n-grams and word classes -> logistic regression,
-   16 KB ONNX, trained by turn_eval/train_text.py on generated turns and everyday caller sentences). It
+   16 KB ONNX, trained by turn_eval/train_text.py on generated turns and everyday caller sentences; the
+   processor runs it on one text thread per process, the event loop never runs a model). It
    knows that "my number is four one five" is not finished, which Smart-Turn, hearing a falling 8 kHz
    intonation, often thinks it is, and that "nine o'clock is fine" is.
 3. Silence backstop that adapts to the caller: the 90th percentile of the pauses this caller made
@@ -177,6 +178,12 @@ class TextCompletenessModel:
 @lru_cache(maxsize=1)
 def shared_text_model() -> TextCompletenessModel:
     return TextCompletenessModel()
+
+
+@lru_cache(maxsize=1)
+def _text_executor() -> ThreadPoolExecutor:
+    """The process's one text-model thread (the model's answer cache is used by this thread only)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-text")
 
 
 # --- Smart-Turn ------------------------------------------------------------------------------------
@@ -394,10 +401,22 @@ class EndpointAnalyzer:
 
     # --- inputs ------------------------------------------------------------------------------------
 
-    def set_transcript(self, text: str) -> None:
-        """The STT's latest words for the current turn (interim or final; whole turn so far)."""
+    @property
+    def text_model(self) -> TextCompletenessModel | None:
+        return self._text_model
+
+    def set_transcript(self, text: str, p_text: float | None = None) -> None:
+        """The STT's latest words for the current turn (interim or final; whole turn so far).
+
+        `p_text`: the text model's answer on them where the caller ran it (the processor does, off the
+        event loop); otherwise the model runs here.
+        """
         self._text, self._text_at = text, self._t_ms
-        self._p_text = self._text_model.probability(text) if (self._text_model and text.strip()) else None
+        if not text.strip():
+            p_text = None
+        elif p_text is None and self._text_model is not None:
+            p_text = self._text_model.probability(text)
+        self._p_text = p_text
 
     def set_audio_probability(self, pause_id: int, p: float) -> None:
         """Smart-Turn's answer for a pause; ignored if the caller already spoke again."""
@@ -553,11 +572,18 @@ class SemanticEndpointer(FrameProcessor):
             self._caller_start = frame.t_ms
         elif isinstance(frame, TranscriptionFrame):
             self._transcript_final = (self._transcript_final + " " + frame.text).strip()
-            self.analyzer.set_transcript(self._transcript_final)
+            await self._set_transcript(self._transcript_final)
         elif isinstance(frame, InterimTranscriptionFrame):
-            self.analyzer.set_transcript((self._transcript_final + " " + frame.text).strip())
+            await self._set_transcript((self._transcript_final + " " + frame.text).strip())
         elif isinstance(frame, InputAudioRawFrame):
             await self._on_audio(frame.audio)
+
+    async def _set_transcript(self, text: str) -> None:
+        # the text model (~0.05 ms) runs on the process's text thread: no model work on the event loop
+        model, p = self.analyzer.text_model, None
+        if model is not None and text.strip():
+            p = await asyncio.get_running_loop().run_in_executor(_text_executor(), model.probability, text)
+        self.analyzer.set_transcript(text, p)
 
     async def _on_audio(self, audio: bytes) -> None:
         self._pending = np.concatenate([self._pending, np.frombuffer(audio, dtype=np.int16)])

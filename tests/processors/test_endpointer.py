@@ -15,6 +15,7 @@ from processors.endpointer import (
     EndpointerParams,
     SemanticEndpointer,
     SmartTurnModel,
+    TextCompletenessModel,
     load_listen_preset,
     shared_text_model,
     smart_turn_features,
@@ -273,3 +274,23 @@ async def test_a_tentative_end_asks_the_stt_upstream_to_finalize_its_words(final
         assert [f.t_ms for f in finalize] == [tentative[0].t_ms]
     else:
         assert not finalize
+
+
+async def test_the_processor_runs_the_text_model_off_the_event_loop_and_uses_its_answer() -> None:
+    import threading
+
+    class Recording(TextCompletenessModel):
+        threads: list[str] = []
+
+        def probability(self, text: str) -> float:
+            self.threads.append(threading.current_thread().name)
+            return super().probability(text)
+
+    model = Recording()
+    gate = GateAnalyzer()
+    endpointer = SemanticEndpointer(gate, EndpointAnalyzer(text_model=model))
+    frames = [InterimTranscriptionFrame(text="my number is", user_id="caller", timestamp="t"),
+              TranscriptionFrame(text="nine o'clock is fine", user_id="caller", timestamp="t")]
+    await run_test(Pipeline([endpointer]), frames_to_send=frames)
+    assert Recording.threads and all(name.startswith("turn-text") for name in Recording.threads)
+    assert endpointer.analyzer._p_text == pytest.approx(TextCompletenessModel().probability("nine o'clock is fine"))
