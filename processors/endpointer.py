@@ -230,7 +230,8 @@ def smart_turn_graph(float_softmax: bool) -> bytes:
     per layer); the float Softmax between the same Q/DQ pair, which is what the graph itself specifies,
     takes 2 ms. A node that yields a graph output is never fused, so each such softmax's output is also
     declared an output of the graph (never fetched). The matrix products stay fused int8. The output moves
-    by the rounding the lookup table made (|dp| up to ~0.05 here); the listen preset is measured on it.
+    by the rounding the lookup table made (median |dp| 0.013 over the dev sets' pauses); eval-turns prints
+    the same figures with either session (turn_eval/RESULTS.md).
     """
     from importlib import resources
 
@@ -255,8 +256,9 @@ _SMART_TURN_LOCK = threading.Lock()
 def shared_smart_turn() -> SmartTurnModel:
     """The process's one Smart-Turn session (ONNX Runtime sessions are thread-safe), loaded on first use.
 
-    Call it off the event loop (loading and patching the graph take ~0.8 s; the server's warm-up does it). It also pins BLAS to one thread for the process:
-    the log-mel product is the only BLAS call on this path, and an unpinned OpenBLAS spreads that 80x201
+    Call it off the event loop (loading and patching the graph take ~0.8 s; the server's warm-up does it).
+    It also pins BLAS to one thread for the process: the log-mel product is the only BLAS call on this
+    path, and an unpinned OpenBLAS spreads that 80x201
     by 201x800 product over every core, 1.6 -> 14.7 ms wall here, and worse with many calls at once; a
     server runs its calls side by side, so one thread per call is what scales.
     """
