@@ -61,9 +61,10 @@ from callgate.settings import Settings, get_settings
 from callgate.store import CallStore, DbTokenStore, FallbackTokenStore
 from pipelines.actions import CallGoneError
 from pipelines.call import CallConfig
-from pipelines.factory import WORKFLOWS, UnknownWorkflowError, build_call_processors, check_workflow, warm_up
+from pipelines.factory import WORKFLOWS, build_call_processors, warm_up
 from pipelines.message import MessageCache
 from pipelines.twilio_amd import TWILIO_AMD_PARAMS, TwilioAmdFields
+from pipelines.workflow_names import UnknownWorkflowError, check_workflow
 from processors.amd import get_shared_model
 from processors.beep import BeepDetector
 from processors.frames import TwilioStartFrame

@@ -27,6 +27,7 @@ from pipelines.message import MessageCache
 from pipelines.twilio_amd import TwilioAmdReporter
 from pipelines.voicemail_drop import VoicemailDrop
 from pipelines.workflow import Workflow
+from pipelines.workflow_names import check_workflow
 from processors.amd import AmdProcessor
 from processors.amd_decision import AmdDecisionProcessor
 from processors.beep import BeepDetector
@@ -62,16 +63,6 @@ AMD_PRESET_OF = {"agent": "voicemail_drop"}
 def _amd_off(call: CallConfig) -> bool:
     """`amd=off` (inbound agent calls): no AMD in the pipeline; the conversation starts at once."""
     return call.workflow == "agent" and call.params.get("amd", "on").lower() in ("off", "0", "false", "no")
-
-
-class UnknownWorkflowError(ValueError):
-    """The requested workflow does not exist."""
-
-
-def check_workflow(name: str) -> str:
-    if name not in WORKFLOWS:
-        raise UnknownWorkflowError(f"unknown workflow {name!r}; choose one of: {', '.join(sorted(WORKFLOWS))}")
-    return name
 
 
 @dataclass

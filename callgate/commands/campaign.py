@@ -96,18 +96,12 @@ def read_contacts(path: Path, tz_column: str | None):
 
 async def _run(args: argparse.Namespace) -> int:
     import httpx
-    from loguru import logger
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from callgate.settings import Settings
     from callgate.store import CallStore
     from callgate.store import campaigns as cs
-
-    logger.disable("pipecat")  # no banner: this command only places calls through the server
-    try:
-        from pipelines.factory import UnknownWorkflowError, check_workflow
-    finally:
-        logger.enable("pipecat")
+    from pipelines.workflow_names import UnknownWorkflowError, check_workflow
 
     if args.rate <= 0 or args.max_concurrent < 1:
         raise cs.CampaignError("--rate must be > 0 and --max-concurrent >= 1")

@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from callgate.cli import CliError
     from callgate.settings import get_settings
     from pipelines.call import CallConfig
-    from pipelines.factory import UnknownWorkflowError, check_workflow
     from pipelines.message import MessageCache
     from pipelines.replay import replay_pcm
+    from pipelines.workflow_names import UnknownWorkflowError, check_workflow
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")

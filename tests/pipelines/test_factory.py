@@ -34,3 +34,17 @@ def test_warm_up_builds_whichever_agent_the_folder_has_and_skips_an_empty_one(tm
         assert shipped_cue.cache_info().currsize == 1
     finally:
         get_settings.cache_clear()
+
+
+def test_every_workflow_name_has_a_builder_and_checking_a_name_loads_no_pipecat():
+    import subprocess
+    import sys
+
+    from pipelines.factory import WORKFLOWS
+    from pipelines.workflow_names import WORKFLOW_NAMES
+
+    assert sorted(WORKFLOWS) == sorted(WORKFLOW_NAMES)
+    probe = ("import sys; from pipelines.workflow_names import check_workflow; check_workflow('agent'); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pipecat', 'onnxruntime')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
