@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             if args.write_preset:
                 path = write_preset(args.presets or LISTEN_PRESETS_PATH, args.workflow, preset, s, str(args.dir))
                 print(f"wrote listen preset '{args.workflow}' to {path}")
-        results = evaluate(calls, preset, smart, text_model, cfg, systems)
+        results = evaluate(calls, preset, smart, text_model, cfg, systems, progress=True)
         smart.save()
     except ImportError as e:
         raise CliError(f"{e.name} is needed for this (pip install 'callgate[tune]')") from e
