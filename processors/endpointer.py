@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame, InterimTranscriptionFrame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -581,11 +582,23 @@ class SemanticEndpointer(FrameProcessor):
             await self._on_audio(frame.audio)
 
     async def _set_transcript(self, text: str) -> None:
-        # the text model (~0.05 ms) runs on the process's text thread: no model work on the event loop
-        model, p = self.analyzer.text_model, None
-        if model is not None and text.strip():
-            p = await asyncio.get_running_loop().run_in_executor(_text_executor(), model.probability, text)
-        self.analyzer.set_transcript(text, p)
+        # The text model (~0.05 ms) runs on the process's text thread, never on the event loop. Not awaited:
+        # the frame queue never waits on it and an interruption cancelling this task cannot lose the words;
+        # one FIFO thread hands the answers back in the order the transcripts came.
+        model = self.analyzer.text_model
+        if model is None or not text.strip():
+            self.analyzer.set_transcript(text, None)
+            return
+        fut = asyncio.get_running_loop().run_in_executor(_text_executor(), model.probability, text)
+        fut.add_done_callback(lambda f, text=text: self._on_text_probability(text, f))
+
+    def _on_text_probability(self, text: str, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:  # this transcript then leaves the decision to audio and silence
+            logger.warning(f"text completeness model failed: {fut.exception()!r}")
+            return
+        self.analyzer.set_transcript(text, fut.result())
 
     async def _on_audio(self, audio: bytes) -> None:
         self._pending = np.concatenate([self._pending, np.frombuffer(audio, dtype=np.int16)])
