@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from pipecat.frames.frames import InputAudioRawFrame, InterimTranscriptionFrame, TranscriptionFrame
@@ -16,6 +18,7 @@ from processors.endpointer import (
     SemanticEndpointer,
     SmartTurnModel,
     TextCompletenessModel,
+    _text_executor,
     load_listen_preset,
     shared_text_model,
     smart_turn_features,
@@ -292,5 +295,8 @@ async def test_the_processor_runs_the_text_model_off_the_event_loop_and_uses_its
     frames = [InterimTranscriptionFrame(text="my number is", user_id="caller", timestamp="t"),
               TranscriptionFrame(text="nine o'clock is fine", user_id="caller", timestamp="t")]
     await run_test(Pipeline([endpointer]), frames_to_send=frames)
+    # the answers come back by callback, not awaited: let the text thread drain and the callbacks run
+    await asyncio.get_running_loop().run_in_executor(_text_executor(), lambda: None)
+    await asyncio.sleep(0)
     assert Recording.threads and all(name.startswith("turn-text") for name in Recording.threads)
     assert endpointer.analyzer._p_text == pytest.approx(TextCompletenessModel().probability("nine o'clock is fine"))
