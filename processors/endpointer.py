@@ -575,13 +575,13 @@ class SemanticEndpointer(FrameProcessor):
             self._caller_start = frame.t_ms
         elif isinstance(frame, TranscriptionFrame):
             self._transcript_final = (self._transcript_final + " " + frame.text).strip()
-            await self._set_transcript(self._transcript_final)
+            self._set_transcript(self._transcript_final)
         elif isinstance(frame, InterimTranscriptionFrame):
-            await self._set_transcript((self._transcript_final + " " + frame.text).strip())
+            self._set_transcript((self._transcript_final + " " + frame.text).strip())
         elif isinstance(frame, InputAudioRawFrame):
             await self._on_audio(frame.audio)
 
-    async def _set_transcript(self, text: str) -> None:
+    def _set_transcript(self, text: str) -> None:
         # The text model (~0.05 ms) runs on the process's text thread, never on the event loop. Not awaited:
         # the frame queue never waits on it and an interruption cancelling this task cannot lose the words;
         # one FIFO thread hands the answers back in the order the transcripts came.
