@@ -39,7 +39,7 @@ TRACE_VERSION = 1
 class SpeechEvent:
     """A VAD transition as the decision layer saw it: applied before step index `at_step`."""
 
-    event: str  # "start" | "end"
+    event: str  # "start" | "end" | "candidate" | "candidate_dropped" (traces before 1.5 have no candidates)
     t_ms: float
     at_step: int
 
@@ -168,15 +168,26 @@ def replay_trace(
     for i, (t_ms, probs) in enumerate(trace.step_dicts()):
         while k < len(events) and events[k].at_step <= i:
             ev = events[k]
-            if ev.event == "start":
-                layer.on_speech_started(ev.t_ms)
-            else:
-                layer.on_speech_ended(ev.t_ms)
+            apply_speech_event(layer, ev.event, ev.t_ms)
             k += 1
         verdict = layer.update(t_ms, probs)
         if verdict is not None:
             return verdict
     return Verdict("unknown", 0.0, t_ms, "none")
+
+
+def apply_speech_event(layer: DecisionLayer, event: str, t_ms: float) -> None:
+    """Hand one recorded VAD event to the decision layer (an unknown kind is an error, not an end)."""
+    if event == "start":
+        layer.on_speech_started(t_ms)
+    elif event == "end":
+        layer.on_speech_ended(t_ms)
+    elif event == "candidate":
+        layer.on_speech_candidate(t_ms, active=True)
+    elif event == "candidate_dropped":
+        layer.on_speech_candidate(t_ms, active=False)
+    else:
+        raise ValueError(f"unknown speech event {event!r} in trace")
 
 
 def at_step_for(known_at_ms: float) -> int:

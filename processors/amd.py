@@ -25,6 +25,7 @@ from processors.amd_decision import STEP_MS
 from processors.batching import TickBatcher
 from processors.frames import (
     AmdProbabilityFrame,
+    SpeechCandidateFrame,
     SpeechEndedFrame,
     SpeechStartedFrame,
     StopDetectorsFrame,
@@ -147,6 +148,8 @@ class AmdProcessor(FrameProcessor):
                 self.recorder.add_speech("start", frame.t_ms)
             elif isinstance(frame, SpeechEndedFrame):
                 self.recorder.add_speech("end", frame.t_ms)
+            elif isinstance(frame, SpeechCandidateFrame):
+                self.recorder.add_speech("candidate" if frame.active else "candidate_dropped", frame.t_ms)
             elif isinstance(frame, TwilioStartFrame) and frame.call_sid and not self._call_id_given:
                 self.recorder.call_id = frame.call_sid
             elif isinstance(frame, EndFrame | CancelFrame):

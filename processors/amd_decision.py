@@ -17,8 +17,10 @@ Detector semantics (one step = 100 ms of audio, `t_ms` = end of the step in audi
   before speech was heard); when the VAD has heard nothing, the first step where the model's `none`
   probability fell below 0.5 stands in for the onset;
 - `min_delay_ms` <= t_ms - anchor < `max_wait_ms` (max_wait None = no limit);
-- `requires_silence_ms`: the caller is not speaking and has been silent for at least this long
-  (since the last speech end, or since call start if nobody spoke yet);
+- `requires_silence_ms`: the caller is not speaking, no voice the VAD has not confirmed yet is
+  being heard (a `candidate`: a word resuming after a pause reaches the VAD's start ~100 ms late, and
+  "said a word and went quiet" must not be decided inside that gap), and the caller has been silent
+  for at least this long (since the last speech end, or since call start if nobody spoke yet);
 - speech-structure conditions (all optional, from the VAD's events; they let a detector use what the
   model's last second does not see: a human says "hello?" and waits, a greeting keeps going):
   `min_talk_ms` = the caller is speaking now and has been for at least this long without a pause the
@@ -46,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from processors.frames import (
     AmdProbabilityFrame,
     AmdVerdictFrame,
+    SpeechCandidateFrame,
     SpeechEndedFrame,
     SpeechStartedFrame,
     StopDetectorsFrame,
@@ -126,8 +129,10 @@ class SpeechState:
     utterances: int = 0  # speech starts so far
     closed_speech_ms: float = 0.0  # summed length of the finished utterances
     longest_pause_ms: float = 0.0  # longest pause between two utterances so far
+    candidate_ms: float | None = None  # voice heard while quiet, not (yet) confirmed as a start
 
     def started(self, t_ms: float) -> None:
+        self.candidate_ms = None
         if self.onset_ms is None:
             self.onset_ms = t_ms
         if self.speaking:  # a repeated start (no end between): the utterance goes on
@@ -138,7 +143,12 @@ class SpeechState:
         self.talk_start_ms = t_ms
         self.utterances += 1
 
+    def candidate(self, t_ms: float, active: bool) -> None:
+        """Voice began (active) or broke off short of a start; ignored while speaking."""
+        self.candidate_ms = t_ms if active and not self.speaking else None
+
     def ended(self, t_ms: float) -> None:
+        self.candidate_ms = None
         if self.onset_ms is None:  # an end without a start (VAD started before we did): treat as both
             self.onset_ms = t_ms
         if self.first_end_ms is None:
@@ -157,8 +167,9 @@ class SpeechState:
         return self.onset_ms if self.onset_ms is not None else self.evidence_ms
 
     def silence_ms(self, t_ms: float) -> float:
-        """How long the caller has been quiet at t_ms (0 while speaking)."""
-        if self.speaking:
+        """How long the caller has been quiet at t_ms (0 while speaking or while voice is heard that
+        the VAD has not confirmed yet; a candidate that breaks off does not restart the count)."""
+        if self.speaking or self.candidate_ms is not None:
             return 0.0
         return t_ms - (self.last_end_ms if self.last_end_ms is not None else 0.0)
 
@@ -243,6 +254,9 @@ class DecisionLayer:
 
     def on_speech_ended(self, t_ms: float) -> None:
         self.speech.ended(t_ms)
+
+    def on_speech_candidate(self, t_ms: float, *, active: bool = True) -> None:
+        self.speech.candidate(t_ms, active)
 
     def update(
         self, t_ms: float, probs: Mapping[str, float], speech: SpeechState | None = None
@@ -387,6 +401,8 @@ class AmdDecisionProcessor(FrameProcessor):
             self.layer.on_speech_started(frame.t_ms)
         elif isinstance(frame, SpeechEndedFrame):
             self.layer.on_speech_ended(frame.t_ms)
+        elif isinstance(frame, SpeechCandidateFrame):
+            self.layer.on_speech_candidate(frame.t_ms, active=frame.active)
         elif isinstance(frame, AmdProbabilityFrame):
             verdict = self.layer.update(frame.t_ms, frame.probs)
             if verdict is not None:

@@ -140,6 +140,18 @@ class SpeechEndedFrame(SystemFrame, CallEvent):
 
 
 @dataclass
+class SpeechCandidateFrame(SystemFrame):
+    """The VAD hears voice it has not confirmed as speech yet (`active`, t_ms = its first voiced
+    window), or that voice broke off short of a start (not `active`, t_ms = where it broke off).
+
+    A start needs ~100 ms of voice; AMD uses this to hold a "they said a word and went quiet" verdict
+    while the far end has audibly resumed. Not a call event: most candidates are noise."""
+
+    t_ms: float = 0.0
+    active: bool = True
+
+
+@dataclass
 class StopDetectorsFrame(SystemFrame):
     """Pushed upstream: the call needs no more detection (`amd_only`: no more AMD steps only).
 

@@ -20,15 +20,18 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
 from processors.batching import TickBatcher
-from processors.frames import SpeechEndedFrame, SpeechStartedFrame, StopDetectorsFrame
+from processors.frames import SpeechCandidateFrame, SpeechEndedFrame, SpeechStartedFrame, StopDetectorsFrame
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 
 
 @dataclass(frozen=True)
 class SpeechEvent:
-    kind: Literal["start", "end"]
-    t_ms: float  # start: first voiced window; end: end of the last voiced window
+    """A VAD transition. `candidate` / `candidate_dropped` (only with `report_candidates`): a voiced
+    run began while the caller was quiet / it broke off before it was long enough to be a start."""
+
+    kind: Literal["start", "end", "candidate", "candidate_dropped"]
+    t_ms: float  # start, candidate: first voiced window; end, candidate_dropped: end of the last voiced one
 
 
 class SileroModel:
@@ -122,6 +125,8 @@ class SpeechAnalyzer:
 
     A start needs `start_ms` of consecutive voiced windows; an end needs `stop_ms` of unvoiced ones.
     Windows quieter than `min_dbfs` never count as voiced (line noise, far-away TV at low level).
+    With `report_candidates`, a voiced run is also reported as it begins, before the start hangover
+    confirms it: AMD must not call a caller "quiet, waiting" while they have audibly resumed talking.
     `process()` scores one call's audio; `process_batch()` scores many calls' audio with one model
     run per window position (what SpeechDetector does for all live calls at once).
     """
@@ -134,8 +139,10 @@ class SpeechAnalyzer:
         stop_ms: float = 200,
         min_dbfs: float = -50.0,
         model: SileroModel | None = None,
+        report_candidates: bool = False,
     ) -> None:
         self.model = model or shared_silero()
+        self.report_candidates = report_candidates
         self._stream = self.model.new_stream()
         self._window = SileroModel.WINDOW
         self.threshold, self.start_ms, self.stop_ms = threshold, start_ms, stop_ms
@@ -178,10 +185,14 @@ class SpeechAnalyzer:
             voiced = w.pcm is not None and next(scores) >= self.threshold
             if not self.speaking:
                 if not voiced:
+                    if self._candidate_ms is not None and self.report_candidates:
+                        events.append(SpeechEvent("candidate_dropped", t0))
                     self._candidate_ms = None
                     continue
                 if self._candidate_ms is None:
                     self._candidate_ms = t0
+                    if self.report_candidates and self.start_ms > self.window_ms:
+                        events.append(SpeechEvent("candidate", t0))
                 if t1 - self._candidate_ms >= self.start_ms:
                     self.speaking, self._last_voiced_end_ms = True, t1
                     events.append(SpeechEvent("start", self._candidate_ms))
@@ -222,13 +233,13 @@ _VAD_BATCHER: TickBatcher[tuple[SpeechAnalyzer, bytes], list[SpeechEvent]] = Tic
 
 
 class SpeechDetector(FrameProcessor):
-    """Pushes SpeechStartedFrame / SpeechEndedFrame downstream; Silero runs batched with every other
+    """Pushes SpeechStartedFrame / SpeechEndedFrame (and SpeechCandidateFrame) downstream; Silero runs batched with every other
     live call's on the shared inference thread (processors/batching.py), never on the event loop.
     After a (full) StopDetectorsFrame from upstream it forwards audio without analysing it."""
 
     def __init__(self, analyzer: SpeechAnalyzer | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.analyzer = analyzer or SpeechAnalyzer()
+        self.analyzer = analyzer or SpeechAnalyzer(report_candidates=True)
         self.stopped = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -238,5 +249,9 @@ class SpeechDetector(FrameProcessor):
         await self.push_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame) and not self.stopped:
             for event in await _VAD_BATCHER.submit((self.analyzer, frame.audio)):
-                cls = SpeechStartedFrame if event.kind == "start" else SpeechEndedFrame
-                await self.push_frame(cls(t_ms=event.t_ms))
+                if event.kind == "start":
+                    await self.push_frame(SpeechStartedFrame(t_ms=event.t_ms))
+                elif event.kind == "end":
+                    await self.push_frame(SpeechEndedFrame(t_ms=event.t_ms))
+                else:
+                    await self.push_frame(SpeechCandidateFrame(t_ms=event.t_ms, active=event.kind == "candidate"))

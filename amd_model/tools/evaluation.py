@@ -127,7 +127,7 @@ class OfflineSpeechDetector:
     def events(self, pcm: np.ndarray) -> list[tuple[str, float, float]]:
         from processors.speech import SpeechAnalyzer
 
-        analyzer = SpeechAnalyzer()
+        analyzer = SpeechAnalyzer(report_candidates=True)
         out: list[tuple[str, float, float]] = []
         pcm = np.asarray(pcm, dtype=np.int16)
         for i in range(0, pcm.size - CHUNK_SAMPLES + 1, CHUNK_SAMPLES):

@@ -28,7 +28,10 @@ def stream(
     for i, probs in enumerate(values):
         if i in speech:
             ev, t = speech[i]
-            (layer.on_speech_started if ev == "start" else layer.on_speech_ended)(t)
+            if ev in ("candidate", "candidate_dropped"):
+                layer.on_speech_candidate(t, active=ev == "candidate")
+            else:
+                (layer.on_speech_started if ev == "start" else layer.on_speech_ended)(t)
         v = layer.update((i + 1) * 100.0, probs)
         if v is not None:
             return v
@@ -111,6 +114,35 @@ def test_requires_silence() -> None:
     assert v is not None and v.t_ms == 1200.0
     # while speaking, never
     assert stream(DecisionLayer([cfg]), [h(0.9)] * 20, {1: ("start", 100.0)}) is None
+
+
+def test_requires_silence_holds_while_unconfirmed_voice_is_heard() -> None:
+    cfg = det(from_speech=True, requires_silence_ms=400)
+    # "hello" 100..400 ms, then voice again at 680 ms: a candidate at step 7 (t=800), which the VAD would
+    # confirm only later; without it the verdict comes at t=800 (silence 400 >= 400)
+    events = {1: ("start", 100.0), 4: ("end", 400.0)}
+    assert stream(DecisionLayer([cfg]), [h(0.9)] * 20, events).t_ms == 800.0
+    held = stream(DecisionLayer([cfg]), [h(0.9)] * 20, events | {7: ("candidate", 680.0)})
+    assert held is None  # never confirmed nor dropped: the far end is still heard, so never "quiet"
+    # the candidate broke off at 712 ms (a click, a breath): the silence since 400 ms still counts
+    v = stream(DecisionLayer([cfg]), [h(0.9)] * 20, events | {7: ("candidate", 680.0), 8: ("candidate_dropped", 712.0)})
+    assert v is not None and v.t_ms == 900.0
+    # confirmed: a second utterance, and the silence counts from its end
+    v = stream(DecisionLayer([cfg]), [h(0.9)] * 20,
+               events | {7: ("candidate", 680.0), 8: ("start", 680.0), 12: ("end", 1150.0)})
+    assert v is not None and v.t_ms == 1600.0
+
+
+def test_a_candidate_while_speaking_is_ignored() -> None:
+    state = SpeechState()
+    state.started(100.0)
+    state.candidate(300.0, True)
+    assert state.candidate_ms is None
+    state.ended(500.0)
+    state.candidate(600.0, True)
+    assert state.silence_ms(700.0) == 0.0
+    state.candidate(632.0, False)
+    assert state.silence_ms(700.0) == 200.0
 
 
 def test_first_wins_and_list_order_breaks_ties() -> None:

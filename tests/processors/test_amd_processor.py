@@ -8,17 +8,19 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
-from amd_model.traces import load_traces, replay_trace
+from amd_model.traces import SpeechEvent, Trace, load_traces, replay_trace
 from processors.amd import STEP_SAMPLES, AmdProcessor
 from processors.amd_decision import AmdDecisionProcessor, load_presets
 from processors.frames import (
     AmdProbabilityFrame,
     AmdVerdictFrame,
+    SpeechCandidateFrame,
     SpeechEndedFrame,
     SpeechStartedFrame,
     StopDetectorsFrame,
@@ -134,6 +136,47 @@ async def test_trace_recorded_and_replays_to_the_live_verdict(tmp_path) -> None:
         verdicts[0].detector,
     )
     assert replayed.confidence == verdicts[0].confidence
+
+
+async def test_unconfirmed_voice_holds_the_human_verdict_live_and_in_the_replayed_trace(tmp_path) -> None:
+    detectors = load_presets()["default"]  # human: p >= 0.95 over 200 ms, 400 ms of silence
+
+    async def run(candidate: bool) -> tuple[AmdVerdictFrame, object]:
+        amd = AmdProcessor(model=FakeModel(), trace_path=tmp_path / str(candidate), call_id="CAc", label="human")
+        decide = AmdDecisionProcessor(detectors, recorder=amd.recorder)
+        frames: list[Frame] = []
+        for i, f in enumerate(audio_frames([(300, 0), (500, 4000), (2700, 0)])):
+            frames.append(f)
+            end_ms = (i + 1) * 20
+            if end_ms == 420:
+                frames.append(SpeechStartedFrame(t_ms=290.0))
+            if end_ms == 1000:
+                frames.append(SpeechEndedFrame(t_ms=800.0))
+            if candidate and end_ms == 1140:  # voice again at 1120 ms, reported before the 1200 ms step
+                frames.append(SpeechCandidateFrame(t_ms=1120.0))
+            if candidate and end_ms == 1300:  # ... and it broke off short of a start
+                frames.append(SpeechCandidateFrame(t_ms=1250.0, active=False))
+        down, _ = await run_test(Pipeline([amd, decide]), frames_to_send=frames)
+        [verdict] = [f for f in down if isinstance(f, AmdVerdictFrame)]
+        [trace] = load_traces(tmp_path / str(candidate))
+        return verdict, trace
+
+    plain, _ = await run(False)
+    held, trace = await run(True)
+    assert (plain.label, plain.t_ms) == ("human", 1200.0)  # 400 ms after the end at 800
+    assert (held.label, held.t_ms) == ("human", 1400.0)  # the steps at 1200 and 1300 heard voice
+    assert [(e.event, e.at_step) for e in trace.speech] == [
+        ("start", 4), ("end", 10), ("candidate", 11), ("candidate_dropped", 13)
+    ]
+    replayed = replay_trace(trace, detectors)
+    assert (replayed.label, replayed.t_ms, replayed.detector) == ("human", 1400.0, held.detector)
+
+
+def test_a_trace_with_an_unknown_speech_event_is_an_error_not_an_end() -> None:
+    trace = Trace(call_id="x", classes=list(CLASSES), steps=[[100.0, 0.0, 1.0, 0.0, 0.0, 0.0]],
+                  speech=[SpeechEvent("stat", 50.0, 0)])
+    with pytest.raises(ValueError, match="unknown speech event 'stat'"):
+        replay_trace(trace, load_presets()["default"])
 
 
 def _hello_frames() -> list[Frame]:
