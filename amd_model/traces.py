@@ -7,13 +7,14 @@ reached it. `replay_trace` feeds these to the very `DecisionLayer` class product
 
 File format (JSON, one file per call, `<call_id>.json`):
 
-    {"version": 1, "call_id": "CA123", "workflow": "power_dial", "source": "live" | "<wav path>",
+    {"version": 2, "call_id": "CA123", "workflow": "power_dial", "source": "live" | "<wav path>",
      "label": "human" | null, "subtype": "human_business" | null,
      "truth": {"speech_onset_ms": 640, "first_utterance_end_ms": 1180, ...},   # when known
      "classes": ["human", "machine", "ivr", "carrier_intercept", ...],
      "step_ms": 100,
      "steps": [[100, p_human, p_machine, ...], [200, ...], ...],              # t_ms = end of step
-     "speech": [{"event": "start", "t_ms": 620, "at_step": 8}, {"event": "end", ...}],
+     "speech": [{"event": "candidate", "t_ms": 620, "at_step": 7}, {"event": "start", "t_ms": 620, "at_step": 8},
+                {"event": "end", ...}],                                 # candidate: voice not yet a start
      "verdicts": [{"label": "human", "confidence": 0.93, "t_ms": 1500, "detector": "human_fast",
                    "workflow": "power_dial"}]}
 """
@@ -32,14 +33,14 @@ import numpy as np
 from processors.amd_decision import STEP_MS, DecisionLayer, DetectorConfig, Verdict
 from processors.json_file import read_json
 
-TRACE_VERSION = 1
+TRACE_VERSION = 2  # 2: speech events include VAD candidates (an older reader would take them for ends)
 
 
 @dataclass
 class SpeechEvent:
     """A VAD transition as the decision layer saw it: applied before step index `at_step`."""
 
-    event: str  # "start" | "end" | "candidate" | "candidate_dropped" (traces before 1.5 have no candidates)
+    event: str  # "start" | "end" | "candidate" | "candidate_dropped" (older traces have no candidates)
     t_ms: float
     at_step: int
 

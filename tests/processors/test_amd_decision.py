@@ -91,7 +91,11 @@ def test_model_evidence_anchors_from_speech_detectors_when_the_vad_heard_nothing
     """A caller the VAD misses (quiet line, odd voice) still gets a verdict, counted from the step
     where the model's `none` probability first fell below 0.5."""
     cfg = det(threshold=0.9, min_delay_ms=300, from_speech=True)
-    steps = [{"none": 0.9, "human": 0.1}] * 5 + [{"none": 0.3, "human": 0.7}] + [{"none": 0.0, "human": 0.95}] * 10
+    steps = (
+        [{"none": 0.9, "human": 0.1}] * 5
+        + [{"none": 0.3, "human": 0.7}]
+        + [{"none": 0.0, "human": 0.95}] * 10
+    )
     v = stream(DecisionLayer([cfg]), steps)
     assert v is not None and v.t_ms == 900.0  # evidence at t=600, +300 ms
     # the VAD's onset wins when it has one, even if the model's evidence came first
@@ -125,11 +129,18 @@ def test_requires_silence_holds_while_unconfirmed_voice_is_heard() -> None:
     held = stream(DecisionLayer([cfg]), [h(0.9)] * 20, events | {7: ("candidate", 680.0)})
     assert held is None  # never confirmed nor dropped: the far end is still heard, so never "quiet"
     # the candidate broke off at 712 ms (a click, a breath): the silence since 400 ms still counts
-    v = stream(DecisionLayer([cfg]), [h(0.9)] * 20, events | {7: ("candidate", 680.0), 8: ("candidate_dropped", 712.0)})
+    v = stream(
+        DecisionLayer([cfg]),
+        [h(0.9)] * 20,
+        events | {7: ("candidate", 680.0), 8: ("candidate_dropped", 712.0)},
+    )
     assert v is not None and v.t_ms == 900.0
     # confirmed: a second utterance, and the silence counts from its end
-    v = stream(DecisionLayer([cfg]), [h(0.9)] * 20,
-               events | {7: ("candidate", 680.0), 8: ("start", 680.0), 12: ("end", 1150.0)})
+    v = stream(
+        DecisionLayer([cfg]),
+        [h(0.9)] * 20,
+        events | {7: ("candidate", 680.0), 8: ("start", 680.0), 12: ("end", 1150.0)},
+    )
     assert v is not None and v.t_ms == 1600.0
 
 
@@ -182,7 +193,6 @@ def test_speech_state() -> None:
     assert (s.onset_ms, s.first_end_ms, s.last_end_ms, s.silence_ms(2000)) == (600, 1000, 1800, 200)
 
 
-
 def test_speech_state_tracks_utterances_talk_and_pauses() -> None:
     s = SpeechState()
     assert (s.utterances, s.talk_ms(300), s.speech_ms(300), s.longest_pause_ms) == (0, 0, 0, 0)
@@ -211,7 +221,9 @@ def test_min_talk_fires_only_while_the_caller_keeps_talking() -> None:
     assert v is not None and v.t_ms == 1100.0  # talking 1000 ms at t = 1100
     # a pickup: "Hello?" of 500 ms, then silence: the same probabilities never fire
     v = stream(
-        DecisionLayer([machine_det(min_talk_ms=1000)]), [m(0.75)] * 20, {0: ("start", 100.0), 6: ("end", 600.0)}
+        DecisionLayer([machine_det(min_talk_ms=1000)]),
+        [m(0.75)] * 20,
+        {0: ("start", 100.0), 6: ("end", 600.0)},
     )
     assert v is None
 

@@ -142,7 +142,9 @@ async def test_unconfirmed_voice_holds_the_human_verdict_live_and_in_the_replaye
     detectors = load_presets()["default"]  # human: p >= 0.95 over 200 ms, 400 ms of silence
 
     async def run(candidate: bool) -> tuple[AmdVerdictFrame, object]:
-        amd = AmdProcessor(model=FakeModel(), trace_path=tmp_path / str(candidate), call_id="CAc", label="human")
+        amd = AmdProcessor(
+            model=FakeModel(), trace_path=tmp_path / str(candidate), call_id="CAc", label="human"
+        )
         decide = AmdDecisionProcessor(detectors, recorder=amd.recorder)
         frames: list[Frame] = []
         for i, f in enumerate(audio_frames([(300, 0), (500, 4000), (2700, 0)])):
@@ -166,15 +168,40 @@ async def test_unconfirmed_voice_holds_the_human_verdict_live_and_in_the_replaye
     assert (plain.label, plain.t_ms) == ("human", 1200.0)  # 400 ms after the end at 800
     assert (held.label, held.t_ms) == ("human", 1400.0)  # the steps at 1200 and 1300 heard voice
     assert [(e.event, e.at_step) for e in trace.speech] == [
-        ("start", 4), ("end", 10), ("candidate", 11), ("candidate_dropped", 13)
+        ("start", 4),
+        ("end", 10),
+        ("candidate", 11),
+        ("candidate_dropped", 13),
     ]
     replayed = replay_trace(trace, detectors)
     assert (replayed.label, replayed.t_ms, replayed.detector) == ("human", 1400.0, held.detector)
 
 
+def test_version_1_traces_still_replay_and_newer_ones_are_refused() -> None:
+    old = {
+        "version": 1,
+        "call_id": "x",
+        "classes": list(CLASSES),
+        "step_ms": 100,
+        "steps": [[100.0 * i, 0.0, 0.97, 0.01, 0.01, 0.01] for i in range(1, 20)],
+        "speech": [
+            {"event": "start", "t_ms": 100, "at_step": 1},
+            {"event": "end", "t_ms": 500, "at_step": 6},
+        ],
+    }
+    assert replay_trace(Trace.from_dict(old), load_presets()["default"]).label == "human"
+    assert Trace.from_dict(old).to_dict()["version"] == 2
+    with pytest.raises(ValueError, match="newer than this callgate"):
+        Trace.from_dict(old | {"version": 3})
+
+
 def test_a_trace_with_an_unknown_speech_event_is_an_error_not_an_end() -> None:
-    trace = Trace(call_id="x", classes=list(CLASSES), steps=[[100.0, 0.0, 1.0, 0.0, 0.0, 0.0]],
-                  speech=[SpeechEvent("stat", 50.0, 0)])
+    trace = Trace(
+        call_id="x",
+        classes=list(CLASSES),
+        steps=[[100.0, 0.0, 1.0, 0.0, 0.0, 0.0]],
+        speech=[SpeechEvent("stat", 50.0, 0)],
+    )
     with pytest.raises(ValueError, match="unknown speech event 'stat'"):
         replay_trace(trace, load_presets()["default"])
 

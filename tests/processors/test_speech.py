@@ -43,8 +43,15 @@ def test_candidates_are_not_reported_by_default_or_while_speaking() -> None:
 
 
 def test_silero_reports_a_resumed_phrase_as_a_candidate_one_window_after_it_begins() -> None:
-    pcm = to_int16(synth.concat(synth.silence(0.3), synth.speech("Hello."), synth.silence(0.45),
-                                synth.speech("Please leave a message."), synth.silence(1.0)))
+    pcm = to_int16(
+        synth.concat(
+            synth.silence(0.3),
+            synth.speech("Hello."),
+            synth.silence(0.45),
+            synth.speech("Please leave a message."),
+            synth.silence(1.0),
+        )
+    )
     analyzer = SpeechAnalyzer(report_candidates=True)
     known: list[tuple[SpeechEvent, float]] = []
     for i in range(0, len(pcm) - 159, 160):
