@@ -192,7 +192,7 @@ def prepare_items(
     min_ms: int,
     progress: bool = True,
 ) -> dict[str, TestItem]:
-    """Test items for `keys`, cached in CORPUS/folds/items_<model sha>.pkl (VAD + reference run once)."""
+    """Test items for `keys`, cached in CORPUS/folds/items_<model sha>_<ms>_vad2.pkl (VAD + reference run once)."""
     import hashlib
 
     from tqdm import tqdm
@@ -202,7 +202,8 @@ def prepare_items(
     from callgate.audio import load_audio
 
     sha = hashlib.sha1(Path(ref_model.path).read_bytes()).hexdigest()[:10]
-    cache = corpus / "folds" / f"items_{sha}_{min_ms}.pkl"
+    # v2: the VAD events include candidates (an older cache would replay without them)
+    cache = corpus / "folds" / f"items_{sha}_{min_ms}_vad2.pkl"
     items: dict[str, TestItem] = pickle.loads(cache.read_bytes()) if cache.exists() else {}
     todo = sorted(keys - set(items))
     if not todo:
