@@ -106,23 +106,25 @@ async def test_model_runs_off_the_event_loop() -> None:
     assert sum(isinstance(f, AmdProbabilityFrame) for f in down) == 10
 
 
+def _hello_call(extra: dict[int, Frame] | None = None) -> list[Frame]:
+    """300 ms quiet, "Hello?" 500 ms, then quiet; the VAD frames (and `extra`, by the audio time in ms
+    of the 20 ms frame they follow) arrive where the live detector sends them."""
+    events = {420: SpeechStartedFrame(t_ms=290.0), 1000: SpeechEndedFrame(t_ms=800.0)} | (extra or {})
+    frames: list[Frame] = []
+    for i, f in enumerate(audio_frames([(300, 0), (500, 4000), (2700, 0)])):
+        frames.append(f)
+        if (i + 1) * 20 in events:
+            frames.append(events[(i + 1) * 20])
+    return frames
+
+
 async def test_trace_recorded_and_replays_to_the_live_verdict(tmp_path) -> None:
     detectors = load_presets()["parallel_dial"]
     amd = AmdProcessor(
         model=FakeModel(), trace_path=tmp_path, call_id="CAtest", workflow="parallel_dial", label="human"
     )
     decide = AmdDecisionProcessor(detectors, workflow="parallel_dial", recorder=amd.recorder)
-    # 300 ms quiet, "Hello?" 500 ms, then quiet; the VAD frames arrive where the live detector sends them
-    frames: list[Frame] = []
-    audio = audio_frames([(300, 0), (500, 4000), (2700, 0)])
-    for i, f in enumerate(audio):
-        frames.append(f)
-        end_ms = (i + 1) * 20
-        if end_ms == 420:
-            frames.append(SpeechStartedFrame(t_ms=290.0))
-        if end_ms == 1000:
-            frames.append(SpeechEndedFrame(t_ms=800.0))
-    down, _ = await run_test(Pipeline([amd, decide]), frames_to_send=frames)
+    down, _ = await run_test(Pipeline([amd, decide]), frames_to_send=_hello_call())
     verdicts = [f for f in down if isinstance(f, AmdVerdictFrame)]
     assert len(verdicts) == 1 and verdicts[0].label == "human"
     [trace] = load_traces(tmp_path)
@@ -146,19 +148,13 @@ async def test_unconfirmed_voice_holds_the_human_verdict_live_and_in_the_replaye
             model=FakeModel(), trace_path=tmp_path / str(candidate), call_id="CAc", label="human"
         )
         decide = AmdDecisionProcessor(detectors, recorder=amd.recorder)
-        frames: list[Frame] = []
-        for i, f in enumerate(audio_frames([(300, 0), (500, 4000), (2700, 0)])):
-            frames.append(f)
-            end_ms = (i + 1) * 20
-            if end_ms == 420:
-                frames.append(SpeechStartedFrame(t_ms=290.0))
-            if end_ms == 1000:
-                frames.append(SpeechEndedFrame(t_ms=800.0))
-            if candidate and end_ms == 1140:  # voice again at 1120 ms, reported before the 1200 ms step
-                frames.append(SpeechCandidateFrame(t_ms=1120.0))
-            if candidate and end_ms == 1300:  # ... and it broke off short of a start
-                frames.append(SpeechCandidateFrame(t_ms=1250.0, active=False))
-        down, _ = await run_test(Pipeline([amd, decide]), frames_to_send=frames)
+        extra: dict[int, Frame] = {}
+        if candidate:  # voice again at 1120 ms, reported before the 1200 ms step; it broke off at 1250
+            extra = {
+                1140: SpeechCandidateFrame(t_ms=1120.0),
+                1300: SpeechCandidateFrame(t_ms=1250.0, active=False),
+            }
+        down, _ = await run_test(Pipeline([amd, decide]), frames_to_send=_hello_call(extra))
         [verdict] = [f for f in down if isinstance(f, AmdVerdictFrame)]
         [trace] = load_traces(tmp_path / str(candidate))
         return verdict, trace
