@@ -297,6 +297,7 @@ class _ReplayedSpeechAnalyzer(SpeechAnalyzer):
         self.speaking = False
         self._candidate_ms = None
         self._last_voiced_end_ms = 0.0
+        self.report_candidates = False  # starts and ends only, as the listening pipeline uses them
 
     def process(self, pcm: bytes | np.ndarray) -> list[SpeechEvent]:
         windows = self._take_windows(pcm)
