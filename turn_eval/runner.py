@@ -285,19 +285,10 @@ class _ReplayedSpeechAnalyzer(SpeechAnalyzer):
     """The production SpeechAnalyzer state machine (its windowing and start/stop hangover) fed the
     confidences Silero gave this file once, so a parameter sweep never runs the model again."""
 
-    def __init__(self, conf: np.ndarray, params: dict[str, float]) -> None:  # no model: cached scores
+    def __init__(self, conf: np.ndarray, params: dict[str, float]) -> None:
+        # the production defaults for any parameter not swept; the shared model is never run (cached scores)
+        super().__init__(**{k: params[k] for k in ("threshold", "start_ms", "stop_ms", "min_dbfs") if k in params})
         self._conf = conf
-        self._window = WIN
-        self.threshold = params.get("threshold", 0.6)
-        self.start_ms = params.get("start_ms", 96.0)
-        self.stop_ms = params.get("stop_ms", 200.0)
-        self._min_rms = 32768.0 * 10 ** (params.get("min_dbfs", -50.0) / 20)
-        self._buf = np.zeros(0, dtype=np.int16)
-        self._consumed = 0
-        self.speaking = False
-        self._candidate_ms = None
-        self._last_voiced_end_ms = 0.0
-        self.report_candidates = False  # starts and ends only, as the listening pipeline uses them
 
     def process(self, pcm: bytes | np.ndarray) -> list[SpeechEvent]:
         windows = self._take_windows(pcm)
