@@ -192,18 +192,17 @@ def prepare_items(
     min_ms: int,
     progress: bool = True,
 ) -> dict[str, TestItem]:
-    """Test items for `keys`, cached in CORPUS/folds/items_<model sha>_<ms>_vad2.pkl (VAD + reference run once)."""
-    import hashlib
-
+    """Test items for `keys`, cached in CORPUS/folds/items_<model sha>_<ms>_trace<version>.pkl (VAD +
+    reference run once; the trace version keys the VAD events' kinds: version 2 added candidates)."""
     from tqdm import tqdm
 
     from amd_model.tools.evaluation import LabelledCall, OfflineSpeechDetector, pad_call, read_real_greetings
     from amd_model.tools.train import call_features
+    from amd_model.traces import TRACE_VERSION
     from callgate.audio import load_audio
 
     sha = hashlib.sha1(Path(ref_model.path).read_bytes()).hexdigest()[:10]
-    # v2: the VAD events include candidates (an older cache would replay without them)
-    cache = corpus / "folds" / f"items_{sha}_{min_ms}_vad2.pkl"
+    cache = corpus / "folds" / f"items_{sha}_{min_ms}_trace{TRACE_VERSION}.pkl"
     items: dict[str, TestItem] = pickle.loads(cache.read_bytes()) if cache.exists() else {}
     todo = sorted(keys - set(items))
     if not todo:
