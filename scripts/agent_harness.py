@@ -87,7 +87,7 @@ def agent_server(rest_url: str, agent_toml: str, dg: Any, oa: Any, ct: Any, **ov
 async def scripted_call(base: str, rest: Any, script: Any, delay_ms: float = 0.0) -> tuple[Any, dict[str, Any]]:
     """One scripted call into the agent; returns the simulator's report and the server's call record."""
     from simulator.control import wait_for_record
-    from simulator.script import call_agent
+    from simulator.phone import call_agent
 
     report = await call_agent(
         base, script, agent="bench", rest=rest, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, network_delay_ms=delay_ms

@@ -39,10 +39,10 @@ from callgate.audio import (
 )
 from simulator.ids import new_sid
 from simulator.playback import PlaybackBuffer
+from simulator.script import Script, ScriptedCaller
 
 if TYPE_CHECKING:
     from simulator.rest import RestStandIn
-    from simulator.script import Script, ScriptedCaller
 
 FRAME_BYTES = FRAME_SAMPLES  # one µ-law byte per sample: 160 bytes = 20 ms
 SILENCE_FRAME = ULAW_SILENCE * FRAME_BYTES
@@ -398,8 +398,6 @@ class PhoneCall:
             raise ValueError("a network delay needs a paced call (speed), not as-fast-as-possible")
         self._caller: ScriptedCaller | None = None
         if self.script is not None:
-            from simulator.script import ScriptedCaller
-
             self._caller = ScriptedCaller(self.script)
         self._bot_playing = False
         self._words: dict[str, list[str]] = {}  # bot turn -> words whose marks played, in order
@@ -907,3 +905,30 @@ async def simulate_call(
         network_delay_ms=network_delay_ms,
     )
     return await call.run()
+
+
+async def call_agent(
+    base_url: str,
+    script: Script,
+    *,
+    agent: str,
+    rest: RestStandIn | None = None,
+    auth_token: str | None = None,
+    account_sid: str | None = None,
+    network_delay_ms: float = 0.0,
+    amd: str = "off",
+    **params: str,
+) -> CallReport:
+    """Place one scripted caller into the `agent` workflow of the server at `base_url` (its /twiml
+    webhook; `amd="off"`: an inbound call, the conversation starts at once) and return the CallReport.
+    `params`: more webhook parameters (e.g. message="short.wav")."""
+    return await simulate_call(
+        np.zeros(0, np.int16),
+        f"{base_url}/twiml",
+        auth_token=auth_token,
+        account_sid=account_sid,
+        params={"workflow": "agent", "agent": agent, "amd": amd, **params},
+        rest=rest,
+        script=script,
+        network_delay_ms=network_delay_ms,
+    )

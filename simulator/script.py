@@ -278,31 +278,3 @@ class ScriptedCaller:
             return 0.0
         return now_ms - max(self._armed_ms, self._last_bot_ms)
 
-
-async def call_agent(
-    base_url: str,
-    script: Script,
-    *,
-    agent: str,
-    rest: Any = None,
-    auth_token: str | None = None,
-    account_sid: str | None = None,
-    network_delay_ms: float = 0.0,
-    amd: str = "off",
-    **params: str,
-) -> Any:
-    """Place one scripted caller into the `agent` workflow of the server at `base_url` (its /twiml
-    webhook; `amd="off"`: an inbound call, the conversation starts at once) and return the CallReport.
-    `params`: more webhook parameters (e.g. message="short.wav")."""
-    from simulator.phone import simulate_call  # phone.py imports this module lazily: no cycle at import
-
-    return await simulate_call(
-        np.zeros(0, np.int16),
-        f"{base_url}/twiml",
-        auth_token=auth_token,
-        account_sid=account_sid,
-        params={"workflow": "agent", "agent": agent, "amd": amd, **params},
-        rest=rest,
-        script=script,
-        network_delay_ms=network_delay_ms,
-    )

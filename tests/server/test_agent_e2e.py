@@ -12,9 +12,9 @@ import pytest
 
 from pipelines.services.chat_server import Reply
 from processors.bot_speech import mark_word
-from simulator.phone import simulate_call
+from simulator.phone import call_agent, simulate_call
 from simulator.rest import RestStandIn
-from simulator.script import call_agent, parse_script
+from simulator.script import parse_script
 from simulator.vendors import CartesiaStandIn, DeepgramStandIn, OpenAIStandIn, vendor_settings
 from tests.server.conftest import ACCOUNT_SID, AUTH, AUTH_TOKEN, wait_until
 

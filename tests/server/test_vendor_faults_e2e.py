@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from simulator.phone import call_agent
 from simulator.rest import RestStandIn
-from simulator.script import call_agent, parse_script
+from simulator.script import parse_script
 from simulator.vendors import Reply, VendorSuite, vendor_settings, vendor_stand_ins
 from tests.server.conftest import ACCOUNT_SID, AUTH_TOKEN, wait_until
 
