@@ -6,7 +6,7 @@ is labelled with the call's class once evidence has started (speech, greeting, S
 Cross-entropy then teaches the posterior given the audio so far: "Hello?" + 300 ms of silence is
 human, speech still running after ~1 s is probably a machine, and so on.
 
-`python -m amd_model.tools.train --corpus DIR` (or `callgate train --corpus DIR`) trains, exports
+`callgate train --corpus DIR` trains, exports
 amd_model/amd.onnx + amd.json, checks onnxruntime == torch, and prints held-out metrics.
 """
 
@@ -532,15 +532,3 @@ def evaluate(model_path: Path, eval_dir: Path, thresholds: dict[str, float] | No
     report["threshold_sweep"] = sweep
     return report
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m amd_model.tools.train ARGS` is `callgate train ARGS` (one set of options and defaults)."""
-    import sys
-
-    from callgate.cli import main as cli
-
-    return cli(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
