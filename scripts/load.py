@@ -27,6 +27,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -540,6 +541,7 @@ def main() -> int:
         vendors = (dg, oa, ct)
         env.update(DEEPGRAM_API_KEY="stand-in", DEEPGRAM_BASE_URL=dg.base_url, OPENAI_API_KEY="stand-in",
                    OPENAI_BASE_URL=oa.base_url, CARTESIA_API_KEY="stand-in", CARTESIA_URL=ct.url)
+    finished = False
     server = subprocess.Popen([sys.executable, "-m", "callgate.cli", "serve", "--workers", str(args.workers)],
                               env=env, cwd=work, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
     try:
@@ -576,6 +578,7 @@ def main() -> int:
             first = [f["first_break"] for f in found if f["workflow"] == "voicemail_drop"]
             print(f"\nfirst N that breaks the bars (failures, p99 > {args.bar_ms:g} ms or lag p99 > "
                   f"{args.lag_bar_ms:g} ms): {first[0] if first and first[0] else 'none'}")
+        finished = True
         return 0
     finally:
         server.send_signal(signal.SIGINT)
@@ -585,6 +588,10 @@ def main() -> int:
             server.kill()
         for v in vendors or ():
             v.stop()
+        if finished:  # the throw-away database, messages and server log; kept for a look when a run failed
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept for a look: {work} (server.log, load.db)", file=sys.stderr)
 
 
 if __name__ == "__main__":

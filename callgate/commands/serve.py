@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -101,7 +102,8 @@ def supervise(settings: Any, workers: int) -> int:
     except Exception as e:
         logger.error(f"call-record database unavailable at start-up: {e}")
     # One metrics view over all workers: prometheus-client's multiprocess mode, set before they start.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    own_mp_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # ours to remove when the workers are gone
+    if own_mp_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="callgate-metrics-")
     mp_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(mp_dir, exist_ok=True)
@@ -152,6 +154,8 @@ def supervise(settings: Any, workers: int) -> int:
                 logger.error(f"worker {p.pid} exited ({p.exitcode}) after {lived:.0f} s; starting another")
                 spawn()
     sock.close()
+    if own_mp_dir:
+        shutil.rmtree(mp_dir, ignore_errors=True)
     logger.info("callgate: all workers have exited")
     return 1 if quick_deaths >= 3 * workers else 0
 

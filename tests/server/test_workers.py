@@ -89,7 +89,9 @@ async def lag_count(client: httpx.AsyncClient, server: ServerProcess) -> float:
 
 
 async def test_serve_two_workers_share_metrics_and_drain_together(tmp_path):
-    server = ServerProcess(tmp_path, workers=2)
+    scratch = tmp_path / "scratch"  # the server's TMPDIR: where it makes its metrics folder
+    scratch.mkdir()
+    server = ServerProcess(tmp_path, workers=2, TMPDIR=str(scratch))
     await asyncio.to_thread(server.start)
     rate = 0.0
     try:
@@ -112,3 +114,4 @@ async def test_serve_two_workers_share_metrics_and_drain_together(tmp_path):
     log = server.log_path.read_text()
     assert rate > 13, f"the scrape grew {rate:.1f} ticks/s: one worker's loop only"
     assert code == 0 and log.count("drained: no live calls left") == 2, server.log_tail()
+    assert list(scratch.glob("callgate-metrics-*")) == [], "the metrics folder serve made outlived it"
