@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fold-epochs", type=int, default=15)
     ap.add_argument("--only", nargs="*", help="fold slugs (default: all)")
     args = ap.parse_args(argv)
+    if not (args.corpus / "meta.jsonl").is_file():
+        ap.error(f"{args.corpus}: not a corpus (no meta.jsonl); build one with `callgate corpus build --real-pool all`")
+    if not any(args.real_dir.glob("*.wav")):
+        ap.error(f"{args.real_dir}: no .wav greetings to cross-validate (../shared/data/dev_greetings)")
 
     from tqdm import tqdm
 

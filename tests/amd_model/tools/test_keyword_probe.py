@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from amd_model.tools.keyword_probe import find_cues
+import pytest
+
+from amd_model.tools.keyword_probe import find_cues, main
 
 
 def test_a_cue_is_known_when_its_phrase_ends_and_the_earliest_phrase_wins() -> None:
@@ -21,3 +23,10 @@ def test_a_phrase_must_be_whole_words_and_a_greeting_without_one_gives_nothing()
     assert find_cues([("hello", 500.0), ("this", 800.0), ("is", 900.0), ("ana", 1200.0)]) == {}
     assert find_cues([("optional", 500.0)]) == {}  # 'option' is not a word of it
     assert find_cues([]) == {}
+
+
+def test_a_folder_that_is_not_a_corpus_is_a_one_line_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), str(tmp_path)])
+    assert e.value.code == 2
+    assert "not a corpus (no meta.jsonl)" in capsys.readouterr().err
