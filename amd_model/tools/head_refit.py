@@ -284,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 (one linear
     ap.add_argument("--version", default="1.3.0-heads", help="model version written beside --export")
     ap.add_argument("--cache", type=Path, default=None, help="pickle of the GRU states (reused when present)")
     args = ap.parse_args(argv)
+    for path, what in ((args.corpus / "meta.jsonl", "a corpus (`callgate corpus build`)"),
+                       (args.humans / "meta.jsonl", "a real-human set (`python -m amd_model.tools.real_humans`)"),
+                       (args.base, "an AMD graph")):
+        if not path.is_file():
+            ap.error(f"{path}: not found; expected {what}")
 
     model = AmdModel(args.base)
     shipped = load_heads(args.base)

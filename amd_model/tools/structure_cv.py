@@ -128,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-business", type=int, default=2, help="business pickups newly called machine")
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args(argv)
+    for path in (args.real_traces, args.corpus_traces):
+        if not path.exists():
+            ap.error(f"{path}: no traces there (write them with `callgate eval DIR --traces OUT`)")
 
     preset = [d for d in load_presets(args.presets)[args.workflow] if d.name != "machine_talking"]
     real = load_traces(args.real_traces)

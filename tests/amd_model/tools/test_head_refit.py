@@ -90,3 +90,10 @@ def test_recording_sets_are_dealt_into_k_folds_so_no_fit_hears_a_held_out_speake
     assert all(s in folds[s].split("+") for s in sets)  # a set's fold names it, so held out together
     assert head_refit.human_speaker_folds(sets, 0) == {s: s for s in sets}
     assert head_refit.human_speaker_folds(sets, 9) == {s: s for s in sets}
+
+
+def test_a_missing_corpus_is_a_one_line_error_not_a_traceback(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        head_refit.main([str(tmp_path), "--humans", str(tmp_path)])
+    assert e.value.code == 2
+    assert "meta.jsonl: not found; expected a corpus" in capsys.readouterr().err

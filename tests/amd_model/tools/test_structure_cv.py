@@ -99,3 +99,10 @@ def test_identical_recordings_share_a_fold() -> None:
     folds = cv_folds(real, 5)
     assert sorted(n for f in folds for n in f) == sorted(t.call_id for t in real)
     assert any({"g3", "twin_of_g3"} <= set(f) for f in folds)
+
+
+def test_missing_traces_are_a_one_line_error_not_a_traceback(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--real-traces", str(tmp_path / "none"), "--corpus-traces", str(tmp_path)])
+    assert e.value.code == 2
+    assert "no traces there" in capsys.readouterr().err
