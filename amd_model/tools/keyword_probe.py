@@ -24,6 +24,7 @@ import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,23 +72,21 @@ def find_cues(words: list[tuple[str, float]], cues: dict[str, tuple[str, ...]] =
     return hits
 
 
+_RECOGNIZER: Any = None  # one pocketsphinx decoder per worker process
+
+
 def _decode(job: tuple[str, str, float, float]) -> tuple[str, list[tuple[str, float]]]:
     """Worker: decode PATH from `t0_ms` for `secs`; returns the words with their end times (call ms)."""
-    from callgate.audio import load_audio, resample, to_float, to_int16
+    global _RECOGNIZER
+    from callgate.audio import load_audio
     from pipelines.services.sphinx import PocketsphinxRecognizer
 
     key, path, t0_ms, secs = job
-    rec = _decode.rec = getattr(_decode, "rec", None) or PocketsphinxRecognizer()  # type: ignore[attr-defined]
-    x = load_audio(path)
-    seg = x[int(t0_ms * 8) : int((t0_ms + secs * 1000) * 8)]
+    _RECOGNIZER = _RECOGNIZER or PocketsphinxRecognizer()
+    seg = load_audio(path)[int(t0_ms * 8) : int((t0_ms + secs * 1000) * 8)]
     if len(seg) < 800:
         return key, []
-    y = to_int16(resample(to_float(seg), 8000, rec.MODEL_RATE))
-    d = rec._get()
-    d.start_utt()
-    d.process_raw(y.tobytes(), full_utt=True)
-    d.end_utt()
-    return key, [(s.word, t0_ms + 10.0 * (s.end_frame + 1)) for s in d.seg()]
+    return key, [(w, t0_ms + end) for w, end in _RECOGNIZER.words(seg.tobytes(), 8000)]
 
 
 def main(argv: list[str] | None = None) -> int:

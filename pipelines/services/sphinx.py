@@ -57,6 +57,21 @@ class PocketsphinxRecognizer:
             hyp = d.hyp()
         return " ".join(w for w in (hyp.hypstr if hyp else "").split() if not w.startswith("<"))
 
+    def words(self, pcm: bytes, rate: int = SAMPLE_RATE) -> list[tuple[str, float]]:
+        """Decode one utterance; each segment pocketsphinx gives (words, and its `<sil>`, `[noise]`
+        fillers) with its end time in ms from the start of `pcm`."""
+        x = np.frombuffer(pcm, dtype=np.int16)
+        if len(x) == 0:
+            return []
+        y16 = to_int16(resample(to_float(x), rate, self.MODEL_RATE)) if rate != self.MODEL_RATE else x
+        with self._lock:
+            d = self._get()
+            d.start_utt()
+            d.process_raw(y16.tobytes(), full_utt=True)
+            d.end_utt()
+            frame_ms = 1000.0 / d.config["frate"]
+            return [(seg.word, (seg.end_frame + 1) * frame_ms) for seg in d.seg()]
+
 
 def _serve(conn: Connection) -> None:
     """A worker process: load the decoder, then decode (pcm, rate) messages until None or the parent is gone."""

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from pipelines.services.sphinx import DecoderPool
+from pipelines.services.sphinx import DecoderPool, PocketsphinxRecognizer
 from tests.pipelines.agent_call import caller_pcm
 
 
@@ -20,6 +20,17 @@ async def test_a_segment_decodes_in_a_worker_process_with_the_same_words() -> No
         assert "goodbye" in text
     finally:
         pool.close()
+
+
+def test_word_times_are_in_order_within_the_audio_and_name_the_words() -> None:
+    pcm = caller_pcm("no thank you goodbye")
+    rec = PocketsphinxRecognizer()
+    words = rec.words(pcm)
+    ends = [end for _, end in words]
+    assert ends == sorted(ends) and 0 < ends[-1] <= len(pcm) / 2 / 8 + 10  # ms, 8 kHz int16
+    spoken = [w.split("(")[0] for w, _ in words if not w.startswith(("<", "["))]
+    assert " ".join(spoken) == rec.transcribe(pcm) and "goodbye" in spoken
+    assert rec.words(b"") == []
 
 
 async def test_a_long_noisy_segment_never_stalls_the_event_loop() -> None:
