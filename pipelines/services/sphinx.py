@@ -45,9 +45,17 @@ class PocketsphinxRecognizer:
 
     def transcribe(self, pcm: bytes, rate: int = SAMPLE_RATE) -> str:
         """Decode one utterance of PCM16 mono; '' when nothing was recognized."""
+        return self._decode(pcm, rate)[0]
+
+    def words(self, pcm: bytes, rate: int = SAMPLE_RATE) -> list[tuple[str, float]]:
+        """Decode one utterance; each segment pocketsphinx gives (words, and its `<sil>`, `[noise]`
+        fillers) with its end time in ms from the start of `pcm`."""
+        return self._decode(pcm, rate)[1]
+
+    def _decode(self, pcm: bytes, rate: int) -> tuple[str, list[tuple[str, float]]]:
         x = np.frombuffer(pcm, dtype=np.int16)
         if len(x) == 0:
-            return ""
+            return "", []
         y16 = to_int16(resample(to_float(x), rate, self.MODEL_RATE)) if rate != self.MODEL_RATE else x
         with self._lock:
             d = self._get()
@@ -55,22 +63,10 @@ class PocketsphinxRecognizer:
             d.process_raw(y16.tobytes(), full_utt=True)
             d.end_utt()
             hyp = d.hyp()
-        return " ".join(w for w in (hyp.hypstr if hyp else "").split() if not w.startswith("<"))
-
-    def words(self, pcm: bytes, rate: int = SAMPLE_RATE) -> list[tuple[str, float]]:
-        """Decode one utterance; each segment pocketsphinx gives (words, and its `<sil>`, `[noise]`
-        fillers) with its end time in ms from the start of `pcm`."""
-        x = np.frombuffer(pcm, dtype=np.int16)
-        if len(x) == 0:
-            return []
-        y16 = to_int16(resample(to_float(x), rate, self.MODEL_RATE)) if rate != self.MODEL_RATE else x
-        with self._lock:
-            d = self._get()
-            d.start_utt()
-            d.process_raw(y16.tobytes(), full_utt=True)
-            d.end_utt()
             frame_ms = 1000.0 / d.config["frate"]
-            return [(seg.word, (seg.end_frame + 1) * frame_ms) for seg in d.seg()]
+            segments = [(seg.word, (seg.end_frame + 1) * frame_ms) for seg in d.seg()]
+        text = " ".join(w for w in (hyp.hypstr if hyp else "").split() if not w.startswith("<"))
+        return text, segments
 
 
 def _serve(conn: Connection) -> None:
