@@ -169,6 +169,7 @@ class FoldBench:
     def load(cls, corpus: Path, real_dir: Path, workflow: str,
              extra_keys: Callable[[list[Any]], set[str]] | None = None) -> FoldBench:
         from amd_model.runtime import AmdModel
+        from amd_model.tools.evaluation import call_ms
         from amd_model.tools.folds import make_folds, prepare_items
         from amd_model.tools.train import load_meta
         from processors.amd_decision import load_presets
@@ -178,9 +179,8 @@ class FoldBench:
         real = sorted(q.name for q in real_dir.glob("*.wav"))
         folds = make_folds(metas, real, cv=5, max_test=400, groups=real_twins(real_dir, real))
         ref = AmdModel()
-        min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
         keys = {k for f in folds for k in f.test} | (extra_keys(folds) if extra_keys else set())
-        return cls(metas, detectors, folds, ref, prepare_items(corpus, metas, real_dir, keys, ref, min_ms))
+        return cls(metas, detectors, folds, ref, prepare_items(corpus, metas, real_dir, keys, ref, call_ms(detectors)))
 
     def score(self, calls: Sequence[Any], probs: Sequence[np.ndarray], classes: Sequence[str],
               detectors: Sequence[Any]) -> tuple[dict, list]:

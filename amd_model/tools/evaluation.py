@@ -137,6 +137,12 @@ class OfflineSpeechDetector:
         return out
 
 
+def call_ms(detectors: Sequence[DetectorConfig]) -> int:
+    """How much audio each call is evaluated on: MIN_CALL_MS, or 1 s past the latest timer detector
+    (a detector with no classes fires on time alone, so the call must last until it can)."""
+    return max([MIN_CALL_MS] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
+
+
 def pad_call(pcm: np.ndarray, min_ms: int = MIN_CALL_MS, seed: int = 0) -> np.ndarray:
     """Continue a short file with quiet line noise up to min_ms."""
     need = min_ms * SAMPLE_RATE // 1000 - pcm.size
@@ -182,8 +188,7 @@ def evaluate_call(
     asterisk: AsteriskAmdConfig | None = None,
 ) -> tuple[CallResult, Trace]:
     """Both systems on one call; the trace is what a live call of this audio would record."""
-    min_ms = max([MIN_CALL_MS] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
-    pcm = pad_call(load_audio(call.path), min_ms)
+    pcm = pad_call(load_audio(call.path), call_ms(detectors))
     speech = vad.events(pcm)
     trace = build_trace(
         Path(call.file).stem, model.classes, model.run(pcm), speech, workflow=workflow, call=call

@@ -374,7 +374,7 @@ def run_folds(
     from tqdm import tqdm
 
     from amd_model.runtime import AmdModel
-    from amd_model.tools.evaluation import CallResult, metrics
+    from amd_model.tools.evaluation import CallResult, call_ms, metrics
     from amd_model.tools.train import CLASSES, load_features, load_meta
 
     torch.set_num_threads(budget.threads)
@@ -390,7 +390,7 @@ def run_folds(
     if only:
         folds = [f for f in folds if f.name in only or f.slug in only]
     ref = AmdModel(ref_model_path)
-    min_ms = max([8000] + [d.min_delay_ms + 1000 for d in detectors if not d.classes])
+    min_ms = call_ms(detectors)
     keys = {k for f in folds for k in f.test}
     items = prepare_items(test_corpus, test_metas, real_dir, keys, ref, min_ms, progress)
     load_features(corpus, metas)  # the training feature cache, built once before the first fold

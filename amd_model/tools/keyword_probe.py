@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from amd_model.runtime import AmdModel
     from amd_model.tools import folds as F
+    from amd_model.tools.evaluation import call_ms
     from amd_model.tools.train import CLASSES, load_meta
     from amd_model.traces import TRACE_VERSION
     from processors.amd_decision import Verdict, load_presets
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = AmdModel()
     det = load_presets()["default"]
     keys = {k for f in folds for k in f.test}
-    items = F.prepare_items(corpus, metas, real, keys, ref, max([8000] + [d.min_delay_ms + 1000 for d in det if not d.classes]))
+    items = F.prepare_items(corpus, metas, real, keys, ref, call_ms(det))
 
     cache_path = corpus / "folds" / f"keywords_{args.secs:g}s_trace{TRACE_VERSION}.json"
     cache: dict[str, list] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
@@ -143,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                     cache_path.write_text(json.dumps(cache))
         cache_path.write_text(json.dumps(cache))
 
+    cues = {k: find_cues([tuple(w) for w in cache[k]]) for k in keys}
     # Where the cues fire, by true label (all test calls once).
     by_label: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for k in keys:
-        hits = find_cues([tuple(w) for w in cache[k]])
+        hits = cues[k]
         lab = items[k].call.label
         by_label[lab]["n"] += 1
         for h in hits:
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         changed: collections.Counter = collections.Counter()
         lat0, lat1 = [], []
         for k, it, v in zip(fold.test, test, vs, strict=True):
-            hits = find_cues([tuple(w) for w in cache[k]])
+            hits = cues[k]
             first = min(hits.items(), key=lambda kv: kv[1]) if hits else None
             v1: Verdict = v
             if first is not None and first[1] < v.t_ms:
