@@ -224,6 +224,9 @@ class AgentWorkflow(Workflow):
         self._user_end_ms: float | None = None
         self._user_end_wall = 0.0
         self._user_end_lag = 0.0
+        # speech given up as wordless noise (start, end): its words may still be on their way (a final
+        # travels as data, and the audio frames behind it overtake it), so a late final revives it
+        self._wordless: tuple[float, float] | None = None
         self._finals: list[str] = []
         self._interim = ""
         self._final_wall: float | None = None
@@ -291,7 +294,7 @@ class AgentWorkflow(Workflow):
         if self._reply_pending():
             await self._retract_reply()  # the caller went on talking before the reply was heard
         if self._user_start_ms is None:
-            self._user_start_ms = t_ms
+            self._user_start_ms, self._wordless = t_ms, None
 
     async def on_speech_end(self, frame: SpeechEndedFrame) -> None:
         if self.phase in ("amd", "voicemail"):
@@ -317,6 +320,8 @@ class AgentWorkflow(Workflow):
         self._user_end_lag = frame.silence_ms
 
     async def _on_transcript(self, frame: TranscriptionFrame | InterimTranscriptionFrame) -> None:
+        if isinstance(frame, TranscriptionFrame) and frame.text.strip() and self._revive_wordless():
+            self._turn_end_final = True  # the turn had ended; its words make it one after all
         if not self._user_speaking and self._user_end_ms is None:
             # No caller turn is open: this is the STT's late word on speech that was not made a turn
             # (over the bot, judged a backchannel or noise before its final came; or a turn already
@@ -350,6 +355,31 @@ class AgentWorkflow(Workflow):
         else:
             self._interim = frame.text.strip()
         await self._maybe_greedy()
+
+    def _revive_wordless(self) -> bool:
+        """A final for speech already given up as wordless (no caller turn open since): that speech is
+        the caller's turn again. Words later than the STT could take belong to nothing: False."""
+        w, self._wordless = self._wordless, None
+        if w is None or self._user_speaking or self._user_end_ms is not None:
+            return False
+        if self.t_ms - w[1] > STT_DECODE_WAIT_MS + STT_FINAL_WAIT_MS:
+            return False
+        self._user_start_ms, self._user_end_ms = w
+        self._user_end_wall, self._user_end_lag = time.monotonic(), self.t_ms - w[1]
+        return True
+
+    async def _record_last_words(self, text: str) -> None:
+        """The STT's final for a caller turn still open when the call ended (the caller hung up while
+        their words were being decoded): it goes into the transcript and the call record, unanswered."""
+        if not text or (not self._user_speaking and self._user_end_ms is None and not self._revive_wordless()):
+            return
+        text = " ".join([*self._finals, text])
+        start, end = self._user_start_ms, self._user_end_ms if self._user_end_ms is not None else self.t_ms
+        self._finals, self._interim, self._user_start_ms, self._user_end_ms = [], "", None, None
+        self.transcript.append({"role": "caller", "text": text, "start_ms": round(start or end), "end_ms": round(end)})
+        await self._event(
+            "user_transcript", text=text, final=True, start_ms=round(start or end), end_ms=round(end), after_end=True
+        )
 
     async def _maybe_end_user_turn(self, timeout: bool = False) -> None:
         if self._user_speaking or self._user_end_ms is None or self.ended:
@@ -520,7 +550,8 @@ class AgentWorkflow(Workflow):
             if waited >= STT_FINAL_WAIT_MS and not decoding:
                 if self._finals or self._interim:
                     await self._maybe_end_user_turn(timeout=True)
-                else:  # speech without words (noise): not a turn
+                else:  # speech without words (noise): not a turn, unless its words come late
+                    self._wordless = (self._user_start_ms or self._user_end_ms, self._user_end_ms)
                     self._user_start_ms = self._user_end_ms = None
         max_secs = self.agent.max_call_secs
         if self.t_ms >= max_secs * 1000 and self.phase == "conversation":
@@ -641,6 +672,8 @@ class AgentWorkflow(Workflow):
         if isinstance(frame, TranscriptionFrame | InterimTranscriptionFrame):
             if not self.ended:
                 await self._on_transcript(frame)
+            elif isinstance(frame, TranscriptionFrame):
+                await self._record_last_words(frame.text.strip())
             return  # the workflow owns the context; transcripts go no further
         if isinstance(frame, TurnEndFrame | TurnCancelledFrame | UserTurnStartFrame):
             # the endpointer's verdicts: a final end lets the turn close (with the STT's words); a

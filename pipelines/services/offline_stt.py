@@ -48,8 +48,8 @@ class PocketsphinxSTTService(SegmentedSTTService):
         self.in_flight += 1
         try:
             text = await self._pool.transcribe(audio, self.sample_rate)
+            await self.stop_ttfb_metrics()
+            if text:  # still in flight while the frame is pushed: a workflow waiting for words sees it busy
+                yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True)
         finally:
             self.in_flight -= 1
-        await self.stop_ttfb_metrics()
-        if text:
-            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True)

@@ -94,3 +94,65 @@ def test_replay_agent_waits_for_words_the_offline_stt_is_still_decoding(tmp_path
     said = [e for e in events if e["event"] == "user_transcript"]
     assert said and said[0]["end_ms"] > 7000, [e["event"] for e in events]
     assert [e for e in events if e["event"] == "bot_turn_start" and e["t_ms"] > said[0]["end_ms"]]
+
+
+def test_replay_agent_keeps_the_last_words_of_a_caller_who_hangs_up_while_they_decode(tmp_path, capsys, monkeypatch):
+    """The caller speaks and hangs up at once; the offline STT's words come after the hang-up. They are
+    the caller's last words: the transcript (and so the call record) keeps them, unanswered (they used to
+    be dropped because the call had ended)."""
+    from pipelines.services import sphinx
+
+    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
+    transcribe = sphinx.DecoderPool.transcribe
+
+    async def slow(self, pcm, rate=8000):
+        text = await transcribe(self, pcm, rate)
+        await asyncio.sleep(2.0)
+        return text
+
+    monkeypatch.setattr(sphinx.DecoderPool, "transcribe", slow)
+    caller = concat(silence(7.0), speech("Yes, I can talk now.", voice="en-us+m3"))
+    wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(1.0)))))
+    assert main(["replay", str(wav), "--workflow", "agent", "--amd", "off", "--json", "--tail", "0"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    hangup = kinds.index("remote_hangup")
+    said = [e for e in events if e["event"] == "user_transcript"]
+    assert len(said) == 1 and said[0]["after_end"] and said[0]["text"], kinds
+    assert kinds.index("user_transcript") > hangup  # decoded after the hang-up ...
+    assert said[0]["start_ms"] >= 6900 and said[0]["end_ms"] <= events[-1]["audio_ms"]  # ... dated when spoken
+    caller_rows = [t for t in events[-1]["transcript"] if t["role"] == "caller"]
+    assert [t["text"] for t in caller_rows] == [said[0]["text"]]
+    assert not [e for e in events if e["event"] == "bot_turn_start" and e["turn"] > 1]  # unanswered
+
+
+def test_replay_agent_answers_words_that_come_after_their_speech_was_given_up_as_noise(tmp_path, capsys, monkeypatch):
+    """A final that reaches the workflow after the STT has said it is done (the frame travels as data; the
+    audio frames behind it overtake it on a loaded CPU) finds the speech already given up as wordless
+    noise. The words revive it: the caller is answered (they used to be dropped, and the caller got
+    silence: seen in CI)."""
+    from pipecat.frames.frames import TranscriptionFrame
+
+    from pipelines.services import offline_stt
+
+    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
+
+    async def overtaken(self, audio):
+        text = await self._pool.transcribe(audio, self.sample_rate)  # not counted in flight at all
+        await asyncio.sleep(2.0)  # ... and late: past the 1.2 s the workflow waits for words
+        if text:
+            yield TranscriptionFrame(text, self._user_id, "", finalized=True)
+
+    monkeypatch.setattr(offline_stt.PocketsphinxSTTService, "run_stt", overtaken)
+    caller = concat(silence(7.0), speech("Yes, I can talk now.", voice="en-us+m3"))
+    wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(8.0)))))
+    assert main(["replay", str(wav), "--workflow", "agent", "--amd", "off", "--json", "--tail", "0"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    said = [e for e in events if e["event"] == "user_transcript"]
+    assert len(said) == 1 and said[0]["start_ms"] >= 6900 and "after_end" not in said[0], [e["event"] for e in events]
+    assert said[0]["t_ms"] - said[0]["end_ms"] >= 2000  # it did come late
+    assert [e for e in events if e["event"] == "bot_turn_start" and e["turn"] == 2]  # and it was answered
