@@ -6,16 +6,37 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from callgate.audio import save_wav, to_int16
 from callgate.cli import main
 from callgate.synth import concat, silence, speech, telephone_channel
 from pipelines.services import offline_tts
 
 
-def test_replay_agent_offline_prints_conversation_events(tmp_path, capsys, monkeypatch):
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """No vendor keys (pocketsphinx, the scripted dialog, the offline voice) and a fresh message cache."""
     for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def slow_decoder(monkeypatch, secs: float) -> None:
+    """Every offline decode takes `secs` longer (a loaded CPU), counted in flight all the while."""
+    from pipelines.services import sphinx
+
+    transcribe = sphinx.DecoderPool.transcribe
+
+    async def slow(self, pcm, rate=8000):
+        text = await transcribe(self, pcm, rate)
+        await asyncio.sleep(secs)
+        return text
+
+    monkeypatch.setattr(sphinx.DecoderPool, "transcribe", slow)
+
+
+def test_replay_agent_offline_prints_conversation_events(tmp_path, capsys, monkeypatch):
     # The agent greets first (inbound, amd off); the caller cuts in 3.5 s into the call, then waits. The
     # replay runs on the wall clock: 3.5 s leaves the greeting's first word room on a loaded machine
     # (cut in before any word is heard and the context rightly keeps nothing: the test below).
@@ -39,9 +60,6 @@ def test_replay_agent_offline_prints_conversation_events(tmp_path, capsys, monke
 
 
 def test_replay_agent_a_late_greeting_does_not_start_over_a_caller_who_is_talking(tmp_path, capsys, monkeypatch):
-    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
     # The greeting's synthesis is slow (a cold voice, a slow vendor): it is ready 3 s into the call, while
     # the caller (who spoke first, from 1 s to about 4 s) is still talking.
     synthesize, calls = offline_tts.LocalVoice.asynthesize, []
@@ -73,19 +91,7 @@ def test_replay_agent_waits_for_words_the_offline_stt_is_still_decoding(tmp_path
     """On a loaded CPU the offline STT's words can come seconds after the caller stopped. The turn waits
     for them (it used to be dropped as wordless noise 1.2 s after the speech, and the caller, waiting for
     an answer, got none)."""
-    from pipelines.services import sphinx
-
-    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
-    transcribe = sphinx.DecoderPool.transcribe
-
-    async def slow(self, pcm, rate=8000):
-        text = await transcribe(self, pcm, rate)
-        await asyncio.sleep(3.0)
-        return text
-
-    monkeypatch.setattr(sphinx.DecoderPool, "transcribe", slow)
+    slow_decoder(monkeypatch, 3.0)
     # the greeting plays first (inbound, amd off); the caller answers once it is over
     caller = concat(silence(7.0), speech("Yes, I can talk now.", voice="en-us+m3"))
     wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(8.0)))))
@@ -100,19 +106,7 @@ def test_replay_agent_keeps_the_last_words_of_a_caller_who_hangs_up_while_they_d
     """The caller speaks and hangs up at once; the offline STT's words come after the hang-up. They are
     the caller's last words: the transcript (and so the call record) keeps them, unanswered (they used to
     be dropped because the call had ended)."""
-    from pipelines.services import sphinx
-
-    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
-    transcribe = sphinx.DecoderPool.transcribe
-
-    async def slow(self, pcm, rate=8000):
-        text = await transcribe(self, pcm, rate)
-        await asyncio.sleep(2.0)
-        return text
-
-    monkeypatch.setattr(sphinx.DecoderPool, "transcribe", slow)
+    slow_decoder(monkeypatch, 2.0)
     caller = concat(silence(7.0), speech("Yes, I can talk now.", voice="en-us+m3"))
     wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(1.0)))))
     assert main(["replay", str(wav), "--workflow", "agent", "--amd", "off", "--json", "--tail", "0"]) == 0
@@ -137,9 +131,6 @@ def test_replay_agent_answers_words_that_come_after_their_speech_was_given_up_as
 
     from pipelines.services import offline_stt
 
-    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "CARTESIA_API_KEY"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("MESSAGE_CACHE_DIR", str(tmp_path / "cache"))
 
     async def overtaken(self, audio):
         text = await self._pool.transcribe(audio, self.sample_rate)  # not counted in flight at all
