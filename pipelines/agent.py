@@ -376,9 +376,13 @@ class AgentWorkflow(Workflow):
         text = " ".join([*self._finals, text])
         start, end = self._user_start_ms, self._user_end_ms if self._user_end_ms is not None else self.t_ms
         self._finals, self._interim, self._user_start_ms, self._user_end_ms = [], "", None, None
+        await self._caller_said(text, start, end, after_end=True)
+
+    async def _caller_said(self, text: str, start: float | None, end: float, **details: Any) -> None:
+        """A caller turn's words: a transcript row and the `user_transcript` event (the call record's row)."""
         self.transcript.append({"role": "caller", "text": text, "start_ms": round(start or end), "end_ms": round(end)})
         await self._event(
-            "user_transcript", text=text, final=True, start_ms=round(start or end), end_ms=round(end), after_end=True
+            "user_transcript", text=text, final=True, start_ms=round(start or end), end_ms=round(end), **details
         )
 
     async def _maybe_end_user_turn(self, timeout: bool = False) -> None:
@@ -394,8 +398,7 @@ class AgentWorkflow(Workflow):
         self._finals, self._interim, self._user_start_ms, self._user_end_ms = [], "", None, None
         self._turn_end_final = False
         self.interruption.analyzer.turn_taken()
-        self.transcript.append({"role": "caller", "text": text, "start_ms": round(start or end), "end_ms": round(end)})
-        await self._event("user_transcript", text=text, final=True, start_ms=round(start or end), end_ms=round(end))
+        await self._caller_said(text, start, end)
         if self._greedy is not None and (self.phase != "conversation" or not self._started or self.ended):
             await self._scrap_greedy("conversation_over")
         if self.phase == "amd":

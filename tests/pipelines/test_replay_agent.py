@@ -131,7 +131,6 @@ def test_replay_agent_answers_words_that_come_after_their_speech_was_given_up_as
 
     from pipelines.services import offline_stt
 
-
     async def overtaken(self, audio):
         text = await self._pool.transcribe(audio, self.sample_rate)  # not counted in flight at all
         await asyncio.sleep(2.0)  # ... and late: past the 1.2 s the workflow waits for words
