@@ -25,8 +25,12 @@ N_CALLS = 10
 
 @pytest.fixture
 def greeting_and_message(tmp_path):
+    # A long greeting: all ten calls must be live at once, and a loaded CI machine brings ten streams up
+    # over seconds (with a 5 s greeting, the first calls once hung up before the last were live).
     greeting = make_voicemail_greeting(
-        "Hi, you have reached Sam. Please leave a message after the tone.", beep_hz=850, beep_secs=0.5
+        "Hi, you have reached Sam Taylor at the Lakeview office. I am away from my desk right now. "
+        "Please leave your name, your number and a short message after the tone.",
+        beep_hz=850, beep_secs=0.5,
     )
     save_wav(tmp_path / "messages" / "m.wav", to_int16(telephone_channel(speech("Please call us back."))))
     return greeting, "m.wav"
