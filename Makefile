@@ -22,6 +22,9 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 serve: $(STAMP)
 	$(BIN)/callgate serve
 

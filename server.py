@@ -63,7 +63,7 @@ from pipelines.actions import CallGoneError
 from pipelines.call import CallConfig
 from pipelines.factory import WORKFLOWS, build_call_processors, warm_up
 from pipelines.message import MessageCache
-from pipelines.twilio_amd import TWILIO_AMD_PARAMS, TwilioAmdFields
+from pipelines.twilio_amd import MAX_AMD_PARAM_CHARS, TWILIO_AMD_PARAMS, TwilioAmdFields
 from pipelines.workflow_names import UnknownWorkflowError, check_workflow
 from processors.amd import get_shared_model
 from processors.beep import BeepDetector
@@ -156,8 +156,13 @@ class ServerState:
             if options["amd"] not in ("on", "off"):
                 raise OptionError("amd must be 'on' or 'off'")
             chosen["amd"] = options["amd"]
-        # Twilio's AMD parameters ride along as given; the workflow validates and reports them.
-        chosen.update({k: str(options[k])[:256] for k in TWILIO_AMD_PARAMS if options.get(k)})
+        # Twilio's AMD parameters ride along as given; the workflow validates and reports them. One that is
+        # too long is refused, never cut (a cut callback URL would post AnsweredBy somewhere else).
+        for k in TWILIO_AMD_PARAMS:
+            if options.get(k):
+                if len(value := str(options[k])) > MAX_AMD_PARAM_CHARS:
+                    raise OptionError(f"{k} is longer than {MAX_AMD_PARAM_CHARS} characters")
+                chosen[k] = value
         return chosen
     store: CallStore | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -567,7 +572,7 @@ def record_status_callback(state: ServerState, params: dict[str, str]) -> None:
     if params.get("AnsweredBy"):
         fields["answered_by"] = params["AnsweredBy"][:32]
     duration = params.get("CallDuration") or params.get("Duration")
-    if duration and duration.isdigit():
+    if duration and duration.isascii() and duration.isdigit():
         fields["twilio_duration_secs"] = int(duration)
     if params.get("From"):
         fields["from_number"] = params["From"][:32]
@@ -581,7 +586,7 @@ def record_status_callback(state: ServerState, params: dict[str, str]) -> None:
     state.store.update_call(call_sid, **fields)
     detail = {k: params[k] for k in ("CallDuration", "AnsweredBy", "SipResponseCode", "Timestamp") if params.get(k)}
     seq = params.get("SequenceNumber", "")
-    state.store.add_event(call_sid, int(seq) if seq.isdigit() else 0, {"event": f"status_{status}", **detail})
+    state.store.add_event(call_sid, int(seq) if seq.isascii() and seq.isdigit() else 0, {"event": f"status_{status}", **detail})
 
 
 def twilio_client(settings: Settings) -> TwilioClient:
@@ -693,7 +698,9 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
     recording = CallRecording(state.store, state.metrics, start.call_sid, workflow, on_event=record.add_event)
     try:
         # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
-        parts = await asyncio.to_thread(build_call_processors, call, state.messages, recording.event)
+        parts = await asyncio.to_thread(
+            build_call_processors, call, state.messages, recording.event, keep_events=False
+        )
     except (UnknownWorkflowError, AudioFormatError, OSError, ValueError) as e:
         state.reject("bad_call_config", f"{start.call_sid}: cannot start workflow: {e}")
         return await _close(websocket, POLICY_VIOLATION, "cannot start the workflow")

@@ -12,13 +12,13 @@ so the counters mean what the events mean.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from loguru import logger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -94,6 +94,9 @@ class Metrics:
         )
         self.db_errors = Counter("callgate_db_errors", "Failed record-writer batches", registry=r)
         self.db_dropped = Counter("callgate_db_dropped", "Records dropped because the queue was full", registry=r)
+        self.db_refused = Counter(
+            "callgate_db_refused", "Records the database refused on their own while it answered (dropped)", registry=r
+        )
         self.loop_lag = Histogram(
             "callgate_event_loop_lag_seconds", "How late a 100 ms timer fires on the event loop",
             buckets=LAG_BUCKETS, registry=r,
@@ -104,7 +107,7 @@ class Metrics:
         )
         self.draining = Gauge("callgate_draining", "1 while the process drains after SIGTERM", registry=r,
                               multiprocess_mode="max")
-        self._db_seen = (0, 0)
+        self._db_seen = (0, 0, 0)
         self._rejected_seen: dict[str, int] = {}
 
     # --- feeding -----------------------------------------------------------------------------
@@ -143,12 +146,14 @@ class Metrics:
     def track_store(self, stats: Any, depth: int) -> None:
         """Mirror the record writer's stats (called on every lag-monitor tick)."""
         self.db_queue_depth.set(depth)
-        errors, dropped = self._db_seen
+        errors, dropped, refused = self._db_seen
         if stats.db_errors > errors:
             self.db_errors.inc(stats.db_errors - errors)
         if stats.dropped > dropped:
             self.db_dropped.inc(stats.dropped - dropped)
-        self._db_seen = (stats.db_errors, stats.dropped)
+        if stats.refused > refused:
+            self.db_refused.inc(stats.refused - refused)
+        self._db_seen = (stats.db_errors, stats.dropped, stats.refused)
 
     def track_rejections(self, counts: Mapping[str, int]) -> None:
         """Mirror the edge's rejection counts (callgate/edge/rejections.py) as a counter by reason."""
@@ -189,13 +194,18 @@ def time_gc_pauses(metrics: Metrics) -> Callable[[], None]:
 async def monitor_loop(metrics: Metrics, on_tick: Callable[[], None] | None = None) -> None:
     """Event-loop lag: sleep 100 ms and record how late the wake-up came. Runs until cancelled."""
     loop = asyncio.get_running_loop()
+    failures = 0
     while True:
         t0 = loop.time()
         await asyncio.sleep(LAG_INTERVAL_SECS)
         metrics.loop_lag.observe(max(0.0, loop.time() - t0 - LAG_INTERVAL_SECS))
         if on_tick is not None:
-            with contextlib.suppress(Exception):
+            try:
                 on_tick()
+            except Exception as e:  # a gauge refresh must never stop the lag monitor, nor fail unseen
+                failures += 1
+                if failures in (1, 10, 100) or failures % 1000 == 0:
+                    logger.opt(exception=e).error(f"metrics refresh failed ({failures} times so far)")
 
 
 def mark_process_dead(pid: int) -> None:

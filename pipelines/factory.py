@@ -81,8 +81,11 @@ def build_call_processors(
     call: CallConfig,
     messages: MessageCache,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    keep_events: bool = True,
 ) -> CallProcessors:
-    """Build fresh processors for one call (each call owns its state; only models are shared)."""
+    """Build fresh processors for one call (each call owns its state; only models are shared).
+    `keep_events=False`: the events only go to `on_event` (the server's capped call record keeps them)."""
     s = call.settings
     workflow = WORKFLOWS[check_workflow(call.workflow)](call, messages)
     amd = AmdProcessor(
@@ -93,7 +96,7 @@ def build_call_processors(
     decision = AmdDecisionProcessor(workflow=preset, presets_path=s.amd_presets_path, recorder=amd.recorder)
     marks = MarkTracker()
     marks.set_stream_sid(call.stream_sid)
-    events = EventLog(on_event=on_event)
+    events = EventLog(on_event=on_event, keep=keep_events)
     detectors: list[FrameProcessor] = [BeepDetector(chunk_ms=workflow.audio_chunk_ms), SpeechDetector()]
     if not _amd_off(call):
         detectors += [amd, decision]

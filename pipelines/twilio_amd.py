@@ -50,6 +50,7 @@ from processors.frames import (
 
 # The Twilio AMD parameters that travel from POST /calls to the call's pipeline (server.py's
 # PASSTHROUGH_PARAMS includes them). Extend here, in one place.
+MAX_AMD_PARAM_CHARS = 2000  # a callback URL's length; every AMD parameter is held to it, never cut
 TWILIO_AMD_PARAMS: tuple[str, ...] = (
     "MachineDetection",
     "AsyncAmd",
@@ -114,7 +115,9 @@ class TwilioAmdFields(BaseModel):
 
     machine_detection: str | None = Field(None, alias="MachineDetection", description="Enable | DetectMessageEnd")
     async_amd: bool | None = Field(None, alias="AsyncAmd")
-    async_amd_status_callback: str | None = Field(None, alias="AsyncAmdStatusCallback", max_length=2000)
+    async_amd_status_callback: str | None = Field(
+        None, alias="AsyncAmdStatusCallback", max_length=MAX_AMD_PARAM_CHARS
+    )
     async_amd_status_callback_method: str | None = Field(None, alias="AsyncAmdStatusCallbackMethod")
     machine_detection_timeout: int | None = Field(None, alias="MachineDetectionTimeout", description="seconds")
     machine_detection_speech_threshold: int | None = Field(None, alias="MachineDetectionSpeechThreshold")

@@ -10,6 +10,7 @@ Pipeline order: ... -> SpeechDetector -> AmdProcessor -> AmdDecisionProcessor ->
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from amd_model.traces import TraceRecorder
 from callgate.audio import SAMPLE_RATE
 from processors.amd_decision import STEP_MS
-from processors.batching import TickBatcher
+from processors.batching import TickBatcher, check_pcm
 from processors.frames import (
     AmdProbabilityFrame,
     SpeechCandidateFrame,
@@ -62,7 +63,9 @@ def _step_batch(items: list[tuple[StepModel, np.ndarray, Any]]) -> list[np.ndarr
     return out  # type: ignore[return-value]
 
 
-_AMD_BATCHER: TickBatcher[tuple[StepModel, np.ndarray, Any], np.ndarray] = TickBatcher(_step_batch, "amd")
+_AMD_BATCHER: TickBatcher[tuple[StepModel, np.ndarray, Any], np.ndarray] = TickBatcher(
+    _step_batch, "amd", check=lambda item: check_pcm(item[1], samples=STEP_SAMPLES)
+)
 
 
 _MODELS: dict[str, Any] = {}
@@ -113,6 +116,7 @@ class AmdProcessor(FrameProcessor):
         self._steps = 0
         self._warned_rate = False
         self._stopped = False  # a StopDetectorsFrame came: no more steps (unless a trace is recorded)
+        self._trace_saving = False
         self._call_id_given = call_id is not None
         self.recorder: TraceRecorder | None = None
         if trace_path is not None:
@@ -153,7 +157,7 @@ class AmdProcessor(FrameProcessor):
             elif isinstance(frame, TwilioStartFrame) and frame.call_sid and not self._call_id_given:
                 self.recorder.call_id = frame.call_sid
             elif isinstance(frame, EndFrame | CancelFrame):
-                self._save_trace()
+                await self._save_trace()
 
     async def _on_audio(self, frame: InputAudioRawFrame) -> None:
         if frame.sample_rate != SAMPLE_RATE or frame.num_channels != 1:
@@ -178,15 +182,16 @@ class AmdProcessor(FrameProcessor):
                 AmdProbabilityFrame(t_ms=t_ms, probs=dict(zip(self._classes, values, strict=True)))
             )
 
-    def _save_trace(self) -> None:
-        if self.recorder is None or self.recorder.saved_to is not None:
+    async def _save_trace(self) -> None:
+        if self.recorder is None or self.recorder.saved_to is not None or self._trace_saving:
             return
-        try:
-            path = self.recorder.save()
+        self._trace_saving = True  # EndFrame and cleanup() both ask: one write
+        try:  # a long call's trace is a few hundred KB of JSON: written off the event loop
+            path = await asyncio.to_thread(self.recorder.save)
             logger.info(f"{self}: AMD trace saved to {path}")
         except OSError as e:  # a full disk must not take the call down
             logger.error(f"{self}: could not save AMD trace: {e}")
 
     async def cleanup(self) -> None:
         await super().cleanup()
-        self._save_trace()
+        await self._save_trace()

@@ -7,8 +7,12 @@ arrive in the same loop iteration (and those that arrive while a job is running)
 worker thread as one list, and `run_batch` serves them together (one ONNX run along the batch axis).
 The event loop never runs the inference; ONNX releases the GIL while it computes.
 
-One broken request never fails the others: if `run_batch` raises, the items are run one by one and
-only the failing ones get the exception.
+One broken request never fails the others: each item first passes the batcher's `check` (the input a
+live call could get wrong: the audio's type, size, shape), and one that fails it gets the exception alone,
+before the batch runs. A batch is never re-run item by item to find a culprit: the batch functions advance
+each call's state (buffered audio, the model's recurrent state), so a second run would feed the other
+calls their audio twice and shift their clocks for good. Should `run_batch` itself raise (a bug, not an
+input), every item of that batch gets the error.
 """
 
 from __future__ import annotations
@@ -21,11 +25,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
+
+
+def check_pcm(pcm: Any, *, samples: int | None = None) -> None:
+    """A live call's audio as the batch functions take it: PCM16 bytes (an even length) or a 1-D array
+    (of `samples` samples when given). Raises ValueError naming what is wrong."""
+    if isinstance(pcm, bytes | bytearray | memoryview):
+        if len(pcm) % 2:
+            raise ValueError(f"PCM16 audio of an odd length ({len(pcm)} bytes)")
+        return
+    if not isinstance(pcm, np.ndarray) or pcm.ndim != 1:
+        raise ValueError(f"audio must be PCM16 bytes or a 1-D array, got {type(pcm).__name__}")
+    if samples is not None and len(pcm) != samples:
+        raise ValueError(f"audio step of {len(pcm)} samples, expected {samples}")
 
 
 def inference_executor() -> ThreadPoolExecutor:
@@ -49,9 +68,12 @@ class _LoopQueue:
 class TickBatcher(Generic[T, R]):
     """Gathers `submit()`ed items per event loop and runs them as batches on the inference thread."""
 
-    def __init__(self, run_batch: Callable[[list[T]], list[R]], name: str) -> None:
+    def __init__(
+        self, run_batch: Callable[[list[T]], list[R]], name: str, check: Callable[[T], None] | None = None
+    ) -> None:
         self.run_batch = run_batch
         self.name = name
+        self.check = check  # raises for an item the batch must not see
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = weakref.WeakKeyDictionary()
 
     async def submit(self, item: T) -> R:
@@ -88,20 +110,27 @@ class TickBatcher(Generic[T, R]):
         job.add_done_callback(lambda j: self._done(loop, q, batch, j))
 
     def _run_safe(self, items: list[T]) -> list[tuple[bool, Any]]:
-        try:
-            results = self.run_batch(items)
-            if len(results) != len(items):
-                raise RuntimeError(f"{self.name}: run_batch returned {len(results)} results for {len(items)} items")
-            return [(True, r) for r in results]
-        except Exception:
-            if len(items) == 1:
-                raise
-        out: list[tuple[bool, Any]] = []
-        for item in items:  # find the broken one(s); the others still get their answer
+        out: list[tuple[bool, Any]] = [(False, None)] * len(items)
+        good: list[int] = []
+        for i, item in enumerate(items):
             try:
-                out.append((True, self.run_batch([item])[0]))
-            except Exception as e:  # noqa: BLE001 - handed to the caller that submitted it
-                out.append((False, e))
+                if self.check is not None:
+                    self.check(item)
+                good.append(i)
+            except Exception as e:  # noqa: BLE001 - handed to the caller that submitted it, alone
+                out[i] = (False, e)
+        if not good:
+            return out
+        try:
+            results = self.run_batch([items[i] for i in good])
+            if len(results) != len(good):
+                raise RuntimeError(f"{self.name}: run_batch returned {len(results)} results for {len(good)} items")
+        except Exception as e:  # noqa: BLE001 - a bug in the batch: each of its callers sees it
+            for i in good:
+                out[i] = (False, e)
+            return out
+        for i, r in zip(good, results, strict=True):
+            out[i] = (True, r)
         return out
 
     def _done(
@@ -110,7 +139,7 @@ class TickBatcher(Generic[T, R]):
         q.running = False
         try:
             results = job.result()
-        except BaseException as e:  # noqa: BLE001 - a one-item batch failed: its caller gets the error
+        except BaseException as e:  # noqa: BLE001 - the job itself failed: every caller gets the error
             results = [(False, e)] * len(batch)
         for (_item, fut), (ok, value) in zip(batch, results, strict=True):
             if fut.done():

@@ -54,7 +54,7 @@ from pipecat.frames.frames import CancelFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
-from processors.batching import TickBatcher
+from processors.batching import TickBatcher, check_pcm
 from processors.frames import BeepEndFrame, BeepFrame, StopDetectorsFrame, TwilioStopFrame
 
 SIT_FREQS_HZ: tuple[float, ...] = (913.8, 950.0, 985.2, 1370.6, 1400.0, 1428.5, 1776.7, 1800.0)
@@ -523,7 +523,7 @@ class BeepAnalyzer:
 STOPPED_CHUNK_MS = 1000  # BeepDetector's frames once detection has stopped (a multiple of any chunk_ms)
 
 _BEEP_BATCHER: TickBatcher[tuple[BeepAnalyzer, np.ndarray], list[BeepEvent]] = TickBatcher(
-    lambda items: [analyzer.process(pcm) for analyzer, pcm in items], "beep"
+    lambda items: [analyzer.process(pcm) for analyzer, pcm in items], "beep", check=lambda item: check_pcm(item[1])
 )
 
 

@@ -15,18 +15,26 @@ from processors.frames import CallEvent
 
 
 class EventLog(FrameProcessor):
-    """Records every CallEvent frame that flows downstream past it, then forwards it."""
+    """Records every CallEvent frame that flows downstream past it, then forwards it.
 
-    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None, **kwargs) -> None:
+    `keep=False` only hands each event to `on_event`: the server's call record keeps them (capped), and a
+    second, uncapped copy would grow for as long as a call lasts.
+    """
+
+    def __init__(
+        self, on_event: Callable[[dict[str, Any]], None] | None = None, *, keep: bool = True, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.events: list[dict[str, Any]] = []
         self._on_event = on_event
+        self._keep = keep
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, CallEvent) and direction == FrameDirection.DOWNSTREAM:
             event = frame.to_event()
-            self.events.append(event)
+            if self._keep:
+                self.events.append(event)
             if self._on_event:
                 self._on_event(event)
         await self.push_frame(frame, direction)

@@ -19,7 +19,7 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from callgate.audio import SAMPLE_RATE
-from processors.batching import TickBatcher
+from processors.batching import TickBatcher, check_pcm
 from processors.frames import SpeechCandidateFrame, SpeechEndedFrame, SpeechStartedFrame, StopDetectorsFrame
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
@@ -228,7 +228,7 @@ def process_batch(analyzers: list[SpeechAnalyzer], pcms: list[bytes | np.ndarray
 
 
 _VAD_BATCHER: TickBatcher[tuple[SpeechAnalyzer, bytes], list[SpeechEvent]] = TickBatcher(
-    lambda items: process_batch([a for a, _ in items], [p for _, p in items]), "vad"
+    lambda items: process_batch([a for a, _ in items], [p for _, p in items]), "vad", check=lambda item: check_pcm(item[1])
 )
 
 

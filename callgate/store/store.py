@@ -7,6 +7,13 @@ batch goes back to the head of the queue, `db_errors` counts it and the calls ca
 bounded (DB_QUEUE_MAX) and what no longer fits is dropped and counted. A process killed with SIGKILL
 therefore loses at most the records of its last flush interval.
 
+Values are fitted to their columns when queued (strings cut to the column's length, integers clamped),
+so a caller's 40-character SIP address cannot make PostgreSQL refuse a batch. Should the database still
+refuse a batch while it answers, the batch is split until the one record it refuses is found; that record
+is dropped and counted (`refused`) and every other call's records are written, instead of the whole queue
+waiting forever behind one bad row. Batches are small and the writer yields between them, so catching up
+after an outage never holds the event loop for long.
+
 Both drivers are asyncio-native (aiosqlite runs SQLite in its own thread; asyncpg is async).
 """
 
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import event, insert, select
+from sqlalchemy import Integer, String, Table, event, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -31,6 +38,29 @@ from callgate.store.schema import call_events, calls, transcripts
 
 CALL_COLUMNS = frozenset(c.name for c in calls.columns) - {"call_sid", "created_at", "updated_at"}
 WRITE_TIMEOUT_SECS = 10.0
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def _column_fits(table: Table) -> tuple[dict[str, int], frozenset[str]]:
+    """(string column -> its length, the 32-bit integer columns) of a table."""
+    lengths = {c.name: c.type.length for c in table.columns if isinstance(c.type, String) and c.type.length}
+    ints = frozenset(c.name for c in table.columns if type(c.type) is Integer)
+    return lengths, ints
+
+
+_FITS = {t.name: _column_fits(t) for t in (calls, call_events, transcripts)}
+
+
+def fit_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The row with strings cut to their column's length and integers clamped to 32 bits: what the edge
+    passes on from a caller (From, To, an agent name) must never make the database refuse a batch."""
+    lengths, ints = _FITS[table]
+    for name, value in row.items():
+        if isinstance(value, str) and name in lengths and len(value) > lengths[name]:
+            row[name] = value[: lengths[name]]
+        elif name in ints and isinstance(value, int) and not isinstance(value, bool):
+            row[name] = min(max(value, INT32[0]), INT32[1])
+    return row
 
 
 @dataclass
@@ -41,6 +71,7 @@ class StoreStats:
     written: int = 0
     db_errors: int = 0
     dropped: int = 0
+    refused: int = 0  # records the database refused on their own while it answered (dropped, logged)
     last_error: str | None = None
     last_flush_at: float | None = None
 
@@ -73,7 +104,7 @@ class CallStore:
     """Queued writes, direct reads. `start()` migrates and starts the writer; `close()` flushes."""
 
     def __init__(
-        self, url: str, *, flush_secs: float = 0.2, queue_max: int = 50_000, batch_max: int = 5_000
+        self, url: str, *, flush_secs: float = 0.2, queue_max: int = 50_000, batch_max: int = 500
     ) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -129,21 +160,24 @@ class CallStore:
         unknown = set(fields) - CALL_COLUMNS
         if unknown:
             raise ValueError(f"unknown call columns: {sorted(unknown)}")
-        self._put("call", (call_sid, time.time(), fields))
+        self._put("call", (call_sid[:64], time.time(), fit_row("calls", dict(fields))))
 
     def add_event(self, call_sid: str, seq: int, event: Mapping[str, Any], at: float | None = None) -> None:
         """One public call event (`{"event": ..., "t_ms": ..., ...}`), in the call's order `seq`."""
         data = {k: v for k, v in event.items() if k not in ("event", "t_ms")}
         self._put(
             "event",
-            {
-                "call_sid": call_sid,
-                "seq": seq,
-                "event": str(event.get("event", "event"))[:48],
-                "t_ms": event.get("t_ms"),
-                "at": at or time.time(),
-                "data": data or None,
-            },
+            fit_row(
+                "call_events",
+                {
+                    "call_sid": call_sid,
+                    "seq": seq,
+                    "event": str(event.get("event", "event")),
+                    "t_ms": event.get("t_ms"),
+                    "at": at or time.time(),
+                    "data": data or None,
+                },
+            ),
         )
 
     def add_transcript(
@@ -163,17 +197,20 @@ class CallStore:
             raise ValueError(f"role must be 'caller' or 'agent', got {role!r}")
         self._put(
             "transcript",
-            {
-                "call_sid": call_sid,
-                "turn": turn,
-                "role": role,
-                "text": text,
-                "start_ms": start_ms,
-                "end_ms": end_ms,
-                "latency_ms": latency_ms,
-                "at": time.time(),
-                "data": data or None,
-            },
+            fit_row(
+                "transcripts",
+                {
+                    "call_sid": call_sid,
+                    "turn": turn,
+                    "role": role,
+                    "text": text,
+                    "start_ms": start_ms,
+                    "end_ms": end_ms,
+                    "latency_ms": latency_ms,
+                    "at": time.time(),
+                    "data": data or None,
+                },
+            ),
         )
 
     # --- the writer --------------------------------------------------------------------------
@@ -203,21 +240,66 @@ class CallStore:
             try:
                 await asyncio.wait_for(self._write(batch), WRITE_TIMEOUT_SECS)
             except Exception as e:  # any driver error: keep the records, keep the calls going
-                self._queue.extendleft(reversed(batch))
+                self._note_error(e)
+                unwritten = await self._write_apart(batch) if await self._reachable() else batch
                 self._inflight = 0
-                self.stats.db_errors += 1
-                self.stats.last_error = f"{type(e).__name__}: {e}"[:300]
-                if self.stats.db_errors in (1, 10, 100) or self.stats.db_errors % 1000 == 0:
-                    logger.error(
-                        f"call store: write failed ({self.stats.db_errors} so far, {len(self._queue)} queued): "
-                        f"{self.stats.last_error}"
-                    )
-                return False
+                if unwritten:  # the database is down: the records wait at the head of the queue
+                    self._queue.extendleft(reversed(unwritten))
+                    return False
+                continue
             self._inflight = 0
             self.stats.flushes += 1
             self.stats.written += n
             self.stats.last_flush_at = time.time()
+            await asyncio.sleep(0)  # between batches, the calls' frames go first
         return True
+
+    def _note_error(self, e: Exception) -> None:
+        self.stats.db_errors += 1
+        self.stats.last_error = f"{type(e).__name__}: {e}"[:300]
+        if self.stats.db_errors in (1, 10, 100) or self.stats.db_errors % 1000 == 0:
+            logger.error(
+                f"call store: write failed ({self.stats.db_errors} so far, {len(self._queue)} queued): "
+                f"{self.stats.last_error}"
+            )
+
+    async def _reachable(self) -> bool:
+        """Whether the database answers at all (a refused batch then holds a record it will never take)."""
+        async def ping() -> None:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(ping(), WRITE_TIMEOUT_SECS)
+        except Exception:
+            return False
+        return True
+
+    async def _write_apart(self, batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """Split a refused batch in halves, in order, until the records the database refuses on their own
+        are found; drop and count those, write the rest. Returns what is left unwritten if the database
+        stops answering meanwhile (it goes back to the queue)."""
+        parts = [batch]
+        while parts:
+            part = parts.pop(0)
+            try:
+                await asyncio.wait_for(self._write(part), WRITE_TIMEOUT_SECS)
+            except Exception as e:
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    parts[:0] = [part[:mid], part[mid:]]
+                    continue
+                if not await self._reachable():
+                    return [record for p in (part, *parts) for record in p]
+                self.stats.refused += 1
+                kind, item = part[0]
+                sid = item[0] if kind == "call" else item["call_sid"]
+                logger.error(f"call store: the database refused a {kind} record of {sid}; dropped: {e!r:.300}")
+                continue
+            self.stats.flushes += 1
+            self.stats.written += len(part)
+            self.stats.last_flush_at = time.time()
+        return []
 
     async def _write(self, batch: list[tuple[str, Any]]) -> None:
         merged: dict[str, tuple[float, float, dict[str, Any]]] = {}

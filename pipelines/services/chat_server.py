@@ -8,21 +8,29 @@ tool-call deltas, a usage chunk, `data: [DONE]`) in HTTP/1.1 chunked encoding, s
 mid-stream is an error the client sees (an incomplete chunked body), as with a real server.
 
 It runs on its own thread (stdlib ThreadingHTTPServer), so it never shares an event loop with a call.
+Though it listens on loopback only, the server's own instances (the offline dialog, the farewell) want a
+per-process random bearer key, as OpenAI does, and refuse bodies over MAX_BODY_BYTES: another local
+process can neither talk to a call's LLM nor make the call server's memory grow. Request bodies are kept
+(`requests`) only where a test asks for them (`keep_requests`); a server process keeps none.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAULTS = ("429", "500", "close", "hang", "reset")
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a long call's whole history is well under this
 
 
 @dataclass
@@ -128,7 +136,8 @@ class ChatCompletionsServer:
     """OpenAI-compatible `/v1/chat/completions` on 127.0.0.1 (port 0 = any free port), on a thread.
 
     `responder(request_json) -> Reply` decides each answer; `first_token_ms` is the delay before the first
-    content byte and `token_interval_ms` the gap between tokens. `requests` keeps every request body.
+    content byte and `token_interval_ms` the gap between tokens. `requests` keeps the last `keep_requests`
+    request bodies (for tests; none by default). With `api_key`, a request must carry it as a bearer token.
     """
 
     def __init__(
@@ -140,12 +149,15 @@ class ChatCompletionsServer:
         first_token_ms: float = 0.0,
         token_interval_ms: float = 0.0,
         hang_secs: float = 30.0,
+        keep_requests: int = 0,
+        api_key: str | None = None,
     ) -> None:
         self.responder = responder
         self.first_token_ms = first_token_ms
         self.token_interval_ms = token_interval_ms
         self.hang_secs = hang_secs
-        self.requests: list[dict[str, Any]] = []
+        self.api_key = api_key
+        self.requests: deque[dict[str, Any]] = deque(maxlen=keep_requests)
         self.faults_served: dict[str, int] = {}
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -215,8 +227,24 @@ class ChatCompletionsServer:
                 else:
                     self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
+            def _refused(self, status: int, message: str, kind: str) -> None:
+                self.close_connection = True  # the unread body must not be taken for the next request
+                self._json(status, {"error": {"message": message, "type": kind}}, {"Connection": "close"})
+
             def do_POST(self) -> None:  # noqa: N802 - stdlib name
-                length = int(self.headers.get("Content-Length") or 0)
+                if server.api_key is not None and not hmac.compare_digest(
+                    self.headers.get("Authorization", "").encode(), f"Bearer {server.api_key}".encode()
+                ):
+                    self._refused(401, "missing or wrong API key", "invalid_request_error")
+                    return
+                declared = self.headers.get("Content-Length") or "0"
+                if not (declared.isascii() and declared.isdigit()):
+                    self._refused(400, "bad Content-Length", "invalid_request_error")
+                    return
+                length = int(declared)
+                if length > MAX_BODY_BYTES:
+                    self._refused(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error")
+                    return
                 raw = self.rfile.read(length) if length else b""
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
@@ -312,7 +340,7 @@ def offline_dialog_server() -> ChatCompletionsServer:
     global _offline
     with _offline_lock:
         if _offline is None:
-            _offline = ChatCompletionsServer(ScriptedDialog()).start()
+            _offline = ChatCompletionsServer(ScriptedDialog(), api_key=secrets.token_urlsafe(24)).start()
         return _offline
 
 
@@ -323,5 +351,7 @@ def farewell_server(message: str) -> ChatCompletionsServer:
     """The process-wide farewell server for `message` (the LLM fallback of a failing vendor)."""
     with _offline_lock:
         if message not in _farewell:
-            _farewell[message] = ChatCompletionsServer(FarewellDialog(message)).start()
+            _farewell[message] = ChatCompletionsServer(
+                FarewellDialog(message), api_key=secrets.token_urlsafe(24)
+            ).start()
         return _farewell[message]

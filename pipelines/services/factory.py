@@ -117,14 +117,16 @@ def build_agent_services(
         vendor_llm = _llm(settings, agent, settings.openai_base_url, settings.openai_api_key)
         kinds["llm"] = "openai"
         if fallback:
-            farewell = _llm(settings, agent, farewell_server(settings.vendor_failure_message).base_url, None)
+            fs = farewell_server(settings.vendor_failure_message)
+            farewell = _llm(settings, agent, fs.base_url, fs.api_key)
             llm: FrameProcessor = FailoverLLMSwitcher(
                 [vendor_llm, farewell], health=health, threshold=settings.llm_errors_before_fallback
             )
         else:
             llm = vendor_llm
     else:
-        llm, kinds["llm"] = _llm(settings, agent, offline_dialog_server().base_url, None), "scripted"
+        dialog = offline_dialog_server()
+        llm, kinds["llm"] = _llm(settings, agent, dialog.base_url, dialog.api_key), "scripted"
 
     if settings.cartesia_api_key:
         cartesia = CartesiaTTSService(

@@ -43,7 +43,11 @@ class OpenAIStandIn:
             None
             if refuse
             else ChatCompletionsServer(
-                self._respond, first_token_ms=first_token_ms, token_interval_ms=token_interval_ms, hang_secs=hang_secs
+                self._respond,
+                first_token_ms=first_token_ms,
+                token_interval_ms=token_interval_ms,
+                hang_secs=hang_secs,
+                keep_requests=10_000,
             )
         )
         self._refused_port = closed_port() if refuse else 0
@@ -66,7 +70,7 @@ class OpenAIStandIn:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        return [] if self._server is None else self._server.requests
+        return [] if self._server is None else list(self._server.requests)
 
     @property
     def faults_served(self) -> dict[str, int]:

@@ -72,7 +72,9 @@ def test_replay_agent_a_late_greeting_does_not_start_over_a_caller_who_is_talkin
 
     monkeypatch.setattr(offline_tts.LocalVoice, "asynthesize", slow_first)
     caller = concat(silence(1.0), speech("Hello, yes, I am calling about my appointment on Friday.", voice="en-us+m3"))
-    wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(6.0)))))
+    # 10 s of silence after the words: on an oversubscribed CPU the offline decode of this 3 s turn has
+    # taken 6 s, and the caller must still be on the line when the words come for the turn to be answered
+    wav = save_wav(tmp_path / "call.wav", to_int16(telephone_channel(concat(caller, silence(10.0)))))
     assert main(["replay", str(wav), "--workflow", "agent", "--amd", "off", "--json", "--tail", "0"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     first = lambda kind: next(e for e in events if e["event"] == kind)  # noqa: E731

@@ -11,8 +11,8 @@ import numpy as np
 from amd_model.runtime import AmdModel
 from callgate import synth
 from callgate.audio import to_int16
-from processors.batching import TickBatcher
-from processors.speech import SpeechAnalyzer, process_batch
+from processors.batching import TickBatcher, check_pcm
+from processors.speech import _VAD_BATCHER, SpeechAnalyzer, process_batch
 
 
 async def test_concurrent_submits_run_as_few_batches_off_the_loop() -> None:
@@ -31,15 +31,46 @@ async def test_concurrent_submits_run_as_few_batches_off_the_loop() -> None:
 
 
 async def test_a_failing_item_fails_alone() -> None:
-    def run(items: list[int]) -> list[int]:
-        if 3 in items:
+    def check(item: int) -> None:
+        if item == 3:
             raise ValueError("bad item")
-        return [i + 1 for i in items]
 
-    batcher: TickBatcher[int, int] = TickBatcher(run, "test")
+    batcher: TickBatcher[int, int] = TickBatcher(lambda items: [i + 1 for i in items], "test", check=check)
     results = await asyncio.gather(*(batcher.submit(i) for i in range(6)), return_exceptions=True)
     assert [r for i, r in enumerate(results) if i != 3] == [1, 2, 3, 5, 6]
     assert isinstance(results[3], ValueError)
+
+
+def fed(analyzer: SpeechAnalyzer) -> int:
+    """Samples the analyzer has taken in (cut into windows, or buffered)."""
+    return analyzer._consumed + len(analyzer._buf)
+
+
+async def test_a_failing_batch_is_never_run_again_so_no_call_gets_its_audio_twice() -> None:
+    """The batch functions advance each call's state: re-running the batch item by item to find a
+    culprit fed the other calls their audio twice (a VAD's clock moved 3200 samples for 1600)."""
+    calls = [SpeechAnalyzer() for _ in range(3)]
+    pcm = b"\x00\x01" * 1600
+
+    def run(items: list[tuple[SpeechAnalyzer, bytes]]) -> list[list]:
+        out = process_batch([a for a, _ in items], [p for _, p in items])
+        raise RuntimeError("a bug after the state moved")
+        return out
+
+    batcher = TickBatcher(run, "test", check=lambda item: check_pcm(item[1]))
+    results = await asyncio.gather(*(batcher.submit((a, pcm)) for a in calls), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert [fed(a) for a in calls] == [1600] * 3  # each call's audio went in once
+
+
+async def test_the_shared_batchers_refuse_broken_audio_alone() -> None:
+    good, bad = SpeechAnalyzer(), SpeechAnalyzer()
+    results = await asyncio.gather(
+        _VAD_BATCHER.submit((good, b"\x00\x00" * 160)), _VAD_BATCHER.submit((bad, b"\x00" * 321)),
+        return_exceptions=True,
+    )
+    assert results[0] == [] and isinstance(results[1], ValueError) and "odd length" in str(results[1])
+    assert (fed(good), fed(bad)) == (160, 0)
 
 
 def test_batched_vad_gives_each_call_its_own_events() -> None:

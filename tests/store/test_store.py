@@ -154,3 +154,34 @@ async def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path):
         assert store.depth == 100  # failed batches go back to the queue, nothing is lost silently
     finally:
         await store.close(timeout=2)
+
+
+async def test_values_longer_than_their_columns_are_cut_instead_of_refused(store):
+    """A SIP caller's From (sip:alice.smith@example.sip.twilio.com) is longer than the 32-character
+    column: PostgreSQL would refuse the whole batch. The store fits it to the column."""
+    sip = "sip:alice.smith.from.the.front.desk@example.sip.twilio.com"
+    store.update_call("CAsip", from_number=sip, agent="a" * 200, twilio_duration_secs=10**12)
+    store.add_event("CAsip", 2**40, {"event": "e" * 100, "t_ms": 1.0})
+    assert await store.flush()
+    call = await store.get_call("CAsip")
+    assert call["from_number"] == sip[:32] and call["agent"] == "a" * 64
+    assert call["twilio_duration_secs"] == 2**31 - 1
+    assert call["events"][0]["event"] == "e" * 48
+    assert store.stats.refused == 0
+
+
+async def test_a_record_the_database_refuses_is_dropped_alone_and_every_other_call_is_written(store):
+    """One bad record (here a transcript row without text, which NOT NULL refuses) must not hold every
+    other call's records in the queue forever: the batch is split, the bad record dropped and counted."""
+    store.update_call("CAone", outcome="human")
+    store.add_event("CAone", 0, {"event": "speech_start", "t_ms": 10.0})
+    store.add_transcript("CAbad", 1, "caller", None)  # type: ignore[arg-type]
+    store.update_call("CAtwo", outcome="machine")
+    store.add_transcript("CAtwo", 1, "caller", "hello")
+    assert await store.flush()
+    assert store.depth == 0 and store.stats.refused == 1 and store.stats.db_errors >= 1
+    one, two = await store.get_call("CAone"), await store.get_call("CAtwo")
+    assert one["outcome"] == "human" and [e["event"] for e in one["events"]] == ["speech_start"]
+    assert two["outcome"] == "machine" and [t["text"] for t in two["transcript"]] == ["hello"]
+    store.update_call("CAthree", outcome="human")  # the writer carries on as usual
+    assert await store.flush() and (await store.get_call("CAthree"))["outcome"] == "human"
