@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from amd_model.tools import corpus
+from amd_model.tools.corpus import greetings, system_tools
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("flite") and shutil.which("sox")),
@@ -26,8 +27,8 @@ def _digest(d: Path) -> tuple[list[list[str]], list[str]]:
 
 
 def test_three_calls_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corpus, "_piper_model", lambda: None)  # keep the test fast and offline-simple
-    monkeypatch.setattr(corpus, "_dev_greetings", lambda: ([], []))
+    monkeypatch.setattr(system_tools, "_piper_model", lambda: None)  # keep the test fast and offline-simple
+    monkeypatch.setattr(greetings, "dev_greetings", lambda: ([], []))
     a = corpus.build(tmp_path / "a", 3, seed=5, workers=1, progress=False)
     b = corpus.build(tmp_path / "b", 3, seed=5, workers=1, progress=False)
     ra, ha = _digest(tmp_path / "a")
@@ -53,8 +54,8 @@ def test_three_calls_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_channel_v2_changes_the_channel_and_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """v2's effects draw from their own random stream: same call, same labels and timings, other audio."""
-    monkeypatch.setattr(corpus, "_piper_model", lambda: None)
-    monkeypatch.setattr(corpus, "_dev_greetings", lambda: ([], []))
+    monkeypatch.setattr(system_tools, "_piper_model", lambda: None)
+    monkeypatch.setattr(greetings, "dev_greetings", lambda: ([], []))
     tools = corpus.ensure_tools(install=False)
     changed = 0
     for i in (4, 7):  # seed 29: a reverberant human and one more
@@ -153,14 +154,14 @@ def test_pick_voice_only_picks_installed_engines(monkeypatch: pytest.MonkeyPatch
         if v.engine in ("festival", "mbrola", "pico", "piper"):
             assert v.name in corpus.engine_voices(v.engine)
         assert folds.family({"voice": v.describe()}) != "none"
-    monkeypatch.setattr(corpus, "_piper_model", lambda: None)
+    monkeypatch.setattr(system_tools, "_piper_model", lambda: None)
     assert not corpus.ensure_tools(install=False)["piper"]
 
 
 def test_a_missing_engine_is_skipped_with_a_reason(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setattr(corpus, "_can_apt", lambda: False)
-    monkeypatch.setattr(corpus, "_apt_engine_voices", lambda e: ())
-    monkeypatch.setattr(corpus, "_piper_model", lambda: None)
+    monkeypatch.setattr(system_tools, "_can_apt", lambda: False)
+    monkeypatch.setattr(system_tools, "_apt_engine_voices", lambda e: ())
+    monkeypatch.setattr(system_tools, "_piper_model", lambda: None)
     tools = corpus.ensure_tools(install=True)
     assert not (tools["festival"] or tools["mbrola"] or tools["pico"] or tools["piper"])
     err = capsys.readouterr().err
@@ -176,14 +177,14 @@ def test_nonfree_source_uses_the_mirror_already_configured(tmp_path: Path, monke
         "Suites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/k.gpg\n\n"
         "Types: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\nComponents: main\n"
     )
-    monkeypatch.setattr(corpus, "_apt_sources", lambda: [(deb822, "/etc/apt/sources.list.d/debian.sources")])
+    monkeypatch.setattr(system_tools, "_apt_sources", lambda: [(deb822, "/etc/apt/sources.list.d/debian.sources")])
     assert corpus.debian_mirror() == ("http://mirror.test/debian", "/usr/share/keyrings/k.gpg")
     one_line = "# old style\ndeb [arch=amd64] http://old.test/debian bookworm main\n"
-    monkeypatch.setattr(corpus, "_apt_sources", lambda: [(one_line, "/etc/apt/sources.list")])
+    monkeypatch.setattr(system_tools, "_apt_sources", lambda: [(one_line, "/etc/apt/sources.list")])
     assert corpus.debian_mirror() == ("http://old.test/debian", None)
-    monkeypatch.setattr(corpus, "_apt_sources", lambda: [(deb822, "/etc/apt/sources.list.d/debian.sources")])
-    monkeypatch.setattr(corpus, "NONFREE_SOURCE", tmp_path / "nf.sources")
-    monkeypatch.setattr(corpus, "_can_apt", lambda: True)
+    monkeypatch.setattr(system_tools, "_apt_sources", lambda: [(deb822, "/etc/apt/sources.list.d/debian.sources")])
+    monkeypatch.setattr(system_tools, "NONFREE_SOURCE", tmp_path / "nf.sources")
+    monkeypatch.setattr(system_tools, "_can_apt", lambda: True)
     assert corpus.enable_nonfree_apt()
     text = (tmp_path / "nf.sources").read_text()
     assert "URIs: http://mirror.test/debian\n" in text and "Components: contrib non-free\n" in text
@@ -192,7 +193,7 @@ def test_nonfree_source_uses_the_mirror_already_configured(tmp_path: Path, monke
 
 def test_engines_limit_the_voices_and_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`engines` keeps a build to the named TTS engines (how 1.3.0's espeak-ng + flite corpora are rebuilt)."""
-    monkeypatch.setattr(corpus, "_dev_greetings", lambda: ([], []))
+    monkeypatch.setattr(greetings, "dev_greetings", lambda: ([], []))
     metas = corpus.build(tmp_path / "a", 4, seed=5, workers=1, progress=False, engines=["flite"])
     voices = [m["voice"] for m in metas if m.get("voice")]
     assert voices and all(v.startswith(("flite:", "asterisk")) for v in voices)

@@ -100,6 +100,7 @@ def test_eval_folds_trains_and_tests_every_fold_end_to_end(tmp_path, monkeypatch
     if not (shutil.which("espeak-ng") and shutil.which("flite") and shutil.which("sox")):
         pytest.skip("needs espeak-ng, flite and sox (apt)")
     from amd_model.tools import corpus
+    from amd_model.tools.corpus import greetings, system_tools
     from callgate.audio import load_audio, save_wav
     from callgate.cli import main
     from tests.amd_model.tools.test_evaluation import MESSAGE
@@ -112,8 +113,8 @@ def test_eval_folds_trains_and_tests_every_fold_end_to_end(tmp_path, monkeypatch
         quiet = rng.normal(0, 5, 4800).astype(np.int16)
         save_wav(real / f"g{k}.wav", np.concatenate([quiet, speech[: 24000 + 4000 * k], quiet]))
     files = sorted(real.glob("*.wav"))
-    monkeypatch.setattr(corpus, "_piper_model", lambda: None)
-    monkeypatch.setattr(corpus, "_dev_greetings", lambda: corpus.dev_greetings_split(files))
+    monkeypatch.setattr(system_tools, "_piper_model", lambda: None)
+    monkeypatch.setattr(greetings, "dev_greetings", lambda: corpus.dev_greetings_split(files))
     corpus.build(tmp_path / "c", 24, seed=3, workers=1, progress=False, real_pool="all")
     args = ["eval", str(tmp_path / "c"), "--folds", "--real", str(real), "--cv", "2"]
     args += ["--fold-minutes", "0.05", "--fold-epochs", "1", "--no-progress", "--report", str(tmp_path / "r.txt")]
