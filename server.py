@@ -14,6 +14,8 @@
 
 The Twilio-facing routes are authenticated by Twilio's signature and the Stream token; every other
 route by a bearer API key (callgate/edge/auth.py). README "Security" says what is checked where.
+The Media Stream itself is handled in callgate/edge/stream.py, Twilio's REST API is called through
+callgate/edge/twilio_control.py, and the per-process state is callgate/edge/state.py.
 
 Run with `callgate serve` or `python server.py`; configuration comes from environment variables
 (see README.md and callgate/settings.py).
@@ -26,154 +28,42 @@ import gc
 import re
 import sys
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
-from cachetools import TTLCache
 from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
-from pipecat.workers.runner import WorkerRunner
 from pydantic import Field
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.rest import Client as TwilioClient
 
-from callgate.audio import SAMPLE_RATE, AudioFormatError
+from callgate.audio import AudioFormatError
 from callgate.drain import Drain
 from callgate.edge.auth import ApiGuard
-from callgate.edge.call_options import OptionError, check_asset_name
+from callgate.edge.call_options import OptionError
 from callgate.edge.destinations import DestinationPolicy, DestinationRefused
 from callgate.edge.http_limits import BodyLimitMiddleware, check_bind, uvicorn_options
 from callgate.edge.rejections import Rejections
+from callgate.edge.state import ServerState
+from callgate.edge.stream import PASSTHROUGH_PARAMS, handle_stream
+from callgate.edge.twilio_control import twilio_client
 from callgate.metrics import Metrics, monitor_loop, time_gc_pauses
-from callgate.recording import CallRecording
 from callgate.settings import Settings, get_settings
 from callgate.store import CallStore, DbTokenStore, FallbackTokenStore
-from pipelines.actions import CallGoneError
-from pipelines.call import CallConfig
-from pipelines.factory import WORKFLOWS, build_call_processors, warm_up
+from pipelines.factory import WORKFLOWS, warm_up
 from pipelines.message import MessageCache
-from pipelines.twilio_amd import MAX_AMD_PARAM_CHARS, TWILIO_AMD_PARAMS, TwilioAmdFields
-from pipelines.workflow_names import UnknownWorkflowError, check_workflow
+from pipelines.twilio_amd import TwilioAmdFields
 from processors.amd import get_shared_model
-from processors.beep import BeepDetector
-from processors.frames import TwilioStartFrame
-from processors.twilio_ingest import StreamLimits, TwilioIngestSerializer, decode_message, parse_start
 from twiml.responses import connect_stream, redirect, say_and_hangup
 from twiml.signatures import SignatureChecker
 from twiml.token_store import open_token_store
-from twiml.tokens import StreamTokens, TokenError
+from twiml.tokens import StreamTokens
 
-START_TIMEOUT_SECS = 10.0
-MAX_MESSAGES_BEFORE_START = 50  # Twilio sends `connected` then `start`; more than this is a flood
-DRAIN_AFTER_STOP_SECS = 10.0
-POLICY_VIOLATION = 1008
-CALL_NOT_IN_PROGRESS = 21220  # Twilio REST error: "Call is not in-progress. Cannot redirect."
-# Webhook / API parameters passed on to the call's pipeline as <Parameter>s.
-PASSTHROUGH_PARAMS = ("message", "agent", "amd", *TWILIO_AMD_PARAMS)
 CAMPAIGN_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-
-
-@dataclass
-class CallRecord:
-    """What the server knows about one call, live or recently finished."""
-
-    call_sid: str
-    workflow: str
-    started_at: float = field(default_factory=time.time)
-    status: str = "in-progress"
-    outcome: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
-    max_events: int = 2000
-    events_dropped: int = 0
-    transcript: list[dict[str, Any]] = field(default_factory=list)  # agent: who said what, what was heard
-    latency: list[dict[str, Any]] = field(default_factory=list)  # agent: per-turn voice-to-voice parts
-
-    def add_event(self, event: dict[str, Any]) -> None:
-        """Keep at most max_events per call: a call that emits without end cannot grow memory."""
-        if len(self.events) < self.max_events:
-            self.events.append(event)
-        else:
-            self.events_dropped += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "call_sid": self.call_sid,
-            "workflow": self.workflow,
-            "status": self.status,
-            "outcome": self.outcome,
-            "started_at": self.started_at,
-            "events": self.events,
-            "counters": self.counters,
-            "transcript": self.transcript,
-            "latency": self.latency,
-        }
-
-
-@dataclass
-class ServerState:
-    settings: Settings
-    signatures: SignatureChecker
-    tokens: StreamTokens
-    messages: MessageCache
-    active: dict[str, CallRecord] = field(default_factory=dict)
-    finished: TTLCache = field(default_factory=lambda: TTLCache(maxsize=10_000, ttl=3600))
-    stream_counters: dict[str, int] = field(default_factory=dict)
-    reject: Rejections = field(default_factory=Rejections)
-
-    @property
-    def rejected(self) -> dict[str, int]:
-        """Refusals by reason (state.reject(reason, why) logs at a rate-limited level, then counts)."""
-        return self.reject.counts
-
-    def check_call_options(self, options: dict[str, str]) -> dict[str, str]:
-        """workflow, message, agent and amd as the call will use them; OptionError if one cannot be used."""
-        workflow = options.get("workflow") or self.settings.default_workflow
-        try:
-            check_workflow(workflow)
-        except UnknownWorkflowError as e:
-            raise OptionError(str(e)) from e
-        chosen = {"workflow": workflow}
-        if options.get("message"):
-            chosen["message"] = check_asset_name("message", options["message"], self.settings.messages_dir)
-        if options.get("agent"):
-            chosen["agent"] = check_asset_name(
-                "agent", options["agent"], self.settings.agents_dir, any_suffix=True
-            )
-        if options.get("amd"):
-            if options["amd"] not in ("on", "off"):
-                raise OptionError("amd must be 'on' or 'off'")
-            chosen["amd"] = options["amd"]
-        # Twilio's AMD parameters ride along as given; the workflow validates and reports them. One that is
-        # too long is refused, never cut (a cut callback URL would post AnsweredBy somewhere else).
-        for k in TWILIO_AMD_PARAMS:
-            if options.get(k):
-                if len(value := str(options[k])) > MAX_AMD_PARAM_CHARS:
-                    raise OptionError(f"{k} is longer than {MAX_AMD_PARAM_CHARS} characters")
-                chosen[k] = value
-        return chosen
-    store: CallStore | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    drain: Drain = field(default_factory=lambda: Drain(300.0))
-
-    def refresh_gauges(self) -> None:
-        """Metrics that mirror state owned elsewhere (the record writer, the drain, the rejections)."""
-        if self.store is not None:
-            self.metrics.track_store(self.store.stats, self.store.depth)
-        self.metrics.track_rejections(self.rejected)
-        self.metrics.draining.set(1 if self.drain.draining else 0)
 
 
 class CallRequest(TwilioAmdFields):
@@ -495,43 +385,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-class TwilioCallControl:
-    """Acts on a live call through Twilio's REST API (the configured base URL)."""
-
-    def __init__(self, settings: Settings, call_sid: str, on_error: Callable[[], None] | None = None) -> None:
-        self.settings = settings
-        self.call_sid = call_sid
-        self.serializer: TwilioIngestSerializer | None = None
-        self._on_error = on_error or (lambda: None)
-
-    async def redirect(self, twiml: str) -> bool:
-        if not (self.settings.twilio_account_sid and self.settings.twilio_auth_token):
-            logger.warning(f"{self.call_sid}: dev mode, cannot update the call with new TwiML")
-            return False
-        if self.serializer:
-            self.serializer.hand_off()  # before the EndFrame can reach it
-        client = twilio_client(self.settings)
-        try:
-            await asyncio.wait_for(
-                client.calls(self.call_sid).update_async(twiml=twiml),
-                timeout=self.settings.twilio_api_timeout_secs + 1,
-            )
-            return True
-        except TwilioRestException as e:
-            if e.code == CALL_NOT_IN_PROGRESS:
-                logger.info(f"{self.call_sid}: the call ended before the update reached Twilio")
-                raise CallGoneError(e.msg) from e
-            logger.error(f"{self.call_sid}: Twilio refused the call update: {e.msg}")
-            self._on_error()
-            return False
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            logger.error(f"{self.call_sid}: could not reach Twilio's REST API: {e}")
-            self._on_error()
-            return False
-        finally:
-            await client.http_client.close()
-
-
 async def start_store(state: ServerState) -> None:
     """Migrate and start the record writer; a database down at start-up is logged, calls still run."""
     try:
@@ -587,233 +440,6 @@ def record_status_callback(state: ServerState, params: dict[str, str]) -> None:
     detail = {k: params[k] for k in ("CallDuration", "AnsweredBy", "SipResponseCode", "Timestamp") if params.get(k)}
     seq = params.get("SequenceNumber", "")
     state.store.add_event(call_sid, int(seq) if seq.isascii() and seq.isdigit() else 0, {"event": f"status_{status}", **detail})
-
-
-def twilio_client(settings: Settings) -> TwilioClient:
-    """An async Twilio REST client whose base URL can point at a stand-in (the simulator)."""
-    client = TwilioClient(
-        settings.twilio_account_sid,
-        settings.twilio_auth_token,
-        http_client=AsyncTwilioHttpClient(timeout=settings.twilio_api_timeout_secs),
-    )
-    client.api.base_url = settings.twilio_api_base_url.rstrip("/")
-    return client
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close the socket; before accept() this answers the upgrade with HTTP 403."""
-    if websocket.application_state != WebSocketState.DISCONNECTED:
-        try:
-            await websocket.close(code=code, reason=reason)
-        except (RuntimeError, WebSocketDisconnect):
-            pass
-
-
-async def _await_start(state: ServerState, websocket: WebSocket) -> tuple[TwilioStartFrame | None, dict[str, int]]:
-    """Read until Twilio's `start`; junk and media before it are counted and dropped."""
-    counters: dict[str, int] = {}
-
-    def count(key: str) -> None:
-        counters[key] = counters.get(key, 0) + 1
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + START_TIMEOUT_SECS
-    for _ in range(MAX_MESSAGES_BEFORE_START):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return None, {**counters, "no_start": 1}
-        try:
-            message = await asyncio.wait_for(websocket.receive(), timeout=remaining)
-        except TimeoutError:
-            return None, {**counters, "no_start": 1}
-        if message["type"] == "websocket.disconnect":
-            return None, {**counters, "disconnected_before_start": 1}
-        text = message.get("text")
-        msg, (problem, _) = decode_message((message.get("bytes") or b"") if text is None else text)
-        if msg is None:
-            count(problem)
-            continue
-        event = msg.get("event")
-        if event == "connected":
-            continue
-        if event == "start":
-            try:
-                return parse_start(msg), counters
-            except (ValueError, TypeError) as e:
-                logger.warning(f"bad start message: {e}")
-                count("bad_start")
-                continue
-        count("media_before_start" if event == "media" else "unexpected_before_start")
-    return None, {**counters, "flood_before_start": 1}
-
-
-async def handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
-    """One Media Stream: authenticate, wait for `start`, then run the call's pipeline until it ends.
-
-    Nothing a client sends may escape as an unhandled ASGI exception (a dropped socket, a 1006)."""
-    try:
-        await _handle_stream(state, websocket, token)
-    except Exception as e:
-        logger.opt(exception=e).error(f"stream failed: {type(e).__name__}: {e}")
-        state.reject("stream_error", f"{type(e).__name__}")
-        await _close(websocket, 1011, "internal error")
-
-
-async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -> None:
-    settings = state.settings
-    # Signature and token are checked before accept(): a refused upgrade gets HTTP 403, never a socket.
-    if not state.signatures.check_websocket(websocket.url.path, websocket.headers.get("X-Twilio-Signature")):
-        state.reject("websocket_signature", "stream upgrade with a bad or missing X-Twilio-Signature")
-        return await _close(websocket, POLICY_VIOLATION, "invalid signature")
-    try:
-        grant = await state.tokens.redeem(token)
-    except TokenError as e:
-        state.reject("token", f"stream upgrade refused: {e}")
-        return await _close(websocket, POLICY_VIOLATION, str(e))
-    await websocket.accept()
-
-    start, pre_counters = await _await_start(state, websocket)
-    if start is None:
-        state.reject("no_start", f"stream for {grant.call_sid} ended without a start message: {pre_counters}")
-        return await _close(websocket, POLICY_VIOLATION, "no start message")
-    mismatch = grant.mismatch(
-        start.call_sid, start.account_sid, start.custom_parameters, ("workflow", *PASSTHROUGH_PARAMS)
-    )
-    if mismatch:
-        state.reject("start_mismatch", f"stream for {grant.call_sid} refused: {mismatch}")
-        return await _close(websocket, POLICY_VIOLATION, mismatch)
-
-    # The webhook's choices (signed into the token), never what the client put in customParameters.
-    workflow = grant.options.get("workflow") or settings.default_workflow
-    control = TwilioCallControl(settings, start.call_sid, state.metrics.vendor_errors.labels("twilio").inc)
-    call = CallConfig(
-        control=control,
-        settings=settings,
-        workflow=workflow,
-        call_sid=start.call_sid,
-        stream_sid=start.stream_sid,
-        params=dict(grant.options),
-    )
-    record = CallRecord(call_sid=start.call_sid, workflow=workflow, max_events=settings.max_call_events)
-    recording = CallRecording(state.store, state.metrics, start.call_sid, workflow, on_event=record.add_event)
-    try:
-        # Building loads Silero (~50 ms) and maybe a message file: off the loop that carries live calls.
-        parts = await asyncio.to_thread(
-            build_call_processors, call, state.messages, recording.event, keep_events=False
-        )
-    except (UnknownWorkflowError, AudioFormatError, OSError, ValueError) as e:
-        state.reject("bad_call_config", f"{start.call_sid}: cannot start workflow: {e}")
-        return await _close(websocket, POLICY_VIOLATION, "cannot start the workflow")
-    # the agent's transcript and latency report fill in as the call goes (the same lists)
-    record.transcript = getattr(parts.workflow, "transcript", record.transcript)
-    record.latency = getattr(parts.workflow, "latency", record.latency)
-
-    async def _over_limits(what: str) -> None:
-        state.reject("stream_limits", f"{start.call_sid}: {what} exceeded for {settings.stream_violation_secs:g} s")
-        await _close(websocket, POLICY_VIOLATION, f"stream over its {what} limit")
-
-    serializer = TwilioIngestSerializer(
-        start.stream_sid,
-        start.call_sid,
-        account_sid=settings.twilio_account_sid,
-        auth_token=settings.twilio_auth_token,
-        api_base_url=settings.twilio_api_base_url,
-        limits=StreamLimits(
-            max_ahead_ms=settings.stream_max_ahead_ms,
-            max_messages_per_sec=settings.stream_max_messages_per_sec,
-            violation_secs=settings.stream_violation_secs,
-        ),
-        on_violation=_over_limits,
-        hang_up_timeout_secs=settings.twilio_api_timeout_secs,
-    )
-    serializer.counters.update(pre_counters)
-    control.serializer = serializer
-    transport = FastAPIWebsocketTransport(
-        websocket=websocket,
-        params=FastAPIWebsocketParams(
-            audio_in_enabled=True,
-            audio_out_enabled=True,
-            audio_in_sample_rate=SAMPLE_RATE,
-            audio_out_sample_rate=SAMPLE_RATE,
-            audio_out_end_silence_secs=0,
-            audio_out_auto_silence=False,
-            add_wav_header=False,
-            serializer=serializer,
-            # A workflow that takes coarse input chunks plays recorded audio: it goes out in chunks
-            # as coarse (fewer messages; Pipecat sends them at twice real time, so Twilio buffers).
-            audio_out_10ms_chunks=max(4, (parts.workflow.audio_out_chunk_ms or parts.workflow.audio_chunk_ms) // 10),
-        ),
-    )
-    beep = next((p for p in parts.processors if isinstance(p, BeepDetector)), None)
-    if parts.workflow.audio_chunk_ms and beep is not None:
-        # Coarse frames from the socket on (BeepDetector would chunk them anyway); every packet
-        # goes through at once while it follows a tone.
-        serializer.coalesce(
-            parts.workflow.audio_chunk_ms,
-            transport.input().push_audio_frame,
-            lambda: beep.passes_packets,
-            current_chunk_ms=lambda: beep.chunk_ms,
-        )
-    pipeline = Pipeline([transport.input(), *parts.processors, transport.output()])
-    # No Pipecat idle timeout: its observer sees every frame every processor pushes (a queue and a
-    # task hop each). The workflow ends the call at CALL_TIMEOUT_SECS of audio; this wall-clock
-    # backstop ends one whose audio stopped coming.
-    worker = PipelineWorker(
-        pipeline,
-        params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE, audio_out_sample_rate=SAMPLE_RATE),
-        enable_rtvi=False,
-        enable_turn_tracking=False,
-        idle_timeout_secs=None,
-    )
-    backstop = asyncio.get_running_loop().call_later(
-        settings.call_timeout_secs + 30, lambda: asyncio.ensure_future(worker.cancel())
-    )
-
-    drain_task: asyncio.Task | None = None
-
-    async def _cancel_after_drain() -> None:
-        await asyncio.sleep(DRAIN_AFTER_STOP_SECS)
-        await worker.cancel()
-
-    @transport.event_handler("on_client_disconnected")
-    async def _on_disconnected(_transport, _ws) -> None:
-        # The pipeline does not stop on its own when the socket closes. After a `stop`, audio still
-        # queued is played through so the workflow sees the whole call; an abrupt close cancels now.
-        nonlocal drain_task
-        if serializer.stopped and not worker.has_finished():
-            drain_task = asyncio.create_task(_cancel_after_drain())
-        else:
-            await worker.cancel()
-
-    state.active[start.call_sid] = record
-    state.drain.call_started(start.call_sid)
-    recording.started(agent=grant.options.get("agent"))
-    logger.info(f"{start.call_sid}: stream {start.stream_sid} started, workflow {workflow}")
-    try:
-        with logger.contextualize(call_sid=start.call_sid):
-            runner = WorkerRunner(handle_sigint=False)
-            await runner.add_workers(worker)
-            await runner.run()
-    except Exception as e:  # one broken call never takes the server down
-        logger.exception(f"{start.call_sid}: pipeline failed: {e}")
-        record.outcome = "error"
-    finally:
-        backstop.cancel()
-        if drain_task:
-            drain_task.cancel()
-        record.status = "completed"
-        record.outcome = record.outcome or parts.workflow.outcome or "ended"
-        record.counters = {**serializer.counters, "audio_ms": round(serializer.audio_ms)}
-        if record.events_dropped:
-            record.counters["events_dropped"] = record.events_dropped
-        for key, value in serializer.counters.items():
-            state.stream_counters[key] = state.stream_counters.get(key, 0) + value
-        state.active.pop(start.call_sid, None)
-        state.finished[start.call_sid] = record
-        recording.ended(record.outcome, record.counters)
-        state.drain.call_ended(start.call_sid)
-        await _close(websocket, 1000, "call ended")
-        logger.info(f"{start.call_sid}: ended ({record.outcome}); stream counters {record.counters}")
 
 
 def configure_logging(level: str) -> None:

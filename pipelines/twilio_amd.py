@@ -48,7 +48,7 @@ from processors.frames import (
     SpeechStartedFrame,
 )
 
-# The Twilio AMD parameters that travel from POST /calls to the call's pipeline (server.py's
+# The Twilio AMD parameters that travel from POST /calls to the call's pipeline (callgate/edge/stream.py's
 # PASSTHROUGH_PARAMS includes them). Extend here, in one place.
 MAX_AMD_PARAM_CHARS = 2000  # a callback URL's length; every AMD parameter is held to it, never cut
 TWILIO_AMD_PARAMS: tuple[str, ...] = (

@@ -101,7 +101,7 @@ async def test_twilio_client_and_pipecat_hang_up_a_live_call(fake_server):
         with pytest.raises(TwilioRestException) as err:
             await asyncio.to_thread(lambda: client.calls(call.call_sid).update(status="completed"))
         assert err.value.code == 20404
-        async_client = Client(ACCOUNT, TOKEN, http_client=AsyncTwilioHttpClient())  # what server.py uses
+        async_client = Client(ACCOUNT, TOKEN, http_client=AsyncTwilioHttpClient())  # what callgate/edge/twilio_control.py uses
         async_client.api.base_url = rest.base_url
         with pytest.raises(TwilioRestException) as err:
             await async_client.calls(call.call_sid).update_async(status="completed")
