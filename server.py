@@ -44,6 +44,7 @@ from callgate.audio import AudioFormatError
 from callgate.drain import Drain
 from callgate.edge.auth import ApiGuard
 from callgate.edge.call_options import OptionError
+from callgate.edge.callbacks import check_callback_url
 from callgate.edge.destinations import DestinationPolicy, DestinationRefused
 from callgate.edge.http_limits import BodyLimitMiddleware, check_bind, uvicorn_options
 from callgate.edge.rejections import Rejections
@@ -291,6 +292,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     **body.twilio_amd_params(),  # travels with the call; never passed on to Twilio
                 }
             )
+            if body.async_amd_status_callback:  # callgate will send a signed request there: public hosts only
+                await check_callback_url(body.async_amd_status_callback, private_ok=settings.callback_private_hosts)
         except OptionError as e:
             state.reject("call_options", f"POST /calls: {e}")
             raise HTTPException(status_code=400, detail=str(e)) from e

@@ -203,6 +203,11 @@ class Settings(BaseSettings):
     allow_dev_mode_public: bool = Field(
         False, description="Let a dev-mode server (no TWILIO_AUTH_TOKEN) bind a non-loopback HOST."
     )
+    callback_private_hosts: bool = Field(
+        False,
+        description="Let POST /calls name an AsyncAmdStatusCallback on a loopback, private or link-local "
+        "address (local development). Off: only hosts that resolve to public addresses.",
+    )
     twilio_api_timeout_secs: float = Field(10.0, description="Timeout of every call to Twilio's REST API.")
     max_body_bytes: int = Field(16 * 1024, description="Largest HTTP request body (webhook, POST /calls).")
     header_timeout_secs: float = Field(10.0, description="A connection must send its request headers within this.")

@@ -72,7 +72,10 @@ async def test_post_calls_with_twilio_amd_params_gets_signed_answered_by_callbac
     callback = f"{hook.url}?campaign=spring-{'x' * 300}&list=7"
     try:
         async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, on_create=answer) as rest:
-            server = server_factory(twilio_api_base_url=rest.base_url, twilio_from_number="+12025550199", **FAST_STREAM)
+            server = server_factory(
+                twilio_api_base_url=rest.base_url, twilio_from_number="+12025550199", callback_private_hosts=True,
+                **FAST_STREAM,
+            )
             amd = {"AsyncAmd": "true", "AsyncAmdStatusCallback": callback, "AsyncAmdStatusCallbackMethod": "POST"}
             bodies = {
                 BEEP_TO: {"MachineDetection": "DetectMessageEnd", "MachineDetectionTimeout": 30, "message": "short.wav"},
@@ -170,4 +173,19 @@ async def test_unknown_or_contradictory_amd_params_get_422_naming_the_parameter(
     for (expected, body), r in zip(cases.items(), replies, strict=True):
         assert r.status_code == 422, (body, r.text)
         assert expected in r.text, (expected, r.json())
+    assert not rest.calls_created  # nothing reached Twilio
+
+
+async def test_a_callback_on_this_machine_is_refused_unless_private_hosts_are_allowed(server_factory):
+    """callgate signs the AnsweredBy request: an API key must not aim it at the server's own network."""
+    async with RestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+        server = server_factory(twilio_api_base_url=rest.base_url, twilio_from_number="+12025550199")
+        body = {
+            "to": "+12025550123", "MachineDetection": "Enable", "AsyncAmd": True,
+            "AsyncAmdStatusCallback": "http://169.254.169.254/latest/meta-data/",
+        }
+        async with httpx.AsyncClient() as client:
+            r = await client.post(f"{server.base_url}/calls", json=body, headers=AUTH)
+    assert r.status_code == 400 and "non-public address (169.254.169.254)" in r.json()["detail"], r.text
+    assert "CALLBACK_PRIVATE_HOSTS" in r.json()["detail"]
     assert not rest.calls_created  # nothing reached Twilio
