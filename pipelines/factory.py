@@ -19,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
 
+from callgate.audio import SAMPLE_RATE
 from pipelines.call import CallConfig
 from pipelines.dial import ParallelDial, PowerDial
 from pipelines.message import MessageCache
@@ -106,6 +109,19 @@ def build_call_processors(
     processors += [marks, events]
     return CallProcessors(
         processors=processors, workflow=workflow, marks=marks, events=events, amd=amd, decision=decision
+    )
+
+
+def call_worker(processors: list[FrameProcessor]) -> PipelineWorker:
+    """The worker that runs a call's pipeline, live or replayed: 8 kHz both ways, no RTVI, no turn
+    tracking, and no Pipecat idle timeout (its observer sees every frame every processor pushes, a queue
+    and a task hop each; the workflow ends the call on audio time instead)."""
+    return PipelineWorker(
+        Pipeline(processors),
+        params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE, audio_out_sample_rate=SAMPLE_RATE),
+        enable_rtvi=False,
+        enable_turn_tracking=False,
+        idle_timeout_secs=None,
     )
 
 

@@ -29,15 +29,13 @@ from pipecat.frames.frames import (
     OutputTransportMessageUrgentFrame,
     StartFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from callgate.audio import FRAME_SAMPLES, SAMPLE_RATE
 from pipelines.actions import RecordingCallControl
 from pipelines.call import CallConfig
-from pipelines.factory import build_call_processors
+from pipelines.factory import build_call_processors, call_worker
 from pipelines.message import MessageCache
 from processors.beep import BeepDetector
 from processors.frames import TwilioMarkFrame, TwilioStopFrame
@@ -191,14 +189,7 @@ async def replay_pcm(
     held = parts.workflow.audio_chunk_ms * SAMPLES_PER_MS
     source = ReplaySource(pcm, tail_ms=tail_ms, speed=speed, frame_samples=frame_samples, held_samples=held)
     playback = ReplayPlayback(source)
-    pipeline = Pipeline([source, *parts.processors, playback])
-    worker = PipelineWorker(
-        pipeline,
-        params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE, audio_out_sample_rate=SAMPLE_RATE),
-        enable_rtvi=False,
-        enable_turn_tracking=False,
-        idle_timeout_secs=None,
-    )
+    worker = call_worker([source, *parts.processors, playback])
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await runner.run()

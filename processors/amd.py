@@ -116,7 +116,7 @@ class AmdProcessor(FrameProcessor):
         self._steps = 0
         self._warned_rate = False
         self._stopped = False  # a StopDetectorsFrame came: no more steps (unless a trace is recorded)
-        self._trace_saving = False
+        self._trace_task: asyncio.Future[None] | None = None
         self._call_id_given = call_id is not None
         self.recorder: TraceRecorder | None = None
         if trace_path is not None:
@@ -183,11 +183,19 @@ class AmdProcessor(FrameProcessor):
             )
 
     async def _save_trace(self) -> None:
-        if self.recorder is None or self.recorder.saved_to is not None or self._trace_saving:
+        """EndFrame and cleanup() both ask: one write, which each of them waits for (shielded, so a
+        pipeline cancelled meanwhile still finds the trace written once cleanup() returns)."""
+        if self.recorder is None:
             return
-        self._trace_saving = True  # EndFrame and cleanup() both ask: one write
+        if self._trace_task is None:
+            if self.recorder.saved_to is not None:
+                return
+            self._trace_task = asyncio.ensure_future(self._write_trace(self.recorder))
+        await asyncio.shield(self._trace_task)
+
+    async def _write_trace(self, recorder: TraceRecorder) -> None:
         try:  # a long call's trace is a few hundred KB of JSON: written off the event loop
-            path = await asyncio.to_thread(self.recorder.save)
+            path = await asyncio.to_thread(recorder.save)
             logger.info(f"{self}: AMD trace saved to {path}")
         except OSError as e:  # a full disk must not take the call down
             logger.error(f"{self}: could not save AMD trace: {e}")

@@ -9,8 +9,6 @@ import asyncio
 
 from fastapi import WebSocket
 from loguru import logger
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -20,7 +18,7 @@ from callgate.edge.state import CallRecord, ServerState
 from callgate.edge.twilio_control import TwilioCallControl
 from callgate.recording import CallRecording
 from pipelines.call import CallConfig
-from pipelines.factory import build_call_processors
+from pipelines.factory import build_call_processors, call_worker
 from pipelines.twilio_amd import TWILIO_AMD_PARAMS
 from pipelines.workflow_names import UnknownWorkflowError
 from processors.beep import BeepDetector
@@ -190,17 +188,9 @@ async def _handle_stream(state: ServerState, websocket: WebSocket, token: str) -
             lambda: beep.passes_packets,
             current_chunk_ms=lambda: beep.chunk_ms,
         )
-    pipeline = Pipeline([transport.input(), *parts.processors, transport.output()])
-    # No Pipecat idle timeout: its observer sees every frame every processor pushes (a queue and a
-    # task hop each). The workflow ends the call at CALL_TIMEOUT_SECS of audio; this wall-clock
-    # backstop ends one whose audio stopped coming.
-    worker = PipelineWorker(
-        pipeline,
-        params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE, audio_out_sample_rate=SAMPLE_RATE),
-        enable_rtvi=False,
-        enable_turn_tracking=False,
-        idle_timeout_secs=None,
-    )
+    # The workflow ends the call at CALL_TIMEOUT_SECS of audio; this wall-clock backstop ends one whose
+    # audio stopped coming.
+    worker = call_worker([transport.input(), *parts.processors, transport.output()])
     backstop = asyncio.get_running_loop().call_later(
         settings.call_timeout_secs + 30, lambda: asyncio.ensure_future(worker.cancel())
     )
