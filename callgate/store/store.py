@@ -160,7 +160,7 @@ class CallStore:
         unknown = set(fields) - CALL_COLUMNS
         if unknown:
             raise ValueError(f"unknown call columns: {sorted(unknown)}")
-        self._put("call", (call_sid[:64], time.time(), fit_row("calls", dict(fields))))
+        self._put("call", (call_sid[:64], time.time(), fit_row("calls", fields)))
 
     def add_event(self, call_sid: str, seq: int, event: Mapping[str, Any], at: float | None = None) -> None:
         """One public call event (`{"event": ..., "t_ms": ..., ...}`), in the call's order `seq`."""
@@ -248,9 +248,7 @@ class CallStore:
                     return False
                 continue
             self._inflight = 0
-            self.stats.flushes += 1
-            self.stats.written += n
-            self.stats.last_flush_at = time.time()
+            self._count_written(n)
             await asyncio.sleep(0)  # between batches, the calls' frames go first
         return True
 
@@ -296,10 +294,13 @@ class CallStore:
                 sid = item[0] if kind == "call" else item["call_sid"]
                 logger.error(f"call store: the database refused a {kind} record of {sid}; dropped: {e!r:.300}")
                 continue
-            self.stats.flushes += 1
-            self.stats.written += len(part)
-            self.stats.last_flush_at = time.time()
+            self._count_written(len(part))
         return []
+
+    def _count_written(self, n: int) -> None:
+        self.stats.flushes += 1
+        self.stats.written += n
+        self.stats.last_flush_at = time.time()
 
     async def _write(self, batch: list[tuple[str, Any]]) -> None:
         merged: dict[str, tuple[float, float, dict[str, Any]]] = {}

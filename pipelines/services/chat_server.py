@@ -331,6 +331,11 @@ class ChatCompletionsServer:
             h.close_connection = True  # the client went away (an interruption cancels the request)
 
 
+def _keyed_server(responder: Responder) -> ChatCompletionsServer:
+    """One of the server process's own LLM servers: started, and wanting a random per-process key."""
+    return ChatCompletionsServer(responder, api_key=secrets.token_urlsafe(24)).start()
+
+
 _offline: ChatCompletionsServer | None = None
 _offline_lock = threading.Lock()
 
@@ -340,7 +345,7 @@ def offline_dialog_server() -> ChatCompletionsServer:
     global _offline
     with _offline_lock:
         if _offline is None:
-            _offline = ChatCompletionsServer(ScriptedDialog(), api_key=secrets.token_urlsafe(24)).start()
+            _offline = _keyed_server(ScriptedDialog())
         return _offline
 
 
@@ -351,7 +356,5 @@ def farewell_server(message: str) -> ChatCompletionsServer:
     """The process-wide farewell server for `message` (the LLM fallback of a failing vendor)."""
     with _offline_lock:
         if message not in _farewell:
-            _farewell[message] = ChatCompletionsServer(
-                FarewellDialog(message), api_key=secrets.token_urlsafe(24)
-            ).start()
+            _farewell[message] = _keyed_server(FarewellDialog(message))
         return _farewell[message]
