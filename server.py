@@ -425,17 +425,15 @@ def record_status_callback(state: ServerState, params: dict[str, str]) -> None:
     call_sid, status = params["CallSid"], params["CallStatus"][:16]
     state.metrics.status_callbacks.labels(status).inc()
     fields: dict[str, Any] = {"twilio_status": status}
-    if params.get("AnsweredBy"):
-        fields["answered_by"] = params["AnsweredBy"][:32]
+    # The store fits each value to its column (callgate/store/store.py fit_row), as for the webhook's.
+    for param, column in (
+        ("AnsweredBy", "answered_by"), ("From", "from_number"), ("To", "to_number"), ("Direction", "direction")
+    ):
+        if params.get(param):
+            fields[column] = params[param]
     duration = params.get("CallDuration") or params.get("Duration")
     if duration and duration.isascii() and duration.isdigit():
         fields["twilio_duration_secs"] = int(duration)
-    if params.get("From"):
-        fields["from_number"] = params["From"][:32]
-    if params.get("To"):
-        fields["to_number"] = params["To"][:32]
-    if params.get("Direction"):
-        fields["direction"] = params["Direction"][:32]
     if status in ("busy", "no-answer", "failed", "canceled"):
         # Never reached a Media Stream: this is the call's outcome.
         fields.update(outcome=status, status="completed", ended_at=time.time())
