@@ -136,10 +136,11 @@ def reply_by_words(request) -> Reply:
 def interim_vendors(tmp_path) -> Iterator[tuple[DeepgramStandIn, OpenAIStandIn, CartesiaStandIn]]:
     """Stand-ins whose interims come every second of speech (Deepgram's cadence) and catch up with the
     last word 200 ms after it, unpunctuated and lower-case (the final is punctuated), and whose final comes
-    400 ms after Finalize: a greedy reply asked on the interim has its audio synthesized and held well
-    before the final words arrive."""
+    800 ms after Finalize: a greedy reply asked on the interim has its audio synthesized and held well
+    before the final words arrive (with 400 ms, a loaded CI machine once had the final first, and the
+    scrapped reply had no audio to leak)."""
     yield from agent_vendors(
-        tmp_path, deepgram=dict(final_ms=400, interim_every_ms=1000, endpoint_ms=800, interim_tail_ms=200,
+        tmp_path, deepgram=dict(final_ms=800, interim_every_ms=1000, endpoint_ms=800, interim_tail_ms=200,
                                 interim_punctuation=False),
         default=reply_by_words,
     )
